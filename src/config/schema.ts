@@ -1,0 +1,421 @@
+/**
+ * Config schema: validates the raw YAML object key by key and normalizes it into `Config`.
+ * Every problem is reported with its field path and what was expected; unknown keys are errors
+ * (a typo must never silently disable a limit).
+ */
+import { ConfigError } from '../errors.js';
+import type {
+  CalendarUnit,
+  Config,
+  FailurePolicy,
+  IdentitySource,
+  LimitConfig,
+  LimitKind,
+  LimitWindow,
+  ModelConfig,
+} from './types.js';
+import { parseDuration, parseShare, usdToMicros } from './units.js';
+
+export const ENCODINGS = ['o200k_base', 'cl100k_base', 'p50k_base', 'r50k_base'] as const;
+const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
+const DIM = /^[a-z][a-z0-9_]{0,31}$/;
+const CALENDAR: CalendarUnit[] = ['hourly', 'daily', 'weekly', 'monthly'];
+
+type Obj = Record<string, unknown>;
+
+class Checker {
+  problems: string[] = [];
+  fail(path: string, expected: string, got?: unknown): void {
+    const shown = got === undefined ? '' : `, got ${describe(got)}`;
+    this.problems.push(`${path || '(root)'}: expected ${expected}${shown}`);
+  }
+  obj(path: string, v: unknown): Obj | undefined {
+    if (v && typeof v === 'object' && !Array.isArray(v)) return v as Obj;
+    this.fail(path, 'a mapping', v);
+    return undefined;
+  }
+  keys(path: string, o: Obj, allowed: readonly string[]): void {
+    for (const k of Object.keys(o)) {
+      if (!allowed.includes(k)) this.problems.push(`${join(path, k)}: unknown field (allowed: ${allowed.join(', ')})`);
+    }
+  }
+  int(path: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
+    if (typeof v === 'number' && Number.isInteger(v) && v >= min && v <= max) return v;
+    this.fail(path, `an integer from ${min} to ${max}`, v);
+    return undefined;
+  }
+  num(path: string, v: unknown, min: number): number | undefined {
+    if (typeof v === 'number' && Number.isFinite(v) && v >= min) return v;
+    this.fail(path, `a number ≥ ${min}`, v);
+    return undefined;
+  }
+  str(path: string, v: unknown, re?: RegExp, what = 'a string'): string | undefined {
+    if (typeof v === 'string' && (!re || re.test(v))) return v;
+    this.fail(path, what, v);
+    return undefined;
+  }
+  oneOf<T extends string>(path: string, v: unknown, options: readonly T[]): T | undefined {
+    if (typeof v === 'string' && (options as readonly string[]).includes(v)) return v as T;
+    this.fail(path, `one of ${options.join(', ')}`, v);
+    return undefined;
+  }
+}
+
+function describe(v: unknown): string {
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'a list';
+  if (typeof v === 'object') return 'a mapping';
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length > 60 ? `${s.slice(0, 57)}...` : s;
+}
+const join = (p: string, k: string | number) => (typeof k === 'number' ? `${p}[${k}]` : p ? `${p}.${k}` : k);
+
+const DEFAULT_IDENTITY: Record<string, IdentitySource[]> = {
+  tenant: [{ header: 'x-tenant-id' }, { api_key: true }],
+};
+
+function identitySource(c: Checker, path: string, v: unknown): IdentitySource | undefined {
+  const o = c.obj(path, v);
+  if (!o) return undefined;
+  const keys = Object.keys(o);
+  if (keys.length !== 1) {
+    c.fail(path, 'exactly one of header, api_key, metadata, path_segment, default', v);
+    return undefined;
+  }
+  const k = keys[0];
+  switch (k) {
+    case 'header': {
+      const h = c.str(join(path, k), o[k], /^[A-Za-z0-9-]{1,128}$/, 'a header name');
+      return h ? { header: h.toLowerCase() } : undefined;
+    }
+    case 'api_key':
+      if (o[k] !== true) c.fail(join(path, k), 'true', o[k]);
+      return { api_key: true };
+    case 'metadata': {
+      // "jwt_authn.payload.org_id" → filter "jwt_authn" (may contain dots: use "filter:path.to.field")
+      const s = c.str(join(path, k), o[k], /^[^:]+:[^:]+$/, 'a "filter.name:field.path" string');
+      if (!s) return undefined;
+      const [filter, field] = s.split(':');
+      return { metadata: { filter, path: field.split('.') } };
+    }
+    case 'path_segment': {
+      const n = c.int(join(path, k), o[k], 0, 32);
+      return n === undefined ? undefined : { path_segment: n };
+    }
+    case 'default': {
+      const d = c.str(join(path, k), o[k], /^.{1,256}$/s, 'a non-empty string');
+      return d ? { default: d } : undefined;
+    }
+    default:
+      c.problems.push(`${join(path, k)}: unknown identity source (allowed: header, api_key, metadata, path_segment, default)`);
+      return undefined;
+  }
+}
+
+function model(
+  c: Checker,
+  path: string,
+  name: string,
+  v: unknown,
+  base: ModelConfig | undefined,
+): ModelConfig | undefined {
+  const o = c.obj(path, v ?? {});
+  if (!o) return undefined;
+  c.keys(path, o, ['encoding', 'price_usd_per_1m', 'fallback', 'default_max_output_tokens']);
+  const m: ModelConfig = {
+    name,
+    encoding: base?.encoding ?? 'cl100k_base',
+    priceInPer1M: base?.priceInPer1M ?? 0,
+    priceOutPer1M: base?.priceOutPer1M ?? 0,
+    defaultMaxOutputTokens: base?.defaultMaxOutputTokens ?? 0,
+    fallback: [],
+  };
+  if (o.encoding !== undefined) m.encoding = c.oneOf(join(path, 'encoding'), o.encoding, ENCODINGS) ?? m.encoding;
+  if (o.price_usd_per_1m !== undefined) {
+    const pp = join(path, 'price_usd_per_1m');
+    const p = c.obj(pp, o.price_usd_per_1m);
+    if (p) {
+      c.keys(pp, p, ['input', 'output']);
+      const i = c.num(join(pp, 'input'), p.input ?? 0, 0);
+      const out = c.num(join(pp, 'output'), p.output ?? 0, 0);
+      if (i !== undefined) m.priceInPer1M = usdToMicros(i);
+      if (out !== undefined) m.priceOutPer1M = usdToMicros(out);
+    }
+  }
+  if (o.default_max_output_tokens !== undefined) {
+    m.defaultMaxOutputTokens =
+      c.int(join(path, 'default_max_output_tokens'), o.default_max_output_tokens, 1, 10_000_000) ?? 0;
+  }
+  if (o.fallback !== undefined) {
+    const fp = join(path, 'fallback');
+    const list = typeof o.fallback === 'string' ? [o.fallback] : o.fallback;
+    if (!Array.isArray(list) || list.length === 0) c.fail(fp, 'a model name or a list of model names', o.fallback);
+    else list.forEach((f, i) => c.str(join(fp, i), f, /^.{1,256}$/, 'a model name') && m.fallback.push(f as string));
+  }
+  return m;
+}
+
+function limit(c: Checker, path: string, v: unknown, dims: Set<string>): LimitConfig | undefined {
+  const o = c.obj(path, v);
+  if (!o) return undefined;
+  c.keys(path, o, [
+    'name',
+    'per',
+    'models',
+    'requests',
+    'tokens',
+    'usd',
+    'every',
+    'reset',
+    'timezone',
+    'mode',
+    'downgrade_below',
+    'when',
+  ]);
+  const name = c.str(join(path, 'name'), o.name, NAME, 'a name of 1-64 letters, digits, "_", "-", "."');
+  let per: string[] = [];
+  if (o.per !== undefined) {
+    const list = typeof o.per === 'string' ? [o.per] : o.per;
+    if (!Array.isArray(list)) c.fail(join(path, 'per'), 'a dimension name or a list of them', o.per);
+    else
+      per = list.filter((d, i) => {
+        const ok = typeof d === 'string' && (d === 'model' || dims.has(d));
+        if (!ok)
+          c.fail(join(join(path, 'per'), i), `an identity dimension (${[...dims, 'model'].join(', ')})`, d);
+        return ok;
+      }) as string[];
+  }
+  let models: string[] | undefined;
+  if (o.models !== undefined) {
+    if (!Array.isArray(o.models) || o.models.length === 0 || o.models.some((m) => typeof m !== 'string'))
+      c.fail(join(path, 'models'), 'a non-empty list of model names', o.models);
+    else models = o.models as string[];
+  }
+  const kinds = (['requests', 'tokens', 'usd'] as LimitKind[]).filter((k) => o[k] !== undefined);
+  let kind: LimitKind | undefined;
+  let amount: number | undefined;
+  if (kinds.length !== 1) {
+    c.problems.push(`${path}: expected exactly one of requests, tokens, usd (found ${kinds.join(', ') || 'none'})`);
+  } else {
+    kind = kinds[0];
+    const kp = join(path, kind);
+    if (kind === 'usd') {
+      const usd = c.num(kp, o.usd, 0.000001);
+      amount = usd === undefined ? undefined : usdToMicros(usd);
+    } else amount = c.int(kp, o[kind], 1);
+  }
+  let window: LimitWindow | undefined;
+  if ((o.every === undefined) === (o.reset === undefined)) {
+    c.problems.push(`${path}: expected exactly one of every (rolling window) or reset (calendar quota)`);
+  } else if (o.every !== undefined) {
+    const ms = parseDuration(o.every);
+    if (ms === undefined) c.fail(join(path, 'every'), 'a duration like 30s, 1m, 1h, 1d', o.every);
+    else window = { type: 'rolling', ms };
+    if (o.timezone !== undefined) c.problems.push(`${join(path, 'timezone')}: only valid with reset (calendar quota)`);
+  } else {
+    const unit = c.oneOf(join(path, 'reset'), o.reset, CALENDAR);
+    let timezone: string | undefined;
+    if (o.timezone !== undefined) {
+      timezone = c.str(join(path, 'timezone'), o.timezone);
+      if (timezone && !validTimezone(timezone)) {
+        c.fail(join(path, 'timezone'), 'an IANA time zone name like Europe/Berlin', timezone);
+        timezone = undefined;
+      }
+    }
+    if (unit) window = { type: 'calendar', unit, ...(timezone && timezone !== 'UTC' ? { timezone } : {}) };
+  }
+  const mode = o.mode === undefined ? 'enforce' : c.oneOf(join(path, 'mode'), o.mode, ['enforce', 'shadow']);
+  let downgradeBelow: number | undefined;
+  if (o.downgrade_below !== undefined) {
+    downgradeBelow = parseShare(o.downgrade_below);
+    if (downgradeBelow === undefined) c.fail(join(path, 'downgrade_below'), 'a share like 20%', o.downgrade_below);
+  }
+  let when: Record<string, string> | undefined;
+  if (o.when !== undefined) {
+    const w = c.obj(join(path, 'when'), o.when);
+    if (w) {
+      when = {};
+      for (const [k, val] of Object.entries(w)) {
+        if (!dims.has(k)) c.fail(join(join(path, 'when'), k), `an identity dimension (${[...dims].join(', ')})`, k);
+        else if (typeof val !== 'string' && typeof val !== 'number') c.fail(join(join(path, 'when'), k), 'a value', val);
+        else when[k] = String(val);
+      }
+    }
+  }
+  if (!name || !kind || amount === undefined || !window || !mode) return undefined;
+  return { name, per, models, kind, amount, window, shadow: mode === 'shadow', downgradeBelow, when };
+}
+
+function validTimezone(tz: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: tz });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Validate and normalize a parsed YAML document. Throws ConfigError listing every problem. */
+export function validateConfig(raw: unknown, file?: string): Config {
+  const c = new Checker();
+  const root = c.obj('', raw ?? {}) ?? {};
+  c.keys('', root, ['identity', 'models', 'limits', 'mode', 'server', 'store']);
+
+  // identity
+  const identity: Record<string, IdentitySource[]> = {};
+  let apiKeySecret = process.env.TOLLGATE_API_KEY_SECRET ?? '';
+  if (root.identity !== undefined) {
+    const id = c.obj('identity', root.identity);
+    if (id) {
+      for (const [dim, list] of Object.entries(id)) {
+        const p = join('identity', dim);
+        if (dim === 'api_key_secret_env') {
+          const envName = c.str(p, list, /^[A-Z_][A-Z0-9_]*$/, 'an environment variable name');
+          if (envName) apiKeySecret = process.env[envName] ?? '';
+          continue;
+        }
+        if (!DIM.test(dim) || dim === 'model') {
+          c.fail(p, 'a dimension name (lowercase letters, digits, _; not "model")', dim);
+          continue;
+        }
+        if (!Array.isArray(list) || list.length === 0) {
+          c.fail(p, 'a non-empty list of sources', list);
+          continue;
+        }
+        identity[dim] = list.map((s, i) => identitySource(c, join(p, i), s)).filter(Boolean) as IdentitySource[];
+      }
+    }
+  }
+  if (Object.keys(identity).length === 0) Object.assign(identity, DEFAULT_IDENTITY);
+  const dims = new Set(Object.keys(identity));
+
+  // models
+  const models = new Map<string, ModelConfig>();
+  const rawModels = root.models === undefined ? {} : c.obj('models', root.models) ?? {};
+  const builtinDefault: ModelConfig = {
+    name: '*',
+    encoding: 'cl100k_base',
+    priceInPer1M: 0,
+    priceOutPer1M: 0,
+    defaultMaxOutputTokens: 0,
+    fallback: [],
+  };
+  const defaultModel = rawModels['*'] !== undefined ? model(c, 'models["*"]', '*', rawModels['*'], builtinDefault) : builtinDefault;
+  for (const [name, v] of Object.entries(rawModels)) {
+    if (name === '*') continue;
+    const m = model(c, `models["${name}"]`, name, v, defaultModel ?? builtinDefault);
+    if (m) models.set(name, m);
+  }
+  // fallback chains: no cycles (a model may not reappear in its own chain)
+  for (const m of models.values()) {
+    const chain = fallbackChain(models, m.name);
+    if ('cycle' in chain) c.problems.push(`models["${m.name}"].fallback: cycle ${chain.cycle.join(' → ')}`);
+  }
+
+  // limits
+  const limits: LimitConfig[] = [];
+  if (root.limits !== undefined) {
+    if (!Array.isArray(root.limits)) c.fail('limits', 'a list of limits', root.limits);
+    else {
+      const names = new Set<string>();
+      root.limits.forEach((l, i) => {
+        const lim = limit(c, join('limits', i), l, dims);
+        if (!lim) return;
+        if (names.has(lim.name)) c.problems.push(`limits[${i}].name: duplicate limit name "${lim.name}"`);
+        names.add(lim.name);
+        limits.push(lim);
+      });
+    }
+  }
+
+  const mode = root.mode === undefined ? 'enforce' : c.oneOf('mode', root.mode, ['enforce', 'shadow']) ?? 'enforce';
+
+  // server
+  const sv = root.server === undefined ? {} : c.obj('server', root.server) ?? {};
+  c.keys('server', sv, [
+    'grpc_host',
+    'grpc_port',
+    'http_port',
+    'max_body_bytes',
+    'decision_deadline',
+    'non_llm_paths',
+    'bytes_per_token',
+    'image_tokens',
+    'default_max_output_tokens',
+  ]);
+  const deadline = sv.decision_deadline === undefined ? 50 : parseDuration(sv.decision_deadline);
+  if (deadline === undefined) c.fail('server.decision_deadline', 'a duration like 50ms', sv.decision_deadline);
+  const server = {
+    grpcHost: sv.grpc_host === undefined ? '0.0.0.0' : c.str('server.grpc_host', sv.grpc_host) ?? '0.0.0.0',
+    grpcPort: sv.grpc_port === undefined ? 9191 : c.int('server.grpc_port', sv.grpc_port, 0, 65535) ?? 9191,
+    httpPort: sv.http_port === undefined ? 8181 : c.int('server.http_port', sv.http_port, 0, 65535) ?? 8181,
+    maxBodyBytes:
+      sv.max_body_bytes === undefined
+        ? 8 * 1024 * 1024
+        : c.int('server.max_body_bytes', sv.max_body_bytes, 1024, 256 * 1024 * 1024) ?? 8 * 1024 * 1024,
+    decisionDeadlineMs: deadline ?? 50,
+    nonLlmPaths:
+      sv.non_llm_paths === undefined ? 'allow' : c.oneOf('server.non_llm_paths', sv.non_llm_paths, ['allow', 'deny'] as const) ?? 'allow',
+    bytesPerToken:
+      sv.bytes_per_token === undefined ? 4 : c.num('server.bytes_per_token', sv.bytes_per_token, 0.5) ?? 4,
+    imageTokens: sv.image_tokens === undefined ? 765 : c.int('server.image_tokens', sv.image_tokens, 0, 100_000) ?? 765,
+    defaultMaxOutputTokens:
+      sv.default_max_output_tokens === undefined
+        ? 4096
+        : c.int('server.default_max_output_tokens', sv.default_max_output_tokens, 1, 10_000_000) ?? 4096,
+  };
+
+  // store
+  const st = root.store === undefined ? {} : c.obj('store', root.store) ?? {};
+  c.keys('store', st, ['prefix', 'timeout', 'breaker', 'on_store_failure', 'replicas']);
+  const timeoutMs = st.timeout === undefined ? 25 : parseDuration(st.timeout);
+  if (timeoutMs === undefined) c.fail('store.timeout', 'a duration like 25ms', st.timeout);
+  const br = st.breaker === undefined ? {} : c.obj('store.breaker', st.breaker) ?? {};
+  c.keys('store.breaker', br, ['failures', 'open_for']);
+  const openMs = br.open_for === undefined ? 30_000 : parseDuration(br.open_for);
+  if (openMs === undefined) c.fail('store.breaker.open_for', 'a duration like 30s', br.open_for);
+  const store = {
+    prefix: st.prefix === undefined ? 'tollgate' : c.str('store.prefix', st.prefix, /^[A-Za-z0-9_-]{1,32}$/, 'a short prefix of letters, digits, _ or -') ?? 'tollgate',
+    timeoutMs: timeoutMs ?? 25,
+    breakerFailures: br.failures === undefined ? 3 : c.int('store.breaker.failures', br.failures, 1, 1000) ?? 3,
+    breakerOpenMs: openMs ?? 30_000,
+    onStoreFailure: (st.on_store_failure === undefined
+      ? 'allow'
+      : c.oneOf('store.on_store_failure', st.on_store_failure, ['allow', 'deny', 'local'] as const) ?? 'allow') as FailurePolicy,
+    replicas: st.replicas === undefined ? 1 : c.int('store.replicas', st.replicas, 1, 10_000) ?? 1,
+  };
+  if (store.timeoutMs >= server.decisionDeadlineMs) {
+    c.problems.push(
+      `store.timeout: expected less than server.decision_deadline (${server.decisionDeadlineMs} ms), got ${store.timeoutMs} ms`,
+    );
+  }
+
+  if (c.problems.length > 0) throw new ConfigError(c.problems, file);
+  return {
+    identity,
+    apiKeySecret,
+    models,
+    defaultModel: defaultModel ?? builtinDefault,
+    limits,
+    mode: mode as 'enforce' | 'shadow',
+    server,
+    store,
+  };
+}
+
+/**
+ * The candidates for a requested model, best first: the model itself, then its fallbacks.
+ * A list `fallback: [a, b]` is an explicit chain; a single `fallback: a` continues with a's own fallback.
+ */
+export function fallbackChain(models: Map<string, ModelConfig>, name: string): string[] | { cycle: string[] } {
+  const chain = [name];
+  let cur = models.get(name);
+  while (cur && cur.fallback.length > 0) {
+    for (const f of cur.fallback) {
+      if (chain.includes(f)) return { cycle: [...chain, f] };
+      chain.push(f);
+    }
+    cur = cur.fallback.length === 1 ? models.get(cur.fallback[0]) : undefined;
+  }
+  return chain;
+}

@@ -1,0 +1,84 @@
+/** The validated, normalized configuration every other module reads. Plain data. */
+
+export type IdentitySource =
+  | { header: string }
+  | { api_key: true }
+  | { metadata: { filter: string; path: string[] } }
+  | { path_segment: number }
+  | { default: string };
+
+export interface ModelConfig {
+  name: string;
+  encoding: string;
+  /** micro-dollars per 1M tokens = USD per 1M tokens × 1e6, integer (exact pricing in integer math). */
+  priceInPer1M: number;
+  priceOutPer1M: number;
+  defaultMaxOutputTokens: number;
+  /** Ordered fallback chain after this model (not including itself). */
+  fallback: string[];
+}
+
+export type LimitKind = 'requests' | 'tokens' | 'usd';
+export type CalendarUnit = 'hourly' | 'daily' | 'weekly' | 'monthly';
+
+export type LimitWindow = { type: 'rolling'; ms: number } | { type: 'calendar'; unit: CalendarUnit; timezone?: string };
+
+export interface LimitConfig {
+  name: string;
+  /** Identity dimensions (and/or "model") that make up the limit's key. Empty = one global limit. */
+  per: string[];
+  /** Models the limit applies to; undefined = every model. */
+  models?: string[];
+  kind: LimitKind;
+  /** Capacity in integer units: requests, tokens, or micro-dollars. */
+  amount: number;
+  window: LimitWindow;
+  shadow: boolean;
+  /** Share of the limit (0..1) below which calls with a fallback are routed to it. */
+  downgradeBelow?: number;
+  /** Apply only when each named dimension has the given value. */
+  when?: Record<string, string>;
+}
+
+export type FailurePolicy = 'allow' | 'deny' | 'local';
+
+export interface ServerConfig {
+  grpcHost: string;
+  grpcPort: number;
+  httpPort: number;
+  /** Largest request body we accept (bytes); the gRPC receive limit is set above it. */
+  maxBodyBytes: number;
+  /** The whole decision answers within this many ms, even when the store hangs. */
+  decisionDeadlineMs: number;
+  /** What to do with requests whose path is not an LLM API. */
+  nonLlmPaths: 'allow' | 'deny';
+  /** Bytes per token used to estimate cost when the body is missing or partial. */
+  bytesPerToken: number;
+  /** Flat token estimate per image part. */
+  imageTokens: number;
+  /** Fallback default for max output tokens when neither request nor model config gives one. */
+  defaultMaxOutputTokens: number;
+}
+
+export interface StoreConfig {
+  prefix: string;
+  timeoutMs: number;
+  breakerFailures: number;
+  breakerOpenMs: number;
+  onStoreFailure: FailurePolicy;
+  /** Replica count used by on_store_failure: local (each pod enforces limit / replicas). */
+  replicas: number;
+}
+
+export interface Config {
+  identity: Record<string, IdentitySource[]>;
+  /** Secret for keyed hashing of API keys (HMAC-SHA256); empty = plain SHA-256. */
+  apiKeySecret: string;
+  models: Map<string, ModelConfig>;
+  /** The "*" entry: used for any model not listed. */
+  defaultModel: ModelConfig;
+  limits: LimitConfig[];
+  mode: 'enforce' | 'shadow';
+  server: ServerConfig;
+  store: StoreConfig;
+}

@@ -1,0 +1,36 @@
+/** Coded errors: every failure a user can see carries a stable code. */
+export class TollgateError extends Error {
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'TollgateError';
+  }
+}
+
+/** A configuration problem, naming the file, the field path and what was expected. */
+export class ConfigError extends TollgateError {
+  constructor(
+    readonly problems: string[],
+    readonly file?: string,
+  ) {
+    super(
+      'TG_CONFIG_INVALID',
+      `invalid configuration${file ? ` in ${file}` : ''}:\n${problems.map((p) => `  - ${p}`).join('\n')}`,
+    );
+    this.name = 'ConfigError';
+  }
+}
+
+export class StoreTimeoutError extends TollgateError {
+  constructor(ms: number) {
+    super('TG_STORE_TIMEOUT', `store call exceeded ${ms} ms`);
+  }
+}
+
+export class BreakerOpenError extends TollgateError {
+  constructor() {
+    super('TG_BREAKER_OPEN', 'circuit breaker open: store calls suspended');
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * In-process store: the same algorithm as lua/check-limits.lua, in TypeScript, for single-replica use
+ * and for `on_store_failure: local`. Answers are identical to the Valkey store's (one conformance suite).
+ */
+import { windowEnd } from './calendar.js';
+import {
+  type CheckPlan,
+  type CheckResult,
+  EntryKind,
+  type EntryResult,
+  EntryStatus,
+  Outcome,
+  type PlanEntry,
+  type Store,
+} from './types.js';
+
+interface State {
+  /** rolling: level; calendar: used */
+  a: number;
+  /** rolling: last update ms; calendar: window end ms */
+  b: number;
+  expiresAt: number;
+}
+
+interface Evaluated {
+  e: PlanEntry;
+  fits: boolean;
+  never: boolean;
+  below: boolean;
+  retry: number;
+}
+
+/** Lua stores numbers through tostring (%.14g); mirror that so both stores agree to the unit. */
+const lua14 = (n: number) => Number(n.toPrecision(14));
+
+export class MemoryStore implements Store {
+  readonly kind = 'memory' as const;
+  private readonly data = new Map<string, State>();
+  private readonly sweeper: NodeJS.Timeout;
+
+  /** `clock` is injectable for tests; `divisor` scales every capacity down (per-replica share in local mode). */
+  constructor(
+    private readonly clock: () => number = Date.now,
+    private readonly divisor = 1,
+  ) {
+    this.sweeper = setInterval(() => this.sweep(), 10_000);
+    this.sweeper.unref();
+  }
+
+  get size(): number {
+    return this.data.size;
+  }
+
+  async check(plan: CheckPlan): Promise<CheckResult> {
+    return this.checkSync(plan);
+  }
+
+  checkSync(plan: CheckPlan): CheckResult {
+    const now = Math.floor(this.clock());
+    const cur = new Map<number, { a: number; b: number }>();
+    const current = (e: PlanEntry, cap: number) => {
+      let s = cur.get(e.key);
+      if (s) return s;
+      const st = this.data.get(plan.keys[e.key]);
+      const live = st && st.expiresAt > now ? st : undefined;
+      if (e.kind === EntryKind.Rolling) {
+        let level = cap;
+        if (live) {
+          const elapsed = Math.max(0, now - live.b);
+          level = elapsed >= e.period ? cap : Math.min(cap, live.a + (elapsed * cap) / e.period);
+        }
+        s = { a: level, b: now };
+      } else {
+        s = live && now < live.b ? { a: live.a, b: live.b } : { a: 0, b: windowEnd(now, e.period, e.tzOffsetMin) };
+      }
+      cur.set(e.key, s);
+      return s;
+    };
+
+    const cands = plan.candidates.map((entries) => {
+      let hard = true;
+      let soft = true;
+      let never = false;
+      let retry = 0;
+      const evals: Evaluated[] = entries.map((e) => {
+        const cap = this.cap(e.capacity);
+        const s = current(e, cap);
+        let fits: boolean;
+        let avail: number;
+        let r: number;
+        if (e.kind === EntryKind.Rolling) {
+          fits = s.a >= e.cost;
+          avail = s.a;
+          r = fits ? 0 : Math.ceil(((e.cost - s.a) * e.period) / cap);
+        } else {
+          avail = cap - s.a;
+          fits = s.a + e.cost <= cap;
+          r = fits ? 0 : s.b - now;
+        }
+        const nev = e.cost > cap;
+        const below = fits && e.downgradeAt > 0 && avail - e.cost < e.downgradeAt;
+        if (!e.shadow) {
+          if (!fits) {
+            hard = false;
+            if (nev) never = true;
+            else if (r > retry) retry = r;
+          } else if (below) soft = false;
+        }
+        return { e, fits, never: nev, below, retry: r };
+      });
+      return { evals, hard, soft: soft && hard, never, retry };
+    });
+
+    const n = cands.length;
+    let chosen = cands.findIndex((c, i) => c.soft || (i === n - 1 && c.hard));
+    if (chosen < 0) chosen = cands.findIndex((c) => c.hard);
+
+    if (chosen >= 0 && !plan.dryRun) {
+      for (const ev of cands[chosen].evals) {
+        if (!ev.fits) continue;
+        const s = cur.get(ev.e.key)!;
+        const key = plan.keys[ev.e.key];
+        if (ev.e.kind === EntryKind.Rolling) {
+          s.a = lua14(s.a - ev.e.cost);
+          this.data.set(key, { a: s.a, b: now, expiresAt: now + ev.e.period });
+        } else {
+          s.a += ev.e.cost;
+          this.data.set(key, { a: s.a, b: s.b, expiresAt: s.b + 1000 });
+        }
+      }
+    }
+
+    let outcome = Outcome.Allowed;
+    let retryMs = 0;
+    if (chosen < 0) {
+      outcome = Outcome.Never;
+      retryMs = -1;
+      for (const c of cands) {
+        if (!c.never && (retryMs < 0 || c.retry < retryMs)) {
+          retryMs = c.retry;
+          outcome = Outcome.Denied;
+        }
+      }
+    }
+
+    const candidates: EntryResult[][] = cands.map((c, ci) =>
+      c.evals.map((ev) => {
+        const s = cur.get(ev.e.key)!;
+        const cap = this.cap(ev.e.capacity);
+        const dryChosen = ci === chosen && ev.fits && plan.dryRun;
+        const status = ev.never
+          ? EntryStatus.Never
+          : !ev.fits
+            ? EntryStatus.Exceeded
+            : ev.below
+              ? EntryStatus.BelowDowngrade
+              : EntryStatus.Fits;
+        let remaining: number;
+        let resetMs: number;
+        if (ev.e.kind === EntryKind.Rolling) {
+          remaining = dryChosen ? s.a - ev.e.cost : s.a;
+          resetMs = Math.ceil(((cap - remaining) * ev.e.period) / cap);
+        } else {
+          remaining = cap - s.a - (dryChosen ? ev.e.cost : 0);
+          resetMs = s.b - now;
+        }
+        return { status, remaining: Math.floor(remaining), resetMs, retryMs: ev.never ? -1 : ev.retry };
+      }),
+    );
+    return { outcome, chosen, retryMs, nowMs: now, candidates };
+  }
+
+  private cap(capacity: number): number {
+    return this.divisor === 1 ? capacity : Math.max(1, Math.floor(capacity / this.divisor));
+  }
+
+  private sweep(): void {
+    const now = this.clock();
+    for (const [k, v] of this.data) if (v.expiresAt <= now) this.data.delete(k);
+  }
+
+  async ping(): Promise<void> {}
+
+  async close(): Promise<void> {
+    clearInterval(this.sweeper);
+  }
+}

@@ -1,0 +1,100 @@
+/** What a store is asked and what it answers. Both backends (Valkey, memory) share these shapes and one test suite. */
+
+export const enum EntryKind {
+  Rolling = 1,
+  Calendar = 2,
+}
+
+/** Calendar units as the Lua script numbers them. */
+export const CALENDAR_CODE = { hourly: 1, daily: 2, weekly: 3, monthly: 4 } as const;
+
+export interface PlanEntry {
+  /** Index into CheckPlan.keys. */
+  key: number;
+  kind: EntryKind;
+  capacity: number;
+  /** Rolling: window in ms. Calendar: unit code (CALENDAR_CODE). */
+  period: number;
+  /** Calendar: minutes east of UTC for the quota's time zone. */
+  tzOffsetMin: number;
+  cost: number;
+  shadow: boolean;
+  /** Remaining units below which the candidate is skipped if a later candidate exists (0 = off). */
+  downgradeAt: number;
+}
+
+export interface CheckPlan {
+  keys: string[];
+  /** Best first: requested model, then fallbacks. */
+  candidates: PlanEntry[][];
+  /** Decide without debiting (dry runs). */
+  dryRun?: boolean;
+}
+
+/** Numeric results of the Lua script, mapped to names. */
+export enum Outcome {
+  Allowed = 0,
+  Denied = 1,
+  Never = 2,
+}
+
+export enum EntryStatus {
+  Fits = 0,
+  Exceeded = 1,
+  Never = 2,
+  BelowDowngrade = 3,
+}
+
+export interface EntryResult {
+  status: EntryStatus;
+  /** Units left after this call if it was debited, else now. */
+  remaining: number;
+  /** Rolling: ms until full; calendar: ms until window end. */
+  resetMs: number;
+  /** ms until this entry fits the cost; 0 fits now; -1 never. */
+  retryMs: number;
+}
+
+export interface CheckResult {
+  outcome: Outcome;
+  /** Index of the debited candidate, -1 when denied. */
+  chosen: number;
+  /** Earliest ms until any candidate fits (denied), -1 never, 0 allowed. */
+  retryMs: number;
+  /** Store's clock (ms since epoch). */
+  nowMs: number;
+  candidates: EntryResult[][];
+}
+
+export interface Store {
+  readonly kind: 'valkey' | 'memory';
+  check(plan: CheckPlan): Promise<CheckResult>;
+  /** Resolves when the store answers. */
+  ping(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Flatten a plan into the script's ARGV layout (see lua/check-limits.lua). */
+export function planArgs(plan: CheckPlan): (string | number)[] {
+  const args: (string | number)[] = [plan.candidates.length, plan.dryRun ? 1 : 0];
+  for (const cand of plan.candidates) {
+    args.push(cand.length);
+    for (const e of cand) {
+      args.push(e.key + 1, e.kind, e.capacity, e.period, e.tzOffsetMin, e.cost, e.shadow ? 1 : 0, e.downgradeAt);
+    }
+  }
+  return args;
+}
+
+/** Map the script's flat integer reply back to a CheckResult. */
+export function parseReply(plan: CheckPlan, reply: number[]): CheckResult {
+  let i = 4;
+  const candidates = plan.candidates.map((cand) =>
+    cand.map(() => {
+      const r: EntryResult = { status: reply[i], remaining: reply[i + 1], resetMs: reply[i + 2], retryMs: reply[i + 3] };
+      i += 4;
+      return r;
+    }),
+  );
+  return { outcome: reply[0], chosen: reply[1] - 1, retryMs: reply[2], nowMs: reply[3], candidates };
+}

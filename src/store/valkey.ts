@@ -1,0 +1,84 @@
+/** Valkey store: one connection (auto-pipelined), the check script called by SHA, reloaded on NOSCRIPT. */
+import { readFileSync } from 'node:fs';
+import { type RedisOptions, Valkey } from 'iovalkey';
+import { loadScript, type Script } from './scripts.js';
+import { type CheckPlan, type CheckResult, parseReply, planArgs, type Store } from './types.js';
+
+export interface ValkeyStoreOptions {
+  url: string;
+  /** Per-command timeout (ms). */
+  timeoutMs: number;
+  /** PEM CA bundle for TLS (valkeys:// / rediss://). */
+  caFile?: string;
+}
+
+/** valkey://, valkeys://, redis://, rediss:// (user:password@host:port/db) → iovalkey options. */
+export function valkeyOptions(opts: ValkeyStoreOptions): RedisOptions {
+  const u = new URL(opts.url);
+  const tls = u.protocol === 'valkeys:' || u.protocol === 'rediss:';
+  if (!['valkey:', 'valkeys:', 'redis:', 'rediss:'].includes(u.protocol)) {
+    throw new Error(`VALKEY_URL: unsupported scheme "${u.protocol}" (use valkey://, valkeys://, redis:// or rediss://)`);
+  }
+  const db = u.pathname && u.pathname !== '/' ? Number(u.pathname.slice(1)) : 0;
+  return {
+    host: u.hostname || '127.0.0.1',
+    port: u.port ? Number(u.port) : 6379,
+    username: u.username ? decodeURIComponent(u.username) : undefined,
+    password: u.password ? decodeURIComponent(u.password) : undefined,
+    db: Number.isInteger(db) ? db : 0,
+    tls: tls ? { servername: u.hostname, ...(opts.caFile ? { ca: readFileSync(opts.caFile) } : {}) } : undefined,
+    connectionName: 'tollgate',
+    enableAutoPipelining: true,
+    // Fail fast while disconnected: the breaker, not a hidden queue, decides what happens.
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    commandTimeout: opts.timeoutMs,
+    connectTimeout: 2000,
+    retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+    lazyConnect: true,
+  };
+}
+
+export class ValkeyStore implements Store {
+  readonly kind = 'valkey' as const;
+  readonly client: Valkey;
+  private readonly script: Script = loadScript('check-limits');
+
+  constructor(opts: ValkeyStoreOptions) {
+    this.client = new Valkey(valkeyOptions(opts));
+    // errors surface through command failures and the breaker; avoid unhandled 'error' events
+    this.client.on('error', () => {});
+  }
+
+  /** Connect (if not yet) and load the script; the returned SHA must equal ours. */
+  async connect(): Promise<void> {
+    if (this.client.status === 'wait') await this.client.connect();
+    await this.loadScripts();
+  }
+
+  async loadScripts(): Promise<void> {
+    const sha = (await this.client.script('LOAD', this.script.source)) as string;
+    if (sha !== this.script.sha) throw new Error(`script SHA mismatch: server ${sha}, local ${this.script.sha}`);
+  }
+
+  async check(plan: CheckPlan): Promise<CheckResult> {
+    const args = planArgs(plan);
+    let reply: number[];
+    try {
+      reply = (await this.client.evalsha(this.script.sha, plan.keys.length, ...plan.keys, ...args)) as number[];
+    } catch (err) {
+      if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
+      await this.loadScripts();
+      reply = (await this.client.evalsha(this.script.sha, plan.keys.length, ...plan.keys, ...args)) as number[];
+    }
+    return parseReply(plan, reply);
+  }
+
+  async ping(): Promise<void> {
+    await this.client.ping();
+  }
+
+  async close(): Promise<void> {
+    this.client.disconnect();
+  }
+}

@@ -1,0 +1,118 @@
+/**
+ * Prompt token counting.
+ *
+ * Chat formats follow OpenAI's cookbook "How to count tokens with tiktoken"
+ * (https://github.com/openai/openai-cookbook/blob/main/examples/How_to_count_tokens_with_tiktoken.ipynb,
+ * sections 6 `num_tokens_from_messages` and 7 `num_tokens_for_tools`), which the cookbook verifies
+ * against the API's usage.prompt_tokens for gpt-3.5-turbo, gpt-4, gpt-4o and gpt-4o-mini:
+ *
+ *   per message: tokens_per_message (3) + tokens of every value (role, content, name) + tokens_per_name (1)
+ *   reply priming: +3 (<|start|>assistant<|message|>)
+ *   tools (if any): per function func_init + tokens("name:description") [+ prop_init + per property
+ *   (prop_key + tokens("key:type:description") [+ enum_init + per item (enum_item + tokens(item))])],
+ *   then func_end once; a trailing "." of descriptions is dropped.
+ *
+ * Extensions beyond the cookbook (it only covers string contents and flat parameter schemas):
+ *  - content-part arrays, tool calls, tool results etc. contribute each text piece's tokens;
+ *  - schema keys the cookbook ignores (nested properties, items, anyOf, $defs, ...) are counted as
+ *    the tokens of their JSON, so that large nested schemas cannot slip past the limiter;
+ *  - images count `opts.imageTokens` each; token-id arrays count their length.
+ *
+ * Anthropic requests are counted with the same chat formula and the configured tiktoken encoding:
+ * Anthropic uses its own (unpublished) tokenizer, so this is an estimate only.
+ */
+import type { ParsedCall, Prompt, ToolDef } from '../parse/types.js';
+import { countText, getEncoder } from './encoders.js';
+import type { Tiktoken } from 'tiktoken';
+
+export interface CountOptions {
+  /** Tokens charged per image part. */
+  imageTokens: number;
+}
+
+export const TOKENS_PER_MESSAGE = 3;
+export const TOKENS_PER_NAME = 1;
+export const REPLY_PRIMING = 3;
+
+/** num_tokens_for_tools constants. The cookbook uses func_init = 7 for gpt-4o/gpt-4o-mini (o200k_base)
+ * and 10 for gpt-3.5-turbo/gpt-4 (cl100k_base); other constants are shared. */
+export const TOOL_CONSTANTS = {
+  o200k_base: { funcInit: 7, propInit: 3, propKey: 3, enumInit: -3, enumItem: 3, funcEnd: 12 },
+  cl100k_base: { funcInit: 10, propInit: 3, propKey: 3, enumInit: -3, enumItem: 3, funcEnd: 12 },
+} as const;
+
+function toolConstants(encodingName: string) {
+  return encodingName === 'cl100k_base' ? TOOL_CONSTANTS.cl100k_base : TOOL_CONSTANTS.o200k_base;
+}
+
+function stripDot(s: string): string {
+  return s.endsWith('.') ? s.slice(0, -1) : s;
+}
+
+export function countToolDefs(enc: Tiktoken, defs: ToolDef[], encodingName: string): number {
+  if (defs.length === 0) return 0;
+  const k = toolConstants(encodingName);
+  let n = 0;
+  for (const f of defs) {
+    n += k.funcInit;
+    n += countText(enc, `${f.name}:${stripDot(f.description)}`);
+    if (f.properties.length > 0) {
+      n += k.propInit;
+      for (const p of f.properties) {
+        n += k.propKey;
+        if (p.enum) {
+          n += k.enumInit;
+          for (const item of p.enum) n += k.enumItem + countText(enc, item);
+        }
+        n += countText(enc, `${p.name}:${p.type}:${stripDot(p.description)}`);
+        if (p.extra) n += countText(enc, p.extra);
+      }
+    }
+    if (f.extra) n += countText(enc, f.extra);
+  }
+  return n + k.funcEnd;
+}
+
+export function countChat(enc: Tiktoken, prompt: Prompt): number {
+  let n = 0;
+  for (const m of prompt.messages) {
+    n += TOKENS_PER_MESSAGE;
+    n += countText(enc, m.role);
+    for (const part of m.parts) n += countText(enc, part);
+    if (m.name !== undefined) n += countText(enc, m.name) + TOKENS_PER_NAME;
+  }
+  return n + REPLY_PRIMING;
+}
+
+/** Count the prompt tokens of a parsed call with the given tiktoken encoding. Synchronous. */
+export function countPromptTokens(call: ParsedCall, encodingName: string, opts: CountOptions): number {
+  const enc = getEncoder(encodingName);
+  const p = call.prompt;
+  let n = p.preTokenized + p.images * Math.max(0, opts.imageTokens);
+  if (p.kind === 'chat') {
+    n += countChat(enc, p);
+  } else {
+    for (const t of p.texts) n += countText(enc, t);
+  }
+  n += countToolDefs(enc, p.toolDefs, encodingName);
+  return n;
+}
+
+/** Total UTF-16 length of everything that will be tokenized (decides inline vs. pool counting). */
+export function promptChars(call: ParsedCall): number {
+  const p = call.prompt;
+  let n = 0;
+  for (const m of p.messages) {
+    n += m.role.length + (m.name?.length ?? 0);
+    for (const part of m.parts) n += part.length;
+  }
+  for (const t of p.texts) n += t.length;
+  for (const f of p.toolDefs) {
+    n += f.name.length + f.description.length + (f.extra?.length ?? 0);
+    for (const q of f.properties) {
+      n += q.name.length + q.type.length + q.description.length + (q.extra?.length ?? 0);
+      if (q.enum) for (const e of q.enum) n += e.length;
+    }
+  }
+  return n;
+}
