@@ -1,6 +1,6 @@
 /** Loading the config file (YAML) and applying environment overrides. */
 import { readFileSync } from 'node:fs';
-import yaml from 'js-yaml';
+import { load as yamlLoad } from 'js-yaml';
 import { ConfigError } from '../errors.js';
 import { validateConfig } from './schema.js';
 import type { Config } from './types.js';
@@ -12,7 +12,7 @@ export function configPath(): string {
 export function parseConfigText(text: string, file?: string): Config {
   let raw: unknown;
   try {
-    raw = yaml.load(text, { filename: file });
+    raw = yamlLoad(text, { filename: file });
   } catch (err) {
     throw new ConfigError([`YAML syntax: ${(err as Error).message}`], file);
   }

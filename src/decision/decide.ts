@@ -1,0 +1,347 @@
+/**
+ * The decision pipeline: CheckRequest attributes → parse → identity → tokens → cost → one atomic store
+ * call → Decision. Pure of gRPC: the authz server and the HTTP mode only translate its result.
+ */
+import { fallbackChain } from '../config/schema.js';
+import type { Config } from '../config/types.js';
+import { type Identity, logTag, resolveIdentity } from '../identity.js';
+import { classifyPath } from '../parse/route.js';
+import { parseCall } from '../parse/parse.js';
+import { isParseError, type ParsedCall } from '../parse/types.js';
+import { type BuiltPlan, buildPlan, type CandidateCost, modelConfig, priceMicros, reservedOutput } from '../policy.js';
+import { Breaker, type BreakerState } from '../resilience/breaker.js';
+import { MemoryStore } from '../store/memory.js';
+import { type CheckResult, EntryStatus, Outcome, type Store } from '../store/types.js';
+import { type TokenPool, countTokens } from '../tokens/pool.js';
+import { type Row, rateLimitHeaders } from './headers.js';
+import type { AllowDecision, Decision, DecisionStats, DenyDecision, Headers } from './types.js';
+
+export interface CheckInput {
+  method: string;
+  path: string;
+  /** Lower-case header names. */
+  headers: Record<string, string>;
+  /** Raw body bytes (pack_as_bytes) or the body string; undefined when Envoy sent none. */
+  body?: Buffer | string;
+  /** filter_metadata as plain JSON. */
+  metadata?: Record<string, unknown>;
+}
+
+export interface DeciderDeps {
+  store: Store;
+  pool?: TokenPool;
+  onBreakerChange?: (to: BreakerState, from: BreakerState) => void;
+  /** Called after each store call with its duration and whether it failed. */
+  onStoreCall?: (seconds: number, ok: boolean) => void;
+}
+
+const JSON_CT = 'application/json';
+const TOLLGATE_PREFIX = 'x-tollgate-';
+const MODEL_IN_PARTIAL_BODY = /"model"\s*:\s*"([^"\\]{1,256})"/;
+
+class DeadlineExceeded extends Error {}
+
+export class Decider {
+  private cfg: Config;
+  readonly breaker: Breaker;
+  private local: MemoryStore;
+
+  constructor(
+    cfg: Config,
+    private readonly deps: DeciderDeps,
+  ) {
+    this.cfg = cfg;
+    this.breaker = new Breaker(
+      { failures: cfg.store.breakerFailures, openMs: cfg.store.breakerOpenMs },
+      deps.onBreakerChange,
+    );
+    this.local = new MemoryStore(Date.now, cfg.store.replicas);
+  }
+
+  get config(): Config {
+    return this.cfg;
+  }
+
+  /** Swap in a new validated config; in-flight decisions keep the one they started with. */
+  setConfig(cfg: Config): void {
+    if (cfg.store.replicas !== this.cfg.store.replicas) {
+      void this.local.close();
+      this.local = new MemoryStore(Date.now, cfg.store.replicas);
+    }
+    this.cfg = cfg;
+  }
+
+  async decide(input: CheckInput): Promise<Decision> {
+    const cfg = this.cfg; // one config for the whole decision, even if a reload lands meanwhile
+    const started = Date.now();
+    const removeHeaders = clientTollgateHeaders(input.headers);
+    const route = classifyPath(input.path);
+    if (!route) {
+      if (cfg.server.nonLlmPaths === 'allow') return allow('not-llm', {}, {}, removeHeaders, {});
+      return deny('not-llm', 403, {}, errorBody('This path is not an LLM API path tollgate knows.', 'invalid_request_error', 'path_not_allowed'), {});
+    }
+
+    // --- body -------------------------------------------------------------------------------------
+    const body = input.body;
+    const len = body === undefined ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body.length;
+    const declared = Number(input.headers['content-length']);
+    const partial =
+      input.headers['x-envoy-auth-partial-body'] === 'true' || (Number.isFinite(declared) && declared > len) || len === 0;
+    let call: ParsedCall | undefined;
+    let model: string | undefined;
+    let estimatedPrompt = 0;
+    if (partial) {
+      // Envoy stopped buffering (max_request_bytes) or sent no body: estimate from the declared size.
+      const bytes = Number.isFinite(declared) && declared > 0 ? declared : len;
+      estimatedPrompt = Math.ceil(bytes / cfg.server.bytesPerToken);
+      const text = body === undefined ? '' : typeof body === 'string' ? body : body.toString('utf8', 0, Math.min(len, 65536));
+      model = route.azureDeployment ?? MODEL_IN_PARTIAL_BODY.exec(text)?.[1] ?? '*';
+    } else {
+      let json: unknown;
+      try {
+        json = JSON.parse(typeof body === 'string' ? body : body!.toString('utf8'));
+      } catch (err) {
+        const msg = err instanceof RangeError ? 'request body nests too deeply' : 'request body is not valid JSON';
+        return badRequest(msg);
+      }
+      const parsed = parseCall(route.dialect, json, route.azureDeployment);
+      if (isParseError(parsed)) return badRequest(parsed.error);
+      if (!parsed.model) return badRequest('model is required');
+      call = parsed;
+      model = parsed.model;
+    }
+
+    // --- identity, candidates, costs ---------------------------------------------------------------
+    const id = resolveIdentity(cfg, { path: input.path, headers: input.headers, metadata: input.metadata });
+    const chain = fallbackChain(cfg.models, model);
+    const names = Array.isArray(chain) ? chain : [model];
+    const tokensByEncoding = new Map<string, number>();
+    const costs: CandidateCost[] = [];
+    for (const name of names) {
+      const mc = modelConfig(cfg, name);
+      let prompt = estimatedPrompt;
+      if (call) {
+        let t = tokensByEncoding.get(mc.encoding);
+        if (t === undefined) {
+          t = await countTokens(call, mc.encoding, { imageTokens: cfg.server.imageTokens }, this.deps.pool);
+          tokensByEncoding.set(mc.encoding, t);
+        }
+        prompt = t;
+      }
+      const output =
+        call?.dialect === 'openai.embeddings' ? 0 : reservedOutput(cfg, mc, call?.requestedOutput, call?.n ?? 1);
+      costs.push({ model: name, config: mc, promptTokens: prompt, outputTokens: output, micros: priceMicros(mc, prompt, output) });
+    }
+    const stats: DecisionStats = {
+      model,
+      promptTokens: costs[0].promptTokens,
+      reservedTokens: costs[0].outputTokens,
+      micros: costs[0].micros,
+      estimated: partial || undefined,
+      tenantTag: logTag(id.tenant),
+    };
+    const built = buildPlan(cfg, id, costs);
+    const marks: Headers = partial ? { 'x-tollgate-estimated': 'true' } : {};
+
+    if (built.plan.keys.length === 0) {
+      stats.chosenModel = model;
+      return allow('ok', { ...marks }, { ...marks }, removeHeaders, stats);
+    }
+
+    // --- the one atomic store call, bounded by the breaker and the decision deadline -------------
+    let result: CheckResult;
+    let degraded: string | undefined;
+    try {
+      result = await this.storeCheck(built, cfg, started);
+    } catch {
+      const policy = cfg.store.onStoreFailure;
+      if (policy === 'deny') {
+        return deny(
+          'store-unavailable',
+          503,
+          {},
+          errorBody('Rate limiter temporarily unavailable; try again shortly.', 'server_error', 'rate_limiter_unavailable'),
+          stats,
+        );
+      }
+      if (policy === 'allow') {
+        const h = { ...marks, 'x-tollgate-degraded': 'store-unavailable' };
+        return allow('degraded', h, { ...h }, removeHeaders, stats);
+      }
+      result = this.local.checkSync(built.plan);
+      degraded = 'store-unavailable;local';
+    }
+    return this.interpret(built, costs, result, stats, marks, removeHeaders, degraded, id);
+  }
+
+  private async storeCheck(built: BuiltPlan, cfg: Config, started: number): Promise<CheckResult> {
+    const store = this.deps.store;
+    if (store.kind === 'memory') return store.check(built.plan);
+    const budget = cfg.server.decisionDeadlineMs - (Date.now() - started);
+    if (budget <= 0) throw new DeadlineExceeded();
+    const t0 = performance.now();
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      return await Promise.race([
+        this.breaker.run(() => store.check(built.plan)).then(
+          (r) => {
+            this.deps.onStoreCall?.((performance.now() - t0) / 1000, true);
+            return r;
+          },
+          (e) => {
+            if (!(e instanceof Error && e.name === 'TollgateError' && (e as { code?: string }).code === 'TG_BREAKER_OPEN'))
+              this.deps.onStoreCall?.((performance.now() - t0) / 1000, false);
+            throw e;
+          },
+        ),
+        new Promise<never>((_, reject) => {
+          timer = setTimeout(() => reject(new DeadlineExceeded()), budget);
+        }),
+      ]);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private interpret(
+    built: BuiltPlan,
+    costs: CandidateCost[],
+    result: CheckResult,
+    stats: DecisionStats,
+    marks: Headers,
+    removeHeaders: string[],
+    degraded: string | undefined,
+    _id: Identity,
+  ): Decision {
+    const rowsOf = (ci: number): Row[] => built.meta[ci].map((meta, i) => ({ meta, r: result.candidates[ci][i] }));
+    const extra: Headers = { ...marks };
+    if (degraded) extra['x-tollgate-degraded'] = degraded;
+
+    if (result.outcome === Outcome.Allowed) {
+      const ci = result.chosen;
+      const rows = rowsOf(ci);
+      const up: Headers = { ...extra };
+      const resp: Headers = { ...extra };
+      rateLimitHeaders(resp, rows, result.nowMs);
+      const chosen = costs[ci];
+      stats.chosenModel = chosen.model;
+      stats.promptTokens = chosen.promptTokens;
+      stats.reservedTokens = chosen.outputTokens;
+      stats.micros = chosen.micros;
+      let reason: AllowDecision['reason'] = degraded ? 'degraded' : 'ok';
+      if (ci > 0) {
+        up['x-tollgate-model'] = resp['x-tollgate-model'] = chosen.model;
+        up['x-tollgate-rerouted-from'] = resp['x-tollgate-rerouted-from'] = costs[0].model;
+        reason = 'rerouted';
+      }
+      const shadowHit = rows.find((r) => r.meta.shadow && r.r.status !== EntryStatus.Fits && r.r.status !== EntryStatus.BelowDowngrade);
+      if (shadowHit) {
+        up['x-tollgate-shadow'] = resp['x-tollgate-shadow'] = `deny;limit=${shadowHit.meta.limit.name}`;
+        stats.limit = shadowHit.meta.limit.name;
+        if (reason === 'ok') reason = 'shadow';
+      }
+      return allow(reason, up, resp, removeHeaders, stats);
+    }
+
+    // Denied: describe the candidate that would fit soonest (or the requested one if none ever fits).
+    const never = result.outcome === Outcome.Never;
+    let best = 0;
+    if (!never) {
+      let bestRetry = Number.POSITIVE_INFINITY;
+      built.meta.forEach((_, ci) => {
+        const rows = rowsOf(ci).filter((r) => !r.meta.shadow && r.r.status !== EntryStatus.Fits && r.r.status !== EntryStatus.BelowDowngrade);
+        if (rows.some((r) => r.r.status === EntryStatus.Never)) return;
+        const retry = Math.max(0, ...rows.map((r) => r.r.retryMs));
+        if (retry < bestRetry) {
+          bestRetry = retry;
+          best = ci;
+        }
+      });
+    }
+    const rows = rowsOf(best);
+    const blocking = rows.filter((r) => !r.meta.shadow && (r.r.status === EntryStatus.Exceeded || r.r.status === EntryStatus.Never));
+    const binding = blocking.reduce<Row | undefined>(
+      (a, r) => (!a || (r.r.status === EntryStatus.Never ? 1e15 : r.r.retryMs) > (a.r.status === EntryStatus.Never ? 1e15 : a.r.retryMs) ? r : a),
+      undefined,
+    )!;
+    const h: Headers = { ...extra, 'content-type': JSON_CT };
+    rateLimitHeaders(h, rows, result.nowMs, binding);
+    const l = binding.meta.limit;
+    stats.limit = l.name;
+    const candidates = built.meta.map((m, ci) => ({
+      model: costs[ci].model,
+      limits: m
+        .filter((_, i) => !m[i].shadow && result.candidates[ci][i].status !== EntryStatus.Fits && result.candidates[ci][i].status !== EntryStatus.BelowDowngrade)
+        .map((x) => x.limit.name),
+    }));
+    const unit = l.kind === 'usd' ? 'micro-USD' : l.kind;
+    if (never) {
+      h['x-should-retry'] = 'false';
+      const body = {
+        ...errorObj(
+          `This request needs ${binding.meta.cost} ${unit} but limit "${l.name}" (per ${binding.meta.scope}) allows at most ${l.amount}; it can never fit. Reduce the prompt or max_tokens.`,
+          l.kind,
+          'rate_limit_exceeded',
+        ),
+        retry_after_seconds: null,
+        limit: l.name,
+        ...(candidates.length > 1 ? { candidates } : {}),
+      };
+      return deny('never-fits', 429, h, JSON.stringify(body), stats);
+    }
+    const retryMs = Math.max(1, result.retryMs);
+    const retryS = Math.max(1, Math.ceil(retryMs / 1000));
+    h['retry-after'] = String(retryS);
+    h['retry-after-ms'] = String(retryMs);
+    const body = {
+      ...errorObj(
+        `Rate limit reached for ${l.kind} on limit "${l.name}" (per ${binding.meta.scope}): limit ${l.amount}, remaining ${Math.max(0, binding.r.remaining)}, this request needs ${binding.meta.cost} ${unit}. Please try again in ${retryS}s.`,
+        l.kind,
+        'rate_limit_exceeded',
+      ),
+      retry_after_seconds: retryS,
+      limit: l.name,
+      ...(candidates.length > 1 ? { candidates } : {}),
+    };
+    return deny('rate-limited', 429, h, JSON.stringify(body), stats);
+  }
+
+  async close(): Promise<void> {
+    await this.local.close();
+  }
+}
+
+function clientTollgateHeaders(headers: Record<string, string>): string[] {
+  const out: string[] = [];
+  for (const k in headers) if (k.startsWith(TOLLGATE_PREFIX)) out.push(k);
+  return out;
+}
+
+function allow(
+  reason: AllowDecision['reason'],
+  upstreamHeaders: Headers,
+  responseHeaders: Headers,
+  clientSent: string[],
+  stats: DecisionStats,
+): AllowDecision {
+  // Client-sent x-tollgate-* are removed unless we overwrite them ourselves.
+  const removeHeaders = clientSent.filter((k) => !(k in upstreamHeaders));
+  return { kind: 'allow', reason, upstreamHeaders, removeHeaders, responseHeaders, stats };
+}
+
+function deny(reason: DenyDecision['reason'], httpStatus: number, headers: Headers, body: string, stats: DecisionStats): DenyDecision {
+  if (!headers['content-type']) headers['content-type'] = JSON_CT;
+  return { kind: 'deny', reason, httpStatus, headers, body, stats };
+}
+
+function errorObj(message: string, type: string, code: string) {
+  return { error: { message, type, code, param: null } };
+}
+
+function errorBody(message: string, type: string, code: string): string {
+  return JSON.stringify(errorObj(message, type, code));
+}
+
+function badRequest(message: string): DenyDecision {
+  return deny('bad-request', 400, {}, errorBody(message, 'invalid_request_error', 'invalid_request'), {});
+}

@@ -1,0 +1,41 @@
+/** grpc.health.v1.Health: Check and Watch, per service name ("" = the whole server). */
+import * as grpc from '@grpc/grpc-js';
+
+export type ServingStatus = 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
+
+export class HealthService {
+  private readonly statuses = new Map<string, ServingStatus>();
+  private readonly watchers = new Set<{ service: string; call: grpc.ServerWritableStream<any, any> }>();
+
+  status(service: string): ServingStatus {
+    return this.statuses.get(service) ?? 'SERVICE_UNKNOWN';
+  }
+
+  set(service: string, status: ServingStatus): void {
+    this.statuses.set(service, status);
+    for (const w of this.watchers) if (w.service === service) w.call.write({ status });
+  }
+
+  close(): void {
+    for (const w of this.watchers) w.call.end();
+    this.watchers.clear();
+  }
+
+  handlers(): grpc.UntypedServiceImplementation {
+    return {
+      Check: (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => {
+        const service = call.request?.service ?? '';
+        const s = this.statuses.get(service);
+        if (!s) return cb({ code: grpc.status.NOT_FOUND, details: `unknown service ${service}` });
+        cb(null, { status: s });
+      },
+      Watch: (call: grpc.ServerWritableStream<any, any>) => {
+        const service = call.request?.service ?? '';
+        const w = { service, call };
+        this.watchers.add(w);
+        call.write({ status: this.status(service) });
+        call.on('cancelled', () => this.watchers.delete(w));
+      },
+    };
+  }
+}

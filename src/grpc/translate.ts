@@ -1,0 +1,102 @@
+/**
+ * Translation between Envoy's CheckRequest/CheckResponse (proto-loader objects) and tollgate's
+ * CheckInput/Decision. No policy lives here.
+ */
+import type { CheckInput } from '../decision/decide.js';
+import type { Decision, Headers } from '../decision/types.js';
+
+/** google.rpc.Code values we answer with. */
+export const RpcCode = { OK: 0, INVALID_ARGUMENT: 3, PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, UNAVAILABLE: 14 } as const;
+
+/** protobuf Struct (protobufjs' bundled well-known type: camelCase value fields) → plain JSON. */
+export function structToJson(s: unknown, depth = 0): unknown {
+  if (!s || typeof s !== 'object' || depth > 32) return undefined;
+  const fields = (s as { fields?: Record<string, unknown> }).fields ?? {};
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(fields)) out[k] = valueToJson(v, depth + 1);
+  return out;
+}
+
+function valueToJson(v: unknown, depth: number): unknown {
+  if (!v || typeof v !== 'object' || depth > 32) return undefined;
+  const o = v as Record<string, unknown>;
+  if ('stringValue' in o) return o.stringValue;
+  if ('numberValue' in o) return o.numberValue;
+  if ('boolValue' in o) return o.boolValue;
+  if ('structValue' in o) return structToJson(o.structValue, depth + 1);
+  if ('listValue' in o) {
+    const values = ((o.listValue as { values?: unknown[] }) ?? {}).values ?? [];
+    return values.map((x) => valueToJson(x, depth + 1));
+  }
+  return null;
+}
+
+/** Envoy's CheckRequest → CheckInput. Envoy sends `raw_body` with pack_as_bytes, else `body`. */
+export function toCheckInput(req: any): CheckInput {
+  const http = req?.attributes?.request?.http ?? {};
+  let headers: Record<string, string> = {};
+  if (http.headers && Object.keys(http.headers).length > 0) {
+    headers = {};
+    for (const [k, v] of Object.entries(http.headers as Record<string, string>)) headers[k.toLowerCase()] = String(v);
+  } else if (http.header_map?.headers) {
+    // encode_raw_headers: values may arrive as raw bytes
+    for (const h of http.header_map.headers as { key: string; value?: string; raw_value?: Buffer }[]) {
+      headers[h.key.toLowerCase()] = h.value || (h.raw_value ? h.raw_value.toString('utf8') : '');
+    }
+  }
+  const raw: Buffer | undefined = http.raw_body;
+  const body = raw && raw.length > 0 ? raw : typeof http.body === 'string' && http.body.length > 0 ? http.body : undefined;
+  let metadata: Record<string, unknown> | undefined;
+  const fm = req?.attributes?.metadata_context?.filter_metadata;
+  if (fm && Object.keys(fm).length > 0) {
+    metadata = {};
+    for (const [ns, s] of Object.entries(fm)) metadata[ns] = structToJson(s);
+  }
+  return {
+    method: String(http.method ?? headers[':method'] ?? ''),
+    path: String(http.path ?? headers[':path'] ?? ''),
+    headers,
+    body,
+    metadata,
+  };
+}
+
+// Envoy reads HeaderValueOption defaults differently across versions, and the default for
+// response_headers_to_add appends (duplicating headers); so every header we send states
+// OVERWRITE_IF_EXISTS_OR_ADD explicitly (envoy/config/core/v3/base.proto, HeaderAppendAction).
+const opts = (h: Headers) =>
+  Object.entries(h).map(([key, value]) => ({ header: { key, value }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' }));
+
+const rpcFor = (status: number) =>
+  status === 429
+    ? RpcCode.RESOURCE_EXHAUSTED
+    : status === 400
+      ? RpcCode.INVALID_ARGUMENT
+      : status === 503
+        ? RpcCode.UNAVAILABLE
+        : RpcCode.PERMISSION_DENIED;
+
+/**
+ * Decision → CheckResponse. Envoy allows when `status` is absent or code 0 (ext_authz grpc_client_impl.cc
+ * maps any other code to Denied), so a deny always carries a non-zero code plus denied_response.
+ */
+export function toCheckResponse(d: Decision): any {
+  if (d.kind === 'allow') {
+    return {
+      status: { code: RpcCode.OK, message: '' },
+      ok_response: {
+        headers: opts(d.upstreamHeaders),
+        headers_to_remove: d.removeHeaders,
+        response_headers_to_add: opts(d.responseHeaders),
+      },
+    };
+  }
+  return {
+    status: { code: rpcFor(d.httpStatus), message: d.reason },
+    denied_response: {
+      status: { code: d.httpStatus },
+      headers: opts(d.headers),
+      body: d.body,
+    },
+  };
+}

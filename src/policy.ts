@@ -1,0 +1,101 @@
+/**
+ * Policy: which limits apply to a call, what it costs on each, and the store plan that checks them all.
+ */
+import type { Config, LimitConfig, ModelConfig } from './config/types.js';
+import { CALENDAR_CODE, type CheckPlan, EntryKind, type PlanEntry } from './store/types.js';
+import { tzOffsetMinutes } from './store/calendar.js';
+import { type Identity, safeId } from './identity.js';
+
+/** What one candidate model would cost. */
+export interface CandidateCost {
+  model: string;
+  config: ModelConfig;
+  promptTokens: number;
+  outputTokens: number;
+  /** Integer micro-dollars, rounded up. */
+  micros: number;
+}
+
+/** Integer micro-dollars for tokens at per-1M prices (micro-dollars per 1M tokens), rounded up, exact. */
+export function priceMicros(m: ModelConfig, promptTokens: number, outputTokens: number): number {
+  const num = BigInt(promptTokens) * BigInt(m.priceInPer1M) + BigInt(outputTokens) * BigInt(m.priceOutPer1M);
+  const q = num / 1_000_000n;
+  return Number(num % 1_000_000n === 0n ? q : q + 1n);
+}
+
+export function modelConfig(cfg: Config, name: string): ModelConfig {
+  return cfg.models.get(name) ?? cfg.defaultModel;
+}
+
+/** Output tokens to reserve: the request's own cap, else the model's default, else the server default. */
+export function reservedOutput(cfg: Config, m: ModelConfig, requested: number | undefined, n: number): number {
+  if (requested !== undefined) return requested;
+  return (m.defaultMaxOutputTokens || cfg.server.defaultMaxOutputTokens) * n;
+}
+
+export interface PlanMeta {
+  limit: LimitConfig;
+  cost: number;
+  /** Which scope the limit was keyed by, e.g. "tenant" or "org,model" (never the raw id). */
+  scope: string;
+  /** Counted and reported, never blocks (limit mode or global mode shadow). */
+  shadow: boolean;
+}
+
+export interface BuiltPlan {
+  plan: CheckPlan;
+  /** Parallel to plan.candidates: which limit each entry is. */
+  meta: PlanMeta[][];
+}
+
+function applies(l: LimitConfig, model: string, id: Identity): boolean {
+  if (l.models && !l.models.includes(model)) return false;
+  if (l.when) for (const [dim, v] of Object.entries(l.when)) if (id[dim] !== v) return false;
+  for (const d of l.per) if (d !== 'model' && id[d] === undefined) return false;
+  return true;
+}
+
+function costOf(l: LimitConfig, c: CandidateCost): number {
+  if (l.kind === 'requests') return 1;
+  if (l.kind === 'tokens') return c.promptTokens + c.outputTokens;
+  return c.micros;
+}
+
+export function buildPlan(cfg: Config, id: Identity, candidates: CandidateCost[], nowMs = Date.now()): BuiltPlan {
+  const keys: string[] = [];
+  const keyIndex = new Map<string, number>();
+  const plan: CheckPlan = { keys, candidates: [] };
+  const meta: PlanMeta[][] = [];
+  const last = candidates.length - 1;
+  candidates.forEach((c, ci) => {
+    const entries: PlanEntry[] = [];
+    const metas: PlanMeta[] = [];
+    for (const l of cfg.limits) {
+      if (!applies(l, c.model, id)) continue;
+      const parts = l.per.map((d) => safeId(d === 'model' ? c.model : (id[d] as string)));
+      const rolling = l.window.type === 'rolling';
+      const key = `${cfg.store.prefix}:${rolling ? 'r' : 'c'}:${l.name}${parts.length ? `:${parts.join(':')}` : ''}`;
+      let ki = keyIndex.get(key);
+      if (ki === undefined) {
+        ki = keys.push(key) - 1;
+        keyIndex.set(key, ki);
+      }
+      const cost = costOf(l, c);
+      const shadow = l.shadow || cfg.mode === 'shadow';
+      entries.push({
+        key: ki,
+        kind: rolling ? EntryKind.Rolling : EntryKind.Calendar,
+        capacity: l.amount,
+        period: l.window.type === 'rolling' ? l.window.ms : CALENDAR_CODE[l.window.unit],
+        tzOffsetMin: l.window.type === 'calendar' && l.window.timezone ? tzOffsetMinutes(l.window.timezone, nowMs) : 0,
+        cost,
+        shadow,
+        downgradeAt: l.downgradeBelow && ci < last ? Math.ceil(l.amount * l.downgradeBelow) : 0,
+      });
+      metas.push({ limit: l, cost, scope: l.per.join(',') || 'global', shadow });
+    }
+    plan.candidates.push(entries);
+    meta.push(metas);
+  });
+  return { plan, meta };
+}

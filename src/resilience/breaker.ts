@@ -1,0 +1,66 @@
+/**
+ * Circuit breaker with a half-open state: `failures` consecutive failures open it for `openMs`; then
+ * exactly one probe call is let through; its success closes the breaker, its failure re-opens it.
+ */
+import { BreakerOpenError } from '../errors.js';
+
+export type BreakerState = 'closed' | 'open' | 'half-open';
+
+export class Breaker {
+  private state: BreakerState = 'closed';
+  private failures = 0;
+  private openUntil = 0;
+  private probing = false;
+
+  constructor(
+    private readonly opts: { failures: number; openMs: number },
+    private readonly onChange: (to: BreakerState, from: BreakerState) => void = () => {},
+    private readonly clock: () => number = Date.now,
+  ) {}
+
+  get current(): BreakerState {
+    if (this.state === 'open' && this.clock() >= this.openUntil) return 'half-open';
+    return this.state;
+  }
+
+  async run<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.state === 'open') {
+      if (this.clock() < this.openUntil || this.probing) throw new BreakerOpenError();
+      this.transition('half-open');
+    }
+    if (this.state === 'half-open') {
+      if (this.probing) throw new BreakerOpenError();
+      this.probing = true;
+    }
+    try {
+      const v = await fn();
+      this.success();
+      return v;
+    } catch (err) {
+      this.failure();
+      throw err;
+    }
+  }
+
+  private success(): void {
+    this.failures = 0;
+    this.probing = false;
+    if (this.state !== 'closed') this.transition('closed');
+  }
+
+  private failure(): void {
+    this.probing = false;
+    this.failures++;
+    if (this.state === 'half-open' || (this.state === 'closed' && this.failures >= this.opts.failures)) {
+      this.openUntil = this.clock() + this.opts.openMs;
+      this.transition('open');
+    }
+  }
+
+  private transition(to: BreakerState): void {
+    const from = this.state;
+    if (from === to) return;
+    this.state = to;
+    this.onChange(to, from);
+  }
+}

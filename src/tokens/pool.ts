@@ -1,0 +1,170 @@
+/**
+ * A small worker_threads pool that counts tokens of large prompts off the event loop.
+ *
+ * Worker script: `new URL('./worker.js', import.meta.url)`, i.e. dist/src/tokens/worker.js next to the
+ * compiled pool.js. When that file does not exist — notably when the TypeScript sources are run
+ * directly (vitest runs src/tokens/pool.ts, and there is no src/tokens/worker.js) — the pool runs in
+ * `inline` mode: count() counts synchronously on the calling thread and resolves with the result.
+ * A different worker script can be passed via `options.workerUrl` (tests use a compiled copy).
+ *
+ * Each worker handles one job at a time; excess jobs wait in a FIFO queue. A worker that crashes
+ * (uncaught error or unexpected exit) rejects its in-flight job and is replaced on demand. Idle
+ * workers are unref()'d so they never keep the process alive.
+ */
+import { existsSync } from 'node:fs';
+import os from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
+import type { ParsedCall } from '../parse/types.js';
+import { type CountOptions, countPromptTokens, promptChars } from './count.js';
+import type { WorkerRequest, WorkerResponse } from './worker.js';
+
+export function defaultPoolSize(): number {
+  const cpus = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
+  return Math.max(1, Math.min(2, cpus - 1));
+}
+
+export interface TokenPoolOptions {
+  /** Worker script to run; defaults to ./worker.js next to this module. */
+  workerUrl?: URL;
+}
+
+interface Job {
+  req: WorkerRequest;
+  resolve: (n: number) => void;
+  reject: (e: Error) => void;
+}
+
+interface Slot {
+  worker: Worker;
+  job?: Job;
+  error?: Error;
+}
+
+export class TokenPool {
+  readonly size: number;
+  /** 'workers' when the worker script exists, otherwise 'inline' (synchronous counting). */
+  readonly mode: 'workers' | 'inline';
+  /** Number of workers that crashed / exited unexpectedly (and were replaced on demand). */
+  crashes = 0;
+  private readonly url: URL;
+  private readonly slots: Slot[] = [];
+  private readonly queue: Job[] = [];
+  private nextId = 1;
+  private closed = false;
+
+  constructor(size: number = defaultPoolSize(), options: TokenPoolOptions = {}) {
+    if (!Number.isInteger(size) || size < 1) throw new Error(`TokenPool size must be a positive integer, got ${size}`);
+    this.size = size;
+    this.url = options.workerUrl ?? new URL('./worker.js', import.meta.url);
+    let exists = false;
+    try {
+      exists = this.url.protocol === 'file:' && existsSync(fileURLToPath(this.url));
+    } catch {
+      exists = false;
+    }
+    this.mode = exists ? 'workers' : 'inline';
+  }
+
+  /** Jobs waiting for a free worker. */
+  get pending(): number {
+    return this.queue.length;
+  }
+
+  count(call: ParsedCall, encodingName: string, opts: CountOptions): Promise<number> {
+    if (this.closed) return Promise.reject(new Error('token pool is closed'));
+    if (this.mode === 'inline') {
+      try {
+        return Promise.resolve(countPromptTokens(call, encodingName, opts));
+      } catch (e) {
+        return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    }
+    return new Promise<number>((resolve, reject) => {
+      this.queue.push({ req: { id: this.nextId++, call, encodingName, opts }, resolve, reject });
+      this.dispatch();
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    const err = new Error('token pool is closed');
+    for (const job of this.queue.splice(0)) job.reject(err);
+    const slots = this.slots.splice(0);
+    for (const s of slots) {
+      s.job?.reject(err);
+      s.job = undefined;
+    }
+    await Promise.all(slots.map((s) => s.worker.terminate().catch(() => undefined)));
+  }
+
+  private dispatch(): void {
+    while (!this.closed && this.queue.length > 0) {
+      let slot = this.slots.find((s) => !s.job);
+      if (!slot) {
+        if (this.slots.length >= this.size) return;
+        slot = this.spawn();
+      }
+      const job = this.queue.shift()!;
+      slot.job = job;
+      slot.worker.ref();
+      slot.worker.postMessage(job.req);
+    }
+  }
+
+  private spawn(): Slot {
+    const worker = new Worker(this.url);
+    const slot: Slot = { worker };
+    worker.unref();
+    worker.on('message', (res: WorkerResponse) => {
+      const job = slot.job;
+      if (!job || job.req.id !== res.id) return;
+      slot.job = undefined;
+      worker.unref();
+      if (res.ok) job.resolve(res.count);
+      else job.reject(new Error(`token count failed: ${res.error}`));
+      this.dispatch();
+    });
+    worker.on('error', (e: Error) => {
+      slot.error = e;
+      this.fail(slot, new Error(`token worker crashed: ${e.message}`));
+    });
+    worker.on('messageerror', (e: Error) => {
+      this.fail(slot, new Error(`token worker message error: ${e.message}`));
+      void worker.terminate();
+    });
+    worker.on('exit', (code) => {
+      this.fail(slot, new Error(`token worker exited with code ${code}${slot.error ? `: ${slot.error.message}` : ''}`));
+    });
+    this.slots.push(slot);
+    return slot;
+  }
+
+  /** Reject the slot's job, drop the slot and let dispatch() spawn a replacement on demand. */
+  private fail(slot: Slot, err: Error): void {
+    const i = this.slots.indexOf(slot);
+    if (i < 0) return; // already removed (close() or an earlier event)
+    this.slots.splice(i, 1);
+    this.crashes++;
+    const job = slot.job;
+    slot.job = undefined;
+    job?.reject(err);
+    this.dispatch();
+  }
+}
+
+/**
+ * Count prompt tokens: inline (synchronously, on this thread) when there is no pool or the prompt has
+ * fewer than `inlineLimitChars` characters of text, otherwise in the pool.
+ */
+export async function countTokens(
+  call: ParsedCall,
+  encodingName: string,
+  opts: CountOptions,
+  pool?: TokenPool,
+  inlineLimitChars = 16384,
+): Promise<number> {
+  if (!pool || promptChars(call) < inlineLimitChars) return countPromptTokens(call, encodingName, opts);
+  return pool.count(call, encodingName, opts);
+}

@@ -1,0 +1,650 @@
+/**
+ * envoy.yaml (and its Kubernetes copy / the Istio EnvoyFilter patches) checked against Envoy's
+ * OFFICIAL v3 protos, shipped with @grpc/grpc-js-xds under deps/.
+ *
+ * protobufjs' Type.fromObject silently ignores unknown keys, so this file has its own strict
+ * walker over the proto3 JSON mapping (which is what Envoy applies to YAML configs):
+ *  - every key must be a field of the message (proto name or lowerCamel json name);
+ *  - nested messages, repeated fields, maps and enums (by name) are checked recursively;
+ *  - well-known types use their JSON forms (Duration "0.25s", wrappers as plain scalars,
+ *    Struct/Value as anything, ...);
+ *  - google.protobuf.Any: "@type" (type.googleapis.com/<full name>) is resolved, the proto
+ *    package containing it is loaded on demand, and the rest of the object is validated against
+ *    it; an unresolvable type is an error;
+ *  - a few protoc-gen-validate rules Envoy enforces at load time (required messages/durations,
+ *    required oneofs, at most one member per oneof, string min_len) and deprecated fields.
+ * Limitation: the protos come from whatever envoy-api commit grpc-js-xds vendors, which may be
+ * newer than the Envoy image we deploy (v1.31): a field added after v1.31 would pass here and
+ * fail in Envoy.
+ */
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { load as loadYaml, loadAll as loadAllYaml } from 'js-yaml';
+import protobuf from 'protobufjs';
+import { beforeAll, describe, expect, it } from 'vitest';
+
+const require = createRequire(import.meta.url);
+const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
+const XDS_DEPS = join(dirname(require.resolve('@grpc/grpc-js-xds/package.json')), 'deps');
+// udpa/ and xds/ both live under deps/xds; google/protobuf/descriptor.proto ships with protobufjs.
+const INCLUDE_DIRS = [
+  ...['envoy-api', 'xds', 'protoc-gen-validate', 'googleapis'].map((d) => join(XDS_DEPS, d)),
+  dirname(require.resolve('protobufjs/package.json')),
+];
+
+const BOOTSTRAP = 'envoy.config.bootstrap.v3.Bootstrap';
+const TYPE_URL_PREFIX = 'type.googleapis.com/';
+const ENVOY_FILES = {
+  top: join(REPO, 'envoy.yaml'),
+  kubernetes: join(REPO, 'deploy/kubernetes/base/envoy.yaml'),
+};
+const ISTIO_ENVOYFILTER = join(REPO, 'deploy/istio/envoyfilter-clear-route-cache.yaml');
+
+// ---------------------------------------------------------------------------------------------
+// Proto loading
+// ---------------------------------------------------------------------------------------------
+
+function makeRoot(): protobuf.Root {
+  const root = new protobuf.Root();
+  root.resolvePath = (_origin, target) => {
+    for (const dir of INCLUDE_DIRS) {
+      const full = join(dir, target);
+      if (existsSync(full)) return full;
+    }
+    // google/protobuf/{any,duration,struct,wrappers,...}.proto are built into protobufjs.
+    return target;
+  };
+  return root;
+}
+
+/**
+ * Resolves fully-qualified message names, loading the proto package that defines them on demand.
+ * Envoy/xds protos follow the "package a.b.v3 lives in a/b/v3/" layout, so a type URL names the
+ * directory to load. This is how every extension referenced by an "@type" gets loaded.
+ */
+class ProtoRegistry {
+  readonly root = makeRoot();
+  private readonly loadedDirs = new Set<string>();
+
+  constructor(initialTypes: string[]) {
+    for (const t of initialTypes) this.lookup(t);
+  }
+
+  lookup(fullName: string): protobuf.Type | null {
+    const found = this.tryLookup(fullName);
+    if (found) return found;
+    // Package = leading lower-case segments ("envoy.extensions.filters.http.ext_authz.v3").
+    const segments = fullName.split('.');
+    const pkg: string[] = [];
+    for (const s of segments) {
+      if (!/^[a-z_][a-z0-9_]*$/.test(s)) break;
+      pkg.push(s);
+    }
+    if (pkg.length === 0 || pkg.length === segments.length) return null;
+    const rel = pkg.join('/');
+    if (this.loadedDirs.has(rel)) return null;
+    this.loadedDirs.add(rel);
+    const files: string[] = [];
+    for (const dir of INCLUDE_DIRS) {
+      const full = join(dir, rel);
+      if (!existsSync(full)) continue;
+      for (const f of readdirSync(full)) if (f.endsWith('.proto')) files.push(`${rel}/${f}`);
+    }
+    if (files.length === 0) return null;
+    this.root.loadSync(files, { keepCase: true });
+    this.root.resolveAll();
+    return this.tryLookup(fullName);
+  }
+
+  private tryLookup(fullName: string): protobuf.Type | null {
+    try {
+      return this.root.lookupType(fullName);
+    } catch {
+      return null;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Strict proto3-JSON walker
+// ---------------------------------------------------------------------------------------------
+
+/** protoc's json_name: drop underscores, upper-case the following letter. */
+function jsonName(protoName: string): string {
+  return protoName.replace(/_([a-z0-9])/g, (_m, c: string) => c.toUpperCase());
+}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+const INT_RE = /^-?\d+$/;
+const DURATION_RE = /^-?\d+(\.\d{1,9})?s$/;
+const WRAPPERS: Record<string, string> = {
+  'google.protobuf.DoubleValue': 'double',
+  'google.protobuf.FloatValue': 'float',
+  'google.protobuf.Int64Value': 'int64',
+  'google.protobuf.UInt64Value': 'uint64',
+  'google.protobuf.Int32Value': 'int32',
+  'google.protobuf.UInt32Value': 'uint32',
+  'google.protobuf.BoolValue': 'bool',
+  'google.protobuf.StringValue': 'string',
+  'google.protobuf.BytesValue': 'bytes',
+};
+
+function fullNameOf(t: protobuf.ReflectionObject): string {
+  return t.fullName.replace(/^\./, '');
+}
+
+export class EnvoyConfigValidator {
+  readonly errors: string[] = [];
+
+  constructor(private readonly registry: ProtoRegistry) {}
+
+  /** Validates `value` as message `typeName`; returns the list of problems (empty = valid). */
+  static validate(registry: ProtoRegistry, typeName: string, value: unknown): string[] {
+    const v = new EnvoyConfigValidator(registry);
+    const type = registry.lookup(typeName);
+    if (!type) return [`<root>: cannot resolve message type ${typeName}`];
+    v.message(type, value, '');
+    return v.errors;
+  }
+
+  private err(path: string, msg: string): void {
+    this.errors.push(`${path || '<root>'}: ${msg}`);
+  }
+
+  private message(type: protobuf.Type, value: unknown, path: string, skipKeys: string[] = []): void {
+    const name = fullNameOf(type);
+    if (value === null) return; // JSON null = field unset
+    if (this.wellKnown(name, value, path)) return;
+    if (!isPlainObject(value)) {
+      this.err(path, `expected an object for ${name}, got ${JSON.stringify(value)}`);
+      return;
+    }
+    const byName = new Map<string, protobuf.Field>();
+    for (const f of type.fieldsArray) {
+      byName.set(f.name, f);
+      byName.set(jsonName(f.name), f);
+    }
+    const present = new Set<string>();
+    for (const [key, v] of Object.entries(value)) {
+      if (skipKeys.includes(key)) continue;
+      const field = byName.get(key);
+      const fieldPath = path ? `${path}.${key}` : key;
+      if (!field) {
+        this.err(fieldPath, `unknown field "${key}" in ${name}`);
+        continue;
+      }
+      if (present.has(field.name)) {
+        this.err(fieldPath, `field ${field.name} given twice (proto and json name)`);
+        continue;
+      }
+      present.add(field.name);
+      if (field.options?.deprecated === true) this.err(fieldPath, `field ${name}.${field.name} is deprecated`);
+      this.field(field, v, fieldPath);
+    }
+    this.pgvRules(type, value, present, path);
+  }
+
+  /** The protoc-gen-validate rules Envoy enforces when loading config (the common ones). */
+  private pgvRules(type: protobuf.Type, value: Record<string, unknown>, present: Set<string>, path: string) {
+    const name = fullNameOf(type);
+    for (const f of type.fieldsArray) {
+      // PGV rules on a oneof member only apply when that member is the one set.
+      if (f.partOf && !present.has(f.name)) continue;
+      const o = (f.options ?? {}) as Record<string, unknown>;
+      const required =
+        o['(validate.rules).message.required'] === true ||
+        o['(validate.rules).duration.required'] === true ||
+        o['(validate.rules).timestamp.required'] === true ||
+        o['(validate.rules).any.required'] === true;
+      if (required && !present.has(f.name)) this.err(path, `required field ${name}.${f.name} is missing`);
+      const minLen = o['(validate.rules).string.min_len'] ?? o['(validate.rules).string.min_bytes'];
+      if (typeof minLen === 'number' && f.type === 'string' && !f.repeated) {
+        const v = value[f.name] ?? value[jsonName(f.name)];
+        if ((typeof v === 'string' ? v.length : 0) < minLen) {
+          this.err(path, `${name}.${f.name} must have at least ${minLen} character(s)`);
+        }
+      }
+      const minItems = o['(validate.rules).repeated.min_items'];
+      if (typeof minItems === 'number' && f.repeated) {
+        const v = value[f.name] ?? value[jsonName(f.name)];
+        if ((Array.isArray(v) ? v.length : 0) < minItems) {
+          this.err(path, `${name}.${f.name} needs at least ${minItems} item(s)`);
+        }
+      }
+    }
+    for (const oneof of type.oneofsArray) {
+      const set = oneof.fieldsArray.filter((f) => present.has(f.name));
+      if (set.length > 1) {
+        this.err(path, `oneof ${name}.${oneof.name} has more than one member set: ${set.map((f) => f.name)}`);
+      }
+      if (oneof.options?.['(validate.required)'] === true && set.length === 0) {
+        this.err(path, `oneof ${name}.${oneof.name} requires one of: ${oneof.fieldsArray.map((f) => f.name)}`);
+      }
+    }
+  }
+
+  private field(field: protobuf.Field, value: unknown, path: string): void {
+    if (value === null) return;
+    if (field instanceof protobuf.MapField) {
+      if (!isPlainObject(value)) {
+        this.err(path, `expected an object (map<${field.keyType}, ${field.type}>)`);
+        return;
+      }
+      for (const [k, v] of Object.entries(value)) {
+        if (field.keyType !== 'string' && !INT_RE.test(k) && field.keyType !== 'bool') {
+          this.err(`${path}.${k}`, `map key must be ${field.keyType}`);
+        }
+        this.single(field, v, `${path}.${k}`);
+      }
+      return;
+    }
+    if (field.repeated) {
+      if (!Array.isArray(value)) {
+        this.err(path, `expected a list for repeated field ${field.name}`);
+        return;
+      }
+      value.forEach((v, i) => this.single(field, v, `${path}[${i}]`));
+      return;
+    }
+    this.single(field, value, path);
+  }
+
+  private single(field: protobuf.Field, value: unknown, path: string): void {
+    const rt = field.resolvedType;
+    if (rt instanceof protobuf.Type) return this.message(rt, value, path);
+    if (rt instanceof protobuf.Enum) return this.enumValue(rt, value, path);
+    this.scalar(field.type, value, path);
+  }
+
+  private enumValue(e: protobuf.Enum, value: unknown, path: string): void {
+    if (typeof value !== 'string' || !(value in e.values)) {
+      this.err(
+        path,
+        `invalid enum value ${JSON.stringify(value)} for ${fullNameOf(e)} (expected one of ${Object.keys(e.values).join(', ')})`,
+      );
+    }
+  }
+
+  private scalar(type: string, value: unknown, path: string): void {
+    const bad = () => this.err(path, `expected ${type}, got ${JSON.stringify(value)}`);
+    switch (type) {
+      case 'string':
+      case 'bytes':
+        if (typeof value !== 'string') bad();
+        return;
+      case 'bool':
+        if (typeof value !== 'boolean') bad();
+        return;
+      case 'double':
+      case 'float':
+        if (typeof value !== 'number' && !(typeof value === 'string' && /^(NaN|-?Infinity|-?[\d.eE+-]+)$/.test(value))) {
+          bad();
+        }
+        return;
+      case 'int32':
+      case 'sint32':
+      case 'sfixed32':
+      case 'int64':
+      case 'sint64':
+      case 'sfixed64':
+      case 'uint32':
+      case 'fixed32':
+      case 'uint64':
+      case 'fixed64': {
+        const n = typeof value === 'number' ? value : typeof value === 'string' && INT_RE.test(value) ? Number(value) : NaN;
+        if (!Number.isInteger(n) || (type.includes('fixed') || type.startsWith('u') ? n < 0 : false)) bad();
+        return;
+      }
+      default:
+        this.err(path, `unresolved field type ${type}`);
+    }
+  }
+
+  /** JSON forms of google.protobuf well-known types. Returns true when `name` is one. */
+  private wellKnown(name: string, value: unknown, path: string): boolean {
+    if (name in WRAPPERS) {
+      this.scalar(WRAPPERS[name], value, path);
+      return true;
+    }
+    switch (name) {
+      case 'google.protobuf.Duration':
+        if (typeof value !== 'string' || !DURATION_RE.test(value)) {
+          this.err(path, `expected a Duration string like "0.25s", got ${JSON.stringify(value)}`);
+        }
+        return true;
+      case 'google.protobuf.Timestamp':
+      case 'google.protobuf.FieldMask':
+        if (typeof value !== 'string') this.err(path, `expected a string for ${name}`);
+        return true;
+      case 'google.protobuf.Struct':
+        if (!isPlainObject(value)) this.err(path, 'expected an object for google.protobuf.Struct');
+        return true;
+      case 'google.protobuf.ListValue':
+        if (!Array.isArray(value)) this.err(path, 'expected a list for google.protobuf.ListValue');
+        return true;
+      case 'google.protobuf.Value':
+        return true;
+      case 'google.protobuf.Empty':
+        if (!isPlainObject(value) || Object.keys(value).length > 0) this.err(path, 'expected {} for Empty');
+        return true;
+      case 'google.protobuf.Any':
+        this.any(value, path);
+        return true;
+      default:
+        return false;
+    }
+  }
+
+  private any(value: unknown, path: string): void {
+    if (!isPlainObject(value)) {
+      this.err(path, 'expected an object with "@type" for google.protobuf.Any');
+      return;
+    }
+    const url = value['@type'];
+    if (typeof url !== 'string' || !url.startsWith(TYPE_URL_PREFIX)) {
+      this.err(path, `Any needs "@type": "${TYPE_URL_PREFIX}<message>", got ${JSON.stringify(url)}`);
+      return;
+    }
+    const typeName = url.slice(TYPE_URL_PREFIX.length);
+    const type = this.registry.lookup(typeName);
+    if (!type) {
+      this.err(path, `cannot resolve @type ${url}`);
+      return;
+    }
+    const fqn = fullNameOf(type);
+    if (fqn.startsWith('google.protobuf.') && (fqn in WRAPPERS || this.isSpecialWkt(fqn))) {
+      // Any wrapping a WKT with a special JSON form: {"@type": ..., "value": <json>}.
+      const extra = Object.keys(value).filter((k) => k !== '@type' && k !== 'value');
+      if (extra.length) this.err(path, `unknown keys ${extra} in Any(${fqn})`);
+      this.message(type, value.value, `${path}.value`);
+      return;
+    }
+    this.message(type, value, path, ['@type']);
+  }
+
+  private isSpecialWkt(fqn: string): boolean {
+    return [
+      'google.protobuf.Duration',
+      'google.protobuf.Timestamp',
+      'google.protobuf.FieldMask',
+      'google.protobuf.Struct',
+      'google.protobuf.ListValue',
+      'google.protobuf.Value',
+      'google.protobuf.Empty',
+      'google.protobuf.Any',
+    ].includes(fqn);
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------------------------
+
+/** YAML -> the JSON value Envoy feeds to its proto3 JSON parser. */
+export function loadEnvoyYaml(file: string): any {
+  return JSON.parse(JSON.stringify(loadYaml(readFileSync(file, 'utf8'))));
+}
+
+function listenerHttpFilters(config: any): any[] {
+  const listener = config.static_resources.listeners[0];
+  const hcm = listener.filter_chains[0].filters.find(
+    (f: any) => f.name === 'envoy.filters.network.http_connection_manager',
+  );
+  return hcm.typed_config.http_filters;
+}
+
+function routes(config: any): any[] {
+  const listener = config.static_resources.listeners[0];
+  const hcm = listener.filter_chains[0].filters[0].typed_config;
+  return hcm.route_config.virtual_hosts.flatMap((vh: any) => vh.routes);
+}
+
+function extAuthzConfig(config: any): any {
+  const f = listenerHttpFilters(config).find((x) => x.name === 'envoy.filters.http.ext_authz');
+  if (!f) throw new Error('no envoy.filters.http.ext_authz filter in envoy.yaml');
+  return f.typed_config;
+}
+
+export interface WithRequestBodySettings {
+  maxRequestBytes: number;
+  allowPartialMessage: boolean;
+  packAsBytes: boolean;
+}
+
+/**
+ * ext_authz `with_request_body` (BufferSettings) as configured in envoy.yaml, with proto3 defaults
+ * filled in. Intended for tests that want to drive the server the way Envoy would (body
+ * truncation at maxRequestBytes when allowPartialMessage, raw_body vs body when packAsBytes).
+ */
+export function extractWithRequestBody(file: string = ENVOY_FILES.top): WithRequestBodySettings {
+  const body = extAuthzConfig(loadEnvoyYaml(file)).with_request_body ?? {};
+  return {
+    maxRequestBytes: Number(body.max_request_bytes ?? body.maxRequestBytes ?? 0),
+    allowPartialMessage: Boolean(body.allow_partial_message ?? body.allowPartialMessage ?? false),
+    packAsBytes: Boolean(body.pack_as_bytes ?? body.packAsBytes ?? false),
+  };
+}
+
+function durationSeconds(d: string): number {
+  const m = /^(-?\d+(?:\.\d+)?)s$/.exec(d);
+  if (!m) throw new Error(`not a duration: ${d}`);
+  return Number(m[1]);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------------
+
+let registry: ProtoRegistry;
+
+beforeAll(() => {
+  registry = new ProtoRegistry([BOOTSTRAP]);
+});
+
+describe('envoy.yaml against the official Envoy v3 protos', () => {
+  for (const [label, file] of Object.entries(ENVOY_FILES)) {
+    it(`${label}: ${file.slice(REPO.length + 1)} is a valid Bootstrap (strict: no unknown keys)`, () => {
+      const errors = EnvoyConfigValidator.validate(registry, BOOTSTRAP, loadEnvoyYaml(file));
+      expect(errors).toEqual([]);
+    });
+  }
+
+  it('resolved every @type used in envoy.yaml', () => {
+    const urls = new Set<string>();
+    const walk = (v: unknown) => {
+      if (Array.isArray(v)) v.forEach(walk);
+      else if (isPlainObject(v)) {
+        if (typeof v['@type'] === 'string') urls.add(v['@type']);
+        Object.values(v).forEach(walk);
+      }
+    };
+    walk(loadEnvoyYaml(ENVOY_FILES.top));
+    expect(urls.size).toBeGreaterThanOrEqual(7);
+    for (const url of urls) expect(registry.lookup(url.slice(TYPE_URL_PREFIX.length)), url).not.toBeNull();
+  });
+
+  it('the Kubernetes copy keeps the same filter chain as envoy.yaml', () => {
+    const names = (f: string) => listenerHttpFilters(loadEnvoyYaml(f)).map((x) => x.name);
+    expect(names(ENVOY_FILES.kubernetes)).toEqual(names(ENVOY_FILES.top));
+    expect(extAuthzConfig(loadEnvoyYaml(ENVOY_FILES.kubernetes))).toEqual(
+      extAuthzConfig(loadEnvoyYaml(ENVOY_FILES.top)),
+    );
+  });
+
+  it('Istio EnvoyFilter patch values are valid HttpFilter configs', () => {
+    const docs = loadAllYaml(readFileSync(ISTIO_ENVOYFILTER, 'utf8')) as any[];
+    const patches = docs.filter((d) => d?.kind === 'EnvoyFilter').flatMap((d) => d.spec.configPatches);
+    expect(patches.length).toBeGreaterThan(0);
+    for (const p of patches) {
+      const value = JSON.parse(JSON.stringify(p.patch.value));
+      // MERGE patches carry a partial filter (no name); validation of the fields still applies.
+      const errors = EnvoyConfigValidator.validate(
+        registry,
+        'envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter',
+        { name: value.name ?? 'merge-patch', ...value },
+      );
+      expect(errors).toEqual([]);
+    }
+  });
+});
+
+describe('the validator rejects bad configs', () => {
+  const validate = (config: unknown) => EnvoyConfigValidator.validate(registry, BOOTSTRAP, config);
+
+  it('a bogus field inside the ext_authz typed_config', () => {
+    const config = loadEnvoyYaml(ENVOY_FILES.top);
+    extAuthzConfig(config).with_request_boddy = { max_request_bytes: 1 };
+    const errors = validate(config);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toMatch(/unknown field "with_request_boddy" in envoy\.extensions\.filters\.http\.ext_authz\.v3\.ExtAuthz/);
+  });
+
+  it('a bogus field nested deeper (with_request_body)', () => {
+    const config = loadEnvoyYaml(ENVOY_FILES.top);
+    extAuthzConfig(config).with_request_body.pack_as_byte = true;
+    expect(validate(config).join('\n')).toMatch(/unknown field "pack_as_byte" in .*BufferSettings/);
+  });
+
+  it('an @type that does not exist', () => {
+    const config = loadEnvoyYaml(ENVOY_FILES.top);
+    const f = listenerHttpFilters(config).find((x) => x.name === 'envoy.filters.http.ext_authz');
+    f.typed_config['@type'] = 'type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzz';
+    expect(validate(config).join('\n')).toMatch(/cannot resolve @type .*ExtAuthzz/);
+  });
+
+  it('an @type in a package that does not exist', () => {
+    const config = loadEnvoyYaml(ENVOY_FILES.top);
+    config.static_resources.clusters[0].typed_extension_protocol_options[
+      'envoy.extensions.upstreams.http.v3.HttpProtocolOptions'
+    ]['@type'] = 'type.googleapis.com/envoy.extensions.upstreams.http.v9.HttpProtocolOptions';
+    expect(validate(config).join('\n')).toMatch(/cannot resolve @type .*v9\.HttpProtocolOptions/);
+  });
+
+  it('an invalid enum name, a malformed duration, a wrong scalar type', () => {
+    const config = loadEnvoyYaml(ENVOY_FILES.top);
+    const ea = extAuthzConfig(config);
+    ea.transport_api_version = 'V4';
+    ea.grpc_service.timeout = '250ms';
+    ea.failure_mode_allow = 'yes';
+    const text = validate(config).join('\n');
+    expect(text).toMatch(/invalid enum value "V4"/);
+    expect(text).toMatch(/Duration string/);
+    expect(text).toMatch(/failure_mode_allow: expected bool/);
+  });
+
+  it('two members of a oneof, and a missing required field', () => {
+    const config = loadEnvoyYaml(ENVOY_FILES.top);
+    const cluster = config.static_resources.clusters[0];
+    cluster.health_checks[0].http_health_check = { path: '/healthz' };
+    delete cluster.health_checks[0].interval;
+    const text = validate(config).join('\n');
+    expect(text).toMatch(/oneof .*health_checker has more than one member/);
+    expect(text).toMatch(/required field .*HealthCheck\.interval is missing/);
+  });
+
+  it('accepts lowerCamel json names as Envoy does', () => {
+    const config = loadEnvoyYaml(ENVOY_FILES.top);
+    const ea = extAuthzConfig(config);
+    ea.clearRouteCache = ea.clear_route_cache;
+    delete ea.clear_route_cache;
+    expect(validate(config)).toEqual([]);
+  });
+});
+
+describe('envoy.yaml semantics tollgate relies on', () => {
+  const config = () => loadEnvoyYaml(ENVOY_FILES.top);
+
+  it('admin is loopback-only and the listener is 0.0.0.0:10000', () => {
+    const c = config();
+    expect(c.admin.address.socket_address).toEqual({ address: '127.0.0.1', port_value: 9901 });
+    expect(c.static_resources.listeners[0].address.socket_address).toEqual({
+      address: '0.0.0.0',
+      port_value: 10000,
+    });
+  });
+
+  it('header_mutation strips client x-tollgate-* headers before ext_authz, router last', () => {
+    const filters = listenerHttpFilters(config());
+    const names = filters.map((f) => f.name);
+    expect(names.indexOf('envoy.filters.http.header_mutation')).toBeGreaterThanOrEqual(0);
+    expect(names.indexOf('envoy.filters.http.header_mutation')).toBeLessThan(
+      names.indexOf('envoy.filters.http.ext_authz'),
+    );
+    expect(names.at(-1)).toBe('envoy.filters.http.router');
+    const removed = filters
+      .find((f) => f.name === 'envoy.filters.http.header_mutation')
+      .typed_config.mutations.request_mutations.map((m: any) => m.remove);
+    expect(removed).toEqual(
+      expect.arrayContaining([
+        'x-tollgate-model',
+        'x-tollgate-rerouted-from',
+        'x-tollgate-degraded',
+        'x-tollgate-shadow',
+        'x-tollgate-estimated',
+      ]),
+    );
+  });
+
+  it('ext_authz: gRPC to tollgate, body packed as bytes, partial allowed, fail-open, clears route cache', () => {
+    const ea = extAuthzConfig(config());
+    expect(ea.grpc_service.envoy_grpc.cluster_name).toBe('tollgate');
+    expect(ea.transport_api_version).toBe('V3');
+    expect(ea.with_request_body.pack_as_bytes).toBe(true);
+    expect(ea.with_request_body.allow_partial_message).toBe(true);
+    expect(ea.with_request_body.max_request_bytes).toBeGreaterThanOrEqual(1048576);
+    expect(ea.clear_route_cache).toBe(true);
+    expect(ea.failure_mode_allow).toBe(true);
+    // Must exceed tollgate's 50 ms decision deadline, or Envoy gives up before tollgate answers.
+    expect(durationSeconds(ea.grpc_service.timeout)).toBeGreaterThan(0.05);
+  });
+
+  it('extractWithRequestBody() returns the configured BufferSettings', () => {
+    expect(extractWithRequestBody()).toEqual({
+      maxRequestBytes: 1048576,
+      allowPartialMessage: true,
+      packAsBytes: true,
+    });
+  });
+
+  it('routes: one on x-tollgate-model, /v1/messages to anthropic, a final catch-all', () => {
+    const rs = routes(config());
+    const headerRoute = rs.find((r) => r.match.headers?.some((h: any) => h.name === 'x-tollgate-model'));
+    expect(headerRoute).toBeDefined();
+    expect(headerRoute.match.headers[0].string_match.exact).toBe('gpt-4o-mini');
+    expect(headerRoute.route.cluster).toBe('openai');
+    const last = rs.at(-1);
+    // ext_authz is skipped when no route matches, so an unconditional catch-all must exist.
+    expect(last.match).toEqual({ prefix: '/' });
+    expect(rs.find((r) => r.match.prefix === '/v1/messages')?.route.cluster).toBe('anthropic');
+    for (const r of rs) expect(r.route.host_rewrite_literal ?? r.route.auto_host_rewrite).toBeTruthy();
+  });
+
+  it('clusters: tollgate over HTTP/2 with gRPC health checks; providers over verified TLS', () => {
+    const clusters = Object.fromEntries(config().static_resources.clusters.map((c: any) => [c.name, c]));
+    const tg = clusters.tollgate;
+    expect(
+      tg.typed_extension_protocol_options['envoy.extensions.upstreams.http.v3.HttpProtocolOptions']
+        .explicit_http_config.http2_protocol_options,
+    ).toBeDefined();
+    expect(tg.health_checks[0].grpc_health_check).toBeDefined();
+    expect(tg.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address).toEqual({
+      address: '127.0.0.1',
+      port_value: 9191,
+    });
+    for (const [name, host] of [
+      ['openai', 'api.openai.com'],
+      ['anthropic', 'api.anthropic.com'],
+    ]) {
+      const c = clusters[name];
+      expect(c.type).toBe('LOGICAL_DNS');
+      expect(c.transport_socket.name).toBe('envoy.transport_sockets.tls');
+      expect(c.transport_socket.typed_config.sni).toBe(host);
+      expect(c.transport_socket.typed_config.common_tls_context.validation_context.trusted_ca).toBeDefined();
+    }
+  });
+});
