@@ -82,6 +82,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
     onStoreCall: (s, ok) => metrics.storeCall(s, ok),
   });
 
+  decider.warm();
   const health = new HealthService();
   const pk = loadGrpcPackages();
   const server = new grpc.Server({

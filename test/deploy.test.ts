@@ -14,7 +14,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Valkey } from 'iovalkey';
-import { load as loadYaml, loadAll as loadAllYaml } from 'js-yaml';
+import { loadAll as loadAllYaml, load as loadYaml } from 'js-yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { validateConfig } from '../src/config/schema.js';
 
@@ -30,7 +30,12 @@ const KUBECTL_HELP =
 const VALKEY_HELP =
   'valkey-server is required for this test: run `bash scripts/install-valkey.sh` or set VALKEY_SERVER';
 
-type K8sObject = { apiVersion: string; kind: string; metadata: { name: string; [k: string]: any }; [k: string]: any };
+type K8sObject = {
+  apiVersion: string;
+  kind: string;
+  metadata: { name: string; [k: string]: any };
+  [k: string]: any;
+};
 
 function walk(dir: string): string[] {
   return readdirSync(dir).flatMap((f) => {
@@ -45,7 +50,10 @@ const docsByFile = new Map<string, any[]>();
 const parseErrors: string[] = [];
 for (const f of yamlFiles) {
   try {
-    docsByFile.set(relative(REPO, f), loadAllYaml(readFileSync(f, 'utf8')).filter((d) => d != null));
+    docsByFile.set(
+      relative(REPO, f),
+      loadAllYaml(readFileSync(f, 'utf8')).filter((d) => d != null),
+    );
   } catch (err) {
     parseErrors.push(`${relative(REPO, f)}: ${(err as Error).message}`);
   }
@@ -88,7 +96,11 @@ describe('Kubernetes base: Deployment llm-gateway', () => {
 
   it('has the envoy and tollgate containers', () => {
     expect(dep()).toBeDefined();
-    expect(dep().spec.template.spec.containers.map((c: any) => c.name).sort()).toEqual(['envoy', 'tollgate']);
+    expect(
+      dep()
+        .spec.template.spec.containers.map((c: any) => c.name)
+        .sort(),
+    ).toEqual(['envoy', 'tollgate']);
     expect(container('envoy').image).toBe('envoyproxy/envoy:v1.31-latest');
     expect(portNumber(container('envoy'), 'http')).toBe(10000);
     expect(portNumber(container('tollgate'), 'grpc')).toBe(9191);
@@ -178,7 +190,8 @@ describe('kustomizations (static: referenced files exist and parse)', () => {
       for (const r of [...(k.resources ?? []), ...(k.bases ?? [])]) {
         const p = join(dir, r);
         expect(existsSync(p), `${file}: ${r}`).toBe(true);
-        if (statSync(p).isDirectory()) expect(existsSync(join(p, 'kustomization.yaml')), `${file}: ${r}`).toBe(true);
+        if (statSync(p).isDirectory())
+          expect(existsSync(join(p, 'kustomization.yaml')), `${file}: ${r}`).toBe(true);
         else expect(() => loadAllYaml(readFileSync(p, 'utf8')), `${file}: ${r}`).not.toThrow();
       }
       for (const g of k.configMapGenerator ?? []) {
@@ -186,7 +199,9 @@ describe('kustomizations (static: referenced files exist and parse)', () => {
           const p = join(dir, f);
           expect(existsSync(p), `${file}: ${f}`).toBe(true);
           // kustomize refuses files outside the kustomization root
-          expect(relative(dir, p).startsWith('..'), `${file}: ${f} is outside the kustomization root`).toBe(false);
+          expect(relative(dir, p).startsWith('..'), `${file}: ${f} is outside the kustomization root`).toBe(
+            false,
+          );
         }
       }
     }
@@ -268,7 +283,9 @@ const confValue = (key: string) =>
 function scriptCommands(): string[] {
   const cmds = new Set<string>();
   for (const f of readdirSync(join(REPO, 'lua')).filter((x) => x.endsWith('.lua'))) {
-    for (const m of readFileSync(join(REPO, 'lua', f), 'utf8').matchAll(/redis\.p?call\(\s*['"]([A-Za-z]+)['"]/g)) {
+    for (const m of readFileSync(join(REPO, 'lua', f), 'utf8').matchAll(
+      /redis\.p?call\(\s*['"]([A-Za-z]+)['"]/g,
+    )) {
       cmds.add(m[1].toLowerCase());
     }
   }
@@ -288,7 +305,12 @@ describe('deploy/valkey/valkey.conf', () => {
 
   it('the tollgate ACL user allows every command the Lua script calls', () => {
     const acl = VALKEY_CONF.split('\n').find((l) => l.startsWith('user tollgate '))!;
-    const allowed = new Set(acl.split(/\s+/).filter((t) => t.startsWith('+')).map((t) => t.slice(1).toLowerCase()));
+    const allowed = new Set(
+      acl
+        .split(/\s+/)
+        .filter((t) => t.startsWith('+'))
+        .map((t) => t.slice(1).toLowerCase()),
+    );
     const cmds = scriptCommands();
     expect(cmds.length).toBeGreaterThan(0);
     for (const c of cmds) expect(allowed, `+${c} missing from the ACL (lua/ calls it)`).toContain(c);
@@ -341,7 +363,17 @@ describe('valkey.conf ACL against a real valkey-server', () => {
     // The real file, with only the listener/persistence location overridden for the test.
     server = spawn(
       VALKEY_SERVER,
-      [join(DEPLOY, 'valkey/valkey.conf'), '--port', String(port), '--bind', '127.0.0.1', '--dir', dataDir, '--save', ''],
+      [
+        join(DEPLOY, 'valkey/valkey.conf'),
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--dir',
+        dataDir,
+        '--save',
+        '',
+      ],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     server.stdout?.on('data', (d) => (serverLog += d));
@@ -399,17 +431,28 @@ describe('valkey.conf ACL against a real valkey-server', () => {
       })
       .join('\n')}\nreturn 1`;
     expect(await c.eval(probe, 1, 'tollgate:acl-test:k')).toBe(1);
-    expect(await c.evalsha(await c.script('LOAD', probe) as string, 1, 'tollgate:acl-test:k')).toBe(1);
+    expect(await c.evalsha((await c.script('LOAD', probe)) as string, 1, 'tollgate:acl-test:k')).toBe(1);
     // Streams.
     const id = await c.xadd('tollgate:acl-test:s', '*', 'f', 'v');
     expect(id).toBeTruthy();
     expect(await c.xlen('tollgate:acl-test:s')).toBe(1);
     expect(await c.xgroup('CREATE', 'tollgate:acl-test:s', 'g', '0')).toBe('OK');
-    const read = (await c.xreadgroup('GROUP', 'g', 'c1', 'COUNT', 1, 'STREAMS', 'tollgate:acl-test:s', '>')) as any;
+    const read = (await c.xreadgroup(
+      'GROUP',
+      'g',
+      'c1',
+      'COUNT',
+      1,
+      'STREAMS',
+      'tollgate:acl-test:s',
+      '>',
+    )) as any;
     expect(read[0][1][0][0]).toBe(id);
     expect(await c.xack('tollgate:acl-test:s', 'g', id as string)).toBe(1);
     // Denied: keys outside tollgate:*, plain data commands, admin commands.
-    await expect(c.eval("return redis.call('HSET', KEYS[1], 'v', 1)", 1, 'other:k')).rejects.toThrow(/NOPERM/);
+    await expect(c.eval("return redis.call('HSET', KEYS[1], 'v', 1)", 1, 'other:k')).rejects.toThrow(
+      /NOPERM/,
+    );
     await expect(c.set('tollgate:x', '1')).rejects.toThrow(/NOPERM/);
     await expect(c.flushall()).rejects.toThrow(/NOPERM/);
     await expect(c.config('GET', 'maxmemory')).rejects.toThrow(/NOPERM/);
@@ -428,9 +471,10 @@ describe('valkey.conf ACL against a real valkey-server', () => {
 // ------------------------------------------------------------------------------------------------
 
 describe('deploy/istio', () => {
-  const provider = () => find('IstioOperator')!.spec.meshConfig.extensionProviders.find(
-    (p: any) => p.name === 'tollgate-ext-authz',
-  );
+  const provider = () =>
+    find('IstioOperator')!.spec.meshConfig.extensionProviders.find(
+      (p: any) => p.name === 'tollgate-ext-authz',
+    );
 
   it('mesh-config: gRPC provider with a short timeout, fail-open, body packed as bytes', () => {
     const grpc = provider().envoyExtAuthzGrpc;
@@ -497,7 +541,8 @@ describe('deploy/Dockerfile', () => {
 
   it('the runtime stage ships every entry of package.json "files" plus package*.json', () => {
     const pkg = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8'));
-    for (const f of pkg.files as string[]) expect(runtime, f).toMatch(new RegExp(`^COPY .*\\b${f.replace('.', '\\.')}\\b`, 'm'));
+    for (const f of pkg.files as string[])
+      expect(runtime, f).toMatch(new RegExp(`^COPY .*\\b${f.replace('.', '\\.')}\\b`, 'm'));
     expect(runtime).toMatch(/^COPY package\.json package-lock\.json/m);
     expect(runtime).toMatch(/^COPY --from=build \/app\/dist \.\/dist/m);
   });

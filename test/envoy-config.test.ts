@@ -21,7 +21,7 @@ import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { load as loadYaml, loadAll as loadAllYaml } from 'js-yaml';
+import { loadAll as loadAllYaml, load as loadYaml } from 'js-yaml';
 import protobuf from 'protobufjs';
 import { beforeAll, describe, expect, it } from 'vitest';
 
@@ -138,7 +138,7 @@ function fullNameOf(t: protobuf.ReflectionObject): string {
   return t.fullName.replace(/^\./, '');
 }
 
-export class EnvoyConfigValidator {
+class EnvoyConfigValidator {
   readonly errors: string[] = [];
 
   constructor(private readonly registry: ProtoRegistry) {}
@@ -183,7 +183,8 @@ export class EnvoyConfigValidator {
         continue;
       }
       present.add(field.name);
-      if (field.options?.deprecated === true) this.err(fieldPath, `field ${name}.${field.name} is deprecated`);
+      if (field.options?.deprecated === true)
+        this.err(fieldPath, `field ${name}.${field.name} is deprecated`);
       this.field(field, v, fieldPath);
     }
     this.pgvRules(type, value, present, path);
@@ -223,7 +224,10 @@ export class EnvoyConfigValidator {
         this.err(path, `oneof ${name}.${oneof.name} has more than one member set: ${set.map((f) => f.name)}`);
       }
       if (oneof.options?.['(validate.required)'] === true && set.length === 0) {
-        this.err(path, `oneof ${name}.${oneof.name} requires one of: ${oneof.fieldsArray.map((f) => f.name)}`);
+        this.err(
+          path,
+          `oneof ${name}.${oneof.name} requires one of: ${oneof.fieldsArray.map((f) => f.name)}`,
+        );
       }
     }
   }
@@ -248,7 +252,7 @@ export class EnvoyConfigValidator {
         this.err(path, `expected a list for repeated field ${field.name}`);
         return;
       }
-      value.forEach((v, i) => this.single(field, v, `${path}[${i}]`));
+      for (const [i, v] of value.entries()) this.single(field, v, `${path}[${i}]`);
       return;
     }
     this.single(field, value, path);
@@ -256,9 +260,9 @@ export class EnvoyConfigValidator {
 
   private single(field: protobuf.Field, value: unknown, path: string): void {
     const rt = field.resolvedType;
-    if (rt instanceof protobuf.Type) return this.message(rt, value, path);
-    if (rt instanceof protobuf.Enum) return this.enumValue(rt, value, path);
-    this.scalar(field.type, value, path);
+    if (rt instanceof protobuf.Type) this.message(rt, value, path);
+    else if (rt instanceof protobuf.Enum) this.enumValue(rt, value, path);
+    else this.scalar(field.type, value, path);
   }
 
   private enumValue(e: protobuf.Enum, value: unknown, path: string): void {
@@ -282,7 +286,10 @@ export class EnvoyConfigValidator {
         return;
       case 'double':
       case 'float':
-        if (typeof value !== 'number' && !(typeof value === 'string' && /^(NaN|-?Infinity|-?[\d.eE+-]+)$/.test(value))) {
+        if (
+          typeof value !== 'number' &&
+          !(typeof value === 'string' && /^(NaN|-?Infinity|-?[\d.eE+-]+)$/.test(value))
+        ) {
           bad();
         }
         return;
@@ -296,7 +303,12 @@ export class EnvoyConfigValidator {
       case 'fixed32':
       case 'uint64':
       case 'fixed64': {
-        const n = typeof value === 'number' ? value : typeof value === 'string' && INT_RE.test(value) ? Number(value) : NaN;
+        const n =
+          typeof value === 'number'
+            ? value
+            : typeof value === 'string' && INT_RE.test(value)
+              ? Number(value)
+              : NaN;
         if (!Number.isInteger(n) || (type.includes('fixed') || type.startsWith('u') ? n < 0 : false)) bad();
         return;
       }
@@ -386,7 +398,7 @@ export class EnvoyConfigValidator {
 // ---------------------------------------------------------------------------------------------
 
 /** YAML -> the JSON value Envoy feeds to its proto3 JSON parser. */
-export function loadEnvoyYaml(file: string): any {
+function loadEnvoyYaml(file: string): any {
   return JSON.parse(JSON.stringify(loadYaml(readFileSync(file, 'utf8'))));
 }
 
@@ -410,6 +422,9 @@ function extAuthzConfig(config: any): any {
   return f.typed_config;
 }
 
+// Exported on purpose (requested): other tests may import the body settings Envoy uses.
+// Note that importing this file from another test file also registers the tests below there.
+// biome-ignore lint/suspicious/noExportsInTest: shared helper, see above
 export interface WithRequestBodySettings {
   maxRequestBytes: number;
   allowPartialMessage: boolean;
@@ -421,6 +436,7 @@ export interface WithRequestBodySettings {
  * filled in. Intended for tests that want to drive the server the way Envoy would (body
  * truncation at maxRequestBytes when allowPartialMessage, raw_body vs body when packAsBytes).
  */
+// biome-ignore lint/suspicious/noExportsInTest: shared helper, see WithRequestBodySettings
 export function extractWithRequestBody(file: string = ENVOY_FILES.top): WithRequestBodySettings {
   const body = extAuthzConfig(loadEnvoyYaml(file)).with_request_body ?? {};
   return {
@@ -501,7 +517,9 @@ describe('the validator rejects bad configs', () => {
     extAuthzConfig(config).with_request_boddy = { max_request_bytes: 1 };
     const errors = validate(config);
     expect(errors).toHaveLength(1);
-    expect(errors[0]).toMatch(/unknown field "with_request_boddy" in envoy\.extensions\.filters\.http\.ext_authz\.v3\.ExtAuthz/);
+    expect(errors[0]).toMatch(
+      /unknown field "with_request_boddy" in envoy\.extensions\.filters\.http\.ext_authz\.v3\.ExtAuthz/,
+    );
   });
 
   it('a bogus field nested deeper (with_request_body)', () => {

@@ -311,13 +311,15 @@ describe('countText', () => {
     );
   });
 
+  // Sizes stay moderate because the whole-text reference encode is super-linear on these inputs
+  // (that is the reason for chunking: 'a'.repeat(100_000) takes ~15 s to encode in one piece).
   const pathological: Array<[string, string]> = [
-    ['whitespace-free ascii run', 'abcdefghij'.repeat(10_000)],
+    ['whitespace-free ascii run', 'abcdefghij'.repeat(2_500)],
     ['base64-like run', Buffer.from(Array.from({ length: 60_000 }, (_, i) => (i * 37) & 255)).toString('base64')],
     ['CJK without spaces', CJK.repeat(1000)],
-    ['emoji run (surrogate pairs)', EMOJI.repeat(3000)],
+    ['emoji run (surrogate pairs)', EMOJI.repeat(1_200)],
     ['newline-only whitespace', 'line\n'.repeat(10_000)],
-    ['one char', 'a'.repeat(100_000)],
+    ['one char', 'a'.repeat(20_000)],
   ];
 
   for (const [label, text] of pathological) {
@@ -330,7 +332,7 @@ describe('countText', () => {
         expect(Math.abs(chunked - whole)).toBeLessThanOrEqual(2 * cuts);
         expect(chunked).toBeGreaterThan(0);
       }
-    });
+    }, 30_000);
   }
 
   it('is fast on a 1 MB whitespace-free run', () => {
@@ -446,9 +448,12 @@ describe('TokenPool', () => {
     const ok = { ...calls[0], model: 'ok' };
     const a = pool.count(ok, 'o200k_base', OPTS);
     const b = pool.count(ok, 'o200k_base', OPTS);
+    const settled = Promise.allSettled([a, b]);
     await pool.close();
-    await expect(a).rejects.toThrow(/closed/);
-    await expect(b).rejects.toThrow(/closed/);
+    for (const r of await settled) {
+      expect(r.status).toBe('rejected');
+      expect(String((r as PromiseRejectedResult).reason)).toMatch(/closed/);
+    }
     await expect(pool.count(ok, 'o200k_base', OPTS)).rejects.toThrow(/closed/);
   });
 

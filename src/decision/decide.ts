@@ -12,6 +12,7 @@ import { type BuiltPlan, buildPlan, type CandidateCost, modelConfig, priceMicros
 import { Breaker, type BreakerState } from '../resilience/breaker.js';
 import { MemoryStore } from '../store/memory.js';
 import { type CheckResult, EntryStatus, Outcome, type Store } from '../store/types.js';
+import { getEncoder } from '../tokens/encoders.js';
 import { type TokenPool, countTokens } from '../tokens/pool.js';
 import { type Row, rateLimitHeaders } from './headers.js';
 import type { AllowDecision, Decision, DecisionStats, DenyDecision, Headers } from './types.js';
@@ -58,12 +59,19 @@ export class Decider {
     this.local = new MemoryStore(Date.now, cfg.store.replicas);
   }
 
+  /** Load every encoding the config uses, so no call pays for it. */
+  warm(cfg: Config = this.cfg): void {
+    const encodings = new Set([cfg.defaultModel.encoding, ...[...cfg.models.values()].map((m) => m.encoding)]);
+    for (const e of encodings) getEncoder(e);
+  }
+
   get config(): Config {
     return this.cfg;
   }
 
   /** Swap in a new validated config; in-flight decisions keep the one they started with. */
   setConfig(cfg: Config): void {
+    this.warm(cfg);
     if (cfg.store.replicas !== this.cfg.store.replicas) {
       void this.local.close();
       this.local = new MemoryStore(Date.now, cfg.store.replicas);
@@ -177,8 +185,9 @@ export class Decider {
   private async storeCheck(built: BuiltPlan, cfg: Config, started: number): Promise<CheckResult> {
     const store = this.deps.store;
     if (store.kind === 'memory') return store.check(built.plan);
-    const budget = cfg.server.decisionDeadlineMs - (Date.now() - started);
-    if (budget <= 0) throw new DeadlineExceeded();
+    // What is left of the decision deadline, but never less than the store's own timeout: a slow
+    // tokenization of a huge body must not turn into an unmetered fail-open.
+    const budget = Math.max(cfg.store.timeoutMs + 5, cfg.server.decisionDeadlineMs - (Date.now() - started));
     const t0 = performance.now();
     let timer: NodeJS.Timeout | undefined;
     try {
