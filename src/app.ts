@@ -2,16 +2,16 @@
  * Assembly: config + store + decider + gRPC (ext_authz, health) + HTTP (health, metrics, HTTP authz).
  * `startApp` is what `tollgate serve` and the tests run.
  */
-import { watch, type FSWatcher } from 'node:fs';
-import { dirname, basename } from 'node:path';
+import { type FSWatcher, watch } from 'node:fs';
+import { basename, dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { Decider } from './decision/decide.js';
 import type { Decision } from './decision/types.js';
+import { HealthService } from './grpc/health.js';
 import { loadGrpcPackages } from './grpc/protos.js';
 import { toCheckInput, toCheckResponse } from './grpc/translate.js';
-import { HealthService } from './grpc/health.js';
 import { startHttp } from './http.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics } from './metrics.js';
@@ -57,12 +57,19 @@ export async function startApp(opts: AppOptions): Promise<App> {
   let store: Store;
   if (opts.store) store = opts.store;
   else if (opts.valkeyUrl) {
-    const vs = new ValkeyStore({ url: opts.valkeyUrl, timeoutMs: cfg.store.timeoutMs, caFile: opts.valkeyCaFile });
+    const vs = new ValkeyStore({
+      url: opts.valkeyUrl,
+      timeoutMs: cfg.store.timeoutMs,
+      caFile: opts.valkeyCaFile,
+    });
     try {
       await vs.connect();
       log.info({ store: 'valkey' }, 'connected to Valkey; check script loaded');
     } catch (err) {
-      log.warn({ err: (err as Error).message, policy: cfg.store.onStoreFailure }, 'Valkey not reachable at start; serving per on_store_failure until it is');
+      log.warn(
+        { err: (err as Error).message, policy: cfg.store.onStoreFailure },
+        'Valkey not reachable at start; serving per on_store_failure until it is',
+      );
     }
     store = vs;
   } else {
@@ -77,7 +84,10 @@ export async function startApp(opts: AppOptions): Promise<App> {
     onBreakerChange: (to, from) => {
       metrics.setBreaker(to);
       const level = to === 'open' ? 'error' : 'warn';
-      log[level]({ breaker: to, from, policy: decider.config.store.onStoreFailure }, `store circuit breaker ${to}`);
+      log[level](
+        { breaker: to, from, policy: decider.config.store.onStoreFailure },
+        `store circuit breaker ${to}`,
+      );
     },
     onStoreCall: (s, ok) => metrics.storeCall(s, ok),
   });
@@ -111,7 +121,8 @@ export async function startApp(opts: AppOptions): Promise<App> {
       limit: s.limit,
       ms: Math.round(seconds * 1e6) / 1000,
     };
-    if (d.kind === 'deny' || d.reason === 'rerouted' || d.reason === 'degraded' || d.reason === 'shadow') log.info(line, 'decision');
+    if (d.kind === 'deny' || d.reason === 'rerouted' || d.reason === 'degraded' || d.reason === 'shadow')
+      log.info(line, 'decision');
     else log.debug(line, 'decision');
   };
 
@@ -141,8 +152,10 @@ export async function startApp(opts: AppOptions): Promise<App> {
   server.addService(pk.health, health.handlers());
 
   const grpcPort = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(`${cfg.server.grpcHost}:${cfg.server.grpcPort}`, grpc.ServerCredentials.createInsecure(), (err, port) =>
-      err ? reject(err) : resolve(port),
+    server.bindAsync(
+      `${cfg.server.grpcHost}:${cfg.server.grpcPort}`,
+      grpc.ServerCredentials.createInsecure(),
+      (err, port) => (err ? reject(err) : resolve(port)),
     ),
   );
 
@@ -156,7 +169,10 @@ export async function startApp(opts: AppOptions): Promise<App> {
   });
   health.set('', 'SERVING');
   health.set('envoy.service.auth.v3.Authorization', 'SERVING');
-  log.info({ grpc_port: grpcPort, http_port: http.port, store: store.kind, limits: cfg.limits.length }, 'tollgate serving');
+  log.info(
+    { grpc_port: grpcPort, http_port: http.port, store: store.kind, limits: cfg.limits.length },
+    'tollgate serving',
+  );
 
   let watcher: FSWatcher | undefined;
   const reload = (): boolean => {
@@ -170,7 +186,10 @@ export async function startApp(opts: AppOptions): Promise<App> {
       return true;
     } catch (err) {
       metrics.reloads.inc({ result: 'failure' });
-      log.error({ file: opts.configFile, err: (err as Error).message }, 'configuration reload failed; keeping the running configuration');
+      log.error(
+        { file: opts.configFile, err: (err as Error).message },
+        'configuration reload failed; keeping the running configuration',
+      );
       return false;
     }
   };
@@ -211,7 +230,10 @@ export async function startApp(opts: AppOptions): Promise<App> {
           resolve();
         });
       });
-      if (inflight > 0) await new Promise<void>((r) => { drained = r; });
+      if (inflight > 0)
+        await new Promise<void>((r) => {
+          drained = r;
+        });
       await http.close();
       await pool?.close();
       await decider.close();
@@ -225,14 +247,28 @@ export async function startApp(opts: AppOptions): Promise<App> {
 function internalErrorDecision(cfg: Config): Decision {
   if (cfg.store.onStoreFailure === 'allow') {
     const h = { 'x-tollgate-degraded': 'internal-error' };
-    return { kind: 'allow', reason: 'degraded', upstreamHeaders: h, responseHeaders: { ...h }, removeHeaders: [], stats: {} };
+    return {
+      kind: 'allow',
+      reason: 'degraded',
+      upstreamHeaders: h,
+      responseHeaders: { ...h },
+      removeHeaders: [],
+      stats: {},
+    };
   }
   return {
     kind: 'deny',
     reason: 'store-unavailable',
     httpStatus: 503,
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ error: { message: 'Rate limiter internal error', type: 'server_error', code: 'internal_error', param: null } }),
+    body: JSON.stringify({
+      error: {
+        message: 'Rate limiter internal error',
+        type: 'server_error',
+        code: 'internal_error',
+        param: null,
+      },
+    }),
     stats: {},
   };
 }

@@ -95,7 +95,12 @@ async function check(args: string[]): Promise<void> {
     store = vs;
   }
   // Dry run: the store decides but debits nothing.
-  const dry: Store = { kind: store.kind, ping: () => store.ping(), close: () => store.close(), check: (p: CheckPlan) => store.check({ ...p, dryRun: true }) };
+  const dry: Store = {
+    kind: store.kind,
+    ping: () => store.ping(),
+    close: () => store.close(),
+    check: (p: CheckPlan) => store.check({ ...p, dryRun: true }),
+  };
   const decider = new Decider(cfg, { store: dry });
   const d = await decider.decide({ method: 'POST', path, headers, body });
   process.stdout.write(`${JSON.stringify({ decision: d, check_response: toCheckResponse(d) }, null, 2)}\n`);

@@ -47,7 +47,10 @@ export async function startHttp(opts: HttpOptions): Promise<{ port: number; clos
       if (url === '/healthz') return json(res, 200, { status: 'ok' });
       if (url === '/readyz') {
         const ok = opts.ready();
-        return json(res, ok ? 200 : 503, { status: ok ? 'ready' : 'not-ready', store: opts.decider.breaker.current });
+        return json(res, ok ? 200 : 503, {
+          status: ok ? 'ready' : 'not-ready',
+          store: opts.decider.breaker.current,
+        });
       }
       if (url === '/metrics') {
         const text = await opts.metrics.registry.metrics();
@@ -56,9 +59,11 @@ export async function startHttp(opts: HttpOptions): Promise<{ port: number; clos
       }
       const t0 = performance.now();
       const headers: Record<string, string> = {};
-      for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(',') : v;
+      for (const [k, v] of Object.entries(req.headers))
+        if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(',') : v;
       const body = await readBody(req, opts.decider.config.server.maxBodyBytes);
-      if (body === undefined && Number(headers['content-length']) > 0) headers['x-envoy-auth-partial-body'] = 'true';
+      if (body === undefined && Number(headers['content-length']) > 0)
+        headers['x-envoy-auth-partial-body'] = 'true';
       const path = url.startsWith('/authz/') ? url.slice('/authz'.length) : url;
       const d = await opts.decider.decide({ method: req.method ?? 'GET', path, headers, body });
       opts.observe(d, (performance.now() - t0) / 1000, headers['x-request-id']);
@@ -69,7 +74,9 @@ export async function startHttp(opts: HttpOptions): Promise<{ port: number; clos
       res.writeHead(d.httpStatus, d.headers);
       res.end(d.body);
     } catch (err) {
-      json(res, 500, { error: { message: (err as Error).message, type: 'server_error', code: 'internal_error', param: null } });
+      json(res, 500, {
+        error: { message: (err as Error).message, type: 'server_error', code: 'internal_error', param: null },
+      });
     }
   });
   server.keepAliveTimeout = 65_000;

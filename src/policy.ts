@@ -2,9 +2,9 @@
  * Policy: which limits apply to a call, what it costs on each, and the store plan that checks them all.
  */
 import type { Config, LimitConfig, ModelConfig } from './config/types.js';
-import { CALENDAR_CODE, type CheckPlan, EntryKind, type PlanEntry } from './store/types.js';
-import { tzOffsetMinutes } from './store/calendar.js';
 import { type Identity, safeId } from './identity.js';
+import { tzOffsetMinutes } from './store/calendar.js';
+import { CALENDAR_CODE, type CheckPlan, EntryKind, type PlanEntry } from './store/types.js';
 
 /** What one candidate model would cost. */
 export interface CandidateCost {
@@ -28,7 +28,12 @@ export function modelConfig(cfg: Config, name: string): ModelConfig {
 }
 
 /** Output tokens to reserve: the request's own cap, else the model's default, else the server default. */
-export function reservedOutput(cfg: Config, m: ModelConfig, requested: number | undefined, n: number): number {
+export function reservedOutput(
+  cfg: Config,
+  m: ModelConfig,
+  requested: number | undefined,
+  n: number,
+): number {
   if (requested !== undefined) return requested;
   return (m.defaultMaxOutputTokens || cfg.server.defaultMaxOutputTokens) * n;
 }
@@ -61,7 +66,12 @@ function costOf(l: LimitConfig, c: CandidateCost): number {
   return c.micros;
 }
 
-export function buildPlan(cfg: Config, id: Identity, candidates: CandidateCost[], nowMs = Date.now()): BuiltPlan {
+export function buildPlan(
+  cfg: Config,
+  id: Identity,
+  candidates: CandidateCost[],
+  nowMs = Date.now(),
+): BuiltPlan {
   const keys: string[] = [];
   const keyIndex = new Map<string, number>();
   const plan: CheckPlan = { keys, candidates: [] };
@@ -87,7 +97,8 @@ export function buildPlan(cfg: Config, id: Identity, candidates: CandidateCost[]
         kind: rolling ? EntryKind.Rolling : EntryKind.Calendar,
         capacity: l.amount,
         period: l.window.type === 'rolling' ? l.window.ms : CALENDAR_CODE[l.window.unit],
-        tzOffsetMin: l.window.type === 'calendar' && l.window.timezone ? tzOffsetMinutes(l.window.timezone, nowMs) : 0,
+        tzOffsetMin:
+          l.window.type === 'calendar' && l.window.timezone ? tzOffsetMinutes(l.window.timezone, nowMs) : 0,
         cost,
         shadow,
         downgradeAt: l.downgradeBelow && ci < last ? Math.ceil(l.amount * l.downgradeBelow) : 0,

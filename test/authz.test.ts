@@ -4,8 +4,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { getEncoder } from '../src/tokens/encoders.js';
-import { chat, EnvoyClient } from './helpers/envoy.js';
 import { startTestApp, type TestApp } from './helpers/app.js';
+import { chat, EnvoyClient } from './helpers/envoy.js';
 import { startValkey, type TestValkey } from './helpers/valkey.js';
 
 const CONFIG = `
@@ -67,7 +67,10 @@ describe('allow', () => {
   it('allows a chat call and reports the remaining budget in response headers', async () => {
     const t = tenant();
     const content = 'Hello, how are you today?';
-    const a = await envoy.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o-mini', content, { max_tokens: 100 }) });
+    const a = await envoy.check({
+      headers: { 'x-tenant-id': t },
+      body: chat('gpt-4o-mini', content, { max_tokens: 100 }),
+    });
     expect(a.allowed).toBe(true);
     expect(a.code).toBe(0);
     const prompt = getEncoder('o200k_base').encode(content).length + 3 + 4; // message overhead + reply priming
@@ -87,7 +90,11 @@ describe('allow', () => {
   });
 
   it('accepts the body as the string field too (pack_as_bytes off)', async () => {
-    const a = await envoy.check({ headers: { 'x-tenant-id': tenant() }, body: chat('gpt-4o', 'hi'), asString: true });
+    const a = await envoy.check({
+      headers: { 'x-tenant-id': tenant() },
+      body: chat('gpt-4o', 'hi'),
+      asString: true,
+    });
     expect(a.allowed).toBe(true);
     expect(a.headers['x-ratelimit-remaining-requests']).toBe('59');
   });
@@ -104,7 +111,10 @@ describe('allow', () => {
 
   it('identifies tenants by hashed API key; the raw key is never stored', async () => {
     const key = `sk-test-${Date.now()}-secret`;
-    const a = await envoy.check({ headers: { authorization: `Bearer ${key}` }, body: chat('gpt-4o-mini', 'hi') });
+    const a = await envoy.check({
+      headers: { authorization: `Bearer ${key}` },
+      body: chat('gpt-4o-mini', 'hi'),
+    });
     expect(a.allowed).toBe(true);
     const keys = await vk.client.keys('*');
     expect(keys.some((k) => k.includes(key))).toBe(false);
@@ -131,10 +141,16 @@ describe('deny', () => {
   it('exhausting the request limit answers 429 with every header and an OpenAI error body', async () => {
     const t = tenant();
     for (let i = 0; i < 60; i++) {
-      const a = await envoy.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o-mini', 'hi', { max_tokens: 1 }) });
+      const a = await envoy.check({
+        headers: { 'x-tenant-id': t },
+        body: chat('gpt-4o-mini', 'hi', { max_tokens: 1 }),
+      });
       expect(a.allowed).toBe(true);
     }
-    const d = await envoy.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o-mini', 'hi', { max_tokens: 1 }) });
+    const d = await envoy.check({
+      headers: { 'x-tenant-id': t },
+      body: chat('gpt-4o-mini', 'hi', { max_tokens: 1 }),
+    });
     expect(d.allowed).toBe(false);
     expect(d.code).toBe(8); // RESOURCE_EXHAUSTED
     expect(d.httpStatus).toBe(429);
@@ -167,10 +183,16 @@ describe('deny', () => {
   it('Retry-After is close to the true refill time', async () => {
     const t = tenant();
     // spend 29,000 of 30,000 tokens/min, then ask for 3,000: 2,000 missing → 4 s at 500 tokens/s
-    const big = await envoy.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o-mini', 'x', { max_tokens: 29000 - 8 }) });
+    const big = await envoy.check({
+      headers: { 'x-tenant-id': t },
+      body: chat('gpt-4o-mini', 'x', { max_tokens: 29000 - 8 }),
+    });
     expect(big.allowed).toBe(true);
     expect(big.headers['x-ratelimit-remaining-tokens']).toBe('1000');
-    const d = await envoy.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o-mini', 'x', { max_tokens: 3000 - 8 }) });
+    const d = await envoy.check({
+      headers: { 'x-tenant-id': t },
+      body: chat('gpt-4o-mini', 'x', { max_tokens: 3000 - 8 }),
+    });
     expect(d.allowed).toBe(false);
     expect(d.json.limit).toBe('tenant-tokens');
     const ms = Number(d.headers['retry-after-ms']);
@@ -181,16 +203,25 @@ describe('deny', () => {
 
   it('a denied call leaves no partial debit (all-or-nothing)', async () => {
     const t = tenant();
-    await envoy.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o-mini', 'x', { max_tokens: 29000 - 8 }) });
+    await envoy.check({
+      headers: { 'x-tenant-id': t },
+      body: chat('gpt-4o-mini', 'x', { max_tokens: 29000 - 8 }),
+    });
     const before = await vk.client.hgetall(`tollgate:r:tenant-requests:${t}`);
-    const d = await envoy.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o-mini', 'x', { max_tokens: 5000 }) });
+    const d = await envoy.check({
+      headers: { 'x-tenant-id': t },
+      body: chat('gpt-4o-mini', 'x', { max_tokens: 5000 }),
+    });
     expect(d.allowed).toBe(false);
     const after = await vk.client.hgetall(`tollgate:r:tenant-requests:${t}`);
     expect(after).toEqual(before); // the request limit fit but was not debited
   });
 
   it('a call that can never fit says so, with x-should-retry: false', async () => {
-    const d = await envoy.check({ headers: { 'x-tenant-id': tenant() }, body: chat('gpt-4o-mini', 'x', { max_tokens: 50000 }) });
+    const d = await envoy.check({
+      headers: { 'x-tenant-id': tenant() },
+      body: chat('gpt-4o-mini', 'x', { max_tokens: 50000 }),
+    });
     expect(d.allowed).toBe(false);
     expect(d.httpStatus).toBe(429);
     expect(d.headers['x-should-retry']).toBe('false');
@@ -202,7 +233,9 @@ describe('deny', () => {
   it('200 concurrent checks against one limit admit exactly the limit', async () => {
     const t = tenant();
     const results = await Promise.all(
-      Array.from({ length: 200 }, () => envoy.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o-mini', 'hi', { max_tokens: 1 }) })),
+      Array.from({ length: 200 }, () =>
+        envoy.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o-mini', 'hi', { max_tokens: 1 }) }),
+      ),
     );
     const admitted = results.filter((r) => r.allowed).length;
     // 60/min refills 1 per second; the burst takes well under a second
@@ -222,9 +255,13 @@ describe('dollars and calendar quota', () => {
     const key = `tollgate:c:team-spend:${team}`;
     const used = Number(await vk.client.hget(key, 'u'));
     const p = getEncoder('o200k_base').encode('hello').length + 7;
-    expect(used).toBe(Math.ceil((p * 0.15 + 20000 * 0.6) * 1e6 / 1e6)); // micro-dollars
+    expect(used).toBe(Math.ceil(((p * 0.15 + 20000 * 0.6) * 1e6) / 1e6)); // micro-dollars
     const end = Number(await vk.client.hget(key, 'e'));
-    const midnight = Date.UTC(new Date().getUTCFullYear(), new Date().getUTCMonth(), new Date().getUTCDate() + 1);
+    const midnight = Date.UTC(
+      new Date().getUTCFullYear(),
+      new Date().getUTCMonth(),
+      new Date().getUTCDate() + 1,
+    );
     expect(end).toBe(midnight);
     // exhaust the $50 budget directly, then cross the boundary
     await vk.client.hset(key, 'u', String(50_000_000));
@@ -246,7 +283,10 @@ describe('fallback reroute', () => {
     // set the state directly: the gpt-4o bucket is empty
     await vk.client.hset(`tollgate:r:gpt-4o-tokens:${t}`, 'v', '0', 't', String(Date.now()));
     await vk.client.pexpire(`tollgate:r:gpt-4o-tokens:${t}`, 3_600_000);
-    const a = await envoy.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o', 'hello', { max_tokens: 10 }) });
+    const a = await envoy.check({
+      headers: { 'x-tenant-id': t },
+      body: chat('gpt-4o', 'hello', { max_tokens: 10 }),
+    });
     expect(a.allowed).toBe(true);
     expect(a.upstream['x-tollgate-model']).toBe('gpt-4o-mini');
     expect(a.upstream['x-tollgate-rerouted-from']).toBe('gpt-4o');
@@ -260,7 +300,10 @@ describe('fallback reroute', () => {
 
 describe('bad input is answered, never crashes', () => {
   it('invalid JSON → 400 JSON error', async () => {
-    const d = await envoy.check({ headers: { 'x-tenant-id': tenant() }, body: '{"model": "gpt-4o", "messages": [' });
+    const d = await envoy.check({
+      headers: { 'x-tenant-id': tenant() },
+      body: '{"model": "gpt-4o", "messages": [',
+    });
     expect(d.allowed).toBe(false);
     expect(d.httpStatus).toBe(400);
     expect(d.code).toBe(3);
@@ -276,10 +319,16 @@ describe('bad input is answered, never crashes', () => {
   });
 
   it('wrong field types → 400 naming the field', async () => {
-    const d = await envoy.check({ headers: { 'x-tenant-id': tenant() }, body: { model: 'gpt-4o', messages: 'hi' } });
+    const d = await envoy.check({
+      headers: { 'x-tenant-id': tenant() },
+      body: { model: 'gpt-4o', messages: 'hi' },
+    });
     expect(d.httpStatus).toBe(400);
     expect(d.json.error.message).toContain('messages');
-    const m = await envoy.check({ headers: { 'x-tenant-id': tenant() }, body: chat('gpt-4o', 'x', { max_tokens: -5 }) });
+    const m = await envoy.check({
+      headers: { 'x-tenant-id': tenant() },
+      body: chat('gpt-4o', 'x', { max_tokens: -5 }),
+    });
     expect(m.httpStatus).toBe(400);
   });
 
@@ -316,7 +365,10 @@ describe('bad input is answered, never crashes', () => {
 
   it('bodies over 4 MiB are accepted (gRPC receive limit raised)', async () => {
     const content = 'word '.repeat(1_000_000); // 5 MB
-    const a = await envoy.check({ headers: { 'x-tenant-id': tenant() }, body: chat('gpt-4o-mini', content, { max_tokens: 1 }) });
+    const a = await envoy.check({
+      headers: { 'x-tenant-id': tenant() },
+      body: chat('gpt-4o-mini', content, { max_tokens: 1 }),
+    });
     // ~1M tokens can never fit 30k tokens/min: a clear answer, not an RPC error
     expect(a.allowed).toBe(false);
     expect(a.headers['x-should-retry']).toBe('false');
@@ -324,7 +376,10 @@ describe('bad input is answered, never crashes', () => {
 
   it('logs never contain prompt text', async () => {
     const secret = `PROMPT-SECRET-${Date.now()}`;
-    await envoy.check({ headers: { 'x-tenant-id': tenant() }, body: chat('gpt-4o-mini', secret, { max_tokens: 99999 }) });
+    await envoy.check({
+      headers: { 'x-tenant-id': tenant() },
+      body: chat('gpt-4o-mini', secret, { max_tokens: 99999 }),
+    });
     await envoy.check({ headers: { 'x-tenant-id': tenant() }, body: chat('gpt-4o-mini', secret) });
     expect(app.logs.length).toBeGreaterThan(0);
     expect(app.logs.join('').includes(secret)).toBe(false);

@@ -6,7 +6,14 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { windowEnd } from '../src/store/calendar.js';
 import { MemoryStore } from '../src/store/memory.js';
-import { type CheckPlan, EntryKind, EntryStatus, Outcome, type PlanEntry, type Store } from '../src/store/types.js';
+import {
+  type CheckPlan,
+  EntryKind,
+  EntryStatus,
+  Outcome,
+  type PlanEntry,
+  type Store,
+} from '../src/store/types.js';
 import { ValkeyStore } from '../src/store/valkey.js';
 import { startValkey, type TestValkey } from './helpers/valkey.js';
 
@@ -22,7 +29,13 @@ afterAll(async () => {
   await vk?.close();
 });
 
-const rolling = (key: number, capacity: number, periodMs: number, cost: number, extra: Partial<PlanEntry> = {}): PlanEntry => ({
+const rolling = (
+  key: number,
+  capacity: number,
+  periodMs: number,
+  cost: number,
+  extra: Partial<PlanEntry> = {},
+): PlanEntry => ({
   key,
   kind: EntryKind.Rolling,
   capacity,
@@ -33,7 +46,13 @@ const rolling = (key: number, capacity: number, periodMs: number, cost: number, 
   downgradeAt: 0,
   ...extra,
 });
-const calendar = (key: number, capacity: number, unit: number, cost: number, extra: Partial<PlanEntry> = {}): PlanEntry => ({
+const calendar = (
+  key: number,
+  capacity: number,
+  unit: number,
+  cost: number,
+  extra: Partial<PlanEntry> = {},
+): PlanEntry => ({
   key,
   kind: EntryKind.Calendar,
   capacity,
@@ -133,7 +152,12 @@ describe.each(backends)('store conformance: %s', (_name, make) => {
     const r = await s.check(plan());
     expect(r.outcome).toBe(Outcome.Allowed);
     expect(r.chosen).toBe(1);
-    const probe = await s.check({ keys: k, candidates: [[rolling(0, 100, 60_000, 0), rolling(1, 50, 3_600_000, 0), rolling(2, 1000, 3_600_000, 0)]] });
+    const probe = await s.check({
+      keys: k,
+      candidates: [
+        [rolling(0, 100, 60_000, 0), rolling(1, 50, 3_600_000, 0), rolling(2, 1000, 3_600_000, 0)],
+      ],
+    });
     expect(probe.candidates[0].map((e) => e.remaining)).toEqual([98, 10, 960]);
   });
 
@@ -142,7 +166,10 @@ describe.each(backends)('store conformance: %s', (_name, make) => {
     const k = keys(2);
     await s.check({ keys: k, candidates: [[rolling(0, 10, 10_000, 10)], [rolling(1, 10, 100_000, 10)]] });
     await s.check({ keys: k, candidates: [[rolling(1, 10, 100_000, 10)]] });
-    const d = await s.check({ keys: k, candidates: [[rolling(0, 10, 10_000, 5)], [rolling(1, 10, 100_000, 5)]] });
+    const d = await s.check({
+      keys: k,
+      candidates: [[rolling(0, 10, 10_000, 5)], [rolling(1, 10, 100_000, 5)]],
+    });
     expect(d.outcome).toBe(Outcome.Denied);
     expect(d.retryMs).toBeGreaterThan(4_500); // candidate 0 refills 5 units in 5 s; candidate 1 needs 50 s
     expect(d.retryMs).toBeLessThanOrEqual(5_000);
@@ -170,7 +197,10 @@ describe.each(backends)('store conformance: %s', (_name, make) => {
   it('shadow entries never block and are not debited when over', async () => {
     const s = make();
     const k = keys(2);
-    const plan = (): CheckPlan => ({ keys: k, candidates: [[rolling(0, 100, 60_000, 1), rolling(1, 1, 60_000, 1, { shadow: true })]] });
+    const plan = (): CheckPlan => ({
+      keys: k,
+      candidates: [[rolling(0, 100, 60_000, 1), rolling(1, 1, 60_000, 1, { shadow: true })]],
+    });
     expect((await s.check(plan())).outcome).toBe(Outcome.Allowed);
     const r = await s.check(plan());
     expect(r.outcome).toBe(Outcome.Allowed);
@@ -214,7 +244,9 @@ describe('valkey specifics', () => {
   it('a calendar window that has ended resets the quota', async () => {
     const k = [`test:${randomUUID()}:reset`];
     await valkeyStore.check({ keys: k, candidates: [[calendar(0, 10, 2, 10)]] });
-    expect((await valkeyStore.check({ keys: k, candidates: [[calendar(0, 10, 2, 1)]] })).outcome).toBe(Outcome.Denied);
+    expect((await valkeyStore.check({ keys: k, candidates: [[calendar(0, 10, 2, 1)]] })).outcome).toBe(
+      Outcome.Denied,
+    );
     // the window end passes (as it would at UTC midnight)
     await vk.client.hset(k[0], 'e', String(Date.now() - 1));
     const r = await valkeyStore.check({ keys: k, candidates: [[calendar(0, 10, 2, 1)]] });
@@ -228,7 +260,10 @@ describe('valkey specifics', () => {
     expect(await vk.client.script('LOAD', sc.source)).toBe(sc.sha);
     await vk.client.script('FLUSH');
     expect(await vk.client.script('EXISTS', sc.sha)).toEqual([0]);
-    const r = await valkeyStore.check({ keys: [`test:${randomUUID()}`], candidates: [[rolling(0, 10, 60_000, 1)]] });
+    const r = await valkeyStore.check({
+      keys: [`test:${randomUUID()}`],
+      candidates: [[rolling(0, 10, 60_000, 1)]],
+    });
     expect(r.outcome).toBe(Outcome.Allowed);
     expect(await vk.client.script('EXISTS', sc.sha)).toEqual([1]);
   });

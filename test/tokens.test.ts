@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCall } from '../src/parse/parse.js';
 import { isParseError, type ParsedCall } from '../src/parse/types.js';
 import { countPromptTokens, promptChars } from '../src/tokens/count.js';
-import { CHUNK_CHARS, countText, ENCODINGS, getEncoder } from '../src/tokens/encoders.js';
+import { CHUNK_CHARS, countText, ENCODINGS, getEncoder, MAX_RUN } from '../src/tokens/encoders.js';
 import { countTokens, defaultPoolSize, TokenPool } from '../src/tokens/pool.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
@@ -27,21 +27,30 @@ function parse(dialect: Parameters<typeof parseCall>[0], body: unknown): ParsedC
 const COOKBOOK_MESSAGES = [
   {
     role: 'system',
-    content: 'You are a helpful, pattern-following assistant that translates corporate jargon into plain English.',
+    content:
+      'You are a helpful, pattern-following assistant that translates corporate jargon into plain English.',
   },
   { role: 'system', name: 'example_user', content: 'New synergies will help drive top-line growth.' },
-  { role: 'system', name: 'example_assistant', content: 'Things working well together will increase revenue.' },
+  {
+    role: 'system',
+    name: 'example_assistant',
+    content: 'Things working well together will increase revenue.',
+  },
   {
     role: 'system',
     name: 'example_user',
-    content: "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage.",
+    content:
+      "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage.",
   },
   {
     role: 'system',
     name: 'example_assistant',
     content: "Let's talk later when we're less busy about how to do better.",
   },
-  { role: 'user', content: "This late pivot means we don't have time to boil the ocean for the client deliverable." },
+  {
+    role: 'user',
+    content: "This late pivot means we don't have time to boil the ocean for the client deliverable.",
+  },
 ];
 
 const COOKBOOK_TOOLS = [
@@ -54,7 +63,11 @@ const COOKBOOK_TOOLS = [
         type: 'object',
         properties: {
           location: { type: 'string', description: 'The city and state, e.g. San Francisco, CA' },
-          unit: { type: 'string', description: 'The unit of temperature to return', enum: ['celsius', 'fahrenheit'] },
+          unit: {
+            type: 'string',
+            description: 'The unit of temperature to return',
+            enum: ['celsius', 'fahrenheit'],
+          },
         },
         required: ['location'],
       },
@@ -85,7 +98,11 @@ describe('OpenAI cookbook numbers', () => {
     expect(countPromptTokens(call, 'o200k_base', OPTS)).toBe(raw + 3 * 6 + 4 * 1 + 3);
   });
 
-  const toolCall = parse('openai.chat', { model: 'gpt-4o', messages: COOKBOOK_TOOL_MESSAGES, tools: COOKBOOK_TOOLS });
+  const toolCall = parse('openai.chat', {
+    model: 'gpt-4o',
+    messages: COOKBOOK_TOOL_MESSAGES,
+    tools: COOKBOOK_TOOLS,
+  });
 
   it('tools example: 101 tokens for gpt-4o / gpt-4o-mini (o200k_base)', () => {
     expect(countPromptTokens(toolCall, 'o200k_base', OPTS)).toBe(101);
@@ -125,14 +142,24 @@ describe('countPromptTokens other dialects', () => {
         },
       ],
     });
-    expect(countPromptTokens(c, 'o200k_base', { imageTokens: 100 }) - countPromptTokens(c, 'o200k_base', { imageTokens: 0 })).toBe(200);
+    expect(
+      countPromptTokens(c, 'o200k_base', { imageTokens: 100 }) -
+        countPromptTokens(c, 'o200k_base', { imageTokens: 0 }),
+    ).toBe(200);
   });
 
   it('embeddings: sum over inputs, token arrays count their length, no chat overhead', () => {
     const enc = getEncoder('cl100k_base');
     const c = parse('openai.embeddings', { input: ['hello world', 'the quick brown fox'] });
-    expect(countPromptTokens(c, 'cl100k_base', OPTS)).toBe(enc.encode('hello world').length + enc.encode('the quick brown fox').length);
-    const t = parse('openai.embeddings', { input: [[1, 2, 3], [4, 5]] });
+    expect(countPromptTokens(c, 'cl100k_base', OPTS)).toBe(
+      enc.encode('hello world').length + enc.encode('the quick brown fox').length,
+    );
+    const t = parse('openai.embeddings', {
+      input: [
+        [1, 2, 3],
+        [4, 5],
+      ],
+    });
     expect(countPromptTokens(t, 'cl100k_base', OPTS)).toBe(5);
   });
 
@@ -145,14 +172,16 @@ describe('countPromptTokens other dialects', () => {
   it('anthropic: same chat formula (estimate)', () => {
     const a = parse('anthropic.messages', {
       max_tokens: 10,
-      system: 'You are a helpful, pattern-following assistant that translates corporate jargon into plain English.',
+      system:
+        'You are a helpful, pattern-following assistant that translates corporate jargon into plain English.',
       messages: [{ role: 'user', content: 'hello' }],
     });
     const o = parse('openai.chat', {
       messages: [
         {
           role: 'system',
-          content: 'You are a helpful, pattern-following assistant that translates corporate jargon into plain English.',
+          content:
+            'You are a helpful, pattern-following assistant that translates corporate jargon into plain English.',
         },
         { role: 'user', content: 'hello' },
       ],
@@ -161,7 +190,9 @@ describe('countPromptTokens other dialects', () => {
   });
 
   it('special-token strings are counted as text, not rejected', () => {
-    const c = parse('openai.chat', { messages: [{ role: 'user', content: 'a <|endoftext|> b <|im_start|>' }] });
+    const c = parse('openai.chat', {
+      messages: [{ role: 'user', content: 'a <|endoftext|> b <|im_start|>' }],
+    });
     expect(countPromptTokens(c, 'cl100k_base', OPTS)).toBeGreaterThan(7);
   });
 
@@ -280,7 +311,10 @@ describe('countText', () => {
     ['prose', prose(60_000, 3)],
     ['code', code(50_000)],
     ['pretty JSON', json(40_000)],
-    ['mixed prose + CJK sentences', Array.from({ length: 400 }, (_, i) => `${prose(80, i)} ${CJK} ${EMOJI}`).join('\n')],
+    [
+      'mixed prose + CJK sentences',
+      Array.from({ length: 400 }, (_, i) => `${prose(80, i)} ${CJK} ${EMOJI}`).join('\n'),
+    ],
   ];
 
   for (const name of ['o200k_base', 'cl100k_base'] as const) {
@@ -297,16 +331,41 @@ describe('countText', () => {
     const enc = getEncoder('o200k_base');
     const enc2 = getEncoder('cl100k_base');
     const piece = fc.constantFrom(
-      'word', 'Word', "it's", '12345', '3.14', '.', ',\n', '.\n\n', '!!', '/', '//', '\t', '  ', '\n', '\r\n',
-      '東京', '👋🏽', 'naïve', '(x)', '{"a":1}', '--', '   \n  ', 'ÄÖÜ', '\u00a0',
+      'word',
+      'Word',
+      "it's",
+      '12345',
+      '3.14',
+      '.',
+      ',\n',
+      '.\n\n',
+      '!!',
+      '/',
+      '//',
+      '\t',
+      '  ',
+      '\n',
+      '\r\n',
+      '東京',
+      '👋🏽',
+      'naïve',
+      '(x)',
+      '{"a":1}',
+      '--',
+      '   \n  ',
+      'ÄÖÜ',
+      '\u00a0',
     );
     fc.assert(
-      fc.property(fc.array(fc.tuple(piece, fc.constantFrom(' ', ' ', '', '\n')), { minLength: 200, maxLength: 400 }), (parts) => {
-        let unit = parts.map(([p, s]) => p + s).join('');
-        while (unit.length < 3 * CHUNK_CHARS) unit += ` ${unit}`;
-        expect(countText(enc, unit)).toBe(enc.encode_ordinary(unit).length);
-        expect(countText(enc2, unit)).toBe(enc2.encode_ordinary(unit).length);
-      }),
+      fc.property(
+        fc.array(fc.tuple(piece, fc.constantFrom(' ', ' ', '', '\n')), { minLength: 200, maxLength: 400 }),
+        (parts) => {
+          let unit = parts.map(([p, s]) => p + s).join('');
+          while (unit.length < 3 * CHUNK_CHARS) unit += ` ${unit}`;
+          expect(countText(enc, unit)).toBe(enc.encode_ordinary(unit).length);
+          expect(countText(enc2, unit)).toBe(enc2.encode_ordinary(unit).length);
+        },
+      ),
       { numRuns: 25, seed: 42 },
     );
   });
@@ -315,7 +374,10 @@ describe('countText', () => {
   // (that is the reason for chunking: 'a'.repeat(100_000) takes ~15 s to encode in one piece).
   const pathological: Array<[string, string]> = [
     ['whitespace-free ascii run', 'abcdefghij'.repeat(2_500)],
-    ['base64-like run', Buffer.from(Array.from({ length: 60_000 }, (_, i) => (i * 37) & 255)).toString('base64')],
+    [
+      'base64-like run',
+      Buffer.from(Array.from({ length: 60_000 }, (_, i) => (i * 37) & 255)).toString('base64'),
+    ],
     ['CJK without spaces', CJK.repeat(1000)],
     ['emoji run (surrogate pairs)', EMOJI.repeat(1_200)],
     ['newline-only whitespace', 'line\n'.repeat(10_000)],
@@ -328,8 +390,9 @@ describe('countText', () => {
         const enc = getEncoder(name);
         const whole = enc.encode_ordinary(text).length;
         const chunked = countText(enc, text);
-        const cuts = Math.ceil(text.length / (CHUNK_CHARS / 2));
+        const cuts = Math.ceil(text.length / MAX_RUN);
         expect(Math.abs(chunked - whole)).toBeLessThanOrEqual(2 * cuts);
+        expect(Math.abs(chunked - whole) / whole).toBeLessThan(0.05);
         expect(chunked).toBeGreaterThan(0);
       }
     }, 30_000);
@@ -343,6 +406,18 @@ describe('countText', () => {
     expect(performance.now() - t0).toBeLessThan(5000);
   });
 
+  it('bounds BPE cost of long single-class runs (8 KB CJK without punctuation would take ~0.7 s whole)', () => {
+    for (const name of ['o200k_base', 'cl100k_base'] as const) {
+      const enc = getEncoder(name);
+      for (const unit of ['東京は日本の首都であり', '\ud83d', 'สวัสดี', '\u200d']) {
+        const t = unit.repeat(Math.ceil(200_000 / unit.length));
+        const t0 = performance.now();
+        expect(countText(enc, t)).toBeGreaterThan(0);
+        expect(performance.now() - t0).toBeLessThan(3000);
+      }
+    }
+  }, 30_000);
+
   it('getEncoder returns the same instance every time', () => {
     for (const name of ENCODINGS) expect(getEncoder(name)).toBe(getEncoder(name));
   });
@@ -354,7 +429,12 @@ describe('countText', () => {
 
 /** Compile the worker and its imports with the TypeScript transpiler into a temp dir (plain JS). */
 function buildWorker(dir: string): URL {
-  const files = ['src/tokens/worker.ts', 'src/tokens/count.ts', 'src/tokens/encoders.ts', 'src/parse/types.ts'];
+  const files = [
+    'src/tokens/worker.ts',
+    'src/tokens/count.ts',
+    'src/tokens/encoders.ts',
+    'src/parse/types.ts',
+  ];
   for (const f of files) {
     const src = readFileSync(path.join(ROOT, f), 'utf8');
     const out = ts.transpileModule(src, {
@@ -387,7 +467,15 @@ describe('TokenPool', () => {
     parse('openai.embeddings', { input: [prose(30_000, 9), 'x'.repeat(20_000), [1, 2, 3]] }),
     parse('anthropic.messages', {
       system: [{ type: 'text', text: prose(20_000, 5) }],
-      messages: [{ role: 'user', content: [{ type: 'image', source: {} }, { type: 'text', text: 'hi' }] }],
+      messages: [
+        {
+          role: 'user',
+          content: [
+            { type: 'image', source: {} },
+            { type: 'text', text: 'hi' },
+          ],
+        },
+      ],
     }),
   ];
 
@@ -434,7 +522,9 @@ describe('TokenPool', () => {
       const b = pool.count(ok, 'o200k_base', OPTS); // queued behind the crash
       await expect(a).rejects.toThrow(/token worker crashed: boom/);
       await expect(b).resolves.toBe(42);
-      await expect(pool.count({ ...calls[0], model: 'exit' }, 'o200k_base', OPTS)).rejects.toThrow(/exited with code 3/);
+      await expect(pool.count({ ...calls[0], model: 'exit' }, 'o200k_base', OPTS)).rejects.toThrow(
+        /exited with code 3/,
+      );
       await expect(pool.count({ ...calls[0], model: 'fail' }, 'o200k_base', OPTS)).rejects.toThrow(/nope/);
       await expect(pool.count(ok, 'o200k_base', OPTS)).resolves.toBe(42);
       expect(pool.crashes).toBe(2);
@@ -476,7 +566,9 @@ describe('TokenPool', () => {
       expect(promptChars(calls[2])).toBeGreaterThan(16384);
       await expect(countTokens(calls[2], 'o200k_base', OPTS, pool)).resolves.toBe(42);
       await expect(countTokens(calls[0], 'o200k_base', OPTS, pool, 10)).resolves.toBe(42);
-      await expect(countTokens(calls[2], 'o200k_base', OPTS)).resolves.toBe(countPromptTokens(calls[2], 'o200k_base', OPTS));
+      await expect(countTokens(calls[2], 'o200k_base', OPTS)).resolves.toBe(
+        countPromptTokens(calls[2], 'o200k_base', OPTS),
+      );
     } finally {
       await pool.close();
     }

@@ -25,14 +25,18 @@ export function loadConfig(file = configPath(), env: NodeJS.ProcessEnv = process
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError([`cannot read file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`], file);
+    throw new ConfigError(
+      [`cannot read file: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`],
+      file,
+    );
   }
   const cfg = parseConfigText(text, file);
   const port = (name: string, fallback: number) => {
     const v = env[name];
     if (v === undefined || v === '') return fallback;
     const n = Number(v);
-    if (!Number.isInteger(n) || n < 0 || n > 65535) throw new ConfigError([`${name}: expected a port number, got "${v}"`]);
+    if (!Number.isInteger(n) || n < 0 || n > 65535)
+      throw new ConfigError([`${name}: expected a port number, got "${v}"`]);
     return n;
   };
   cfg.server.grpcPort = port('TOLLGATE_GRPC_PORT', cfg.server.grpcPort);

@@ -36,7 +36,8 @@ class Checker {
   }
   keys(path: string, o: Obj, allowed: readonly string[]): void {
     for (const k of Object.keys(o)) {
-      if (!allowed.includes(k)) this.problems.push(`${join(path, k)}: unknown field (allowed: ${allowed.join(', ')})`);
+      if (!allowed.includes(k))
+        this.problems.push(`${join(path, k)}: unknown field (allowed: ${allowed.join(', ')})`);
     }
   }
   int(path: string, v: unknown, min: number, max = Number.MAX_SAFE_INTEGER): number | undefined {
@@ -107,7 +108,9 @@ function identitySource(c: Checker, path: string, v: unknown): IdentitySource | 
       return d ? { default: d } : undefined;
     }
     default:
-      c.problems.push(`${join(path, k)}: unknown identity source (allowed: header, api_key, metadata, path_segment, default)`);
+      c.problems.push(
+        `${join(path, k)}: unknown identity source (allowed: header, api_key, metadata, path_segment, default)`,
+      );
       return undefined;
   }
 }
@@ -130,7 +133,8 @@ function model(
     defaultMaxOutputTokens: base?.defaultMaxOutputTokens ?? 0,
     fallback: [],
   };
-  if (o.encoding !== undefined) m.encoding = c.oneOf(join(path, 'encoding'), o.encoding, ENCODINGS) ?? m.encoding;
+  if (o.encoding !== undefined)
+    m.encoding = c.oneOf(join(path, 'encoding'), o.encoding, ENCODINGS) ?? m.encoding;
   if (o.price_usd_per_1m !== undefined) {
     const pp = join(path, 'price_usd_per_1m');
     const p = c.obj(pp, o.price_usd_per_1m);
@@ -149,8 +153,12 @@ function model(
   if (o.fallback !== undefined) {
     const fp = join(path, 'fallback');
     const list = typeof o.fallback === 'string' ? [o.fallback] : o.fallback;
-    if (!Array.isArray(list) || list.length === 0) c.fail(fp, 'a model name or a list of model names', o.fallback);
-    else list.forEach((f, i) => c.str(join(fp, i), f, /^.{1,256}$/, 'a model name') && m.fallback.push(f as string));
+    if (!Array.isArray(list) || list.length === 0)
+      c.fail(fp, 'a model name or a list of model names', o.fallback);
+    else
+      list.forEach((f, i) => {
+        if (c.str(join(fp, i), f, /^.{1,256}$/, 'a model name')) m.fallback.push(f as string);
+      });
   }
   return m;
 }
@@ -195,7 +203,9 @@ function limit(c: Checker, path: string, v: unknown, dims: Set<string>): LimitCo
   let kind: LimitKind | undefined;
   let amount: number | undefined;
   if (kinds.length !== 1) {
-    c.problems.push(`${path}: expected exactly one of requests, tokens, usd (found ${kinds.join(', ') || 'none'})`);
+    c.problems.push(
+      `${path}: expected exactly one of requests, tokens, usd (found ${kinds.join(', ') || 'none'})`,
+    );
   } else {
     kind = kinds[0];
     const kp = join(path, kind);
@@ -211,7 +221,8 @@ function limit(c: Checker, path: string, v: unknown, dims: Set<string>): LimitCo
     const ms = parseDuration(o.every);
     if (ms === undefined) c.fail(join(path, 'every'), 'a duration like 30s, 1m, 1h, 1d', o.every);
     else window = { type: 'rolling', ms };
-    if (o.timezone !== undefined) c.problems.push(`${join(path, 'timezone')}: only valid with reset (calendar quota)`);
+    if (o.timezone !== undefined)
+      c.problems.push(`${join(path, 'timezone')}: only valid with reset (calendar quota)`);
   } else {
     const unit = c.oneOf(join(path, 'reset'), o.reset, CALENDAR);
     let timezone: string | undefined;
@@ -228,7 +239,8 @@ function limit(c: Checker, path: string, v: unknown, dims: Set<string>): LimitCo
   let downgradeBelow: number | undefined;
   if (o.downgrade_below !== undefined) {
     downgradeBelow = parseShare(o.downgrade_below);
-    if (downgradeBelow === undefined) c.fail(join(path, 'downgrade_below'), 'a share like 20%', o.downgrade_below);
+    if (downgradeBelow === undefined)
+      c.fail(join(path, 'downgrade_below'), 'a share like 20%', o.downgrade_below);
   }
   let when: Record<string, string> | undefined;
   if (o.when !== undefined) {
@@ -236,8 +248,10 @@ function limit(c: Checker, path: string, v: unknown, dims: Set<string>): LimitCo
     if (w) {
       when = {};
       for (const [k, val] of Object.entries(w)) {
-        if (!dims.has(k)) c.fail(join(join(path, 'when'), k), `an identity dimension (${[...dims].join(', ')})`, k);
-        else if (typeof val !== 'string' && typeof val !== 'number') c.fail(join(join(path, 'when'), k), 'a value', val);
+        if (!dims.has(k))
+          c.fail(join(join(path, 'when'), k), `an identity dimension (${[...dims].join(', ')})`, k);
+        else if (typeof val !== 'string' && typeof val !== 'number')
+          c.fail(join(join(path, 'when'), k), 'a value', val);
         else when[k] = String(val);
       }
     }
@@ -282,7 +296,9 @@ export function validateConfig(raw: unknown, file?: string): Config {
           c.fail(p, 'a non-empty list of sources', list);
           continue;
         }
-        identity[dim] = list.map((s, i) => identitySource(c, join(p, i), s)).filter(Boolean) as IdentitySource[];
+        identity[dim] = list
+          .map((s, i) => identitySource(c, join(p, i), s))
+          .filter(Boolean) as IdentitySource[];
       }
     }
   }
@@ -291,7 +307,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
 
   // models
   const models = new Map<string, ModelConfig>();
-  const rawModels = root.models === undefined ? {} : c.obj('models', root.models) ?? {};
+  const rawModels = root.models === undefined ? {} : (c.obj('models', root.models) ?? {});
   const builtinDefault: ModelConfig = {
     name: '*',
     encoding: 'cl100k_base',
@@ -300,7 +316,10 @@ export function validateConfig(raw: unknown, file?: string): Config {
     defaultMaxOutputTokens: 0,
     fallback: [],
   };
-  const defaultModel = rawModels['*'] !== undefined ? model(c, 'models["*"]', '*', rawModels['*'], builtinDefault) : builtinDefault;
+  const defaultModel =
+    rawModels['*'] !== undefined
+      ? model(c, 'models["*"]', '*', rawModels['*'], builtinDefault)
+      : builtinDefault;
   for (const [name, v] of Object.entries(rawModels)) {
     if (name === '*') continue;
     const m = model(c, `models["${name}"]`, name, v, defaultModel ?? builtinDefault);
@@ -328,10 +347,11 @@ export function validateConfig(raw: unknown, file?: string): Config {
     }
   }
 
-  const mode = root.mode === undefined ? 'enforce' : c.oneOf('mode', root.mode, ['enforce', 'shadow']) ?? 'enforce';
+  const mode =
+    root.mode === undefined ? 'enforce' : (c.oneOf('mode', root.mode, ['enforce', 'shadow']) ?? 'enforce');
 
   // server
-  const sv = root.server === undefined ? {} : c.obj('server', root.server) ?? {};
+  const sv = root.server === undefined ? {} : (c.obj('server', root.server) ?? {});
   c.keys('server', sv, [
     'grpc_host',
     'grpc_port',
@@ -344,45 +364,61 @@ export function validateConfig(raw: unknown, file?: string): Config {
     'default_max_output_tokens',
   ]);
   const deadline = sv.decision_deadline === undefined ? 50 : parseDuration(sv.decision_deadline);
-  if (deadline === undefined) c.fail('server.decision_deadline', 'a duration like 50ms', sv.decision_deadline);
+  if (deadline === undefined)
+    c.fail('server.decision_deadline', 'a duration like 50ms', sv.decision_deadline);
   const server = {
-    grpcHost: sv.grpc_host === undefined ? '0.0.0.0' : c.str('server.grpc_host', sv.grpc_host) ?? '0.0.0.0',
-    grpcPort: sv.grpc_port === undefined ? 9191 : c.int('server.grpc_port', sv.grpc_port, 0, 65535) ?? 9191,
-    httpPort: sv.http_port === undefined ? 8181 : c.int('server.http_port', sv.http_port, 0, 65535) ?? 8181,
+    grpcHost: sv.grpc_host === undefined ? '0.0.0.0' : (c.str('server.grpc_host', sv.grpc_host) ?? '0.0.0.0'),
+    grpcPort: sv.grpc_port === undefined ? 9191 : (c.int('server.grpc_port', sv.grpc_port, 0, 65535) ?? 9191),
+    httpPort: sv.http_port === undefined ? 8181 : (c.int('server.http_port', sv.http_port, 0, 65535) ?? 8181),
     maxBodyBytes:
       sv.max_body_bytes === undefined
         ? 8 * 1024 * 1024
-        : c.int('server.max_body_bytes', sv.max_body_bytes, 1024, 256 * 1024 * 1024) ?? 8 * 1024 * 1024,
+        : (c.int('server.max_body_bytes', sv.max_body_bytes, 1024, 256 * 1024 * 1024) ?? 8 * 1024 * 1024),
     decisionDeadlineMs: deadline ?? 50,
     nonLlmPaths:
-      sv.non_llm_paths === undefined ? 'allow' : c.oneOf('server.non_llm_paths', sv.non_llm_paths, ['allow', 'deny'] as const) ?? 'allow',
+      sv.non_llm_paths === undefined
+        ? 'allow'
+        : (c.oneOf('server.non_llm_paths', sv.non_llm_paths, ['allow', 'deny'] as const) ?? 'allow'),
     bytesPerToken:
-      sv.bytes_per_token === undefined ? 4 : c.num('server.bytes_per_token', sv.bytes_per_token, 0.5) ?? 4,
-    imageTokens: sv.image_tokens === undefined ? 765 : c.int('server.image_tokens', sv.image_tokens, 0, 100_000) ?? 765,
+      sv.bytes_per_token === undefined ? 4 : (c.num('server.bytes_per_token', sv.bytes_per_token, 0.5) ?? 4),
+    imageTokens:
+      sv.image_tokens === undefined
+        ? 765
+        : (c.int('server.image_tokens', sv.image_tokens, 0, 100_000) ?? 765),
     defaultMaxOutputTokens:
       sv.default_max_output_tokens === undefined
         ? 4096
-        : c.int('server.default_max_output_tokens', sv.default_max_output_tokens, 1, 10_000_000) ?? 4096,
+        : (c.int('server.default_max_output_tokens', sv.default_max_output_tokens, 1, 10_000_000) ?? 4096),
   };
 
   // store
-  const st = root.store === undefined ? {} : c.obj('store', root.store) ?? {};
+  const st = root.store === undefined ? {} : (c.obj('store', root.store) ?? {});
   c.keys('store', st, ['prefix', 'timeout', 'breaker', 'on_store_failure', 'replicas']);
   const timeoutMs = st.timeout === undefined ? 25 : parseDuration(st.timeout);
   if (timeoutMs === undefined) c.fail('store.timeout', 'a duration like 25ms', st.timeout);
-  const br = st.breaker === undefined ? {} : c.obj('store.breaker', st.breaker) ?? {};
+  const br = st.breaker === undefined ? {} : (c.obj('store.breaker', st.breaker) ?? {});
   c.keys('store.breaker', br, ['failures', 'open_for']);
   const openMs = br.open_for === undefined ? 30_000 : parseDuration(br.open_for);
   if (openMs === undefined) c.fail('store.breaker.open_for', 'a duration like 30s', br.open_for);
   const store = {
-    prefix: st.prefix === undefined ? 'tollgate' : c.str('store.prefix', st.prefix, /^[A-Za-z0-9_-]{1,32}$/, 'a short prefix of letters, digits, _ or -') ?? 'tollgate',
+    prefix:
+      st.prefix === undefined
+        ? 'tollgate'
+        : (c.str(
+            'store.prefix',
+            st.prefix,
+            /^[A-Za-z0-9_-]{1,32}$/,
+            'a short prefix of letters, digits, _ or -',
+          ) ?? 'tollgate'),
     timeoutMs: timeoutMs ?? 25,
-    breakerFailures: br.failures === undefined ? 3 : c.int('store.breaker.failures', br.failures, 1, 1000) ?? 3,
+    breakerFailures:
+      br.failures === undefined ? 3 : (c.int('store.breaker.failures', br.failures, 1, 1000) ?? 3),
     breakerOpenMs: openMs ?? 30_000,
     onStoreFailure: (st.on_store_failure === undefined
       ? 'allow'
-      : c.oneOf('store.on_store_failure', st.on_store_failure, ['allow', 'deny', 'local'] as const) ?? 'allow') as FailurePolicy,
-    replicas: st.replicas === undefined ? 1 : c.int('store.replicas', st.replicas, 1, 10_000) ?? 1,
+      : (c.oneOf('store.on_store_failure', st.on_store_failure, ['allow', 'deny', 'local'] as const) ??
+        'allow')) as FailurePolicy,
+    replicas: st.replicas === undefined ? 1 : (c.int('store.replicas', st.replicas, 1, 10_000) ?? 1),
   };
   if (store.timeoutMs >= server.decisionDeadlineMs) {
     c.problems.push(
@@ -407,7 +443,10 @@ export function validateConfig(raw: unknown, file?: string): Config {
  * The candidates for a requested model, best first: the model itself, then its fallbacks.
  * A list `fallback: [a, b]` is an explicit chain; a single `fallback: a` continues with a's own fallback.
  */
-export function fallbackChain(models: Map<string, ModelConfig>, name: string): string[] | { cycle: string[] } {
+export function fallbackChain(
+  models: Map<string, ModelConfig>,
+  name: string,
+): string[] | { cycle: string[] } {
   const chain = [name];
   let cur = models.get(name);
   while (cur && cur.fallback.length > 0) {

@@ -21,7 +21,9 @@ export interface ModelConfig {
 export type LimitKind = 'requests' | 'tokens' | 'usd';
 export type CalendarUnit = 'hourly' | 'daily' | 'weekly' | 'monthly';
 
-export type LimitWindow = { type: 'rolling'; ms: number } | { type: 'calendar'; unit: CalendarUnit; timezone?: string };
+export type LimitWindow =
+  | { type: 'rolling'; ms: number }
+  | { type: 'calendar'; unit: CalendarUnit; timezone?: string };
 
 export interface LimitConfig {
   name: string;

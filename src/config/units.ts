@@ -1,7 +1,14 @@
 /** Parsing of the small unit strings the config uses: durations ("500ms", "30s", "1m", "2h", "1d") and percentages. */
 
 const DURATION = /^(\d+(?:\.\d+)?)(ms|s|m|h|d|w)$/;
-const UNIT_MS: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000, w: 604_800_000 };
+const UNIT_MS: Record<string, number> = {
+  ms: 1,
+  s: 1000,
+  m: 60_000,
+  h: 3_600_000,
+  d: 86_400_000,
+  w: 604_800_000,
+};
 
 /** Returns milliseconds, or undefined when the value is not a duration. Plain numbers are seconds. */
 export function parseDuration(v: unknown): number | undefined {

@@ -5,15 +5,22 @@
 import { fallbackChain } from '../config/schema.js';
 import type { Config } from '../config/types.js';
 import { type Identity, logTag, resolveIdentity } from '../identity.js';
-import { classifyPath } from '../parse/route.js';
 import { parseCall } from '../parse/parse.js';
+import { classifyPath } from '../parse/route.js';
 import { isParseError, type ParsedCall } from '../parse/types.js';
-import { type BuiltPlan, buildPlan, type CandidateCost, modelConfig, priceMicros, reservedOutput } from '../policy.js';
+import {
+  type BuiltPlan,
+  buildPlan,
+  type CandidateCost,
+  modelConfig,
+  priceMicros,
+  reservedOutput,
+} from '../policy.js';
 import { Breaker, type BreakerState } from '../resilience/breaker.js';
 import { MemoryStore } from '../store/memory.js';
 import { type CheckResult, EntryStatus, Outcome, type Store } from '../store/types.js';
 import { getEncoder } from '../tokens/encoders.js';
-import { type TokenPool, countTokens } from '../tokens/pool.js';
+import { countTokens, type TokenPool } from '../tokens/pool.js';
 import { type Row, rateLimitHeaders } from './headers.js';
 import type { AllowDecision, Decision, DecisionStats, DenyDecision, Headers } from './types.js';
 
@@ -61,7 +68,10 @@ export class Decider {
 
   /** Load every encoding the config uses, so no call pays for it. */
   warm(cfg: Config = this.cfg): void {
-    const encodings = new Set([cfg.defaultModel.encoding, ...[...cfg.models.values()].map((m) => m.encoding)]);
+    const encodings = new Set([
+      cfg.defaultModel.encoding,
+      ...[...cfg.models.values()].map((m) => m.encoding),
+    ]);
     for (const e of encodings) getEncoder(e);
   }
 
@@ -86,7 +96,17 @@ export class Decider {
     const route = classifyPath(input.path);
     if (!route) {
       if (cfg.server.nonLlmPaths === 'allow') return allow('not-llm', {}, {}, removeHeaders, {});
-      return deny('not-llm', 403, {}, errorBody('This path is not an LLM API path tollgate knows.', 'invalid_request_error', 'path_not_allowed'), {});
+      return deny(
+        'not-llm',
+        403,
+        {},
+        errorBody(
+          'This path is not an LLM API path tollgate knows.',
+          'invalid_request_error',
+          'path_not_allowed',
+        ),
+        {},
+      );
     }
 
     // --- body -------------------------------------------------------------------------------------
@@ -94,7 +114,9 @@ export class Decider {
     const len = body === undefined ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body.length;
     const declared = Number(input.headers['content-length']);
     const partial =
-      input.headers['x-envoy-auth-partial-body'] === 'true' || (Number.isFinite(declared) && declared > len) || len === 0;
+      input.headers['x-envoy-auth-partial-body'] === 'true' ||
+      (Number.isFinite(declared) && declared > len) ||
+      len === 0;
     let call: ParsedCall | undefined;
     let model: string | undefined;
     let estimatedPrompt = 0;
@@ -102,14 +124,20 @@ export class Decider {
       // Envoy stopped buffering (max_request_bytes) or sent no body: estimate from the declared size.
       const bytes = Number.isFinite(declared) && declared > 0 ? declared : len;
       estimatedPrompt = Math.ceil(bytes / cfg.server.bytesPerToken);
-      const text = body === undefined ? '' : typeof body === 'string' ? body : body.toString('utf8', 0, Math.min(len, 65536));
+      const text =
+        body === undefined
+          ? ''
+          : typeof body === 'string'
+            ? body
+            : body.toString('utf8', 0, Math.min(len, 65536));
       model = route.azureDeployment ?? MODEL_IN_PARTIAL_BODY.exec(text)?.[1] ?? '*';
     } else {
       let json: unknown;
       try {
         json = JSON.parse(typeof body === 'string' ? body : body!.toString('utf8'));
       } catch (err) {
-        const msg = err instanceof RangeError ? 'request body nests too deeply' : 'request body is not valid JSON';
+        const msg =
+          err instanceof RangeError ? 'request body nests too deeply' : 'request body is not valid JSON';
         return badRequest(msg);
       }
       const parsed = parseCall(route.dialect, json, route.azureDeployment);
@@ -137,8 +165,16 @@ export class Decider {
         prompt = t;
       }
       const output =
-        call?.dialect === 'openai.embeddings' ? 0 : reservedOutput(cfg, mc, call?.requestedOutput, call?.n ?? 1);
-      costs.push({ model: name, config: mc, promptTokens: prompt, outputTokens: output, micros: priceMicros(mc, prompt, output) });
+        call?.dialect === 'openai.embeddings'
+          ? 0
+          : reservedOutput(cfg, mc, call?.requestedOutput, call?.n ?? 1);
+      costs.push({
+        model: name,
+        config: mc,
+        promptTokens: prompt,
+        outputTokens: output,
+        micros: priceMicros(mc, prompt, output),
+      });
     }
     const stats: DecisionStats = {
       model,
@@ -168,7 +204,11 @@ export class Decider {
           'store-unavailable',
           503,
           {},
-          errorBody('Rate limiter temporarily unavailable; try again shortly.', 'server_error', 'rate_limiter_unavailable'),
+          errorBody(
+            'Rate limiter temporarily unavailable; try again shortly.',
+            'server_error',
+            'rate_limiter_unavailable',
+          ),
           stats,
         );
       }
@@ -192,17 +232,25 @@ export class Decider {
     let timer: NodeJS.Timeout | undefined;
     try {
       return await Promise.race([
-        this.breaker.run(() => store.check(built.plan)).then(
-          (r) => {
-            this.deps.onStoreCall?.((performance.now() - t0) / 1000, true);
-            return r;
-          },
-          (e) => {
-            if (!(e instanceof Error && e.name === 'TollgateError' && (e as { code?: string }).code === 'TG_BREAKER_OPEN'))
-              this.deps.onStoreCall?.((performance.now() - t0) / 1000, false);
-            throw e;
-          },
-        ),
+        this.breaker
+          .run(() => store.check(built.plan))
+          .then(
+            (r) => {
+              this.deps.onStoreCall?.((performance.now() - t0) / 1000, true);
+              return r;
+            },
+            (e) => {
+              if (
+                !(
+                  e instanceof Error &&
+                  e.name === 'TollgateError' &&
+                  (e as { code?: string }).code === 'TG_BREAKER_OPEN'
+                )
+              )
+                this.deps.onStoreCall?.((performance.now() - t0) / 1000, false);
+              throw e;
+            },
+          ),
         new Promise<never>((_, reject) => {
           timer = setTimeout(() => reject(new DeadlineExceeded()), budget);
         }),
@@ -222,7 +270,8 @@ export class Decider {
     degraded: string | undefined,
     _id: Identity,
   ): Decision {
-    const rowsOf = (ci: number): Row[] => built.meta[ci].map((meta, i) => ({ meta, r: result.candidates[ci][i] }));
+    const rowsOf = (ci: number): Row[] =>
+      built.meta[ci].map((meta, i) => ({ meta, r: result.candidates[ci][i] }));
     const extra: Headers = { ...marks };
     if (degraded) extra['x-tollgate-degraded'] = degraded;
 
@@ -243,7 +292,9 @@ export class Decider {
         up['x-tollgate-rerouted-from'] = resp['x-tollgate-rerouted-from'] = costs[0].model;
         reason = 'rerouted';
       }
-      const shadowHit = rows.find((r) => r.meta.shadow && r.r.status !== EntryStatus.Fits && r.r.status !== EntryStatus.BelowDowngrade);
+      const shadowHit = rows.find(
+        (r) => r.meta.shadow && r.r.status !== EntryStatus.Fits && r.r.status !== EntryStatus.BelowDowngrade,
+      );
       if (shadowHit) {
         up['x-tollgate-shadow'] = resp['x-tollgate-shadow'] = `deny;limit=${shadowHit.meta.limit.name}`;
         stats.limit = shadowHit.meta.limit.name;
@@ -258,7 +309,10 @@ export class Decider {
     if (!never) {
       let bestRetry = Number.POSITIVE_INFINITY;
       built.meta.forEach((_, ci) => {
-        const rows = rowsOf(ci).filter((r) => !r.meta.shadow && r.r.status !== EntryStatus.Fits && r.r.status !== EntryStatus.BelowDowngrade);
+        const rows = rowsOf(ci).filter(
+          (r) =>
+            !r.meta.shadow && r.r.status !== EntryStatus.Fits && r.r.status !== EntryStatus.BelowDowngrade,
+        );
         if (rows.some((r) => r.r.status === EntryStatus.Never)) return;
         const retry = Math.max(0, ...rows.map((r) => r.r.retryMs));
         if (retry < bestRetry) {
@@ -268,9 +322,16 @@ export class Decider {
       });
     }
     const rows = rowsOf(best);
-    const blocking = rows.filter((r) => !r.meta.shadow && (r.r.status === EntryStatus.Exceeded || r.r.status === EntryStatus.Never));
+    const blocking = rows.filter(
+      (r) => !r.meta.shadow && (r.r.status === EntryStatus.Exceeded || r.r.status === EntryStatus.Never),
+    );
     const binding = blocking.reduce<Row | undefined>(
-      (a, r) => (!a || (r.r.status === EntryStatus.Never ? 1e15 : r.r.retryMs) > (a.r.status === EntryStatus.Never ? 1e15 : a.r.retryMs) ? r : a),
+      (a, r) =>
+        !a ||
+        (r.r.status === EntryStatus.Never ? 1e15 : r.r.retryMs) >
+          (a.r.status === EntryStatus.Never ? 1e15 : a.r.retryMs)
+          ? r
+          : a,
       undefined,
     )!;
     const h: Headers = { ...extra, 'content-type': JSON_CT };
@@ -280,7 +341,12 @@ export class Decider {
     const candidates = built.meta.map((m, ci) => ({
       model: costs[ci].model,
       limits: m
-        .filter((_, i) => !m[i].shadow && result.candidates[ci][i].status !== EntryStatus.Fits && result.candidates[ci][i].status !== EntryStatus.BelowDowngrade)
+        .filter(
+          (_, i) =>
+            !m[i].shadow &&
+            result.candidates[ci][i].status !== EntryStatus.Fits &&
+            result.candidates[ci][i].status !== EntryStatus.BelowDowngrade,
+        )
         .map((x) => x.limit.name),
     }));
     const unit = l.kind === 'usd' ? 'micro-USD' : l.kind;
@@ -338,7 +404,13 @@ function allow(
   return { kind: 'allow', reason, upstreamHeaders, removeHeaders, responseHeaders, stats };
 }
 
-function deny(reason: DenyDecision['reason'], httpStatus: number, headers: Headers, body: string, stats: DecisionStats): DenyDecision {
+function deny(
+  reason: DenyDecision['reason'],
+  httpStatus: number,
+  headers: Headers,
+  body: string,
+  stats: DecisionStats,
+): DenyDecision {
   if (!headers['content-type']) headers['content-type'] = JSON_CT;
   return { kind: 'deny', reason, httpStatus, headers, body, stats };
 }

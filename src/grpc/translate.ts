@@ -6,7 +6,13 @@ import type { CheckInput } from '../decision/decide.js';
 import type { Decision, Headers } from '../decision/types.js';
 
 /** google.rpc.Code values we answer with. */
-export const RpcCode = { OK: 0, INVALID_ARGUMENT: 3, PERMISSION_DENIED: 7, RESOURCE_EXHAUSTED: 8, UNAVAILABLE: 14 } as const;
+export const RpcCode = {
+  OK: 0,
+  INVALID_ARGUMENT: 3,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  UNAVAILABLE: 14,
+} as const;
 
 /** protobuf Struct (protobufjs' bundled well-known type: camelCase value fields) → plain JSON. */
 export function structToJson(s: unknown, depth = 0): unknown {
@@ -25,7 +31,7 @@ function valueToJson(v: unknown, depth: number): unknown {
   if ('boolValue' in o) return o.boolValue;
   if ('structValue' in o) return structToJson(o.structValue, depth + 1);
   if ('listValue' in o) {
-    const values = ((o.listValue as { values?: unknown[] }) ?? {}).values ?? [];
+    const values = (o.listValue as { values?: unknown[] } | undefined)?.values ?? [];
     return values.map((x) => valueToJson(x, depth + 1));
   }
   return null;
@@ -37,7 +43,8 @@ export function toCheckInput(req: any): CheckInput {
   let headers: Record<string, string> = {};
   if (http.headers && Object.keys(http.headers).length > 0) {
     headers = {};
-    for (const [k, v] of Object.entries(http.headers as Record<string, string>)) headers[k.toLowerCase()] = String(v);
+    for (const [k, v] of Object.entries(http.headers as Record<string, string>))
+      headers[k.toLowerCase()] = String(v);
   } else if (http.header_map?.headers) {
     // encode_raw_headers: values may arrive as raw bytes
     for (const h of http.header_map.headers as { key: string; value?: string; raw_value?: Buffer }[]) {
@@ -45,7 +52,12 @@ export function toCheckInput(req: any): CheckInput {
     }
   }
   const raw: Buffer | undefined = http.raw_body;
-  const body = raw && raw.length > 0 ? raw : typeof http.body === 'string' && http.body.length > 0 ? http.body : undefined;
+  const body =
+    raw && raw.length > 0
+      ? raw
+      : typeof http.body === 'string' && http.body.length > 0
+        ? http.body
+        : undefined;
   let metadata: Record<string, unknown> | undefined;
   const fm = req?.attributes?.metadata_context?.filter_metadata;
   if (fm && Object.keys(fm).length > 0) {
@@ -65,7 +77,10 @@ export function toCheckInput(req: any): CheckInput {
 // response_headers_to_add appends (duplicating headers); so every header we send states
 // OVERWRITE_IF_EXISTS_OR_ADD explicitly (envoy/config/core/v3/base.proto, HeaderAppendAction).
 const opts = (h: Headers) =>
-  Object.entries(h).map(([key, value]) => ({ header: { key, value }, append_action: 'OVERWRITE_IF_EXISTS_OR_ADD' }));
+  Object.entries(h).map(([key, value]) => ({
+    header: { key, value },
+    append_action: 'OVERWRITE_IF_EXISTS_OR_ADD',
+  }));
 
 const rpcFor = (status: number) =>
   status === 429

@@ -9,9 +9,17 @@
  *    MAX_ITEMS elements; token-id arrays only contribute their length and are not capped;
  *  - unknown fields and unknown content-part / item types are ignored.
  */
-import type { Dialect, ParseError, ParsedCall, Prompt, PromptMessage, ToolDef, ToolProperty } from './types.js';
+import type {
+  Dialect,
+  ParsedCall,
+  ParseError,
+  Prompt,
+  PromptMessage,
+  ToolDef,
+  ToolProperty,
+} from './types.js';
 
-export type { ParseError, ParsedCall } from './types.js';
+export type { ParsedCall, ParseError } from './types.js';
 
 export const MAX_DEPTH = 64;
 export const MAX_ITEMS = 100_000;
@@ -32,7 +40,7 @@ function isObj(v: unknown): v is Obj {
 }
 
 function own(o: Obj, k: string): unknown {
-  return Object.prototype.hasOwnProperty.call(o, k) ? o[k] : undefined;
+  return Object.hasOwn(o, k) ? o[k] : undefined;
 }
 
 function optString(o: Obj, k: string, where: string): string | undefined {
@@ -326,7 +334,9 @@ function parseTools(ctx: Ctx, body: Obj, dialect: Dialect): void {
       if (isObj(fn)) {
         // OpenAI chat: { type: 'function', function: { name, description, parameters } }
         ctx.addTool(own(fn, 'name'));
-        ctx.toolDefs.push(toolDef(own(fn, 'name'), own(fn, 'description'), own(fn, 'parameters'), `${w}.function`));
+        ctx.toolDefs.push(
+          toolDef(own(fn, 'name'), own(fn, 'description'), own(fn, 'parameters'), `${w}.function`),
+        );
       } else if (dialect === 'anthropic.messages' && own(t, 'input_schema') !== undefined) {
         ctx.addTool(own(t, 'name'));
         ctx.toolDefs.push(toolDef(own(t, 'name'), own(t, 'description'), own(t, 'input_schema'), w));
@@ -354,7 +364,9 @@ function parseTools(ctx: Ctx, body: Obj, dialect: Dialect): void {
         const f = arr[i];
         if (!isObj(f)) fail(`functions[${i}] must be an object`);
         ctx.addTool(own(f, 'name'));
-        ctx.toolDefs.push(toolDef(own(f, 'name'), own(f, 'description'), own(f, 'parameters'), `functions[${i}]`));
+        ctx.toolDefs.push(
+          toolDef(own(f, 'name'), own(f, 'description'), own(f, 'parameters'), `functions[${i}]`),
+        );
       }
     }
   }
@@ -467,7 +479,8 @@ function parseTextInput(ctx: Ctx, v: unknown, field: string): void {
     ctx.texts.push(v);
     return;
   }
-  const bad = () => fail(`${field} must be a string, an array of strings, an array of token ids or an array of token arrays`);
+  const bad = () =>
+    fail(`${field} must be a string, an array of strings, an array of token ids or an array of token arrays`);
   if (!Array.isArray(v)) bad();
   const arr = v as unknown[];
   if (arr.length === 0) return;
@@ -496,7 +509,11 @@ function parseTextInput(ctx: Ctx, v: unknown, field: string): void {
  * Parse a JSON-decoded request body for `dialect`. Never throws.
  * @param azureDeployment deployment name from an Azure path; overrides body.model.
  */
-export function parseCall(dialect: Dialect, body: unknown, azureDeployment?: string): ParsedCall | ParseError {
+export function parseCall(
+  dialect: Dialect,
+  body: unknown,
+  azureDeployment?: string,
+): ParsedCall | ParseError {
   try {
     return parseInner(dialect, body, azureDeployment);
   } catch (e) {

@@ -71,7 +71,10 @@ export class MemoryStore implements Store {
         }
         s = { a: level, b: now };
       } else {
-        s = live && now < live.b ? { a: live.a, b: live.b } : { a: 0, b: windowEnd(now, e.period, e.tzOffsetMin) };
+        s =
+          live && now < live.b
+            ? { a: live.a, b: live.b }
+            : { a: 0, b: windowEnd(now, e.period, e.tzOffsetMin) };
       }
       cur.set(e.key, s);
       return s;

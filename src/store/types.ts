@@ -1,6 +1,6 @@
 /** What a store is asked and what it answers. Both backends (Valkey, memory) share these shapes and one test suite. */
 
-export const enum EntryKind {
+export enum EntryKind {
   Rolling = 1,
   Calendar = 2,
 }
@@ -80,7 +80,16 @@ export function planArgs(plan: CheckPlan): (string | number)[] {
   for (const cand of plan.candidates) {
     args.push(cand.length);
     for (const e of cand) {
-      args.push(e.key + 1, e.kind, e.capacity, e.period, e.tzOffsetMin, e.cost, e.shadow ? 1 : 0, e.downgradeAt);
+      args.push(
+        e.key + 1,
+        e.kind,
+        e.capacity,
+        e.period,
+        e.tzOffsetMin,
+        e.cost,
+        e.shadow ? 1 : 0,
+        e.downgradeAt,
+      );
     }
   }
   return args;
@@ -91,7 +100,12 @@ export function parseReply(plan: CheckPlan, reply: number[]): CheckResult {
   let i = 4;
   const candidates = plan.candidates.map((cand) =>
     cand.map(() => {
-      const r: EntryResult = { status: reply[i], remaining: reply[i + 1], resetMs: reply[i + 2], retryMs: reply[i + 3] };
+      const r: EntryResult = {
+        status: reply[i],
+        remaining: reply[i + 1],
+        resetMs: reply[i + 2],
+        retryMs: reply[i + 3],
+      };
       i += 4;
       return r;
     }),

@@ -17,7 +17,9 @@ export function valkeyOptions(opts: ValkeyStoreOptions): RedisOptions {
   const u = new URL(opts.url);
   const tls = u.protocol === 'valkeys:' || u.protocol === 'rediss:';
   if (!['valkey:', 'valkeys:', 'redis:', 'rediss:'].includes(u.protocol)) {
-    throw new Error(`VALKEY_URL: unsupported scheme "${u.protocol}" (use valkey://, valkeys://, redis:// or rediss://)`);
+    throw new Error(
+      `VALKEY_URL: unsupported scheme "${u.protocol}" (use valkey://, valkeys://, redis:// or rediss://)`,
+    );
   }
   const db = u.pathname && u.pathname !== '/' ? Number(u.pathname.slice(1)) : 0;
   return {
@@ -26,7 +28,9 @@ export function valkeyOptions(opts: ValkeyStoreOptions): RedisOptions {
     username: u.username ? decodeURIComponent(u.username) : undefined,
     password: u.password ? decodeURIComponent(u.password) : undefined,
     db: Number.isInteger(db) ? db : 0,
-    tls: tls ? { servername: u.hostname, ...(opts.caFile ? { ca: readFileSync(opts.caFile) } : {}) } : undefined,
+    tls: tls
+      ? { servername: u.hostname, ...(opts.caFile ? { ca: readFileSync(opts.caFile) } : {}) }
+      : undefined,
     connectionName: 'tollgate',
     enableAutoPipelining: true,
     // Fail fast while disconnected: the breaker, not a hidden queue, decides what happens.
@@ -58,18 +62,29 @@ export class ValkeyStore implements Store {
 
   async loadScripts(): Promise<void> {
     const sha = (await this.client.script('LOAD', this.script.source)) as string;
-    if (sha !== this.script.sha) throw new Error(`script SHA mismatch: server ${sha}, local ${this.script.sha}`);
+    if (sha !== this.script.sha)
+      throw new Error(`script SHA mismatch: server ${sha}, local ${this.script.sha}`);
   }
 
   async check(plan: CheckPlan): Promise<CheckResult> {
     const args = planArgs(plan);
     let reply: number[];
     try {
-      reply = (await this.client.evalsha(this.script.sha, plan.keys.length, ...plan.keys, ...args)) as number[];
+      reply = (await this.client.evalsha(
+        this.script.sha,
+        plan.keys.length,
+        ...plan.keys,
+        ...args,
+      )) as number[];
     } catch (err) {
       if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
       await this.loadScripts();
-      reply = (await this.client.evalsha(this.script.sha, plan.keys.length, ...plan.keys, ...args)) as number[];
+      reply = (await this.client.evalsha(
+        this.script.sha,
+        plan.keys.length,
+        ...plan.keys,
+        ...args,
+      )) as number[];
     }
     return parseReply(plan, reply);
   }

@@ -21,9 +21,10 @@
  * Anthropic requests are counted with the same chat formula and the configured tiktoken encoding:
  * Anthropic uses its own (unpublished) tokenizer, so this is an estimate only.
  */
+
+import type { Tiktoken } from 'tiktoken';
 import type { ParsedCall, Prompt, ToolDef } from '../parse/types.js';
 import { countText, getEncoder } from './encoders.js';
-import type { Tiktoken } from 'tiktoken';
 
 export interface CountOptions {
   /** Tokens charged per image part. */

@@ -54,7 +54,8 @@ export class TokenPool {
   private closed = false;
 
   constructor(size: number = defaultPoolSize(), options: TokenPoolOptions = {}) {
-    if (!Number.isInteger(size) || size < 1) throw new Error(`TokenPool size must be a positive integer, got ${size}`);
+    if (!Number.isInteger(size) || size < 1)
+      throw new Error(`TokenPool size must be a positive integer, got ${size}`);
     this.size = size;
     this.url = options.workerUrl ?? new URL('./worker.js', import.meta.url);
     let exists = false;
@@ -135,7 +136,10 @@ export class TokenPool {
       void worker.terminate();
     });
     worker.on('exit', (code) => {
-      this.fail(slot, new Error(`token worker exited with code ${code}${slot.error ? `: ${slot.error.message}` : ''}`));
+      this.fail(
+        slot,
+        new Error(`token worker exited with code ${code}${slot.error ? `: ${slot.error.message}` : ''}`),
+      );
     });
     this.slots.push(slot);
     return slot;

@@ -13,7 +13,9 @@ export interface WorkerRequest {
   opts: CountOptions;
 }
 
-export type WorkerResponse = { id: number; ok: true; count: number } | { id: number; ok: false; error: string };
+export type WorkerResponse =
+  | { id: number; ok: true; count: number }
+  | { id: number; ok: false; error: string };
 
 const port = parentPort;
 if (port) {

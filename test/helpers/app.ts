@@ -1,6 +1,6 @@
 /** Start a real tollgate (gRPC + HTTP) on free ports with a config given as YAML text. */
 import { Writable } from 'node:stream';
-import { type App, startApp, type AppOptions } from '../../src/app.js';
+import { type App, type AppOptions, startApp } from '../../src/app.js';
 import { parseConfigText } from '../../src/config/load.js';
 import { createLogger } from '../../src/log.js';
 

@@ -40,10 +40,20 @@ export function buildCheckRequest(o: CheckOptions): any {
     ':method': o.method ?? 'POST',
     ':path': o.path ?? '/v1/chat/completions',
     'content-type': 'application/json',
-    ...(bodyBuf ? { 'content-length': String(bodyBuf.length), 'x-envoy-auth-partial-body': o.partial ? 'true' : 'false' } : {}),
+    ...(bodyBuf
+      ? {
+          'content-length': String(bodyBuf.length),
+          'x-envoy-auth-partial-body': o.partial ? 'true' : 'false',
+        }
+      : {}),
     ...(o.headers ?? {}),
   };
-  const http: any = { method: o.method ?? 'POST', path: o.path ?? '/v1/chat/completions', headers, protocol: 'HTTP/1.1' };
+  const http: any = {
+    method: o.method ?? 'POST',
+    path: o.path ?? '/v1/chat/completions',
+    headers,
+    protocol: 'HTTP/1.1',
+  };
   if (bodyBuf) {
     if (o.asString) http.body = bodyBuf.toString('utf8');
     else http.raw_body = bodyBuf;
@@ -65,7 +75,9 @@ export class EnvoyClient {
 
   checkRaw(req: any, deadlineMs = 10_000): Promise<any> {
     return new Promise((resolve, reject) =>
-      this.client.Check(req, { deadline: Date.now() + deadlineMs }, (err: Error | null, res: any) => (err ? reject(err) : resolve(res))),
+      this.client.Check(req, { deadline: Date.now() + deadlineMs }, (err: Error | null, res: any) =>
+        err ? reject(err) : resolve(res),
+      ),
     );
   }
 
@@ -78,7 +90,11 @@ export class EnvoyClient {
       return m;
     };
     const appendActions: string[] = [];
-    for (const list of [res.ok_response?.headers, res.ok_response?.response_headers_to_add, res.denied_response?.headers])
+    for (const list of [
+      res.ok_response?.headers,
+      res.ok_response?.response_headers_to_add,
+      res.denied_response?.headers,
+    ])
       for (const h of list ?? []) appendActions.push(h.append_action ?? 'APPEND_IF_EXISTS_OR_ADD');
     if (code === 0) {
       return {
@@ -128,6 +144,10 @@ function httpStatusNumber(s: string | undefined): number | undefined {
   return s === undefined ? undefined : STATUS[s];
 }
 
-export function chat(model: string, content: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
+export function chat(
+  model: string,
+  content: string,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
   return { model, messages: [{ role: 'user', content }], ...extra };
 }

@@ -89,9 +89,25 @@ export async function startValkey(extraArgs: string[] = []): Promise<TestValkey>
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-valkey-'));
   let proc: ChildProcess;
   const launch = async () => {
-    proc = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir, ...extraArgs], {
-      stdio: 'ignore',
-    });
+    proc = spawn(
+      bin,
+      [
+        '--port',
+        String(port),
+        '--bind',
+        '127.0.0.1',
+        '--save',
+        '',
+        '--appendonly',
+        'no',
+        '--dir',
+        dir,
+        ...extraArgs,
+      ],
+      {
+        stdio: 'ignore',
+      },
+    );
     await waitReady(port, proc);
   };
   await launch();
