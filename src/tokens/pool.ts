@@ -24,6 +24,24 @@ export function defaultPoolSize(): number {
   return Math.max(1, Math.min(2, cpus - 1));
 }
 
+/**
+ * The parent's Node flags (e.g. --max-old-space-size, --import loaders) minus the ones that only make
+ * sense for the main entry point and make a worker fail at startup (--input-type, -e/-p and their code).
+ */
+export function workerExecArgv(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === '-e' || a === '--eval' || a === '-p' || a === '--print') {
+      i++; // skip the code argument
+      continue;
+    }
+    if (a.startsWith('--input-type') || a.startsWith('--eval=') || a.startsWith('--print=')) continue;
+    out.push(a);
+  }
+  return out;
+}
+
 export interface TokenPoolOptions {
   /** Worker script to run; defaults to ./worker.js next to this module. */
   workerUrl?: URL;
@@ -115,7 +133,7 @@ export class TokenPool {
   }
 
   private spawn(): Slot {
-    const worker = new Worker(this.url);
+    const worker = new Worker(this.url, { execArgv: workerExecArgv(process.execArgv) });
     const slot: Slot = { worker };
     worker.unref();
     worker.on('message', (res: WorkerResponse) => {
