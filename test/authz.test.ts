@@ -231,16 +231,27 @@ describe('deny', () => {
   });
 
   it('200 concurrent checks against one limit admit exactly the limit', async () => {
-    const t = tenant();
-    const results = await Promise.all(
-      Array.from({ length: 200 }, () =>
-        envoy.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o-mini', 'hi', { max_tokens: 1 }) }),
-      ),
+    // A limit that does not refill noticeably during the burst: 100 per hour.
+    const other = await startTestApp(
+      'limits:\n  - { name: hourly, per: tenant, requests: 100, every: 1h }\n  - { name: tokens, per: tenant, tokens: 1000000, every: 1h }\n',
+      { valkeyUrl: vk.url },
     );
-    const admitted = results.filter((r) => r.allowed).length;
-    // 60/min refills 1 per second; the burst takes well under a second
-    expect(admitted).toBe(60);
-    expect(results.filter((r) => !r.allowed).every((r) => r.httpStatus === 429)).toBe(true);
+    const c = new EnvoyClient(other.grpcPort);
+    try {
+      const t = tenant();
+      const results = await Promise.all(
+        Array.from({ length: 200 }, () => c.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o-mini', 'hi', { max_tokens: 1 }) })),
+      );
+      const admitted = results.filter((r) => r.allowed);
+      expect(admitted.filter((r) => r.headers['x-tollgate-degraded'])).toEqual([]);
+      expect(admitted.length).toBe(100);
+      expect(results.filter((r) => !r.allowed).every((r) => r.httpStatus === 429)).toBe(true);
+      // Valkey's state matches: 100 debited, nothing more
+      expect(Math.round(Number(await vk.client.hget(`tollgate:r:hourly:${t}`, 'v')))).toBe(0);
+    } finally {
+      c.close();
+      await other.close(1000);
+    }
   });
 });
 

@@ -252,7 +252,8 @@ export class Decider {
             },
           ),
         new Promise<never>((_, reject) => {
-          timer = setTimeout(() => reject(new DeadlineExceeded()), budget);
+          // setImmediate: let replies already in the socket be read first (see withTimeout)
+          timer = setTimeout(() => setImmediate(() => reject(new DeadlineExceeded())), budget);
         }),
       ]);
     } finally {

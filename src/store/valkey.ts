@@ -1,6 +1,7 @@
 /** Valkey store: one connection (auto-pipelined), the check script called by SHA, reloaded on NOSCRIPT. */
 import { readFileSync } from 'node:fs';
 import { type RedisOptions, Valkey } from 'iovalkey';
+import { StoreTimeoutError } from '../errors.js';
 import { loadScript, type Script } from './scripts.js';
 import { type CheckPlan, type CheckResult, parseReply, planArgs, type Store } from './types.js';
 
@@ -36,7 +37,8 @@ export function valkeyOptions(opts: ValkeyStoreOptions): RedisOptions {
     // Fail fast while disconnected: the breaker, not a hidden queue, decides what happens.
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
-    commandTimeout: opts.timeoutMs,
+    // Safety net only: our own timeout (below) answers first; this one frees commands stuck on a hung server.
+    commandTimeout: Math.max(1000, opts.timeoutMs * 20),
     connectTimeout: 2000,
     retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
     lazyConnect: true,
@@ -48,7 +50,10 @@ export class ValkeyStore implements Store {
   readonly client: Valkey;
   private readonly script: Script = loadScript('check-limits');
 
+  private readonly timeoutMs: number;
+
   constructor(opts: ValkeyStoreOptions) {
+    this.timeoutMs = opts.timeoutMs;
     this.client = new Valkey(valkeyOptions(opts));
     // errors surface through command failures and the breaker; avoid unhandled 'error' events
     this.client.on('error', () => {});
@@ -96,4 +101,38 @@ export class ValkeyStore implements Store {
   async close(): Promise<void> {
     this.client.disconnect();
   }
+}
+
+/**
+ * Reject after `ms` unless settled. When the timer fires, the rejection waits one setImmediate: timers
+ * run before the poll phase, so after the event loop was busy (a burst of tokenization) a reply that
+ * already sits in the socket is read first instead of being mistaken for a slow Valkey.
+ */
+export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
+  return new Promise<T>((resolve, reject) => {
+    let done = false;
+    const timer = setTimeout(
+      () =>
+        setImmediate(() => {
+          if (done) return;
+          done = true;
+          reject(new StoreTimeoutError(ms));
+        }),
+      ms,
+    );
+    p.then(
+      (v) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        resolve(v);
+      },
+      (e) => {
+        if (done) return;
+        done = true;
+        clearTimeout(timer);
+        reject(e);
+      },
+    );
+  });
 }
