@@ -240,9 +240,16 @@ describe('deny', () => {
     try {
       const t = tenant();
       const results = await Promise.all(
-        Array.from({ length: 200 }, () => c.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o-mini', 'hi', { max_tokens: 1 }) })),
+        Array.from({ length: 200 }, () =>
+          c.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o-mini', 'hi', { max_tokens: 1 }) }),
+        ),
       );
       const admitted = results.filter((r) => r.allowed);
+      if (admitted.some((r) => r.headers['x-tollgate-degraded']))
+        console.log(
+          other.logs.filter((l) => !l.includes('"decision"')).join(''),
+          other.logs.slice(0, 3).join(''),
+        );
       expect(admitted.filter((r) => r.headers['x-tollgate-degraded'])).toEqual([]);
       expect(admitted.length).toBe(100);
       expect(results.filter((r) => !r.allowed).every((r) => r.httpStatus === 429)).toBe(true);

@@ -4,6 +4,7 @@
  */
 import { fallbackChain } from '../config/schema.js';
 import type { Config } from '../config/types.js';
+import { BreakerOpenError } from '../errors.js';
 import { type Identity, logTag, resolveIdentity } from '../identity.js';
 import { parseCall } from '../parse/parse.js';
 import { classifyPath } from '../parse/route.js';
@@ -17,6 +18,7 @@ import {
   reservedOutput,
 } from '../policy.js';
 import { Breaker, type BreakerState } from '../resilience/breaker.js';
+import { withTimeout } from '../resilience/timeout.js';
 import { MemoryStore } from '../store/memory.js';
 import { type CheckResult, EntryStatus, Outcome, type Store } from '../store/types.js';
 import { getEncoder } from '../tokens/encoders.js';
@@ -46,8 +48,6 @@ export interface DeciderDeps {
 const JSON_CT = 'application/json';
 const TOLLGATE_PREFIX = 'x-tollgate-';
 const MODEL_IN_PARTIAL_BODY = /"model"\s*:\s*"([^"\\]{1,256})"/;
-
-class DeadlineExceeded extends Error {}
 
 export class Decider {
   private cfg: Config;
@@ -229,36 +229,21 @@ export class Decider {
     // tokenization of a huge body must not turn into an unmetered fail-open.
     const budget = Math.max(cfg.store.timeoutMs + 5, cfg.server.decisionDeadlineMs - (Date.now() - started));
     const t0 = performance.now();
-    let timer: NodeJS.Timeout | undefined;
-    try {
-      return await Promise.race([
-        this.breaker
-          .run(() => store.check(built.plan))
-          .then(
-            (r) => {
-              this.deps.onStoreCall?.((performance.now() - t0) / 1000, true);
-              return r;
-            },
-            (e) => {
-              if (
-                !(
-                  e instanceof Error &&
-                  e.name === 'TollgateError' &&
-                  (e as { code?: string }).code === 'TG_BREAKER_OPEN'
-                )
-              )
-                this.deps.onStoreCall?.((performance.now() - t0) / 1000, false);
-              throw e;
-            },
-          ),
-        new Promise<never>((_, reject) => {
-          // setImmediate: let replies already in the socket be read first (see withTimeout)
-          timer = setTimeout(() => setImmediate(() => reject(new DeadlineExceeded())), budget);
-        }),
-      ]);
-    } finally {
-      clearTimeout(timer);
-    }
+    const call = this.breaker
+      .run(() => store.check(built.plan))
+      .then(
+        (r) => {
+          this.deps.onStoreCall?.((performance.now() - t0) / 1000, true);
+          return r;
+        },
+        (e) => {
+          if (!(e instanceof BreakerOpenError))
+            this.deps.onStoreCall?.((performance.now() - t0) / 1000, false);
+          throw e;
+        },
+      );
+    // The decision deadline backs up the store timeout (same event-loop-aware clock, see withTimeout).
+    return withTimeout(call, budget);
   }
 
   private interpret(

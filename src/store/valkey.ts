@@ -1,7 +1,7 @@
 /** Valkey store: one connection (auto-pipelined), the check script called by SHA, reloaded on NOSCRIPT. */
 import { readFileSync } from 'node:fs';
 import { type RedisOptions, Valkey } from 'iovalkey';
-import { StoreTimeoutError } from '../errors.js';
+import { withTimeout } from '../resilience/timeout.js';
 import { loadScript, type Script } from './scripts.js';
 import { type CheckPlan, type CheckResult, parseReply, planArgs, type Store } from './types.js';
 
@@ -101,38 +101,4 @@ export class ValkeyStore implements Store {
   async close(): Promise<void> {
     this.client.disconnect();
   }
-}
-
-/**
- * Reject after `ms` unless settled. When the timer fires, the rejection waits one setImmediate: timers
- * run before the poll phase, so after the event loop was busy (a burst of tokenization) a reply that
- * already sits in the socket is read first instead of being mistaken for a slow Valkey.
- */
-export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    let done = false;
-    const timer = setTimeout(
-      () =>
-        setImmediate(() => {
-          if (done) return;
-          done = true;
-          reject(new StoreTimeoutError(ms));
-        }),
-      ms,
-    );
-    p.then(
-      (v) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        resolve(v);
-      },
-      (e) => {
-        if (done) return;
-        done = true;
-        clearTimeout(timer);
-        reject(e);
-      },
-    );
-  });
 }
