@@ -9,6 +9,7 @@
   KEYS[1..N]  limit state keys (hashes), deduplicated across candidates
                 rolling (token bucket): v = level (units available), t = last update (ms)
                 calendar quota:         u = used units, e = window end (ms, epoch)
+              when a queue is given (ARGV after the candidates), its stream key is KEYS[N]
   ARGV[1]     number of candidates C
   ARGV[2]     1 = dry run (decide, debit nothing), else 0
   then for each candidate:
@@ -19,11 +20,17 @@
       period     rolling: window in ms; calendar: 1 hourly, 2 daily, 3 weekly (Monday), 4 monthly
       tz offset  calendar: minutes east of UTC for the quota's time zone (0 = UTC)
       cost       units this call takes from the limit
-      flags      bit 1 = shadow (never blocks; reported)
+      flags      bit 1 = shadow (never blocks; reported); bit 2 = queueable (when_exhausted: queue)
       downgrade  remaining units below which a candidate that has a next candidate is skipped (0 = off)
 
-  Returns { outcome, chosen, retry_ms, now_ms, <per candidate, per entry: status, remaining, reset_ms, retry_ms> }
-    outcome  0 = allowed, 1 = denied (retry later), 2 = denied (no candidate can ever fit)
+  then, optionally, the queue tier (used only when no candidate fits and every enforced limit that
+  blocks the first candidate is queueable):
+    Q = 1, max_length, id, tenant, model, cost, body
+    The call is appended to the stream KEYS[N] (XADD, never trimmed) if XLEN < max_length.
+
+  Returns { outcome, chosen, retry_ms, now_ms, <per candidate, per entry: status, remaining, reset_ms, retry_ms>, stream_id? }
+    outcome  0 = allowed, 1 = denied (retry later), 2 = denied (no candidate can ever fit),
+             3 = queued (stream id appended last), 4 = denied, queue full
     chosen   1-based candidate index that was debited, 0 when denied
     status   0 = fits, 1 = does not fit now, 2 = can never fit (cost > capacity), 3 = fits but below downgrade
     remaining  units left after this call (if debited) or now
@@ -106,7 +113,8 @@ for c = 1, ncand do
     local e = {
       ki = tonumber(ARGV[p]), kind = tonumber(ARGV[p + 1]), cap = tonumber(ARGV[p + 2]),
       period = tonumber(ARGV[p + 3]), tz = tonumber(ARGV[p + 4]), cost = tonumber(ARGV[p + 5]),
-      shadow = tonumber(ARGV[p + 6]) % 2 == 1, down = tonumber(ARGV[p + 7]),
+      shadow = tonumber(ARGV[p + 6]) % 2 == 1, queueable = math.floor(tonumber(ARGV[p + 6]) / 2) % 2 == 1,
+      down = tonumber(ARGV[p + 7]),
     }
     p = p + 8
     local s = current(e.ki, e.kind, e.cap, e.period, e.tz)
@@ -172,6 +180,28 @@ if chosen == 0 then
   end
 end
 
+local stream_id
+if outcome == 1 and ARGV[p] == '1' then
+  local queueable = true
+  for _, e in ipairs(cands[1].entries) do
+    if not e.shadow and not e.fits and not e.queueable then queueable = false end
+  end
+  if queueable then
+    local qkey = KEYS[#KEYS]
+    if redis.call('XLEN', qkey) < tonumber(ARGV[p + 1]) then
+      if not dry then
+        stream_id = redis.call('XADD', qkey, '*', 'id', ARGV[p + 2], 'tenant', ARGV[p + 3], 'model', ARGV[p + 4],
+          'cost', ARGV[p + 5], 'enqueued_at', now, 'body', ARGV[p + 6])
+      else
+        stream_id = 'dry-run'
+      end
+      outcome = 3
+    else
+      outcome = 4
+    end
+  end
+end
+
 local out = { outcome, chosen, retry, now }
 for c = 1, ncand do
   for _, e in ipairs(cands[c].entries) do
@@ -198,4 +228,5 @@ for c = 1, ncand do
     out[#out + 1] = r
   end
 end
+if stream_id then out[#out + 1] = stream_id end
 return out

@@ -11,6 +11,7 @@ import { Decider } from './decision/decide.js';
 import type { Decision } from './decision/types.js';
 import { HealthService } from './grpc/health.js';
 import { loadGrpcPackages } from './grpc/protos.js';
+import { type GrpcTlsFiles, grpcServerCredentials, grpcTlsFromEnv } from './grpc/tls.js';
 import { toCheckInput, toCheckResponse } from './grpc/translate.js';
 import { startHttp } from './http.js';
 import { createLogger, type Logger } from './log.js';
@@ -33,6 +34,8 @@ export interface AppOptions {
   watchConfig?: boolean;
   /** Token counting worker threads (0 = count inline). */
   tokenWorkers?: number;
+  /** gRPC server TLS (mTLS with clientCa); undefined = from TOLLGATE_TLS_* env, false = plaintext. */
+  tls?: GrpcTlsFiles | false;
 }
 
 export interface App {
@@ -154,7 +157,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
   const grpcPort = await new Promise<number>((resolve, reject) =>
     server.bindAsync(
       `${cfg.server.grpcHost}:${cfg.server.grpcPort}`,
-      grpc.ServerCredentials.createInsecure(),
+      grpcServerCredentials(opts.tls === undefined ? grpcTlsFromEnv() : opts.tls || undefined),
       (err, port) => (err ? reject(err) : resolve(port)),
     ),
   );

@@ -1,23 +1,58 @@
 /**
- * Prometheus metrics (prom-client). Labels are bounded by the config: outcome, reason, limit name,
- * configured model name ("*" for any other). Never tenant ids.
+ * Prometheus metrics (prom-client), served on the HTTP port at /metrics.
+ *
+ * Every label value is bounded by the config or by code: outcome and reason (fixed sets), limit
+ * (configured limit names), model (configured model names, "*" for any other). Tenant ids never
+ * appear, unless the operator opts in with TOLLGATE_METRICS_TENANT_LABEL=true, which adds the
+ * separate series tollgate_tenant_decisions_total{tenant=<12-hex hash of the tenant id>}.
  */
 import client from 'prom-client';
 import type { Config } from './config/types.js';
 import type { Decision } from './decision/types.js';
 import type { BreakerState } from './resilience/breaker.js';
 
+/**
+ * What happened to the call, one value per decision (the series sum to all decisions):
+ * allow, reroute (allowed on a fallback model), degraded (allowed or decided locally because the
+ * store failed), queued, deny (rate-limited, never fits, store unavailable, non-LLM path refused),
+ * bad_request.
+ */
+export type Outcome = 'allow' | 'reroute' | 'degraded' | 'queued' | 'deny' | 'bad_request';
+
+export function outcomeOf(d: Decision): Outcome {
+  const reason = d.reason as string;
+  if (d.kind === 'allow') {
+    if (reason === 'rerouted') return 'reroute';
+    if (reason === 'degraded') return 'degraded';
+    return 'allow';
+  }
+  if (reason === 'queued' || d.httpStatus === 202) return 'queued';
+  if (reason === 'bad-request') return 'bad_request';
+  return 'deny';
+}
+
+const BREAKER_VALUE: Record<BreakerState, number> = { closed: 0, 'half-open': 1, open: 2 };
+
+export interface MetricsOptions {
+  /** Add tollgate_tenant_decisions_total (tenant = hashed tenant id). Unbounded: opt-in only. */
+  tenantLabel?: boolean;
+}
+
 export class Metrics {
   readonly registry = new client.Registry();
+  /** Read at scrape time (the breaker turns half-open by the clock, without a call). */
+  breakerSource?: () => BreakerState;
+  inflightSource?: () => number;
+
   readonly decisions = new client.Counter({
     name: 'tollgate_decisions_total',
-    help: 'Decisions by outcome (allow, deny), reason, limit and model',
+    help: 'Decisions by outcome (allow, reroute, degraded, queued, deny, bad_request), reason, binding limit and model',
     labelNames: ['outcome', 'reason', 'limit', 'model'] as const,
     registers: [this.registry],
   });
   readonly tokens = new client.Counter({
     name: 'tollgate_tokens_total',
-    help: 'Tokens counted (prompt) and reserved (output) for admitted calls, by model',
+    help: 'Tokens of admitted calls by model and type: prompt (counted or estimated) and reserved (output budget)',
     labelNames: ['model', 'type'] as const,
     registers: [this.registry],
   });
@@ -29,25 +64,30 @@ export class Metrics {
   });
   readonly latency = new client.Histogram({
     name: 'tollgate_decision_duration_seconds',
-    help: 'Time to decide one check, from request to answer',
+    help: 'Time to decide one check, from request to answer, by outcome',
     labelNames: ['outcome'] as const,
-    buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25],
+    buckets: [
+      0.000025, 0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
+    ],
     registers: [this.registry],
   });
   readonly storeLatency = new client.Histogram({
     name: 'tollgate_store_duration_seconds',
-    help: 'Duration of store (Valkey) calls',
-    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
+    help: 'Duration of store (Valkey) check calls, by result (ok, error)',
+    labelNames: ['result'] as const,
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
     registers: [this.registry],
   });
   readonly storeErrors = new client.Counter({
     name: 'tollgate_store_errors_total',
-    help: 'Store calls that failed or timed out',
+    help: 'Store (Valkey) calls that failed',
     registers: [this.registry],
   });
-  readonly breaker = new client.Gauge({
-    name: 'tollgate_breaker_state',
-    help: 'Circuit breaker state: 0 closed, 1 half-open, 2 open',
+  readonly breaker: client.Gauge;
+  readonly breakerTransitions = new client.Counter({
+    name: 'tollgate_breaker_transitions_total',
+    help: 'Store circuit breaker state changes, by new state',
+    labelNames: ['state'] as const,
     registers: [this.registry],
   });
   readonly reloads = new client.Counter({
@@ -56,12 +96,57 @@ export class Metrics {
     labelNames: ['result'] as const,
     registers: [this.registry],
   });
+  readonly lastReloadOk = new client.Gauge({
+    name: 'tollgate_config_last_reload_successful',
+    help: '1 if the last configuration (re)load succeeded, 0 if it failed (the previous config is running)',
+    registers: [this.registry],
+  });
+  readonly lastReloadTime = new client.Gauge({
+    name: 'tollgate_config_last_reload_success_timestamp_seconds',
+    help: 'When the running configuration was loaded (Unix time)',
+    registers: [this.registry],
+  });
+  readonly limits = new client.Gauge({
+    name: 'tollgate_config_limits',
+    help: 'Limits in the running configuration',
+    registers: [this.registry],
+  });
+  readonly inflight: client.Gauge;
+  readonly tenantDecisions?: client.Counter<'tenant' | 'outcome'>;
 
-  constructor() {
+  constructor(opts: MetricsOptions = {}) {
     client.collectDefaultMetrics({ register: this.registry });
+    const self = this;
+    this.breaker = new client.Gauge({
+      name: 'tollgate_breaker_state',
+      help: 'Store circuit breaker state: 0 closed, 1 half-open, 2 open',
+      registers: [this.registry],
+      collect() {
+        if (self.breakerSource) this.set(BREAKER_VALUE[self.breakerSource()]);
+      },
+    });
+    this.inflight = new client.Gauge({
+      name: 'tollgate_inflight_checks',
+      help: 'Checks being decided right now (gRPC and HTTP)',
+      registers: [this.registry],
+      collect() {
+        if (self.inflightSource) this.set(self.inflightSource());
+      },
+    });
+    if (opts.tenantLabel) {
+      this.tenantDecisions = new client.Counter({
+        name: 'tollgate_tenant_decisions_total',
+        help: 'Decisions by tenant (12-hex SHA-256 tag of the tenant id, as in the logs) and outcome. Opt-in: unbounded',
+        labelNames: ['tenant', 'outcome'] as const,
+        registers: [this.registry],
+      });
+    }
     this.reloads.inc({ result: 'success' }, 0);
     this.reloads.inc({ result: 'failure' }, 0);
+    this.storeErrors.inc(0);
     this.breaker.set(0);
+    this.lastReloadOk.set(1);
+    this.lastReloadTime.setToCurrentTime();
   }
 
   modelLabel(cfg: Config, model: string | undefined): string {
@@ -71,22 +156,38 @@ export class Metrics {
 
   observe(cfg: Config, d: Decision, seconds: number): void {
     const s = d.stats;
+    const outcome = outcomeOf(d);
     const model = this.modelLabel(cfg, s.chosenModel ?? s.model);
-    this.decisions.inc({ outcome: d.kind, reason: d.reason, limit: s.limit ?? '', model });
-    this.latency.observe({ outcome: d.kind }, seconds);
+    this.decisions.inc({ outcome, reason: d.reason, limit: s.limit ?? '', model });
+    this.latency.observe({ outcome }, seconds);
     if (d.kind === 'allow' && s.promptTokens !== undefined) {
       this.tokens.inc({ model, type: 'prompt' }, s.promptTokens);
       this.tokens.inc({ model, type: 'reserved' }, s.reservedTokens ?? 0);
       if (s.micros) this.dollars.inc({ model }, s.micros / 1e6);
     }
+    if (this.tenantDecisions && s.tenantTag) this.tenantDecisions.inc({ tenant: s.tenantTag, outcome });
+  }
+
+  configLoaded(cfg: Config): void {
+    this.limits.set(cfg.limits.length);
+  }
+
+  reloaded(ok: boolean, cfg?: Config): void {
+    this.reloads.inc({ result: ok ? 'success' : 'failure' });
+    this.lastReloadOk.set(ok ? 1 : 0);
+    if (ok) {
+      this.lastReloadTime.setToCurrentTime();
+      if (cfg) this.configLoaded(cfg);
+    }
   }
 
   setBreaker(state: BreakerState): void {
-    this.breaker.set(state === 'closed' ? 0 : state === 'half-open' ? 1 : 2);
+    this.breaker.set(BREAKER_VALUE[state]);
+    this.breakerTransitions.inc({ state });
   }
 
   storeCall(seconds: number, ok: boolean): void {
-    this.storeLatency.observe(seconds);
+    this.storeLatency.observe({ result: ok ? 'ok' : 'error' }, seconds);
     if (!ok) this.storeErrors.inc();
   }
 }

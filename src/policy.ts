@@ -101,6 +101,7 @@ export function buildPlan(
           l.window.type === 'calendar' && l.window.timezone ? tzOffsetMinutes(l.window.timezone, nowMs) : 0,
         cost,
         shadow,
+        queueable: Boolean(l.queue || c.config.queue),
         downgradeAt: l.downgradeBelow && ci < last ? Math.ceil(l.amount * l.downgradeBelow) : 0,
       });
       metas.push({ limit: l, cost, scope: l.per.join(',') || 'global', shadow });

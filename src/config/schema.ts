@@ -13,6 +13,7 @@ import type {
   LimitKind,
   LimitWindow,
   ModelConfig,
+  QueueConfig,
 } from './types.js';
 import { parseDuration, parseShare, usdToMicros } from './units.js';
 
@@ -115,16 +116,26 @@ function identitySource(c: Checker, path: string, v: unknown): IdentitySource | 
   }
 }
 
+type QueueFor = (path: string, o: Obj) => string | undefined;
+
 function model(
   c: Checker,
   path: string,
   name: string,
   v: unknown,
   base: ModelConfig | undefined,
+  queueFor: QueueFor,
 ): ModelConfig | undefined {
   const o = c.obj(path, v ?? {});
   if (!o) return undefined;
-  c.keys(path, o, ['encoding', 'price_usd_per_1m', 'fallback', 'default_max_output_tokens']);
+  c.keys(path, o, [
+    'encoding',
+    'price_usd_per_1m',
+    'fallback',
+    'default_max_output_tokens',
+    'when_exhausted',
+    'queue',
+  ]);
   const m: ModelConfig = {
     name,
     encoding: base?.encoding ?? 'cl100k_base',
@@ -133,6 +144,8 @@ function model(
     defaultMaxOutputTokens: base?.defaultMaxOutputTokens ?? 0,
     fallback: [],
   };
+  const q = queueFor(path, o);
+  if (q) m.queue = q;
   if (o.encoding !== undefined)
     m.encoding = c.oneOf(join(path, 'encoding'), o.encoding, ENCODINGS) ?? m.encoding;
   if (o.price_usd_per_1m !== undefined) {
@@ -163,7 +176,13 @@ function model(
   return m;
 }
 
-function limit(c: Checker, path: string, v: unknown, dims: Set<string>): LimitConfig | undefined {
+function limit(
+  c: Checker,
+  path: string,
+  v: unknown,
+  dims: Set<string>,
+  queueFor: QueueFor,
+): LimitConfig | undefined {
   const o = c.obj(path, v);
   if (!o) return undefined;
   c.keys(path, o, [
@@ -179,6 +198,8 @@ function limit(c: Checker, path: string, v: unknown, dims: Set<string>): LimitCo
     'mode',
     'downgrade_below',
     'when',
+    'when_exhausted',
+    'queue',
   ]);
   const name = c.str(join(path, 'name'), o.name, NAME, 'a name of 1-64 letters, digits, "_", "-", "."');
   let per: string[] = [];
@@ -256,8 +277,9 @@ function limit(c: Checker, path: string, v: unknown, dims: Set<string>): LimitCo
       }
     }
   }
+  const queue = queueFor(path, o);
   if (!name || !kind || amount === undefined || !window || !mode) return undefined;
-  return { name, per, models, kind, amount, window, shadow: mode === 'shadow', downgradeBelow, when };
+  return { name, per, models, kind, amount, window, shadow: mode === 'shadow', downgradeBelow, when, queue };
 }
 
 function validTimezone(tz: string): boolean {
@@ -273,7 +295,51 @@ function validTimezone(tz: string): boolean {
 export function validateConfig(raw: unknown, file?: string): Config {
   const c = new Checker();
   const root = c.obj('', raw ?? {}) ?? {};
-  c.keys('', root, ['identity', 'models', 'limits', 'mode', 'server', 'store']);
+  c.keys('', root, ['identity', 'models', 'limits', 'queues', 'mode', 'server', 'store']);
+
+  // queues (opt-in tier; needs Valkey)
+  const queues = new Map<string, QueueConfig>();
+  if (root.queues !== undefined) {
+    const qs = c.obj('queues', root.queues);
+    if (qs)
+      for (const [name, v] of Object.entries(qs)) {
+        const p = join('queues', name);
+        if (!NAME.test(name)) c.fail(p, 'a queue name of 1-64 letters, digits, "_", "-", "."', name);
+        const o = c.obj(p, v ?? {});
+        if (!o) continue;
+        c.keys(p, o, ['max_length']);
+        const maxLength =
+          o.max_length === undefined ? 10_000 : c.int(join(p, 'max_length'), o.max_length, 1, 100_000_000);
+        if (maxLength !== undefined) queues.set(name, { name, maxLength });
+      }
+  }
+  const queueFor = (path: string, o: Obj): string | undefined => {
+    if (o.when_exhausted === undefined || o.when_exhausted === 'deny') {
+      if (o.queue !== undefined)
+        c.problems.push(`${join(path, 'queue')}: only valid with when_exhausted: queue`);
+      return undefined;
+    }
+    if (o.when_exhausted !== 'queue') {
+      c.fail(join(path, 'when_exhausted'), 'one of deny, queue', o.when_exhausted);
+      return undefined;
+    }
+    if (o.queue === undefined) {
+      if (queues.size === 1) return [...queues.keys()][0];
+      c.problems.push(
+        `${join(path, 'queue')}: expected the name of a queue under "queues" (${queues.size} configured)`,
+      );
+      return undefined;
+    }
+    if (typeof o.queue !== 'string' || !queues.has(o.queue)) {
+      c.fail(
+        join(path, 'queue'),
+        `a queue defined under "queues" (${[...queues.keys()].join(', ') || 'none'})`,
+        o.queue,
+      );
+      return undefined;
+    }
+    return o.queue;
+  };
 
   // identity
   const identity: Record<string, IdentitySource[]> = {};
@@ -318,11 +384,11 @@ export function validateConfig(raw: unknown, file?: string): Config {
   };
   const defaultModel =
     rawModels['*'] !== undefined
-      ? model(c, 'models["*"]', '*', rawModels['*'], builtinDefault)
+      ? model(c, 'models["*"]', '*', rawModels['*'], builtinDefault, queueFor)
       : builtinDefault;
   for (const [name, v] of Object.entries(rawModels)) {
     if (name === '*') continue;
-    const m = model(c, `models["${name}"]`, name, v, defaultModel ?? builtinDefault);
+    const m = model(c, `models["${name}"]`, name, v, defaultModel ?? builtinDefault, queueFor);
     if (m) models.set(name, m);
   }
   // fallback chains: no cycles (a model may not reappear in its own chain)
@@ -338,7 +404,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
     else {
       const names = new Set<string>();
       root.limits.forEach((l, i) => {
-        const lim = limit(c, join('limits', i), l, dims);
+        const lim = limit(c, join('limits', i), l, dims, queueFor);
         if (!lim) return;
         if (names.has(lim.name)) c.problems.push(`limits[${i}].name: duplicate limit name "${lim.name}"`);
         names.add(lim.name);
@@ -433,6 +499,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
     models,
     defaultModel: defaultModel ?? builtinDefault,
     limits,
+    queues,
     mode: mode as 'enforce' | 'shadow',
     server,
     store,

@@ -16,6 +16,14 @@ export interface ModelConfig {
   defaultMaxOutputTokens: number;
   /** Ordered fallback chain after this model (not including itself). */
   fallback: string[];
+  /** when_exhausted: queue — calls to this model that fit no limit go to this queue. */
+  queue?: string;
+}
+
+export interface QueueConfig {
+  name: string;
+  /** Entries the stream may hold; a full queue answers 429 (never trimmed). */
+  maxLength: number;
 }
 
 export type LimitKind = 'requests' | 'tokens' | 'usd';
@@ -40,6 +48,8 @@ export interface LimitConfig {
   downgradeBelow?: number;
   /** Apply only when each named dimension has the given value. */
   when?: Record<string, string>;
+  /** when_exhausted: queue — the queue a call blocked by this limit goes to. */
+  queue?: string;
 }
 
 export type FailurePolicy = 'allow' | 'deny' | 'local';
@@ -80,6 +90,7 @@ export interface Config {
   /** The "*" entry: used for any model not listed. */
   defaultModel: ModelConfig;
   limits: LimitConfig[];
+  queues: Map<string, QueueConfig>;
   mode: 'enforce' | 'shadow';
   server: ServerConfig;
   store: StoreConfig;

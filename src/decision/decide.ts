@@ -2,6 +2,7 @@
  * The decision pipeline: CheckRequest attributes → parse → identity → tokens → cost → one atomic store
  * call → Decision. Pure of gRPC: the authz server and the HTTP mode only translate its result.
  */
+import { randomUUID } from 'node:crypto';
 import { fallbackChain } from '../config/schema.js';
 import type { Config } from '../config/types.js';
 import { BreakerOpenError } from '../errors.js';
@@ -185,9 +186,26 @@ export class Decider {
       tenantTag: logTag(id.tenant),
     };
     const built = buildPlan(cfg, id, costs);
+    const queueName =
+      costs[0].config.queue ??
+      cfg.limits.find((l) => l.queue && built.meta[0].some((m) => m.limit === l))?.queue;
+    if (queueName && this.deps.store.kind === 'valkey' && body !== undefined) {
+      // Queue tier: if no candidate fits, the script appends the call to this stream in the same step.
+      const q = cfg.queues.get(queueName)!;
+      built.plan.keys.push(`${cfg.store.prefix}:q:${q.name}`);
+      built.plan.queue = {
+        name: q.name,
+        maxLength: q.maxLength,
+        id: randomUUID(),
+        tenant: id.tenant ?? 'anonymous',
+        model,
+        cost: costs[0].promptTokens + costs[0].outputTokens,
+        body,
+      };
+    }
     const marks: Headers = partial ? { 'x-tollgate-estimated': 'true' } : {};
 
-    if (built.plan.keys.length === 0) {
+    if (built.meta.every((m) => m.length === 0)) {
       stats.chosenModel = model;
       return allow('ok', { ...marks }, { ...marks }, removeHeaders, stats);
     }
@@ -289,6 +307,14 @@ export class Decider {
       return allow(reason, up, resp, removeHeaders, stats);
     }
 
+    if (result.outcome === Outcome.Queued) {
+      const q = built.plan.queue!;
+      stats.queue = q.name;
+      stats.queueId = q.id;
+      const h: Headers = { ...extra, 'content-type': JSON_CT, 'x-tollgate-queue-id': q.id };
+      return deny('queued', 202, h, JSON.stringify({ status: 'queued', id: q.id, queue: q.name }), stats);
+    }
+
     // Denied: describe the candidate that would fit soonest (or the requested one if none ever fits).
     const never = result.outcome === Outcome.Never;
     let best = 0;
@@ -364,6 +390,13 @@ export class Decider {
       limit: l.name,
       ...(candidates.length > 1 ? { candidates } : {}),
     };
+    if (result.outcome === Outcome.QueueFull) {
+      const q = built.plan.queue!;
+      stats.queue = q.name;
+      (body as Record<string, unknown>).queue = q.name;
+      body.error.message += ` The overflow queue "${q.name}" is full.`;
+      return deny('queue-full', 429, h, JSON.stringify(body), stats);
+    }
     return deny('rate-limited', 429, h, JSON.stringify(body), stats);
   }
 

@@ -3,7 +3,14 @@
 export type Headers = Record<string, string>;
 
 export type AllowReason = 'ok' | 'rerouted' | 'not-llm' | 'degraded' | 'shadow';
-export type DenyReason = 'rate-limited' | 'never-fits' | 'bad-request' | 'not-llm' | 'store-unavailable';
+export type DenyReason =
+  | 'rate-limited'
+  | 'never-fits'
+  | 'queued'
+  | 'queue-full'
+  | 'bad-request'
+  | 'not-llm'
+  | 'store-unavailable';
 
 export interface DecisionStats {
   /** Requested model and the one chosen (equal unless rerouted). */
@@ -15,6 +22,9 @@ export interface DecisionStats {
   /** The binding limit on a deny, or the first shadow-denying limit. */
   limit?: string;
   estimated?: boolean;
+  /** Queue name and entry id when queued. */
+  queue?: string;
+  queueId?: string;
   tenantTag?: string;
 }
 

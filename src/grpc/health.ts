@@ -12,10 +12,17 @@ export class HealthService {
   }
 
   set(service: string, status: ServingStatus): void {
+    if (this.statuses.get(service) === status) return; // Watch streams only hear about changes
     this.statuses.set(service, status);
     for (const w of this.watchers) if (w.service === service) w.call.write({ status });
   }
 
+  /** Set every registered service (and "") at once. */
+  setAll(status: ServingStatus): void {
+    for (const service of new Set(['', ...this.statuses.keys()])) this.set(service, status);
+  }
+
+  /** End every Watch stream (they would otherwise hold a graceful gRPC shutdown open). */
   close(): void {
     for (const w of this.watchers) w.call.end();
     this.watchers.clear();
@@ -35,6 +42,7 @@ export class HealthService {
         this.watchers.add(w);
         call.write({ status: this.status(service) });
         call.on('cancelled', () => this.watchers.delete(w));
+        call.on('error', () => this.watchers.delete(w));
       },
     };
   }

@@ -1,4 +1,6 @@
 /**
+ * (The queue tier needs Valkey: a plan's `queue` is ignored here and such calls are denied.)
+ *
  * In-process store: the same algorithm as lua/check-limits.lua, in TypeScript, for single-replica use
  * and for `on_store_failure: local`. Answers are identical to the Valkey store's (one conformance suite).
  */

@@ -19,6 +19,8 @@ export interface PlanEntry {
   tzOffsetMin: number;
   cost: number;
   shadow: boolean;
+  /** when_exhausted: queue — a call blocked only by such limits may be queued. */
+  queueable?: boolean;
   /** Remaining units below which the candidate is skipped if a later candidate exists (0 = off). */
   downgradeAt: number;
 }
@@ -29,6 +31,18 @@ export interface CheckPlan {
   candidates: PlanEntry[][];
   /** Decide without debiting (dry runs). */
   dryRun?: boolean;
+  /** Queue tier: where to append a call that fits no candidate (its stream key is the last of `keys`). */
+  queue?: QueueRequest;
+}
+
+export interface QueueRequest {
+  name: string;
+  maxLength: number;
+  id: string;
+  tenant: string;
+  model: string;
+  cost: number;
+  body: string | Buffer;
 }
 
 /** Numeric results of the Lua script, mapped to names. */
@@ -36,6 +50,8 @@ export enum Outcome {
   Allowed = 0,
   Denied = 1,
   Never = 2,
+  Queued = 3,
+  QueueFull = 4,
 }
 
 export enum EntryStatus {
@@ -64,6 +80,8 @@ export interface CheckResult {
   /** Store's clock (ms since epoch). */
   nowMs: number;
   candidates: EntryResult[][];
+  /** Stream entry id when outcome is Queued. */
+  streamId?: string;
 }
 
 export interface Store {
@@ -80,35 +98,40 @@ export function planArgs(plan: CheckPlan): (string | number)[] {
   for (const cand of plan.candidates) {
     args.push(cand.length);
     for (const e of cand) {
-      args.push(
-        e.key + 1,
-        e.kind,
-        e.capacity,
-        e.period,
-        e.tzOffsetMin,
-        e.cost,
-        e.shadow ? 1 : 0,
-        e.downgradeAt,
-      );
+      const flags = (e.shadow ? 1 : 0) | (e.queueable ? 2 : 0);
+      args.push(e.key + 1, e.kind, e.capacity, e.period, e.tzOffsetMin, e.cost, flags, e.downgradeAt);
     }
+  }
+  const q = plan.queue;
+  if (q) {
+    const body = typeof q.body === 'string' ? q.body : q.body.toString('utf8');
+    args.push(1, q.maxLength, q.id, q.tenant, q.model, q.cost, body);
   }
   return args;
 }
 
 /** Map the script's flat integer reply back to a CheckResult. */
-export function parseReply(plan: CheckPlan, reply: number[]): CheckResult {
+export function parseReply(plan: CheckPlan, reply: (number | string)[]): CheckResult {
   let i = 4;
   const candidates = plan.candidates.map((cand) =>
     cand.map(() => {
       const r: EntryResult = {
-        status: reply[i],
-        remaining: reply[i + 1],
-        resetMs: reply[i + 2],
-        retryMs: reply[i + 3],
+        status: reply[i] as number,
+        remaining: reply[i + 1] as number,
+        resetMs: reply[i + 2] as number,
+        retryMs: reply[i + 3] as number,
       };
       i += 4;
       return r;
     }),
   );
-  return { outcome: reply[0], chosen: reply[1] - 1, retryMs: reply[2], nowMs: reply[3], candidates };
+  const res: CheckResult = {
+    outcome: reply[0] as number,
+    chosen: (reply[1] as number) - 1,
+    retryMs: reply[2] as number,
+    nowMs: reply[3] as number,
+    candidates,
+  };
+  if (i < reply.length) res.streamId = String(reply[i]);
+  return res;
 }

@@ -22,9 +22,8 @@
  * Anthropic uses its own (unpublished) tokenizer, so this is an estimate only.
  */
 
-import type { Tiktoken } from 'tiktoken';
 import type { ParsedCall, Prompt, ToolDef } from '../parse/types.js';
-import { countText, getEncoder } from './encoders.js';
+import { countText, getCounter, type TokenCounter } from './encoders.js';
 
 export interface CountOptions {
   /** Tokens charged per image part. */
@@ -50,7 +49,7 @@ function stripDot(s: string): string {
   return s.endsWith('.') ? s.slice(0, -1) : s;
 }
 
-export function countToolDefs(enc: Tiktoken, defs: ToolDef[], encodingName: string): number {
+export function countToolDefs(enc: TokenCounter, defs: ToolDef[], encodingName: string): number {
   if (defs.length === 0) return 0;
   const k = toolConstants(encodingName);
   let n = 0;
@@ -74,7 +73,7 @@ export function countToolDefs(enc: Tiktoken, defs: ToolDef[], encodingName: stri
   return n + k.funcEnd;
 }
 
-export function countChat(enc: Tiktoken, prompt: Prompt): number {
+export function countChat(enc: TokenCounter, prompt: Prompt): number {
   let n = 0;
   for (const m of prompt.messages) {
     n += TOKENS_PER_MESSAGE;
@@ -85,9 +84,12 @@ export function countChat(enc: Tiktoken, prompt: Prompt): number {
   return n + REPLY_PRIMING;
 }
 
-/** Count the prompt tokens of a parsed call with the given tiktoken encoding. Synchronous. */
+/**
+ * Count the prompt tokens of a parsed call with the given encoding (tiktoken's counts; served by the
+ * fast counter where proven equal, see encoders.ts). Synchronous.
+ */
 export function countPromptTokens(call: ParsedCall, encodingName: string, opts: CountOptions): number {
-  const enc = getEncoder(encodingName);
+  const enc = getCounter(encodingName);
   const p = call.prompt;
   let n = p.preTokenized + p.images * Math.max(0, opts.imageTokens);
   if (p.kind === 'chat') {

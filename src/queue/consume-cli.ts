@@ -1,0 +1,34 @@
+#!/usr/bin/env node
+/**
+ * tollgate-queue --queue <name> [--group tollgate] [--consumer <name>] [--exec "<command>"] [--once]
+ *   [--min-idle 60000] [--max-deliveries 5] [--prefix tollgate]      (VALKEY_URL names the server)
+ */
+import { hostname } from 'node:os';
+import { consumeLoop } from './consumer.js';
+
+const args = process.argv.slice(2);
+const opt = (name: string, def?: string) => {
+  const i = args.indexOf(`--${name}`);
+  return i >= 0 ? args[i + 1] : def;
+};
+const queue = opt('queue');
+const url = process.env.VALKEY_URL;
+if (!queue || !url) {
+  process.stderr.write(
+    'usage: VALKEY_URL=valkey://host:6379 tollgate-queue --queue <name> [--group g] [--consumer c] [--exec cmd] [--once]\n',
+  );
+  process.exit(2);
+}
+const handled = await consumeLoop({
+  url,
+  queue,
+  prefix: opt('prefix', 'tollgate'),
+  group: opt('group', 'tollgate')!,
+  consumer: opt('consumer', `${hostname()}-${process.pid}`)!,
+  exec: opt('exec'),
+  once: args.includes('--once'),
+  minIdleMs: Number(opt('min-idle', '60000')),
+  maxDeliveries: Number(opt('max-deliveries', '5')),
+});
+process.stderr.write(`handled ${handled} entries\n`);
+process.exit(0);

@@ -1,0 +1,194 @@
+/**
+ * Queue tier consumer (example and library). Contract:
+ *   stream   <prefix>:q:<queue>     fields: id, tenant, model, cost, enqueued_at, body
+ *   group    XGROUP CREATE <stream> <group> 0 MKSTREAM   (created on start if missing)
+ *   read     XREADGROUP GROUP <group> <consumer> COUNT n BLOCK ms STREAMS <stream> >
+ *   ack      XACK then XDEL — the entry leaves the stream, freeing room (tollgate counts XLEN)
+ *   retry    entries pending longer than --min-idle are reclaimed with XAUTOCLAIM and handled again;
+ *            after --max-deliveries attempts an entry moves to <stream>:dead and is acked.
+ */
+import { spawn } from 'node:child_process';
+import { Valkey } from 'iovalkey';
+import { valkeyOptions } from '../store/valkey.js';
+
+export interface QueueEntry {
+  streamId: string;
+  id: string;
+  tenant: string;
+  model: string;
+  cost: number;
+  enqueuedAt: number;
+  body: string;
+  deliveries: number;
+}
+
+export interface ConsumerOptions {
+  url: string;
+  prefix?: string;
+  queue: string;
+  group: string;
+  consumer: string;
+  count?: number;
+  blockMs?: number;
+  minIdleMs?: number;
+  maxDeliveries?: number;
+}
+
+function toEntry(streamId: string, fields: string[], deliveries: number): QueueEntry {
+  const f: Record<string, string> = {};
+  for (let i = 0; i < fields.length; i += 2) f[fields[i]] = fields[i + 1];
+  return {
+    streamId,
+    id: f.id,
+    tenant: f.tenant,
+    model: f.model,
+    cost: Number(f.cost),
+    enqueuedAt: Number(f.enqueued_at),
+    body: f.body,
+    deliveries,
+  };
+}
+
+export class QueueConsumer {
+  readonly client: Valkey;
+  readonly stream: string;
+
+  constructor(private readonly o: ConsumerOptions) {
+    this.client = new Valkey({
+      ...valkeyOptions({ url: o.url, timeoutMs: 5000 }),
+      enableOfflineQueue: true,
+      commandTimeout: undefined,
+    });
+    this.stream = `${o.prefix ?? 'tollgate'}:q:${o.queue}`;
+  }
+
+  async init(): Promise<void> {
+    await this.client.connect();
+    try {
+      await this.client.xgroup('CREATE', this.stream, this.o.group, '0', 'MKSTREAM');
+    } catch (err) {
+      if (!String((err as Error).message).includes('BUSYGROUP')) throw err;
+    }
+  }
+
+  /** Next batch: reclaimed stale entries first, then new ones. */
+  async next(): Promise<QueueEntry[]> {
+    const out: QueueEntry[] = [];
+    const claimed = (await this.client.xautoclaim(
+      this.stream,
+      this.o.group,
+      this.o.consumer,
+      this.o.minIdleMs ?? 60_000,
+      '0-0',
+      'COUNT',
+      this.o.count ?? 10,
+    )) as [string, [string, string[]][]];
+    for (const [sid, fields] of claimed[1] ?? []) {
+      if (!fields) continue;
+      const pending = (await this.client.xpending(this.stream, this.o.group, sid, sid, 1)) as [
+        string,
+        string,
+        number,
+        number,
+      ][];
+      const deliveries = pending[0]?.[3] ?? 1;
+      out.push(toEntry(sid, fields, deliveries));
+    }
+    if (out.length > 0) return out;
+    const res = (await this.client.xreadgroup(
+      'GROUP',
+      this.o.group,
+      this.o.consumer,
+      'COUNT',
+      this.o.count ?? 10,
+      'BLOCK',
+      this.o.blockMs ?? 1000,
+      'STREAMS',
+      this.stream,
+      '>',
+    )) as [string, [string, string[]][]][] | null;
+    for (const [, entries] of res ?? [])
+      for (const [sid, fields] of entries) out.push(toEntry(sid, fields, 1));
+    return out;
+  }
+
+  /** Done with an entry: acknowledge and delete it (frees queue capacity). */
+  async ack(e: QueueEntry): Promise<void> {
+    await this.client
+      .multi()
+      .xack(this.stream, this.o.group, e.streamId)
+      .xdel(this.stream, e.streamId)
+      .exec();
+  }
+
+  /** Give up on an entry: copy it to <stream>:dead, then ack. */
+  async deadLetter(e: QueueEntry): Promise<void> {
+    await this.client.xadd(
+      `${this.stream}:dead`,
+      '*',
+      'id',
+      e.id,
+      'tenant',
+      e.tenant,
+      'model',
+      e.model,
+      'body',
+      e.body,
+    );
+    await this.ack(e);
+  }
+
+  close(): void {
+    this.client.disconnect();
+  }
+}
+
+/** Run `cmd` with the entry's JSON on stdin; resolves true on exit code 0. */
+function runHandler(cmd: string, e: QueueEntry): Promise<boolean> {
+  return new Promise((resolve) => {
+    const p = spawn('sh', ['-c', cmd], { stdio: ['pipe', 'inherit', 'inherit'] });
+    p.on('error', () => resolve(false));
+    p.on('exit', (code) => resolve(code === 0));
+    p.stdin.end(JSON.stringify(e));
+  });
+}
+
+/**
+ * Example consumer loop: with --exec, each entry is piped (as JSON) to the command and acked when it
+ * exits 0; without, entries are printed as JSON lines and acked.
+ */
+export async function consumeLoop(
+  o: ConsumerOptions & { exec?: string; once?: boolean },
+  out = process.stdout,
+): Promise<number> {
+  const c = new QueueConsumer(o);
+  await c.init();
+  let handled = 0;
+  let stop = false;
+  process.once('SIGTERM', () => {
+    stop = true;
+  });
+  process.once('SIGINT', () => {
+    stop = true;
+  });
+  try {
+    while (!stop) {
+      const batch = await c.next();
+      for (const e of batch) {
+        if (e.deliveries > (o.maxDeliveries ?? 5)) {
+          await c.deadLetter(e);
+          continue;
+        }
+        const ok = o.exec ? await runHandler(o.exec, e) : out.write(`${JSON.stringify(e)}\n`) || true;
+        if (ok) {
+          await c.ack(e);
+          handled++;
+        }
+      }
+      if (o.once && batch.length === 0) break;
+    }
+  } finally {
+    c.close();
+  }
+  return handled;
+}
