@@ -2,7 +2,8 @@
  * Assembly: config + store + decider + gRPC (ext_authz, health) + HTTP (health, metrics, HTTP authz).
  * `startApp` is what `tollgate serve` and the tests run.
  */
-import { type FSWatcher, watch } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { type FSWatcher, readFileSync, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadConfig } from './config/load.js';
@@ -15,7 +16,7 @@ import { type GrpcTlsFiles, grpcServerCredentials, grpcTlsFromEnv } from './grpc
 import { toCheckInput, toCheckResponse } from './grpc/translate.js';
 import { startHttp } from './http.js';
 import { createLogger, type Logger } from './log.js';
-import { Metrics } from './metrics.js';
+import { Metrics, outcomeOf } from './metrics.js';
 import { MemoryStore } from './store/memory.js';
 import type { Store } from './store/types.js';
 import { ValkeyStore } from './store/valkey.js';
@@ -50,12 +51,23 @@ export interface App {
   reload(): boolean;
   /** NOT_SERVING, stop accepting, let in-flight calls finish (up to graceMs), close the store. */
   close(graceMs?: number): Promise<void>;
+  /** Checks being decided right now (gRPC + HTTP). */
+  inflight(): number;
+  /** Whether grpc.health.v1 reports SERVING (config loaded, store usable or policy serves, not draining). */
+  serving(): boolean;
 }
+
+/** How often an unusable store is pinged to find out when it is back (health only). */
+const STORE_PROBE_MS = 1000;
+const AUTHZ_SERVICE = 'envoy.service.auth.v3.Authorization';
 
 export async function startApp(opts: AppOptions): Promise<App> {
   const log = opts.logger ?? createLogger();
-  const metrics = new Metrics();
+  const metrics = new Metrics({ tenantLabel: process.env.TOLLGATE_METRICS_TENANT_LABEL === 'true' });
   let cfg = opts.config;
+  metrics.configLoaded(cfg);
+  /** Last known store reachability: start-up connect, breaker transitions, probes while down. */
+  let storeUp = true;
 
   let store: Store;
   if (opts.store) store = opts.store;
@@ -69,6 +81,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
       await vs.connect();
       log.info({ store: 'valkey' }, 'connected to Valkey; check script loaded');
     } catch (err) {
+      storeUp = false;
       log.warn(
         { err: (err as Error).message, policy: cfg.store.onStoreFailure },
         'Valkey not reachable at start; serving per on_store_failure until it is',
@@ -86,6 +99,8 @@ export async function startApp(opts: AppOptions): Promise<App> {
     pool,
     onBreakerChange: (to, from) => {
       metrics.setBreaker(to);
+      if (to === 'open') setStoreUp(false);
+      else if (to === 'closed') setStoreUp(true);
       const level = to === 'open' ? 'error' : 'warn';
       log[level](
         { breaker: to, from, policy: decider.config.store.onStoreFailure },
@@ -106,6 +121,48 @@ export async function startApp(opts: AppOptions): Promise<App> {
   });
   let inflight = 0;
   let drained: (() => void) | undefined;
+  let closing = false;
+  const begin = (): boolean => {
+    if (closing) return false;
+    inflight++;
+    return true;
+  };
+  const end = () => {
+    inflight--;
+    if (inflight === 0 && drained) drained();
+  };
+
+  // grpc.health.v1 + /readyz: SERVING once the config is loaded (it is, by now) and the store is
+  // usable or on_store_failure lets us answer without it; NOT_SERVING while draining.
+  const serving = () => !closing && (storeUp || decider.config.store.onStoreFailure !== 'deny');
+  const refreshHealth = () => {
+    const st = serving() ? 'SERVING' : 'NOT_SERVING';
+    health.set('', st);
+    health.set(AUTHZ_SERVICE, st);
+  };
+  let probe: NodeJS.Timeout | undefined;
+  function setStoreUp(up: boolean): void {
+    if (storeUp === up) return;
+    storeUp = up;
+    if (started) refreshHealth();
+    if (!up && !probe && store.kind === 'valkey') {
+      probe = setInterval(() => {
+        store.ping().then(
+          () => setStoreUp(true),
+          () => {},
+        );
+      }, STORE_PROBE_MS);
+      probe.unref();
+    } else if (up && probe) {
+      clearInterval(probe);
+      probe = undefined;
+    }
+  }
+  let started = false;
+  if (!storeUp) {
+    storeUp = true;
+    setStoreUp(false);
+  }
   const observe = (d: Decision, seconds: number, requestId: string | undefined) => {
     const c = decider.config;
     metrics.observe(c, d, seconds);
@@ -124,14 +181,15 @@ export async function startApp(opts: AppOptions): Promise<App> {
       limit: s.limit,
       ms: Math.round(seconds * 1e6) / 1000,
     };
-    if (d.kind === 'deny' || d.reason === 'rerouted' || d.reason === 'degraded' || d.reason === 'shadow')
-      log.info(line, 'decision');
+    // One info line per call that did not simply pass: denied, rerouted, degraded, queued, shadow-denied.
+    // Plain allows only at debug. Never the body, prompt text, headers or the raw tenant id.
+    if (outcomeOf(d) !== 'allow' || d.reason === 'shadow') log.info(line, 'decision');
     else log.debug(line, 'decision');
   };
 
   server.addService(pk.authorization, {
     Check: (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => {
-      inflight++;
+      if (!begin()) return cb({ code: grpc.status.UNAVAILABLE, details: 'tollgate is shutting down' });
       const t0 = performance.now();
       let requestId: string | undefined;
       void (async () => {
@@ -146,10 +204,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
         }
         observe(d, (performance.now() - t0) / 1000, requestId);
         cb(null, toCheckResponse(d));
-      })().finally(() => {
-        inflight--;
-        if (inflight === 0 && drained) drained();
-      });
+      })().finally(end);
     },
   });
   server.addService(pk.health, health.handlers());
@@ -162,33 +217,63 @@ export async function startApp(opts: AppOptions): Promise<App> {
     ),
   );
 
-  let closing = false;
+  let loadedAt = new Date();
+  let closed: Promise<void> | undefined;
   const http = await startHttp({
     port: cfg.server.httpPort,
     metrics,
-    ready: () => !closing && health.status('') === 'SERVING',
+    ready: serving,
+    status: () => ({
+      draining: closing,
+      store: { kind: store.kind, usable: storeUp, breaker: decider.breaker.current },
+      on_store_failure: decider.config.store.onStoreFailure,
+      config: { limits: decider.config.limits.length, loaded_at: loadedAt.toISOString() },
+      inflight,
+    }),
     decider,
     observe,
+    begin,
+    end,
   });
-  health.set('', 'SERVING');
-  health.set('envoy.service.auth.v3.Authorization', 'SERVING');
+  started = true;
+  refreshHealth();
   log.info(
     { grpc_port: grpcPort, http_port: http.port, store: store.kind, limits: cfg.limits.length },
     'tollgate serving',
   );
 
   let watcher: FSWatcher | undefined;
+  const digest = (file: string): string | undefined => {
+    try {
+      return createHash('sha256').update(readFileSync(file)).digest('hex');
+    } catch {
+      return undefined;
+    }
+  };
+  let loadedDigest = opts.configFile ? digest(opts.configFile) : undefined;
+  /**
+   * Validate the file completely, then swap it in with one assignment (Decider.setConfig): a check
+   * in flight keeps the config it started with, the next one sees the new one; never a mix. Limit
+   * state lives in the store under the limit names, so it carries over.
+   */
   const reload = (): boolean => {
-    if (!opts.configFile) return false;
+    if (!opts.configFile || closing) return false;
+    const fileDigest = digest(opts.configFile);
     try {
       const next = loadConfig(opts.configFile);
+      const restartOnly = restartRequired(cfg, next);
       cfg = next;
       decider.setConfig(next);
-      metrics.reloads.inc({ result: 'success' });
+      loadedDigest = fileDigest;
+      loadedAt = new Date();
+      metrics.reloaded(true, next);
       log.info({ file: opts.configFile, limits: next.limits.length }, 'configuration reloaded');
+      if (restartOnly.length)
+        log.warn({ fields: restartOnly }, 'configuration fields changed that only apply after a restart');
+      refreshHealth();
       return true;
     } catch (err) {
-      metrics.reloads.inc({ result: 'failure' });
+      metrics.reloaded(false);
       log.error(
         { file: opts.configFile, err: (err as Error).message },
         'configuration reload failed; keeping the running configuration',
@@ -197,14 +282,22 @@ export async function startApp(opts: AppOptions): Promise<App> {
     }
   };
   if (opts.configFile && opts.watchConfig) {
-    // Watch the directory: Kubernetes ConfigMaps swap a symlink (..data) rather than writing the file.
+    // Watch the directory, not the file: editors replace the file (rename) and Kubernetes ConfigMap
+    // volumes swap the `..data` symlink atomically; both break a watch on the file itself.
+    // Events are debounced (a swap or a save is several events) and a reload only happens when the
+    // bytes changed; SIGHUP always reloads.
     let timer: NodeJS.Timeout | undefined;
     const file = basename(opts.configFile);
-    watcher = watch(dirname(opts.configFile), (_ev, name) => {
+    const configFile = opts.configFile;
+    watcher = watch(dirname(configFile), (_ev, name) => {
       if (name && name !== file && name !== '..data') return;
       clearTimeout(timer);
-      timer = setTimeout(reload, 100);
+      timer = setTimeout(() => {
+        if (digest(configFile) !== loadedDigest) reload();
+      }, 100);
+      timer.unref();
     });
+    watcher.on('error', (err) => log.warn({ err: err.message }, 'config watch failed; SIGHUP still reloads'));
     watcher.unref();
   }
 
@@ -217,34 +310,61 @@ export async function startApp(opts: AppOptions): Promise<App> {
     health,
     logger: log,
     reload,
-    async close(graceMs = 10_000) {
-      if (closing) return;
-      closing = true;
-      health.set('', 'NOT_SERVING');
-      health.set('envoy.service.auth.v3.Authorization', 'NOT_SERVING');
-      watcher?.close();
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(() => {
-          server.forceShutdown();
-          resolve();
-        }, graceMs);
-        server.tryShutdown(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-      if (inflight > 0)
-        await new Promise<void>((r) => {
-          drained = r;
-        });
-      await http.close();
-      await pool?.close();
-      await decider.close();
-      await store.close();
-      health.close();
-      log.flush?.();
+    inflight: () => inflight,
+    serving,
+    close(graceMs = 10_000) {
+      closed ??= shutdown(graceMs);
+      return closed;
     },
   };
+
+  async function shutdown(graceMs: number): Promise<void> {
+    const t0 = Date.now();
+    closing = true;
+    // 1. Tell health checkers (Envoy's, the kubelet's gRPC probe, /readyz) first, then end the Watch
+    //    streams: an open stream would hold tryShutdown open for the whole grace period.
+    refreshHealth();
+    health.close();
+    watcher?.close();
+    if (probe) clearInterval(probe);
+    log.info({ inflight, grace_ms: graceMs }, 'draining: NOT_SERVING, refusing new checks');
+    // 2. Stop taking calls (GOAWAY; new calls get UNAVAILABLE) and let in-flight ones finish.
+    //    tryShutdown waits for every open HTTP/2 stream; forceShutdown cancels them at the deadline.
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        log.warn({ inflight }, 'grace period over: cancelling the remaining calls');
+        server.forceShutdown();
+        resolve();
+      }, graceMs);
+      server.tryShutdown(() => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+    // HTTP-mode checks are counted in `inflight` too; wait for them within what is left of the grace.
+    if (inflight > 0)
+      await new Promise<void>((r) => {
+        drained = r;
+        setTimeout(r, Math.max(0, graceMs - (Date.now() - t0))).unref();
+      });
+    // 3. Then the HTTP port (/readyz said 503 and /metrics stayed scrapable during the drain).
+    await http.close();
+    await pool?.close();
+    await decider.close();
+    await store.close();
+    log.info({ ms: Date.now() - t0, inflight }, 'drained');
+    log.flush?.();
+  }
+}
+
+/** Fields a reload cannot apply to a running server (ports, gRPC message size). */
+function restartRequired(a: Config, b: Config): string[] {
+  const out: string[] = [];
+  if (a.server.grpcPort !== b.server.grpcPort || a.server.grpcHost !== b.server.grpcHost)
+    out.push('server.grpc_port');
+  if (a.server.httpPort !== b.server.httpPort) out.push('server.http_port');
+  if (a.server.maxBodyBytes !== b.server.maxBodyBytes) out.push('server.max_body_bytes (gRPC receive limit)');
+  return out;
 }
 
 function internalErrorDecision(cfg: Config): Decision {

@@ -1,14 +1,20 @@
 #!/usr/bin/env node
 /**
- * tollgate serve                         run the ext_authz server (default)
+ * tollgate [serve]                       run the ext_authz server (the default)
  * tollgate validate <config>             check a config file; exit 0 when valid, 1 otherwise
- * tollgate check --config <file> --body <request.json> [--path /v1/chat/completions] [--header k=v]...
- *                                        dry-run one decision (debits nothing) and print it
+ * tollgate check --config <file> --body <request.json> [--path /v1/chat/completions] [--method POST]
+ *                [--header k=v]... [--json]
+ *                                        dry-run one decision against the store (VALKEY_URL, else a
+ *                                        fresh in-memory store); debits nothing; prints the decision
+ *                                        and its headers; exit 0 allow, 3 deny, 1 error
+ * Exit 2: usage error.
  */
 import { readFileSync } from 'node:fs';
 import { startApp } from './app.js';
 import { configPath, loadConfig } from './config/load.js';
+import type { Config } from './config/types.js';
 import { Decider } from './decision/decide.js';
+import type { Decision } from './decision/types.js';
 import { ConfigError } from './errors.js';
 import { toCheckResponse } from './grpc/translate.js';
 import { createLogger } from './log.js';
@@ -16,24 +22,31 @@ import { MemoryStore } from './store/memory.js';
 import type { CheckPlan, Store } from './store/types.js';
 import { ValkeyStore } from './store/valkey.js';
 
-function usage(): never {
-  process.stderr.write(
-    'usage:\n  tollgate serve\n  tollgate validate <config.yaml>\n  tollgate check --config <file> --body <request.json> [--path <path>] [--header k=v]...\n',
-  );
-  process.exit(2);
+const USAGE = `usage:
+  tollgate [serve]                                   run the server (config: TOLLGATE_CONFIG or ./tollgate.yaml)
+  tollgate validate <config.yaml>                    exit 0 if valid, 1 with every problem listed
+  tollgate check --config <file> --body <request.json> [--path <path>] [--method <method>]
+                 [--header k=v]... [--json]         dry-run one decision (VALKEY_URL or in-memory);
+                                                     exit 0 allow, 3 deny, 1 error
+`;
+
+class UsageError extends Error {}
+
+function usage(problem?: string): never {
+  throw new UsageError(problem ?? 'missing arguments');
 }
 
 async function serve(): Promise<void> {
   const log = createLogger();
   const file = configPath();
-  let config: ReturnType<typeof loadConfig>;
+  let config: Config;
   try {
     config = loadConfig(file);
   } catch (err) {
     log.fatal({ err: (err as Error).message }, 'cannot start: configuration invalid');
     process.stderr.write(`${(err as Error).message}\n`);
-    log.flush();
-    process.exit(1);
+    process.exitCode = 1; // let the async log line drain, then exit
+    return;
   }
   const app = await startApp({
     config,
@@ -43,26 +56,47 @@ async function serve(): Promise<void> {
     valkeyCaFile: process.env.VALKEY_CA_FILE || undefined,
     logger: log,
   });
-  process.on('SIGHUP', () => app.reload());
+  process.on('SIGHUP', () => {
+    log.info({ signal: 'SIGHUP' }, 'reloading configuration');
+    app.reload();
+  });
+  const grace = Number(process.env.TOLLGATE_SHUTDOWN_GRACE_MS || 10_000);
   const stop = async (sig: string) => {
-    log.info({ signal: sig }, 'shutting down: draining in-flight checks');
-    await app.close(Number(process.env.TOLLGATE_SHUTDOWN_GRACE_MS || 10_000));
-    log.info('stopped');
+    log.info({ signal: sig, grace_ms: grace }, 'shutting down');
+    let code = 0;
+    try {
+      await app.close(grace);
+      log.info('stopped');
+    } catch (err) {
+      code = 1;
+      log.error({ err: (err as Error).message }, 'shutdown failed');
+    }
     log.flush();
-    setTimeout(() => process.exit(0), 50).unref();
+    setTimeout(() => process.exit(code), 50).unref();
   };
   process.once('SIGTERM', () => void stop('SIGTERM'));
   process.once('SIGINT', () => void stop('SIGINT'));
 }
 
 function validate(file: string | undefined): void {
-  if (!file) usage();
+  if (!file) usage('validate needs a config file');
   try {
     const cfg = loadConfig(file);
     process.stdout.write(`${file}: valid (${cfg.models.size} models, ${cfg.limits.length} limits)\n`);
   } catch (err) {
     process.stderr.write(`${(err as Error).message}\n`);
-    process.exit(1);
+    process.exitCode = 1;
+  }
+}
+
+/** The URL without its password, for messages. */
+function safeUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    if (u.password) u.password = '***';
+    return u.toString();
+  } catch {
+    return '<unparseable VALKEY_URL>';
   }
 }
 
@@ -70,31 +104,58 @@ async function check(args: string[]): Promise<void> {
   let file = configPath();
   let bodyFile: string | undefined;
   let path = '/v1/chat/completions';
+  let method = 'POST';
+  let asJson = false;
   const headers: Record<string, string> = {};
   for (let i = 0; i < args.length; i++) {
     const a = args[i];
+    if (a === '--json') {
+      asJson = true;
+      continue;
+    }
     const v = args[++i];
-    if (v === undefined) usage();
+    if (v === undefined) usage(`${a} needs a value`);
     if (a === '--config') file = v;
     else if (a === '--body') bodyFile = v;
     else if (a === '--path') path = v;
+    else if (a === '--method') method = v.toUpperCase();
     else if (a === '--header') {
-      const eq = v.indexOf('=');
-      if (eq <= 0) usage();
-      headers[v.slice(0, eq).toLowerCase()] = v.slice(eq + 1);
-    } else usage();
+      const m = /^([^=:\s]+)\s*[=:]\s*(.*)$/.exec(v);
+      if (!m) usage(`--header expects name=value, got "${v}"`);
+      headers[m[1].toLowerCase()] = m[2];
+    } else usage(`unknown option ${a}`);
   }
-  if (!bodyFile) usage();
+  if (!bodyFile) usage('check needs --body <request.json>');
   const cfg = loadConfig(file);
-  const body = readFileSync(bodyFile);
+  let body: Buffer;
+  try {
+    body = readFileSync(bodyFile);
+  } catch (err) {
+    throw new Error(`cannot read --body ${bodyFile}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+  }
   headers['content-length'] ??= String(body.length);
+  headers['content-type'] ??= 'application/json';
+
   let store: Store = new MemoryStore();
   if (process.env.VALKEY_URL) {
-    const vs = new ValkeyStore({ url: process.env.VALKEY_URL, timeoutMs: 2000 });
-    await vs.connect();
+    const vs = new ValkeyStore({
+      url: process.env.VALKEY_URL,
+      timeoutMs: 2000,
+      caFile: process.env.VALKEY_CA_FILE || undefined,
+    });
+    try {
+      await vs.connect();
+    } catch (err) {
+      await vs.close();
+      throw new Error(`cannot reach Valkey at ${safeUrl(process.env.VALKEY_URL)}: ${(err as Error).message}`);
+    }
     store = vs;
   }
-  // Dry run: the store decides but debits nothing.
+  // A one-off CLI call may wait for a cold connection: do not let the serving deadlines turn a slow
+  // first answer into a "degraded" decision.
+  cfg.store.timeoutMs = 2000;
+  cfg.server.decisionDeadlineMs = 5000;
+  // Dry run: the store decides against the live state but debits nothing.
   const dry: Store = {
     kind: store.kind,
     ping: () => store.ping(),
@@ -102,11 +163,54 @@ async function check(args: string[]): Promise<void> {
     check: (p: CheckPlan) => store.check({ ...p, dryRun: true }),
   };
   const decider = new Decider(cfg, { store: dry });
-  const d = await decider.decide({ method: 'POST', path, headers, body });
-  process.stdout.write(`${JSON.stringify({ decision: d, check_response: toCheckResponse(d) }, null, 2)}\n`);
-  await decider.close();
-  await store.close();
-  process.exit(d.kind === 'allow' ? 0 : 3);
+  let d: Decision;
+  try {
+    d = await decider.decide({ method, path, headers, body });
+  } finally {
+    await decider.close();
+    await store.close();
+  }
+  const response = toCheckResponse(d);
+  if (asJson) process.stdout.write(`${JSON.stringify({ decision: d, check_response: response }, null, 2)}\n`);
+  else process.stdout.write(describe(d, store.kind));
+  process.exitCode = d.kind === 'allow' ? 0 : 3;
+}
+
+function describe(d: Decision, storeKind: string): string {
+  const s = d.stats;
+  const lines: string[] = [];
+  lines.push(
+    d.kind === 'allow'
+      ? `decision: ALLOW (${d.reason})`
+      : `decision: DENY (${d.reason}) HTTP ${d.httpStatus}`,
+  );
+  if (s.model)
+    lines.push(
+      `model: ${s.model}${s.chosenModel && s.chosenModel !== s.model ? ` -> ${s.chosenModel}` : ''}`,
+    );
+  if (s.tenantTag) lines.push(`tenant: ${s.tenantTag} (hash)`);
+  if (s.promptTokens !== undefined)
+    lines.push(
+      `tokens: prompt ${s.promptTokens}${s.estimated ? ' (estimated)' : ''}, reserved output ${s.reservedTokens ?? 0}`,
+    );
+  if (s.micros !== undefined) lines.push(`cost: $${(s.micros / 1e6).toFixed(6)}`);
+  if (s.limit) lines.push(`limit: ${s.limit}`);
+  lines.push(`store: ${storeKind} (dry run: nothing debited)`);
+  const block = (title: string, h: Record<string, string>) => {
+    const entries = Object.entries(h);
+    if (!entries.length) return;
+    lines.push('', `${title}:`);
+    for (const [k, v] of entries) lines.push(`  ${k}: ${v}`);
+  };
+  if (d.kind === 'allow') {
+    block('headers to upstream', d.upstreamHeaders);
+    block('headers to the client', d.responseHeaders);
+    if (d.removeHeaders.length) lines.push('', `headers removed: ${d.removeHeaders.join(', ')}`);
+  } else {
+    block('response headers', d.headers);
+    lines.push('', 'response body:', `  ${d.body}`);
+  }
+  return `${lines.join('\n')}\n`;
 }
 
 const [cmd = 'serve', ...rest] = process.argv.slice(2);
@@ -114,8 +218,17 @@ try {
   if (cmd === 'serve') await serve();
   else if (cmd === 'validate') validate(rest[0]);
   else if (cmd === 'check') await check(rest);
-  else usage();
+  else if (cmd === 'help' || cmd === '--help' || cmd === '-h') process.stdout.write(USAGE);
+  else usage(`unknown command "${cmd}"`);
 } catch (err) {
-  process.stderr.write(`${err instanceof ConfigError ? err.message : (err as Error).stack}\n`);
-  process.exit(1);
+  if (err instanceof UsageError) {
+    process.stderr.write(`tollgate: ${err.message}\n${USAGE}`);
+    process.exitCode = 2;
+  } else if (err instanceof ConfigError) {
+    process.stderr.write(`${err.message}\n`);
+    process.exitCode = 1;
+  } else {
+    process.stderr.write(`tollgate: ${(err as Error).message}\n`);
+    process.exitCode = 1;
+  }
 }

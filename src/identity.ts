@@ -24,19 +24,47 @@ export function apiKeyOf(headers: Record<string, string>): string | undefined {
   return headers['x-api-key'] || headers['api-key'] || undefined;
 }
 
-export function hashApiKey(key: string, secret: string): string {
+/** Full hex digest of an API key: HMAC-SHA256 with the secret, or plain SHA-256 without one. */
+export function apiKeyDigest(key: string, secret: string): string {
   const h = secret ? createHmac('sha256', secret) : createHash('sha256');
-  return `key_${h.update(key).digest('hex').slice(0, 32)}`;
+  return h.update(key).digest('hex');
 }
 
-function fromSource(src: IdentitySource, req: RequestView, secret: string): string | undefined {
+/** The identity value an API key becomes: "key_" + 32 hex digits of its digest. */
+export function hashApiKey(key: string, secret: string): string {
+  return `key_${apiKeyDigest(key, secret).slice(0, 32)}`;
+}
+
+interface Ctx {
+  req: RequestView;
+  cfg: Config;
+  digest?: string | null;
+}
+
+/** The request's API key digest, computed at most once per request. */
+function digestOf(ctx: Ctx): string | undefined {
+  if (ctx.digest === undefined) {
+    const k = apiKeyOf(ctx.req.headers);
+    ctx.digest = k ? apiKeyDigest(k, ctx.cfg.apiKeySecret) : null;
+  }
+  return ctx.digest ?? undefined;
+}
+
+function fromSource(src: IdentitySource, ctx: Ctx): string | undefined {
+  const req = ctx.req;
   if ('header' in src) {
     const v = req.headers[src.header];
     return v ? v : undefined;
   }
   if ('api_key' in src) {
-    const k = apiKeyOf(req.headers);
-    return k ? hashApiKey(k, secret) : undefined;
+    const d = digestOf(ctx);
+    return d ? `key_${d.slice(0, 32)}` : undefined;
+  }
+  if ('key_map' in src) {
+    const d = digestOf(ctx);
+    const entries = ctx.cfg.keyMap?.entries;
+    if (!d || !entries) return undefined;
+    return (entries.get(d) ?? entries.get(`key_${d.slice(0, 32)}`))?.[src.key_map];
   }
   if ('default' in src) return src.default;
   if ('path_segment' in src) {
@@ -59,15 +87,22 @@ function decodeURIComponentSafe(s: string): string {
   }
 }
 
-/** Resolve every configured dimension. `tenant` falls back to "anonymous"; others stay undefined. */
+/**
+ * Resolve every configured dimension: the first source with a value wins; a value outside the
+ * dimension's `values` becomes its `default`. `tenant` falls back to "anonymous"; others stay undefined.
+ */
 export function resolveIdentity(cfg: Config, req: RequestView): Identity {
   const out: Identity = {};
-  for (const [dim, sources] of Object.entries(cfg.identity)) {
+  const ctx: Ctx = { req, cfg };
+  for (const dim in cfg.identity) {
+    const d = cfg.identity[dim];
     let v: string | undefined;
-    for (const s of sources) {
-      v = fromSource(s, req, cfg.apiKeySecret);
+    for (const s of d.sources) {
+      v = fromSource(s, ctx);
       if (v !== undefined) break;
     }
+    if (d.values && (v === undefined || !d.values.has(v))) v = d.fallback;
+    else if (v === undefined) v = d.fallback;
     out[dim] = v ?? (dim === 'tenant' ? 'anonymous' : undefined);
   }
   return out;

@@ -60,10 +60,22 @@ function applies(l: LimitConfig, model: string, id: Identity): boolean {
   return true;
 }
 
-function costOf(l: LimitConfig, c: CandidateCost): number {
-  if (l.kind === 'requests') return 1;
-  if (l.kind === 'tokens') return c.promptTokens + c.outputTokens;
+function costOf(l: LimitConfig, c: CandidateCost, requestWeight: number): number {
+  if (l.kind === 'requests') return l.weighted ? requestWeight : 1;
+  if (l.kind === 'tokens') return Math.ceil((c.promptTokens + c.outputTokens) * c.config.tokenWeight);
   return c.micros;
+}
+
+/**
+ * A call's request weight from the tools it declares or invokes: the sum of each distinct tool's
+ * weight (tool_weights; "*" for tools not listed, default 1), at least 1. A call without tools weighs 1.
+ */
+export function requestWeight(cfg: Config, tools: readonly string[] | undefined): number {
+  if (!tools || tools.length === 0) return 1;
+  const other = cfg.toolWeights.get('*') ?? 1;
+  let w = 0;
+  for (const t of new Set(tools)) w += cfg.toolWeights.get(t) ?? other;
+  return Math.max(1, w);
 }
 
 export function buildPlan(
@@ -71,6 +83,7 @@ export function buildPlan(
   id: Identity,
   candidates: CandidateCost[],
   nowMs = Date.now(),
+  weight = 1,
 ): BuiltPlan {
   const keys: string[] = [];
   const keyIndex = new Map<string, number>();
@@ -90,7 +103,7 @@ export function buildPlan(
         ki = keys.push(key) - 1;
         keyIndex.set(key, ki);
       }
-      const cost = costOf(l, c);
+      const cost = costOf(l, c, weight);
       const shadow = l.shadow || cfg.mode === 'shadow';
       entries.push({
         key: ki,

@@ -160,7 +160,8 @@ describe('deny', () => {
     const retryMs = Number(h['retry-after-ms']);
     // one request at 60/min refills in ~1 s
     expect(retry).toBe(1);
-    expect(retryMs).toBeGreaterThan(500);
+    // (less than a full second when the 60 calls above took a while: the bucket kept refilling)
+    expect(retryMs).toBeGreaterThan(0);
     expect(retryMs).toBeLessThanOrEqual(1000);
     expect(h['x-ratelimit-limit']).toBe('60');
     expect(h['x-ratelimit-remaining']).toBe('0');

@@ -1,5 +1,6 @@
 /** Loading the config file (YAML) and applying environment overrides. */
 import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { load as yamlLoad } from 'js-yaml';
 import { ConfigError } from '../errors.js';
 import { validateConfig } from './schema.js';
@@ -31,6 +32,10 @@ export function loadConfig(file = configPath(), env: NodeJS.ProcessEnv = process
     );
   }
   const cfg = parseConfigText(text, file);
+  if (cfg.keyMap) {
+    cfg.keyMap.file = resolve(dirname(file), cfg.keyMap.file);
+    cfg.keyMap.entries = loadKeyMap(cfg.keyMap.file);
+  }
   const port = (name: string, fallback: number) => {
     const v = env[name];
     if (v === undefined || v === '') return fallback;
@@ -42,4 +47,42 @@ export function loadConfig(file = configPath(), env: NodeJS.ProcessEnv = process
   cfg.server.grpcPort = port('TOLLGATE_GRPC_PORT', cfg.server.grpcPort);
   cfg.server.httpPort = port('TOLLGATE_HTTP_PORT', cfg.server.httpPort);
   return cfg;
+}
+
+/**
+ * The key map: API key digests → dimension values, for deployments without a JWT issuer.
+ *   keys:
+ *     <sha256 hex of the key, or HMAC hex with TOLLGATE_API_KEY_SECRET, or tollgate's key_… id>:
+ *       { org: acme, team: search, user: alice, plan: pro }
+ */
+export function loadKeyMap(file: string): Map<string, Record<string, string>> {
+  let raw: unknown;
+  try {
+    raw = yamlLoad(readFileSync(file, 'utf8'), { filename: file });
+  } catch (err) {
+    throw new ConfigError([`identity.key_map: cannot read or parse: ${(err as Error).message.split('\n')[0]}`], file);
+  }
+  const problems: string[] = [];
+  const entries = new Map<string, Record<string, string>>();
+  const keys = (raw as { keys?: unknown } | null)?.keys;
+  if (!keys || typeof keys !== 'object' || Array.isArray(keys)) problems.push('keys: expected a mapping of key digests to dimension values');
+  else
+    for (const [digest, dims] of Object.entries(keys as Record<string, unknown>)) {
+      if (!/^([0-9a-f]{64}|key_[0-9a-f]{32})$/.test(digest)) {
+        problems.push(`keys.${digest.slice(0, 16)}…: expected a 64-hex-digit SHA-256 digest or a key_<32 hex> id`);
+        continue;
+      }
+      if (!dims || typeof dims !== 'object' || Array.isArray(dims)) {
+        problems.push(`keys.${digest}: expected a mapping of dimension values`);
+        continue;
+      }
+      const rec: Record<string, string> = {};
+      for (const [k, v] of Object.entries(dims as Record<string, unknown>)) {
+        if (typeof v !== 'string' && typeof v !== 'number') problems.push(`keys.${digest}.${k}: expected a string`);
+        else rec[k] = String(v);
+      }
+      entries.set(digest, rec);
+    }
+  if (problems.length) throw new ConfigError(problems, file);
+  return entries;
 }

@@ -8,6 +8,7 @@ import type {
   CalendarUnit,
   Config,
   FailurePolicy,
+  IdentityDim,
   IdentitySource,
   LimitConfig,
   LimitKind,
@@ -72,8 +73,8 @@ function describe(v: unknown): string {
 }
 const join = (p: string, k: string | number) => (typeof k === 'number' ? `${p}[${k}]` : p ? `${p}.${k}` : k);
 
-const DEFAULT_IDENTITY: Record<string, IdentitySource[]> = {
-  tenant: [{ header: 'x-tenant-id' }, { api_key: true }],
+const DEFAULT_IDENTITY: Record<string, IdentityDim> = {
+  tenant: { sources: [{ header: 'x-tenant-id' }, { api_key: true }] },
 };
 
 function identitySource(c: Checker, path: string, v: unknown): IdentitySource | undefined {
@@ -81,7 +82,7 @@ function identitySource(c: Checker, path: string, v: unknown): IdentitySource | 
   if (!o) return undefined;
   const keys = Object.keys(o);
   if (keys.length !== 1) {
-    c.fail(path, 'exactly one of header, api_key, metadata, path_segment, default', v);
+    c.fail(path, 'exactly one of header, api_key, metadata, path_segment, key_map, default', v);
     return undefined;
   }
   const k = keys[0];
@@ -104,13 +105,17 @@ function identitySource(c: Checker, path: string, v: unknown): IdentitySource | 
       const n = c.int(join(path, k), o[k], 0, 32);
       return n === undefined ? undefined : { path_segment: n };
     }
+    case 'key_map': {
+      const f = c.str(join(path, k), o[k], DIM, 'a field name of the key map entries (e.g. org, plan)');
+      return f ? { key_map: f } : undefined;
+    }
     case 'default': {
       const d = c.str(join(path, k), o[k], /^.{1,256}$/s, 'a non-empty string');
       return d ? { default: d } : undefined;
     }
     default:
       c.problems.push(
-        `${join(path, k)}: unknown identity source (allowed: header, api_key, metadata, path_segment, default)`,
+        `${join(path, k)}: unknown identity source (allowed: header, api_key, metadata, path_segment, key_map, default)`,
       );
       return undefined;
   }
@@ -143,7 +148,12 @@ function model(
     priceOutPer1M: base?.priceOutPer1M ?? 0,
     defaultMaxOutputTokens: base?.defaultMaxOutputTokens ?? 0,
     fallback: [],
+    tokenWeight: base?.tokenWeight ?? 1,
   };
+  if (o.token_weight !== undefined) {
+    const w = c.num(join(path, 'token_weight'), o.token_weight, 0);
+    if (w !== undefined) m.tokenWeight = w;
+  }
   const q = queueFor(path, o);
   if (q) m.queue = q;
   if (o.encoding !== undefined)
@@ -200,6 +210,7 @@ function limit(
     'when',
     'when_exhausted',
     'queue',
+    'count',
   ]);
   const name = c.str(join(path, 'name'), o.name, NAME, 'a name of 1-64 letters, digits, "_", "-", "."');
   let per: string[] = [];
@@ -278,8 +289,14 @@ function limit(
     }
   }
   const queue = queueFor(path, o);
+  let weighted = false;
+  if (o.count !== undefined) {
+    const cnt = c.oneOf(join(path, 'count'), o.count, ['each', 'weighted'] as const);
+    weighted = cnt === 'weighted';
+    if (weighted && kind !== 'requests') c.problems.push(`${join(path, 'count')}: weighted counting applies to requests limits only`);
+  }
   if (!name || !kind || amount === undefined || !window || !mode) return undefined;
-  return { name, per, models, kind, amount, window, shadow: mode === 'shadow', downgradeBelow, when, queue };
+  return { name, per, models, kind, amount, window, shadow: mode === 'shadow', downgradeBelow, when, queue, weighted };
 }
 
 function validTimezone(tz: string): boolean {
@@ -295,7 +312,7 @@ function validTimezone(tz: string): boolean {
 export function validateConfig(raw: unknown, file?: string): Config {
   const c = new Checker();
   const root = c.obj('', raw ?? {}) ?? {};
-  c.keys('', root, ['identity', 'models', 'limits', 'queues', 'mode', 'server', 'store']);
+  c.keys('', root, ['identity', 'models', 'limits', 'queues', 'tool_weights', 'mode', 'server', 'store']);
 
   // queues (opt-in tier; needs Valkey)
   const queues = new Map<string, QueueConfig>();
@@ -342,33 +359,69 @@ export function validateConfig(raw: unknown, file?: string): Config {
   };
 
   // identity
-  const identity: Record<string, IdentitySource[]> = {};
+  const identity: Record<string, IdentityDim> = {};
   let apiKeySecret = process.env.TOLLGATE_API_KEY_SECRET ?? '';
+  let keyMapFile: string | undefined;
   if (root.identity !== undefined) {
     const id = c.obj('identity', root.identity);
     if (id) {
-      for (const [dim, list] of Object.entries(id)) {
+      for (const [dim, v] of Object.entries(id)) {
         const p = join('identity', dim);
         if (dim === 'api_key_secret_env') {
-          const envName = c.str(p, list, /^[A-Z_][A-Z0-9_]*$/, 'an environment variable name');
+          const envName = c.str(p, v, /^[A-Z_][A-Z0-9_]*$/, 'an environment variable name');
           if (envName) apiKeySecret = process.env[envName] ?? '';
+          continue;
+        }
+        if (dim === 'key_map') {
+          keyMapFile = c.str(p, v, /^.{1,4096}$/, 'a file path');
           continue;
         }
         if (!DIM.test(dim) || dim === 'model') {
           c.fail(p, 'a dimension name (lowercase letters, digits, _; not "model")', dim);
           continue;
         }
+        // a list of sources, or { sources, values, default }
+        let list: unknown = v;
+        let values: Set<string> | undefined;
+        let fallback: string | undefined;
+        if (v && typeof v === 'object' && !Array.isArray(v)) {
+          const o = v as Obj;
+          c.keys(p, o, ['sources', 'values', 'default']);
+          list = o.sources;
+          if (o.values !== undefined) {
+            if (!Array.isArray(o.values) || o.values.length === 0 || o.values.some((x) => typeof x !== 'string'))
+              c.fail(join(p, 'values'), 'a non-empty list of strings', o.values);
+            else values = new Set(o.values as string[]);
+          }
+          if (o.default !== undefined) {
+            fallback = c.str(join(p, 'default'), o.default, /^.{1,256}$/s, 'a non-empty string');
+            if (fallback && values && !values.has(fallback))
+              c.problems.push(`${join(p, 'default')}: expected one of values (${[...values].join(', ')}), got "${fallback}"`);
+          }
+        }
         if (!Array.isArray(list) || list.length === 0) {
-          c.fail(p, 'a non-empty list of sources', list);
+          c.fail(join(p, list === v ? '' : 'sources').replace(/\.$/, ''), 'a non-empty list of sources', list);
           continue;
         }
-        identity[dim] = list
-          .map((s, i) => identitySource(c, join(p, i), s))
-          .filter(Boolean) as IdentitySource[];
+        const sources = list.map((s, i) => identitySource(c, join(list === v ? p : join(p, 'sources'), i), s)).filter(Boolean) as IdentitySource[];
+        identity[dim] = { sources, values, fallback };
       }
     }
   }
   if (Object.keys(identity).length === 0) Object.assign(identity, DEFAULT_IDENTITY);
+  const usesKeyMap = Object.values(identity).some((d) => d.sources.some((s) => 'key_map' in s));
+  if (usesKeyMap && !keyMapFile) c.problems.push('identity.key_map: expected a file path (a source uses key_map)');
+
+  // tool weights
+  const toolWeights = new Map<string, number>();
+  if (root.tool_weights !== undefined) {
+    const tw = c.obj('tool_weights', root.tool_weights);
+    if (tw)
+      for (const [tool, w] of Object.entries(tw)) {
+        const n = c.int(join('tool_weights', tool), w, 0, 1_000_000);
+        if (n !== undefined) toolWeights.set(tool, n);
+      }
+  }
   const dims = new Set(Object.keys(identity));
 
   // models
@@ -381,6 +434,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
     priceOutPer1M: 0,
     defaultMaxOutputTokens: 0,
     fallback: [],
+    tokenWeight: 1,
   };
   const defaultModel =
     rawModels['*'] !== undefined
@@ -495,6 +549,8 @@ export function validateConfig(raw: unknown, file?: string): Config {
   if (c.problems.length > 0) throw new ConfigError(c.problems, file);
   return {
     identity,
+    keyMap: keyMapFile ? { file: keyMapFile, entries: new Map() } : undefined,
+    toolWeights,
     apiKeySecret,
     models,
     defaultModel: defaultModel ?? builtinDefault,

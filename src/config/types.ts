@@ -5,7 +5,21 @@ export type IdentitySource =
   | { api_key: true }
   | { metadata: { filter: string; path: string[] } }
   | { path_segment: number }
+  | { key_map: string }
   | { default: string };
+
+export interface IdentityDim {
+  sources: IdentitySource[];
+  /** Known values; anything else becomes `fallback` (e.g. an unknown plan → the default plan). */
+  values?: Set<string>;
+  fallback?: string;
+}
+
+/** API key hash → dimension values, from identity.key_map (a YAML/JSON file). */
+export interface KeyMap {
+  file: string;
+  entries: Map<string, Record<string, string>>;
+}
 
 export interface ModelConfig {
   name: string;
@@ -16,6 +30,8 @@ export interface ModelConfig {
   defaultMaxOutputTokens: number;
   /** Ordered fallback chain after this model (not including itself). */
   fallback: string[];
+  /** Multiplier for this model's tokens on token limits (premium models count more). */
+  tokenWeight: number;
   /** when_exhausted: queue — calls to this model that fit no limit go to this queue. */
   queue?: string;
 }
@@ -50,6 +66,8 @@ export interface LimitConfig {
   when?: Record<string, string>;
   /** when_exhausted: queue — the queue a call blocked by this limit goes to. */
   queue?: string;
+  /** requests limits: count each call as its tool weight (count: weighted) instead of 1. */
+  weighted: boolean;
 }
 
 export type FailurePolicy = 'allow' | 'deny' | 'local';
@@ -83,7 +101,10 @@ export interface StoreConfig {
 }
 
 export interface Config {
-  identity: Record<string, IdentitySource[]>;
+  identity: Record<string, IdentityDim>;
+  keyMap?: KeyMap;
+  /** Tool name → request weight ("*" = any other tool; default 1). */
+  toolWeights: Map<string, number>;
   /** Secret for keyed hashing of API keys (HMAC-SHA256); empty = plain SHA-256. */
   apiKeySecret: string;
   models: Map<string, ModelConfig>;

@@ -16,6 +16,7 @@ import {
   type CandidateCost,
   modelConfig,
   priceMicros,
+  requestWeight,
   reservedOutput,
 } from '../policy.js';
 import { Breaker, type BreakerState } from '../resilience/breaker.js';
@@ -185,7 +186,7 @@ export class Decider {
       estimated: partial || undefined,
       tenantTag: logTag(id.tenant),
     };
-    const built = buildPlan(cfg, id, costs);
+    const built = buildPlan(cfg, id, costs, Date.now(), requestWeight(cfg, call?.tools));
     const queueName =
       costs[0].config.queue ??
       cfg.limits.find((l) => l.queue && built.meta[0].some((m) => m.limit === l))?.queue;

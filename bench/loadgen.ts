@@ -1,0 +1,196 @@
+/**
+ * Load generator (its own process): a grpc-js client speaking Envoy's CheckRequest to one server.
+ *   closed loop: `concurrency` callers, each sends its next call when the previous answers;
+ *   open loop:   calls scheduled at a fixed `rate`; latency is measured from each call's scheduled send
+ *                time (no coordinated omission: a stalled server is charged for the calls it delays).
+ * Requests are pre-serialized (bench/workloads.ts); answers are not decoded beyond the status code.
+ * Usage: node dist/bench/loadgen.js '<json LoadSpec>'  → prints one JSON LoadResult line.
+ */
+import * as grpc from '@grpc/grpc-js';
+import { type BuiltRequest, buildWorkload, responseCode, type WorkloadName } from './workloads.js';
+
+export interface LoadSpec {
+  port: number;
+  workload: WorkloadName;
+  mode: 'closed' | 'open';
+  durationMs: number;
+  warmupMs: number;
+  concurrency?: number;
+  rate?: number;
+  /** Open loop: give up on a call after this long (counted as an error). */
+  deadlineMs?: number;
+}
+
+export interface LatencySummary {
+  n: number;
+  p50: number;
+  p99: number;
+  p999: number;
+  max: number;
+  mean: number;
+}
+
+export interface LoadResult {
+  spec: LoadSpec;
+  seconds: number;
+  calls: number;
+  perSecond: number;
+  ok: number;
+  denied: number;
+  errors: number;
+  firstError?: string;
+  /** ms, all calls */
+  latency: LatencySummary;
+  /** ms, calls with small bodies only (mix workload) */
+  smallLatency: LatencySummary;
+  /** ms, 400 KB calls only (mix workload) */
+  bigLatency?: LatencySummary;
+  /** Open loop: calls that could not be sent on time by this generator (should be ~0). */
+  lateSends?: number;
+}
+
+const METHOD = '/envoy.service.auth.v3.Authorization/Check';
+
+export function summarize(xs: Float64Array | number[]): LatencySummary {
+  const a = Float64Array.from(xs).sort();
+  const n = a.length;
+  const q = (p: number) => (n === 0 ? 0 : a[Math.min(n - 1, Math.floor(p * n))]);
+  let sum = 0;
+  for (const x of a) sum += x;
+  const r = (x: number) => Math.round(x * 1000) / 1000;
+  return { n, p50: r(q(0.5)), p99: r(q(0.99)), p999: r(q(0.999)), max: r(n ? a[n - 1] : 0), mean: r(n ? sum / n : 0) };
+}
+
+class Recorder {
+  all: number[] = [];
+  small: number[] = [];
+  big: number[] = [];
+  ok = 0;
+  denied = 0;
+  errors = 0;
+  firstError?: string;
+  record(ms: number, big: boolean, err: Error | null, code: number) {
+    this.all.push(ms);
+    (big ? this.big : this.small).push(ms);
+    if (err) {
+      this.errors++;
+      this.firstError ??= err.message;
+    } else if (code === 0) this.ok++;
+    else this.denied++;
+  }
+}
+
+async function main(): Promise<void> {
+  const spec = JSON.parse(process.argv[2]) as LoadSpec;
+  const pool: BuiltRequest[] = buildWorkload(spec.workload);
+  const client = new grpc.Client(`127.0.0.1:${spec.port}`, grpc.credentials.createInsecure(), {
+    'grpc.max_send_message_length': 64 * 1024 * 1024,
+    'grpc.max_receive_message_length': 64 * 1024 * 1024,
+  });
+  await new Promise<void>((res, rej) =>
+    client.waitForReady(Date.now() + 10_000, (e) => (e ? rej(e) : res())),
+  );
+  const ident = (b: Buffer) => b;
+  const deadlineMs = spec.deadlineMs ?? 10_000;
+  let next = 0;
+  const send = (cb: (err: Error | null, code: number, big: boolean) => void) => {
+    const req = pool[next];
+    next = (next + 1) % pool.length;
+    client.makeUnaryRequest<Buffer, Buffer>(
+      METHOD,
+      ident,
+      ident,
+      req.bytes,
+      { deadline: Date.now() + deadlineMs },
+      (err, res) => cb(err, err || !res ? -1 : responseCode(res), req.big),
+    );
+  };
+
+  let rec = new Recorder();
+  let measuring = false;
+  const t0 = performance.now();
+  const measureFrom = t0 + spec.warmupMs;
+  const end = measureFrom + spec.durationMs;
+  let lateSends = 0;
+
+  if (spec.mode === 'closed') {
+    const c = spec.concurrency ?? 64;
+    await new Promise<void>((resolve) => {
+      let live = c;
+      const loop = () => {
+        const now = performance.now();
+        if (now >= end) {
+          if (--live === 0) resolve();
+          return;
+        }
+        if (!measuring && now >= measureFrom) {
+          measuring = true;
+          rec = new Recorder();
+        }
+        const started = now;
+        const r = rec;
+        send((err, code, big) => {
+          r.record(performance.now() - started, big, err, code);
+          loop();
+        });
+      };
+      for (let i = 0; i < c; i++) loop();
+    });
+  } else {
+    const rate = spec.rate ?? 1000;
+    const interval = 1000 / rate;
+    let i = 0;
+    let inflight = 0;
+    await new Promise<void>((resolve) => {
+      const tick = () => {
+        const now = performance.now();
+        // Send every call whose scheduled time has come (a generator that woke late still charges
+        // the server from the scheduled time, as a real client population would).
+        while (t0 + i * interval <= now && t0 + i * interval < end) {
+          const scheduled = t0 + i * interval;
+          if (now - scheduled > 5) lateSends++;
+          i++;
+          const inWindow = scheduled >= measureFrom;
+          const r = rec;
+          if (inWindow && !measuring) {
+            measuring = true;
+            rec = new Recorder();
+            lateSends = 0;
+          }
+          const target = inWindow ? rec : r;
+          inflight++;
+          send((err, code, big) => {
+            target.record(performance.now() - scheduled, big, err, code);
+            if (--inflight === 0 && performance.now() >= end) resolve();
+          });
+        }
+        if (t0 + i * interval >= end) {
+          if (inflight === 0) resolve();
+          return;
+        }
+        setTimeout(tick, Math.max(0, Math.min(1, t0 + i * interval - performance.now())));
+      };
+      tick();
+    });
+  }
+  const seconds = spec.durationMs / 1000;
+  const out: LoadResult = {
+    spec,
+    seconds,
+    calls: rec.all.length,
+    perSecond: Math.round(rec.all.length / seconds),
+    ok: rec.ok,
+    denied: rec.denied,
+    errors: rec.errors,
+    firstError: rec.firstError,
+    latency: summarize(rec.all),
+    smallLatency: summarize(rec.small),
+    bigLatency: rec.big.length ? summarize(rec.big) : undefined,
+    lateSends: spec.mode === 'open' ? lateSends : undefined,
+  };
+  process.stdout.write(`${JSON.stringify(out)}\n`);
+  client.close();
+  process.exit(0);
+}
+
+if (process.argv[1]?.endsWith('loadgen.js')) void main();

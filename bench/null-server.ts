@@ -1,0 +1,34 @@
+/**
+ * The null ext_authz server: grpc-js, the same protos and server options as tollgate, answers every
+ * Check with OK at once. The floor for any Node.js ext_authz server; tollgate's numbers are reported
+ * as ratios to it. Also serves grpc.health.v1 and GET /readyz so it is started like tollgate.
+ *   TOLLGATE_GRPC_PORT, TOLLGATE_HTTP_PORT
+ */
+import { createServer } from 'node:http';
+import * as grpc from '@grpc/grpc-js';
+import { HealthService } from '../src/grpc/health.js';
+import { loadGrpcPackages } from '../src/grpc/protos.js';
+
+const pk = loadGrpcPackages();
+const server = new grpc.Server({
+  'grpc.max_receive_message_length': 8 * 1024 * 1024 + 1024 * 1024,
+  'grpc.max_send_message_length': 4 * 1024 * 1024,
+});
+const OK = { status: { code: 0 }, ok_response: {} };
+server.addService(pk.authorization, {
+  Check: (_call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => cb(null, OK),
+});
+const health = new HealthService();
+server.addService(pk.health, health.handlers());
+server.bindAsync(
+  `127.0.0.1:${process.env.TOLLGATE_GRPC_PORT ?? 9191}`,
+  grpc.ServerCredentials.createInsecure(),
+  (err) => {
+    if (err) throw err;
+    health.set('', 'SERVING');
+    createServer((req, res) => {
+      res.writeHead(req.url === '/readyz' ? 200 : 404).end();
+    }).listen(Number(process.env.TOLLGATE_HTTP_PORT ?? 8181), '127.0.0.1');
+  },
+);
+process.on('SIGTERM', () => process.exit(0));

@@ -1,0 +1,457 @@
+/**
+ * `npm run bench`: tollgate (in-memory store, and a real valkey-server it starts) against a null
+ * ext_authz server, in one run on this machine. Each server and the load generator are separate
+ * processes; CPU and RSS are read from /proc/<pid>. Prints a table with ratios to the null server
+ * and writes bench/results/latest.json (BENCH_OUT to write elsewhere too).
+ *
+ * Env: BENCH_DURATION_S (8) per measured run, BENCH_WARMUP_S (2), BENCH_CONCURRENCY (64),
+ *      BENCH_WORKLOADS (small,medium,mix,deny), BENCH_SOAK=1 (5-minute soak, BENCH_SOAK_S to change),
+ *      BENCH_SKIP_STORE=1 (no store-level run).
+ */
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { createServer } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { LoadResult, LoadSpec } from './loadgen.js';
+import type { StoreRow } from './store-bench.js';
+import type { WorkloadName } from './workloads.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url)); // dist/bench
+const ROOT = resolve(HERE, '..', '..');
+const CLK_TCK = 100;
+const env = process.env;
+const DURATION_MS = Number(env.BENCH_DURATION_S ?? 8) * 1000;
+const WARMUP_MS = Number(env.BENCH_WARMUP_S ?? 2) * 1000;
+const CONCURRENCY = Number(env.BENCH_CONCURRENCY ?? 64);
+const WORKLOADS = (env.BENCH_WORKLOADS ?? 'small,medium,mix,deny').split(',') as WorkloadName[];
+const CONFIG = join(ROOT, 'bench', 'configs', 'bench.yaml');
+
+type ServerName = 'null' | 'memory' | 'valkey';
+
+interface Server {
+  name: ServerName;
+  proc: ChildProcess;
+  grpcPort: number;
+  httpPort: number;
+  startupMs: number;
+  idleRssMb: number;
+}
+
+interface ProcUsage {
+  cpuPercent: number;
+  rssMaxMb: number;
+  rssEndMb: number;
+}
+
+interface RunRow {
+  workload: WorkloadName;
+  mode: 'closed' | 'open';
+  server: ServerName;
+  rate?: number;
+  result: LoadResult;
+  server_usage: ProcUsage;
+  valkey_usage?: ProcUsage;
+  loadgen_cpu_percent: number;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const a = s.address();
+      const p = typeof a === 'object' && a ? a.port : 0;
+      s.close(() => res(p));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function cpuTicks(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(f[11]) + Number(f[12]); // utime + stime (fields 14, 15)
+}
+
+function rssMb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Math.round(Number(m[1]) / 102.4) / 10 : 0;
+}
+
+/** Sample CPU and RSS of a process while `work` runs. */
+class Meter {
+  private ticks0: number;
+  private t0 = performance.now();
+  private max = 0;
+  private timer: NodeJS.Timeout;
+  constructor(private readonly pid: number) {
+    this.ticks0 = cpuTicks(pid);
+    this.max = rssMb(pid);
+    this.timer = setInterval(() => {
+      this.max = Math.max(this.max, rssMb(pid));
+    }, 250);
+  }
+  stop(): ProcUsage {
+    clearInterval(this.timer);
+    const secs = (performance.now() - this.t0) / 1000;
+    const end = rssMb(this.pid);
+    return {
+      cpuPercent: Math.round(((cpuTicks(this.pid) - this.ticks0) / CLK_TCK / secs) * 1000) / 10,
+      rssMaxMb: Math.max(this.max, end),
+      rssEndMb: end,
+    };
+  }
+}
+
+function httpStatus(port: number, path: string): Promise<number> {
+  return new Promise((res) => {
+    const req = request({ host: '127.0.0.1', port, path, timeout: 500 }, (r) => {
+      r.resume();
+      res(r.statusCode ?? 0);
+    });
+    req.on('error', () => res(0));
+    req.on('timeout', () => {
+      req.destroy();
+      res(0);
+    });
+    req.end();
+  });
+}
+
+async function startServer(name: ServerName, valkeyUrl?: string): Promise<Server> {
+  const grpcPort = await freePort();
+  const httpPort = await freePort();
+  const script = name === 'null' ? join(HERE, 'null-server.js') : join(ROOT, 'dist', 'src', 'cli.js');
+  const t0 = performance.now();
+  const proc = spawn(process.execPath, name === 'null' ? [script] : [script, 'serve'], {
+    cwd: ROOT,
+    env: {
+      ...env,
+      TOLLGATE_CONFIG: CONFIG,
+      TOLLGATE_GRPC_PORT: String(grpcPort),
+      TOLLGATE_HTTP_PORT: String(httpPort),
+      LOG_LEVEL: env.BENCH_LOG_LEVEL ?? 'warn',
+      ...(valkeyUrl ? { VALKEY_URL: valkeyUrl } : { VALKEY_URL: '' }),
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const deadline = t0 + 20_000;
+  while ((await httpStatus(httpPort, '/readyz')) !== 200) {
+    if (proc.exitCode !== null) throw new Error(`${name} server exited with ${proc.exitCode}`);
+    if (performance.now() > deadline) throw new Error(`${name} server not ready after 20 s`);
+    await sleep(5);
+  }
+  const startupMs = Math.round(performance.now() - t0);
+  await sleep(300);
+  return { name, proc, grpcPort, httpPort, startupMs, idleRssMb: rssMb(proc.pid!) };
+}
+
+async function startValkey(): Promise<{ proc: ChildProcess; port: number; dir: string }> {
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-bench-valkey-'));
+  const proc = spawn(
+    'valkey-server',
+    ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir],
+    { stdio: 'ignore' },
+  );
+  for (let i = 0; i < 400; i++) {
+    try {
+      execFileSync('valkey-cli', ['-p', String(port), 'ping'], { stdio: 'pipe' });
+      return { proc, port, dir };
+    } catch {
+      await sleep(25);
+    }
+  }
+  throw new Error('valkey-server did not start');
+}
+
+function runChild<T>(script: string, arg: unknown): Promise<{ out: T; cpuPercent: number }> {
+  return new Promise((res, rej) => {
+    const t0 = performance.now();
+    const p = spawn(process.execPath, [join(HERE, script), JSON.stringify(arg)], {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let buf = '';
+    let ticks = 0;
+    const timer = setInterval(() => {
+      try {
+        ticks = cpuTicks(p.pid!);
+      } catch {}
+    }, 200);
+    p.stdout!.on('data', (d) => {
+      buf += d;
+    });
+    p.on('exit', (code) => {
+      clearInterval(timer);
+      if (code !== 0) return rej(new Error(`${script} exited with ${code}`));
+      const secs = (performance.now() - t0) / 1000;
+      res({ out: JSON.parse(buf.trim().split('\n').pop()!), cpuPercent: Math.round((ticks / CLK_TCK / secs) * 1000) / 10 });
+    });
+  });
+}
+
+async function load(
+  s: Server,
+  workload: WorkloadName,
+  mode: 'closed' | 'open',
+  valkeyPid: number | undefined,
+  rate?: number,
+): Promise<RunRow> {
+  const spec: LoadSpec = {
+    port: s.grpcPort,
+    workload,
+    mode,
+    durationMs: DURATION_MS,
+    warmupMs: WARMUP_MS,
+    concurrency: CONCURRENCY,
+    rate,
+  };
+  const m = new Meter(s.proc.pid!);
+  const vm = valkeyPid && s.name === 'valkey' ? new Meter(valkeyPid) : undefined;
+  const { out, cpuPercent } = await runChild<LoadResult>('loadgen.js', spec);
+  const row: RunRow = {
+    workload,
+    mode,
+    server: s.name,
+    rate,
+    result: out,
+    server_usage: m.stop(),
+    valkey_usage: vm?.stop(),
+    loadgen_cpu_percent: cpuPercent,
+  };
+  const l = out.latency;
+  console.error(
+    `  ${workload.padEnd(6)} ${mode.padEnd(6)} ${s.name.padEnd(6)} ${String(out.perSecond).padStart(6)}/s` +
+      ` p50 ${l.p50} p99 ${l.p99} p999 ${l.p999} ms  ok ${out.ok} denied ${out.denied} err ${out.errors}` +
+      `  cpu ${row.server_usage.cpuPercent}% rss ${row.server_usage.rssMaxMb} MB${out.firstError ? `  (${out.firstError})` : ''}`,
+  );
+  return row;
+}
+
+const pct = (x: number) => `${Math.round(x * 100)}%`;
+const fx = (x: number) => `${(Math.round(x * 100) / 100).toFixed(2)}×`;
+
+async function main(): Promise<void> {
+  const started = performance.now();
+  const machine = {
+    nproc: cpus().length,
+    cpu_model: /model name\s*:\s*(.*)/.exec(readFileSync('/proc/cpuinfo', 'utf8'))?.[1] ?? 'unknown',
+    node: process.version,
+    valkey: execFileSync('valkey-server', ['--version'], { encoding: 'utf8' }).trim(),
+    date: new Date().toISOString(),
+  };
+  console.error(`machine: ${machine.nproc} cores, ${machine.cpu_model}, node ${machine.node}`);
+  const vk = await startValkey();
+  const servers: Server[] = [];
+  const cleanup = () => {
+    for (const s of servers) s.proc.kill('SIGKILL');
+    vk.proc.kill('SIGKILL');
+    rmSync(vk.dir, { recursive: true, force: true });
+  };
+  process.on('exit', cleanup);
+  try {
+    // Start-up is measured one server at a time on an idle machine.
+    for (const [name, url] of [
+      ['null', undefined],
+      ['memory', undefined],
+      ['valkey', `valkey://127.0.0.1:${vk.port}`],
+    ] as const) {
+      const s = await startServer(name, url);
+      servers.push(s);
+      console.error(`  started ${name}: ${s.startupMs} ms to ready, idle RSS ${s.idleRssMb} MB`);
+    }
+    const byName = (n: ServerName) => servers.find((s) => s.name === n)!;
+    const rows: RunRow[] = [];
+    const rates: Partial<Record<WorkloadName, number>> = {};
+    for (const w of WORKLOADS) {
+      for (const s of servers) rows.push(await load(s, w, 'closed', vk.proc.pid));
+      const nullMax = rows.find((r) => r.workload === w && r.mode === 'closed' && r.server === 'null')!;
+      // mix runs at the small workload's rate, so its small-call p99 compares with the all-small run.
+      const base = w === 'mix' && rates.small ? rates.small * 2 : nullMax.result.perSecond;
+      rates[w] = Math.max(1, Math.round(base / 2));
+      for (const s of servers) rows.push(await load(s, w, 'open', vk.proc.pid, rates[w]));
+    }
+
+    let soak: unknown;
+    if (env.BENCH_SOAK === '1') soak = await runSoak(byName('valkey'), rates.small ?? 1000);
+
+    let store: StoreRow[] | undefined;
+    if (env.BENCH_SKIP_STORE !== '1') {
+      console.error('  store-level run …');
+      store = (await runChild<StoreRow[]>('store-bench.js', { port: vk.port, durationMs: 5000, concurrency: 64 })).out;
+    }
+
+    const summary = summarize(rows, servers);
+    const report = {
+      machine,
+      settings: { duration_s: DURATION_MS / 1000, warmup_s: WARMUP_MS / 1000, concurrency: CONCURRENCY },
+      startup: Object.fromEntries(servers.map((s) => [s.name, { ms: s.startupMs, idle_rss_mb: s.idleRssMb }])),
+      rates,
+      summary,
+      runs: rows,
+      store,
+      soak,
+      bench_seconds: Math.round((performance.now() - started) / 1000),
+    };
+    printTable(report);
+    mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
+    const json = `${JSON.stringify(report, null, 2)}\n`;
+    writeFileSync(join(ROOT, 'bench', 'results', 'latest.json'), json);
+    if (env.BENCH_OUT) writeFileSync(resolve(env.BENCH_OUT), json);
+  } finally {
+    cleanup();
+    process.removeListener('exit', cleanup);
+  }
+}
+
+interface Check {
+  target: string;
+  value: string;
+  pass: boolean;
+}
+
+function summarize(rows: RunRow[], servers: Server[]) {
+  const get = (w: WorkloadName, mode: 'closed' | 'open', s: ServerName) =>
+    rows.find((r) => r.workload === w && r.mode === mode && r.server === s);
+  const checks: Check[] = [];
+  const ratios: Record<string, unknown> = {};
+  for (const w of WORKLOADS) {
+    const n = get(w, 'closed', 'null');
+    const no = get(w, 'open', 'null');
+    for (const s of ['memory', 'valkey'] as const) {
+      const c = get(w, 'closed', s);
+      const o = get(w, 'open', s);
+      if (!n || !c || !no || !o) continue;
+      ratios[`${w}/${s}`] = {
+        throughput_vs_null: Math.round((c.result.perSecond / n.result.perSecond) * 1000) / 1000,
+        open_p99_vs_null: Math.round((o.result.smallLatency.p99 / no.result.smallLatency.p99) * 100) / 100,
+      };
+    }
+  }
+  const sm = get('small', 'closed', 'null');
+  for (const [s, min] of [
+    ['valkey', 0.7],
+    ['memory', 0.8],
+  ] as const) {
+    const c = get('small', 'closed', s);
+    if (sm && c) {
+      const r = c.result.perSecond / sm.result.perSecond;
+      checks.push({ target: `small chat throughput, ${s} ≥ ${pct(min)} of null`, value: pct(r), pass: r >= min });
+    }
+  }
+  for (const s of ['memory', 'valkey'] as const) {
+    const o = get('small', 'open', s);
+    const no = get('small', 'open', 'null');
+    if (o && no) {
+      const r = o.result.latency.p99 / no.result.latency.p99;
+      checks.push({
+        target: `small chat open-loop p99 (${s}) ≤ 1.5× null's`,
+        value: `${fx(r)} (${o.result.latency.p99} vs ${no.result.latency.p99} ms)`,
+        pass: r <= 1.5,
+      });
+    }
+    const mx = get('mix', 'open', s);
+    if (o && mx) {
+      const r = mx.result.smallLatency.p99 / o.result.smallLatency.p99;
+      checks.push({
+        target: `1% 400 KB mix: small-call p99 (${s}) ≤ 2× all-small`,
+        value: `${fx(r)} (${mx.result.smallLatency.p99} vs ${o.result.smallLatency.p99} ms)`,
+        pass: r <= 2,
+      });
+    }
+  }
+  for (const s of ['memory', 'valkey'] as const) {
+    const max = Math.max(0, ...rows.filter((r) => r.server === s).map((r) => r.server_usage.rssMaxMb));
+    checks.push({ target: `RSS under load (${s}) ≤ 200 MB`, value: `${max} MB`, pass: max <= 200 });
+  }
+  for (const s of servers.filter((x) => x.name !== 'null'))
+    checks.push({
+      target: `start-up to SERVING (${s.name}) ≤ 1.5 s`,
+      value: `${s.startupMs} ms`,
+      pass: s.startupMs <= 1500,
+    });
+  return { ratios, checks };
+}
+
+function printTable(report: any): void {
+  const out: string[] = [];
+  out.push('');
+  out.push('| workload | mode | server | checks/s | p50 ms | p99 ms | p999 ms | server CPU | RSS max MB | vs null |');
+  out.push('|---|---|---|---:|---:|---:|---:|---:|---:|---:|');
+  for (const r of report.runs as RunRow[]) {
+    const n = (report.runs as RunRow[]).find(
+      (x) => x.workload === r.workload && x.mode === r.mode && x.server === 'null',
+    )!;
+    const l = r.workload === 'mix' ? r.result.smallLatency : r.result.latency;
+    const nl = r.workload === 'mix' ? n.result.smallLatency : n.result.latency;
+    const vs =
+      r.server === 'null'
+        ? '—'
+        : r.mode === 'closed'
+          ? pct(r.result.perSecond / n.result.perSecond)
+          : `p99 ${fx(l.p99 / nl.p99)}`;
+    out.push(
+      `| ${r.workload}${r.workload === 'mix' ? ' (small calls)' : ''} | ${r.mode}${r.rate ? ` @${r.rate}/s` : ` c=${CONCURRENCY}`} | ${r.server} | ${r.result.perSecond} | ${l.p50} | ${l.p99} | ${l.p999} | ${r.server_usage.cpuPercent}%${r.valkey_usage ? ` (+valkey ${r.valkey_usage.cpuPercent}%)` : ''} | ${r.server_usage.rssMaxMb} | ${vs} |`,
+    );
+  }
+  out.push('');
+  out.push('| target | measured | |');
+  out.push('|---|---|---|');
+  for (const c of report.summary.checks as Check[]) out.push(`| ${c.target} | ${c.value} | ${c.pass ? 'PASS' : 'FAIL'} |`);
+  if (report.store) {
+    out.push('');
+    out.push('| store-level (same valkey-server) | ops/s | p50 ms | p99 ms |');
+    out.push('|---|---:|---:|---:|');
+    for (const s of report.store as StoreRow[])
+      out.push(`| ${s.name} | ${s.opsPerSecond} | ${s.latency?.p50 ?? ''} | ${s.latency?.p99 ?? ''} |`);
+  }
+  if (report.soak) out.push('', `soak: ${JSON.stringify(report.soak)}`);
+  out.push(
+    '',
+    `machine: ${report.machine.nproc} cores, ${report.machine.cpu_model}, node ${report.machine.node}, ${report.machine.valkey}; bench took ${report.bench_seconds} s`,
+  );
+  process.stdout.write(`${out.join('\n')}\n`);
+}
+
+/** Open loop at `rate` for BENCH_SOAK_S (300) seconds against one server; RSS sampled every 5 s. */
+async function runSoak(s: Server, rate: number) {
+  const secs = Number(env.BENCH_SOAK_S ?? 300);
+  console.error(`  soak: ${s.name} @${rate}/s for ${secs} s …`);
+  const samples: number[] = [];
+  const timer = setInterval(() => samples.push(rssMb(s.proc.pid!)), 5000);
+  const spec: LoadSpec = {
+    port: s.grpcPort,
+    workload: 'mix',
+    mode: 'open',
+    durationMs: secs * 1000,
+    warmupMs: 0,
+    rate,
+  };
+  const { out } = await runChild<LoadResult>('loadgen.js', spec);
+  clearInterval(timer);
+  const firstMinute = samples.slice(0, 12);
+  const lastMinute = samples.slice(-12);
+  const avg = (xs: number[]) => Math.round((xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length)) * 10) / 10;
+  return {
+    server: s.name,
+    workload: 'mix',
+    seconds: secs,
+    rate,
+    calls: out.calls,
+    errors: out.errors,
+    p99_ms: out.latency.p99,
+    rss_first_minute_avg_mb: avg(firstMinute),
+    rss_last_minute_avg_mb: avg(lastMinute),
+    rss_max_mb: Math.max(...samples),
+    rss_samples_mb: samples,
+  };
+}
+
+main().catch((e) => {
+  console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,168 @@
+/**
+ * Keep serving when Valkey fails: the breaker (closed → open → half-open probe → closed/open), every
+ * check answered within the decision deadline when Valkey is stopped or paused, recovery, and the
+ * allow / deny / local failure policies. A real valkey-server the test stops, pauses and restarts.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { Breaker, type BreakerState } from '../src/resilience/breaker.js';
+import { startTestApp, type TestApp } from './helpers/app.js';
+import { chat, EnvoyClient } from './helpers/envoy.js';
+import { startValkey, type TestValkey } from './helpers/valkey.js';
+
+describe('breaker', () => {
+  it('opens after N consecutive failures, lets one probe through when half-open, closes on success', async () => {
+    let now = 0;
+    const changes: string[] = [];
+    const b = new Breaker({ failures: 3, openMs: 1000 }, (to: BreakerState, from: BreakerState) => changes.push(`${from}→${to}`), () => now);
+    const fail = () => b.run(async () => Promise.reject(new Error('down')));
+    const ok = () => b.run(async () => 'ok');
+    await expect(fail()).rejects.toThrow('down');
+    await expect(fail()).rejects.toThrow('down');
+    expect(b.current).toBe('closed');
+    await expect(ok()).resolves.toBe('ok'); // success resets the count
+    for (let i = 0; i < 3; i++) await expect(fail()).rejects.toThrow('down');
+    expect(b.current).toBe('open');
+    await expect(ok()).rejects.toThrow(/circuit breaker open/);
+    now = 1000;
+    expect(b.current).toBe('half-open');
+    // one probe only: a second call while the probe is in flight is refused
+    let release!: () => void;
+    const probe = b.run(() => new Promise<string>((r) => (release = () => r('probe'))));
+    await expect(ok()).rejects.toThrow(/circuit breaker open/);
+    release();
+    await expect(probe).resolves.toBe('probe');
+    expect(b.current).toBe('closed');
+    // a failed probe re-opens
+    for (let i = 0; i < 3; i++) await expect(fail()).rejects.toThrow();
+    now = 2500;
+    await expect(fail()).rejects.toThrow('down');
+    expect(b.current).toBe('open');
+    now = 3000;
+    expect(b.current).toBe('open');
+    now = 3500;
+    expect(b.current).toBe('half-open');
+    expect(changes).toEqual(['closed→open', 'open→half-open', 'half-open→closed', 'closed→open', 'open→half-open', 'half-open→open']);
+  });
+});
+
+const CONFIG = (policy: string, extra = '') => `
+server:
+  decision_deadline: 60ms
+store:
+  timeout: 25ms
+  breaker: { failures: 3, open_for: 1s }
+  on_store_failure: ${policy}
+  ${extra}
+limits:
+  - { name: per-tenant, per: tenant, requests: 10, every: 1h }
+`;
+
+describe('Valkey failures', () => {
+  let vk: TestValkey;
+  beforeAll(async () => {
+    vk = await startValkey();
+  });
+  afterAll(async () => {
+    await vk?.close();
+  });
+
+  async function withApp<T>(yaml: string, fn: (app: TestApp, c: EnvoyClient) => Promise<T>): Promise<T> {
+    const app = await startTestApp(yaml, { valkeyUrl: vk.url });
+    const c = new EnvoyClient(app.grpcPort);
+    try {
+      return await fn(app, c);
+    } finally {
+      c.close();
+      await app.close(500);
+    }
+  }
+
+  const timed = async (c: EnvoyClient, t: string) => {
+    const t0 = performance.now();
+    const r = await c.check({ headers: { 'x-tenant-id': t }, body: chat('m', 'hi', { max_tokens: 1 }) });
+    return { r, ms: performance.now() - t0 };
+  };
+
+  it('fail open: stopped Valkey → every check allowed within the deadline, breaker opens, recovery after restart', async () => {
+    await withApp(CONFIG('allow'), async (app, c) => {
+      const t = `fo-${Date.now()}`;
+      for (let i = 0; i < 10; i++) expect((await timed(c, t)).r.allowed).toBe(true);
+      expect((await timed(c, t)).r.allowed).toBe(false); // enforced while Valkey is up
+
+      await vk.stop(true);
+      const during = [];
+      for (let i = 0; i < 20; i++) during.push(await timed(c, t));
+      expect(during.every((x) => x.r.allowed)).toBe(true);
+      expect(during.every((x) => x.r.upstream['x-tollgate-degraded'] === 'store-unavailable')).toBe(true);
+      expect(during.every((x) => x.r.headers['x-tollgate-degraded'] === 'store-unavailable')).toBe(true);
+      const worst = Math.max(...during.map((x) => x.ms));
+      // bounded by the 60 ms deadline, not by Valkey: generous slack for a loaded CI machine
+      expect(worst).toBeLessThan(60 + 300);
+      expect(app.decider.breaker.current).toBe('open');
+      const transitions = app.logs.filter((l) => l.includes('store circuit breaker'));
+      expect(transitions.length).toBe(1); // logged once per transition, not per call
+      const metrics = await app.metrics.registry.getSingleMetricAsString('tollgate_breaker_state');
+      expect(metrics).toMatch(/tollgate_breaker_state 2/);
+
+      await vk.restart(); // comes back empty
+      await new Promise((r) => setTimeout(r, 1200)); // past open_for: next call is the half-open probe
+      let recovered = false;
+      for (let i = 0; i < 20 && !recovered; i++) {
+        const x = await timed(c, t);
+        recovered = x.r.allowed && !x.r.upstream['x-tollgate-degraded'];
+        if (!recovered) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(recovered).toBe(true);
+      expect(app.decider.breaker.current).toBe('closed');
+      // enforcement resumed on the (empty) server: 10 more, then deny
+      let allowed = 1;
+      while ((await timed(c, t)).r.allowed) allowed++;
+      expect(allowed).toBe(10);
+    });
+  });
+
+  it('CLIENT PAUSE longer than the timeout: answered within the deadline, failing open', async () => {
+    await withApp(CONFIG('allow'), async (_app, c) => {
+      const t = `pause-${Date.now()}`;
+      expect((await timed(c, t)).r.upstream['x-tollgate-degraded']).toBeUndefined();
+      await vk.client.call('CLIENT', 'PAUSE', '1500', 'ALL');
+      const during = await Promise.all(Array.from({ length: 10 }, () => timed(c, t)));
+      expect(during.every((x) => x.r.allowed && x.r.upstream['x-tollgate-degraded'] === 'store-unavailable')).toBe(true);
+      // bounded by the deadline (60 ms), nowhere near the 1.5 s pause; slack for a loaded machine
+      expect(Math.max(...during.map((x) => x.ms))).toBeLessThan(60 + 300);
+      await new Promise((r) => setTimeout(r, 1600));
+    });
+  });
+
+  it('on_store_failure: deny answers 503 with a JSON error', async () => {
+    await withApp(CONFIG('deny'), async (_app, c) => {
+      await vk.stop(true);
+      try {
+        const { r, ms } = await timed(c, 'deny-policy');
+        expect(r.allowed).toBe(false);
+        expect(r.httpStatus).toBe(503);
+        expect(r.code).toBe(14);
+        expect(r.json.error.code).toBe('rate_limiter_unavailable');
+        expect(ms).toBeLessThan(60 + 300);
+      } finally {
+        await vk.restart();
+      }
+    });
+  });
+
+  it('on_store_failure: local enforces each limit divided by the replica count', async () => {
+    await withApp(CONFIG('local', 'replicas: 2'), async (_app, c) => {
+      await vk.stop(true);
+      try {
+        const t = `local-${Date.now()}`;
+        const rs = [];
+        for (let i = 0; i < 8; i++) rs.push((await timed(c, t)).r);
+        expect(rs.filter((r) => r.allowed).length).toBe(5); // 10 / 2 replicas
+        expect(rs[0].upstream['x-tollgate-degraded']).toBe('store-unavailable;local');
+        expect(rs[7].httpStatus).toBe(429);
+      } finally {
+        await vk.restart();
+      }
+    });
+  });
+});
