@@ -12,7 +12,7 @@ import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { request } from 'node:http';
 import { createServer } from 'node:net';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LoadResult, LoadSpec } from './loadgen.js';
@@ -227,7 +227,7 @@ async function load(
   console.error(
     `  ${workload.padEnd(6)} ${mode.padEnd(6)} ${s.name.padEnd(6)} ${String(out.perSecond).padStart(6)}/s` +
       ` p50 ${l.p50} p99 ${l.p99} p999 ${l.p999} ms  ok ${out.ok} denied ${out.denied} err ${out.errors}` +
-      `  cpu ${row.server_usage.cpuPercent}% rss ${row.server_usage.rssMaxMb} MB${out.firstError ? `  (${out.firstError})` : ''}`,
+      `  cpu ${row.server_usage.cpuPercent}% (loadgen ${cpuPercent}%) rss ${row.server_usage.rssMaxMb} MB${out.firstError ? `  (${out.firstError})` : ''}`,
   );
   return row;
 }
@@ -243,6 +243,7 @@ async function main(): Promise<void> {
     node: process.version,
     valkey: execFileSync('valkey-server', ['--version'], { encoding: 'utf8' }).trim(),
     date: new Date().toISOString(),
+    loadavg_at_start: loadavg().map((x) => Math.round(x * 100) / 100),
   };
   console.error(`machine: ${machine.nproc} cores, ${machine.cpu_model}, node ${machine.node}`);
   const vk = await startValkey();
@@ -296,6 +297,7 @@ async function main(): Promise<void> {
       store,
       soak,
       bench_seconds: Math.round((performance.now() - started) / 1000),
+      loadavg_at_end: loadavg().map((x) => Math.round(x * 100) / 100),
     };
     printTable(report);
     mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });

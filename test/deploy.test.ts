@@ -425,13 +425,19 @@ describe('valkey.conf ACL against a real valkey-server', () => {
             return "redis.call('HSET', KEYS[1], 'v', 1)";
           case 'pexpire':
             return "redis.call('PEXPIRE', KEYS[1], 60000)";
+          // the queue tier appends to a stream (KEYS[2] here)
+          case 'xlen':
+            return "redis.call('XLEN', KEYS[2])";
+          case 'xadd':
+            return "redis.call('XADD', KEYS[2], '*', 'id', 'x')";
           default:
             throw new Error(`test: add a probe for ${cmd} (new command in lua/)`);
         }
       })
       .join('\n')}\nreturn 1`;
-    expect(await c.eval(probe, 1, 'tollgate:acl-test:k')).toBe(1);
-    expect(await c.evalsha((await c.script('LOAD', probe)) as string, 1, 'tollgate:acl-test:k')).toBe(1);
+    const probeKeys = ['tollgate:acl-test:k', 'tollgate:acl-test:q'];
+    expect(await c.eval(probe, 2, ...probeKeys)).toBe(1);
+    expect(await c.evalsha((await c.script('LOAD', probe)) as string, 2, ...probeKeys)).toBe(1);
     // Streams.
     const id = await c.xadd('tollgate:acl-test:s', '*', 'f', 'v');
     expect(id).toBeTruthy();

@@ -23,7 +23,10 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadAll as loadAllYaml, load as loadYaml } from 'js-yaml';
 import protobuf from 'protobufjs';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestApp, type TestApp } from './helpers/app.js';
+import { chat, EnvoyClient } from './helpers/envoy.js';
+import { startValkey, type TestValkey } from './helpers/valkey.js';
 
 const require = createRequire(import.meta.url);
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -664,5 +667,228 @@ describe('envoy.yaml semantics tollgate relies on', () => {
       expect(c.transport_socket.typed_config.sni).toBe(host);
       expect(c.transport_socket.typed_config.common_tls_context.validation_context.trusted_ca).toBeDefined();
     }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// The Lua filter that rewrites the body's "model" after a reroute
+// ---------------------------------------------------------------------------------------------
+
+function luaFilter(config: any): any {
+  return listenerHttpFilters(config).find((f) => f.name === 'envoy.filters.http.lua');
+}
+
+/** rewrite_model (and its helper) cut out of envoy.yaml's inline Lua: plain Lua 5.1. */
+function rewriteModelSource(): string {
+  const code: string = luaFilter(loadEnvoyYaml(ENVOY_FILES.top)).typed_config.default_source_code
+    .inline_string;
+  const start = code.indexOf('local function string_end');
+  const end = code.indexOf('function envoy_on_request');
+  expect(start).toBeGreaterThanOrEqual(0);
+  expect(end).toBeGreaterThan(start);
+  return code.slice(start, end);
+}
+
+describe('envoy.yaml: Lua filter rewrites the body model on a reroute', () => {
+  it('sits after ext_authz and before the router, identically in the Kubernetes copy', () => {
+    for (const file of Object.values(ENVOY_FILES)) {
+      const names = listenerHttpFilters(loadEnvoyYaml(file)).map((f) => f.name);
+      expect(names.indexOf('envoy.filters.http.lua')).toBe(names.indexOf('envoy.filters.http.ext_authz') + 1);
+      expect(names.at(-1)).toBe('envoy.filters.http.router');
+    }
+    expect(luaFilter(loadEnvoyYaml(ENVOY_FILES.kubernetes))).toEqual(
+      luaFilter(loadEnvoyYaml(ENVOY_FILES.top)),
+    );
+    const code: string = luaFilter(loadEnvoyYaml(ENVOY_FILES.top)).typed_config.default_source_code
+      .inline_string;
+    expect(code).toMatch(/function envoy_on_request\(request_handle\)/);
+    expect(code).toContain('headers:get("x-tollgate-model")');
+    expect(code).toContain('request_handle:body()');
+    expect(code).toContain('body:setBytes(out)');
+    expect(code).toContain('headers:replace("content-length", tostring(#out))');
+  });
+
+  it('its config is a valid envoy.extensions.filters.http.lua.v3.Lua; a typo is caught', () => {
+    const f = luaFilter(loadEnvoyYaml(ENVOY_FILES.top));
+    expect(f.typed_config['@type']).toBe('type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua');
+    expect(
+      EnvoyConfigValidator.validate(
+        registry,
+        'envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter',
+        f,
+      ),
+    ).toEqual([]);
+    const bad = JSON.parse(JSON.stringify(f));
+    bad.typed_config.default_source_code.inline_strin = 'x';
+    expect(
+      EnvoyConfigValidator.validate(
+        registry,
+        'envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter',
+        bad,
+      ).join('\n'),
+    ).toMatch(/unknown field "inline_strin"/);
+  });
+
+  // Lua is not installed here, but valkey-server embeds a Lua 5.1 interpreter (LuaJIT in Envoy is
+  // 5.1-compatible): run the very code from envoy.yaml there.
+  describe('rewrite_model, executed by a real Lua 5.1 (valkey-server EVAL)', () => {
+    let vk: TestValkey;
+    beforeAll(async () => {
+      vk = await startValkey(['--enable-debug-command', 'no']);
+    });
+    afterAll(async () => {
+      await vk?.close();
+    });
+    const run = async (body: string, model: string): Promise<string | null> =>
+      (await vk.client.eval(
+        `${rewriteModelSource()}\nreturn rewrite_model(ARGV[1], ARGV[2]) or false`,
+        0,
+        body,
+        model,
+      )) as string | null;
+
+    it('replaces the top-level model, keeping everything else byte for byte', async () => {
+      const body = JSON.stringify(chat('gpt-4o', 'Say "model": "x" please', { max_tokens: 5 }));
+      const out = await run(body, 'gpt-4o-mini');
+      expect(out).toBe(body.replace('"model":"gpt-4o"', '"model":"gpt-4o-mini"'));
+      expect(JSON.parse(out!).messages[0].content).toBe('Say "model": "x" please');
+    });
+
+    it('finds the top-level key after nested ones and in pretty-printed JSON', async () => {
+      const body = JSON.stringify(
+        { metadata: { model: 'nested' }, tools: [{ model: 'in-array' }], model: 'gpt-4o', stream: true },
+        null,
+        2,
+      );
+      const out = JSON.parse((await run(body, 'gpt-4o-mini'))!);
+      expect(out.model).toBe('gpt-4o-mini');
+      expect(out.metadata.model).toBe('nested');
+      expect(out.tools[0].model).toBe('in-array');
+    });
+
+    it('handles escaped quotes and backslashes inside strings before the key', async () => {
+      const body = JSON.stringify({
+        messages: [{ role: 'user', content: 'a \\"} { "model": "no" \\' }],
+        model: 'm1',
+      });
+      const out = JSON.parse((await run(body, 'm2'))!);
+      expect(out.model).toBe('m2');
+      expect(out.messages[0].content).toBe('a \\"} { "model": "no" \\');
+    });
+
+    it('leaves the body alone when there is no top-level model or it is not a string', async () => {
+      expect(await run(JSON.stringify({ messages: [], meta: { model: 'x' } }), 'm')).toBeNull();
+      expect(await run('{"model": 5}', 'm')).toBeNull();
+      expect(await run('{"model": "unterminated', 'm')).toBeNull();
+      expect(await run('not json', 'm')).toBeNull();
+      expect(await run('{"model":"a"}', 'evil"name')).toBeNull();
+    });
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Our server driven exactly as envoy.yaml's with_request_body makes Envoy drive it
+// ---------------------------------------------------------------------------------------------
+
+describe("tollgate under envoy.yaml's with_request_body settings", () => {
+  const settings = extractWithRequestBody();
+  let app: TestApp;
+  let envoy: EnvoyClient;
+  let n = 0;
+
+  beforeAll(async () => {
+    app = await startTestApp(`
+models:
+  gpt-4o: { encoding: o200k_base, default_max_output_tokens: 100 }
+limits:
+  - name: tokens
+    per: tenant
+    tokens: 2000000
+    reset: daily
+`);
+    envoy = new EnvoyClient(app.grpcPort);
+  });
+  afterAll(async () => {
+    envoy?.close();
+    await app?.close(500);
+  });
+
+  /** What Envoy's ext_authz sends for a request body (ext_authz.cc + check_request_utils.cc). */
+  async function asEnvoy(body: Buffer, tenant: string) {
+    const partial = settings.allowPartialMessage && body.length > settings.maxRequestBytes;
+    const sent = partial ? body.subarray(0, settings.maxRequestBytes) : body;
+    const http: any = {
+      method: 'POST',
+      path: '/v1/chat/completions',
+      protocol: 'HTTP/1.1',
+      size: body.length,
+      headers: {
+        ':method': 'POST',
+        ':path': '/v1/chat/completions',
+        'content-type': 'application/json',
+        'content-length': String(body.length),
+        'x-tenant-id': tenant,
+        'x-envoy-auth-partial-body': partial ? 'true' : 'false',
+      },
+    };
+    if (settings.packAsBytes) http.raw_body = sent;
+    else http.body = sent.toString('utf8');
+    const res = await envoy.checkRaw({ attributes: { request: { http } } });
+    const map = (list: any[] | undefined) =>
+      Object.fromEntries((list ?? []).map((h: any) => [h.header.key, h.header.value])) as Record<
+        string,
+        string
+      >;
+    return {
+      allowed: (res.status?.code ?? 0) === 0,
+      code: res.status?.code ?? 0,
+      headers: map(res.ok_response?.response_headers_to_add ?? res.denied_response?.headers),
+      upstream: map(res.ok_response?.headers),
+      json: res.denied_response?.body ? JSON.parse(res.denied_response.body) : undefined,
+    };
+  }
+
+  it('a body up to max_request_bytes arrives whole (raw_body) and is counted exactly', async () => {
+    const t = `whole-${++n}`;
+    const small = Buffer.from(JSON.stringify(chat('gpt-4o', 'hello there', { max_tokens: 10 })));
+    const a = await envoy.check({ headers: { 'x-tenant-id': t }, body: small });
+    expect(a.allowed).toBe(true);
+    expect(a.headers['x-tollgate-estimated']).toBeUndefined();
+    // exactly max_request_bytes: still whole, still parsed (not estimated)
+    const filler = 'x'.repeat(settings.maxRequestBytes);
+    let exact = Buffer.from(JSON.stringify(chat('gpt-4o', filler, { max_tokens: 10 })));
+    exact = Buffer.from(
+      JSON.stringify(
+        chat('gpt-4o', filler.slice(0, filler.length - (exact.length - settings.maxRequestBytes)), {
+          max_tokens: 10,
+        }),
+      ),
+    );
+    expect(exact.length).toBe(settings.maxRequestBytes);
+    const b = await asEnvoy(exact, `exact-${++n}`);
+    expect(b.allowed).toBe(true);
+    expect(b.headers['x-tollgate-estimated']).toBeUndefined();
+  });
+
+  it('a larger body arrives truncated to max_request_bytes, flagged partial: cost estimated from content-length', async () => {
+    expect(settings).toEqual({ maxRequestBytes: 1048576, allowPartialMessage: true, packAsBytes: true });
+    const body = Buffer.from(JSON.stringify(chat('gpt-4o', 'y'.repeat(3 * settings.maxRequestBytes))));
+    const t = `partial-${++n}`;
+    const a = await asEnvoy(body, t);
+    expect(a.allowed).toBe(true);
+    expect(a.headers['x-tollgate-estimated']).toBe('true');
+    expect(a.upstream['x-tollgate-estimated']).toBe('true');
+    // ceil(content-length / bytes_per_token 4) + the model's 100 output tokens (a daily quota: no refill)
+    const cost = Math.ceil(body.length / 4) + 100;
+    expect(Number(a.headers['x-ratelimit-remaining-tokens'])).toBe(2000000 - cost);
+  });
+
+  it('partial bodies whose estimate exceeds the limit are denied with 429, not let through', async () => {
+    const body = Buffer.from(JSON.stringify(chat('gpt-4o', 'z'.repeat(9 * settings.maxRequestBytes))));
+    const a = await asEnvoy(body, `big-${++n}`);
+    expect(a.allowed).toBe(false);
+    expect(a.code).toBe(8); // RESOURCE_EXHAUSTED
+    expect(a.json.limit).toBe('tokens');
+    expect(a.headers['x-tollgate-estimated']).toBe('true');
   });
 });

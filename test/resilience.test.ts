@@ -13,7 +13,11 @@ describe('breaker', () => {
   it('opens after N consecutive failures, lets one probe through when half-open, closes on success', async () => {
     let now = 0;
     const changes: string[] = [];
-    const b = new Breaker({ failures: 3, openMs: 1000 }, (to: BreakerState, from: BreakerState) => changes.push(`${from}→${to}`), () => now);
+    const b = new Breaker(
+      { failures: 3, openMs: 1000 },
+      (to: BreakerState, from: BreakerState) => changes.push(`${from}→${to}`),
+      () => now,
+    );
     const fail = () => b.run(async () => Promise.reject(new Error('down')));
     const ok = () => b.run(async () => 'ok');
     await expect(fail()).rejects.toThrow('down');
@@ -41,7 +45,14 @@ describe('breaker', () => {
     expect(b.current).toBe('open');
     now = 3500;
     expect(b.current).toBe('half-open');
-    expect(changes).toEqual(['closed→open', 'open→half-open', 'half-open→closed', 'closed→open', 'open→half-open', 'half-open→open']);
+    expect(changes).toEqual([
+      'closed→open',
+      'open→half-open',
+      'half-open→closed',
+      'closed→open',
+      'open→half-open',
+      'half-open→open',
+    ]);
   });
 });
 
@@ -127,7 +138,9 @@ describe('Valkey failures', () => {
       expect((await timed(c, t)).r.upstream['x-tollgate-degraded']).toBeUndefined();
       await vk.client.call('CLIENT', 'PAUSE', '1500', 'ALL');
       const during = await Promise.all(Array.from({ length: 10 }, () => timed(c, t)));
-      expect(during.every((x) => x.r.allowed && x.r.upstream['x-tollgate-degraded'] === 'store-unavailable')).toBe(true);
+      expect(
+        during.every((x) => x.r.allowed && x.r.upstream['x-tollgate-degraded'] === 'store-unavailable'),
+      ).toBe(true);
       // bounded by the deadline (60 ms), nowhere near the 1.5 s pause; slack for a loaded machine
       expect(Math.max(...during.map((x) => x.ms))).toBeLessThan(60 + 300);
       await new Promise((r) => setTimeout(r, 1600));

@@ -4,7 +4,7 @@
  * equal what the admitted calls cost.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { MemoryStore } from '../src/store/memory.js';
+import type { MemoryStore } from '../src/store/memory.js';
 import { EntryKind } from '../src/store/types.js';
 import { startTestApp } from './helpers/app.js';
 import { type CheckAnswer, chat, EnvoyClient } from './helpers/envoy.js';
@@ -161,8 +161,26 @@ describe('in-memory store, one process, 2,000 concurrent checks for one tenant',
       keys: [`tollgate:r:req:${tenant}`, `tollgate:c:tok:${tenant}`],
       candidates: [
         [
-          { key: 0, kind: EntryKind.Rolling, capacity: REQUESTS, period: 86_400_000, tzOffsetMin: 0, cost: 0, shadow: false, downgradeAt: 0 },
-          { key: 1, kind: EntryKind.Calendar, capacity: TOKENS, period: 2, tzOffsetMin: 0, cost: 0, shadow: false, downgradeAt: 0 },
+          {
+            key: 0,
+            kind: EntryKind.Rolling,
+            capacity: REQUESTS,
+            period: 86_400_000,
+            tzOffsetMin: 0,
+            cost: 0,
+            shadow: false,
+            downgradeAt: 0,
+          },
+          {
+            key: 1,
+            kind: EntryKind.Calendar,
+            capacity: TOKENS,
+            period: 2,
+            tzOffsetMin: 0,
+            cost: 0,
+            shadow: false,
+            downgradeAt: 0,
+          },
         ],
       ],
       dryRun: true,

@@ -60,16 +60,22 @@ export function loadKeyMap(file: string): Map<string, Record<string, string>> {
   try {
     raw = yamlLoad(readFileSync(file, 'utf8'), { filename: file });
   } catch (err) {
-    throw new ConfigError([`identity.key_map: cannot read or parse: ${(err as Error).message.split('\n')[0]}`], file);
+    throw new ConfigError(
+      [`identity.key_map: cannot read or parse: ${(err as Error).message.split('\n')[0]}`],
+      file,
+    );
   }
   const problems: string[] = [];
   const entries = new Map<string, Record<string, string>>();
   const keys = (raw as { keys?: unknown } | null)?.keys;
-  if (!keys || typeof keys !== 'object' || Array.isArray(keys)) problems.push('keys: expected a mapping of key digests to dimension values');
+  if (!keys || typeof keys !== 'object' || Array.isArray(keys))
+    problems.push('keys: expected a mapping of key digests to dimension values');
   else
     for (const [digest, dims] of Object.entries(keys as Record<string, unknown>)) {
       if (!/^([0-9a-f]{64}|key_[0-9a-f]{32})$/.test(digest)) {
-        problems.push(`keys.${digest.slice(0, 16)}…: expected a 64-hex-digit SHA-256 digest or a key_<32 hex> id`);
+        problems.push(
+          `keys.${digest.slice(0, 16)}…: expected a 64-hex-digit SHA-256 digest or a key_<32 hex> id`,
+        );
         continue;
       }
       if (!dims || typeof dims !== 'object' || Array.isArray(dims)) {
@@ -78,7 +84,8 @@ export function loadKeyMap(file: string): Map<string, Record<string, string>> {
       }
       const rec: Record<string, string> = {};
       for (const [k, v] of Object.entries(dims as Record<string, unknown>)) {
-        if (typeof v !== 'string' && typeof v !== 'number') problems.push(`keys.${digest}.${k}: expected a string`);
+        if (typeof v !== 'string' && typeof v !== 'number')
+          problems.push(`keys.${digest}.${k}: expected a string`);
         else rec[k] = String(v);
       }
       entries.set(digest, rec);

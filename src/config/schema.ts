@@ -138,6 +138,7 @@ function model(
     'price_usd_per_1m',
     'fallback',
     'default_max_output_tokens',
+    'token_weight',
     'when_exhausted',
     'queue',
   ]);
@@ -293,10 +294,23 @@ function limit(
   if (o.count !== undefined) {
     const cnt = c.oneOf(join(path, 'count'), o.count, ['each', 'weighted'] as const);
     weighted = cnt === 'weighted';
-    if (weighted && kind !== 'requests') c.problems.push(`${join(path, 'count')}: weighted counting applies to requests limits only`);
+    if (weighted && kind !== 'requests')
+      c.problems.push(`${join(path, 'count')}: weighted counting applies to requests limits only`);
   }
   if (!name || !kind || amount === undefined || !window || !mode) return undefined;
-  return { name, per, models, kind, amount, window, shadow: mode === 'shadow', downgradeBelow, when, queue, weighted };
+  return {
+    name,
+    per,
+    models,
+    kind,
+    amount,
+    window,
+    shadow: mode === 'shadow',
+    downgradeBelow,
+    when,
+    queue,
+    weighted,
+  };
 }
 
 function validTimezone(tz: string): boolean {
@@ -389,28 +403,41 @@ export function validateConfig(raw: unknown, file?: string): Config {
           c.keys(p, o, ['sources', 'values', 'default']);
           list = o.sources;
           if (o.values !== undefined) {
-            if (!Array.isArray(o.values) || o.values.length === 0 || o.values.some((x) => typeof x !== 'string'))
+            if (
+              !Array.isArray(o.values) ||
+              o.values.length === 0 ||
+              o.values.some((x) => typeof x !== 'string')
+            )
               c.fail(join(p, 'values'), 'a non-empty list of strings', o.values);
             else values = new Set(o.values as string[]);
           }
           if (o.default !== undefined) {
             fallback = c.str(join(p, 'default'), o.default, /^.{1,256}$/s, 'a non-empty string');
             if (fallback && values && !values.has(fallback))
-              c.problems.push(`${join(p, 'default')}: expected one of values (${[...values].join(', ')}), got "${fallback}"`);
+              c.problems.push(
+                `${join(p, 'default')}: expected one of values (${[...values].join(', ')}), got "${fallback}"`,
+              );
           }
         }
         if (!Array.isArray(list) || list.length === 0) {
-          c.fail(join(p, list === v ? '' : 'sources').replace(/\.$/, ''), 'a non-empty list of sources', list);
+          c.fail(
+            join(p, list === v ? '' : 'sources').replace(/\.$/, ''),
+            'a non-empty list of sources',
+            list,
+          );
           continue;
         }
-        const sources = list.map((s, i) => identitySource(c, join(list === v ? p : join(p, 'sources'), i), s)).filter(Boolean) as IdentitySource[];
+        const sources = list
+          .map((s, i) => identitySource(c, join(list === v ? p : join(p, 'sources'), i), s))
+          .filter(Boolean) as IdentitySource[];
         identity[dim] = { sources, values, fallback };
       }
     }
   }
   if (Object.keys(identity).length === 0) Object.assign(identity, DEFAULT_IDENTITY);
   const usesKeyMap = Object.values(identity).some((d) => d.sources.some((s) => 'key_map' in s));
-  if (usesKeyMap && !keyMapFile) c.problems.push('identity.key_map: expected a file path (a source uses key_map)');
+  if (usesKeyMap && !keyMapFile)
+    c.problems.push('identity.key_map: expected a file path (a source uses key_map)');
 
   // tool weights
   const toolWeights = new Map<string, number>();

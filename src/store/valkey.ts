@@ -72,24 +72,19 @@ export class ValkeyStore implements Store {
   }
 
   async check(plan: CheckPlan): Promise<CheckResult> {
-    const args = planArgs(plan);
+    // One flat argument array (sha, numkeys, keys…, argv…) passed as a single argument (iovalkey's
+    // Command flattens one level): no spread copies per call; reused on NOSCRIPT.
+    const argv: (string | number)[] = [this.script.sha, plan.keys.length];
+    for (const k of plan.keys) argv.push(k);
+    for (const a of planArgs(plan)) argv.push(a);
+    const client = this.client as unknown as { evalsha(args: (string | number)[]): Promise<unknown> };
     let reply: number[];
     try {
-      reply = (await this.client.evalsha(
-        this.script.sha,
-        plan.keys.length,
-        ...plan.keys,
-        ...args,
-      )) as number[];
+      reply = (await client.evalsha(argv)) as number[];
     } catch (err) {
       if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
       await this.loadScripts();
-      reply = (await this.client.evalsha(
-        this.script.sha,
-        plan.keys.length,
-        ...plan.keys,
-        ...args,
-      )) as number[];
+      reply = (await client.evalsha(argv)) as number[];
     }
     return parseReply(plan, reply);
   }
