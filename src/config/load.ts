@@ -13,7 +13,8 @@ export function configPath(): string {
 export function parseConfigText(text: string, file?: string): Config {
   let raw: unknown;
   try {
-    raw = yamlLoad(text, { filename: file });
+    // an empty file (or only comments) is a valid config: all defaults
+    raw = text.replace(/#.*$/gm, '').trim() === '' ? {} : yamlLoad(text, { filename: file });
   } catch (err) {
     throw new ConfigError([`YAML syntax: ${(err as Error).message}`], file);
   }
