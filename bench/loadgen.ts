@@ -58,7 +58,14 @@ export function summarize(xs: Float64Array | number[]): LatencySummary {
   let sum = 0;
   for (const x of a) sum += x;
   const r = (x: number) => Math.round(x * 1000) / 1000;
-  return { n, p50: r(q(0.5)), p99: r(q(0.99)), p999: r(q(0.999)), max: r(n ? a[n - 1] : 0), mean: r(n ? sum / n : 0) };
+  return {
+    n,
+    p50: r(q(0.5)),
+    p99: r(q(0.99)),
+    p999: r(q(0.999)),
+    max: r(n ? a[n - 1] : 0),
+    mean: r(n ? sum / n : 0),
+  };
 }
 
 class Recorder {

@@ -193,7 +193,10 @@ function runChild<T>(script: string, arg: unknown): Promise<{ out: T; cpuPercent
       clearInterval(timer);
       if (code !== 0) return rej(new Error(`${script} exited with ${code}`));
       const secs = (performance.now() - t0) / 1000;
-      res({ out: JSON.parse(buf.trim().split('\n').pop()!), cpuPercent: Math.round((ticks / CLK_TCK / secs) * 1000) / 10 });
+      res({
+        out: JSON.parse(buf.trim().split('\n').pop()!),
+        cpuPercent: Math.round((ticks / CLK_TCK / secs) * 1000) / 10,
+      });
     });
   });
 }
@@ -295,14 +298,18 @@ async function main(): Promise<void> {
     let store: StoreRow[] | undefined;
     if (env.BENCH_SKIP_STORE !== '1') {
       console.error('  store-level run …');
-      store = (await runChild<StoreRow[]>('store-bench.js', { port: vk.port, durationMs: 5000, concurrency: 64 })).out;
+      store = (
+        await runChild<StoreRow[]>('store-bench.js', { port: vk.port, durationMs: 5000, concurrency: 64 })
+      ).out;
     }
 
     const summary = summarize(rows, servers);
     const report = {
       machine,
       settings: { duration_s: DURATION_MS / 1000, warmup_s: WARMUP_MS / 1000, concurrency: CONCURRENCY },
-      startup: Object.fromEntries(servers.map((s) => [s.name, { ms: s.startupMs, idle_rss_mb: s.idleRssMb }])),
+      startup: Object.fromEntries(
+        servers.map((s) => [s.name, { ms: s.startupMs, idle_rss_mb: s.idleRssMb }]),
+      ),
       rates,
       summary,
       runs: rows,
@@ -354,7 +361,11 @@ function summarize(rows: RunRow[], servers: Server[]) {
     const c = get('small', 'closed', s);
     if (sm && c) {
       const r = c.result.perSecond / sm.result.perSecond;
-      checks.push({ target: `small chat throughput, ${s} ≥ ${pct(min)} of null`, value: pct(r), pass: r >= min });
+      checks.push({
+        target: `small chat throughput, ${s} ≥ ${pct(min)} of null`,
+        value: pct(r),
+        pass: r >= min,
+      });
     }
   }
   for (const s of ['memory', 'valkey'] as const) {
@@ -394,7 +405,9 @@ function summarize(rows: RunRow[], servers: Server[]) {
 function printTable(report: any): void {
   const out: string[] = [];
   out.push('');
-  out.push('| workload | mode | server | checks/s | p50 ms | p99 ms | p999 ms | server CPU | RSS max MB | vs null |');
+  out.push(
+    '| workload | mode | server | checks/s | p50 ms | p99 ms | p999 ms | server CPU | RSS max MB | vs null |',
+  );
   out.push('|---|---|---|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of report.runs as RunRow[]) {
     const n = (report.runs as RunRow[]).find(
@@ -415,7 +428,8 @@ function printTable(report: any): void {
   out.push('');
   out.push('| target | measured | |');
   out.push('|---|---|---|');
-  for (const c of report.summary.checks as Check[]) out.push(`| ${c.target} | ${c.value} | ${c.pass ? 'PASS' : 'FAIL'} |`);
+  for (const c of report.summary.checks as Check[])
+    out.push(`| ${c.target} | ${c.value} | ${c.pass ? 'PASS' : 'FAIL'} |`);
   if (report.store) {
     out.push('');
     out.push('| store-level (same valkey-server) | ops/s | p50 ms | p99 ms |');
@@ -449,7 +463,8 @@ async function runSoak(s: Server, rate: number) {
   clearInterval(timer);
   const firstMinute = samples.slice(0, 12);
   const lastMinute = samples.slice(-12);
-  const avg = (xs: number[]) => Math.round((xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length)) * 10) / 10;
+  const avg = (xs: number[]) =>
+    Math.round((xs.reduce((a, b) => a + b, 0) / Math.max(1, xs.length)) * 10) / 10;
   return {
     server: s.name,
     workload: 'mix',

@@ -148,11 +148,12 @@ async function main(): Promise<void> {
     ),
   );
   rows.push(
-    await run(
-      'rate-limiter-flexible, 3 counters per call (3 × consume)',
-      durationMs,
-      concurrency,
-      (i) => Promise.all([rl.consume(`a${i % TENANTS}`, 1), rl.consume(`b${i % TENANTS}`, 600), rl.consume(`c${i % TENANTS}`, 600)]),
+    await run('rate-limiter-flexible, 3 counters per call (3 × consume)', durationMs, concurrency, (i) =>
+      Promise.all([
+        rl.consume(`a${i % TENANTS}`, 1),
+        rl.consume(`b${i % TENANTS}`, 600),
+        rl.consume(`c${i % TENANTS}`, 600),
+      ]),
     ),
   );
   client.disconnect();

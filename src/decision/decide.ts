@@ -84,6 +84,8 @@ export class Decider {
   /** Swap in a new validated config; in-flight decisions keep the one they started with. */
   setConfig(cfg: Config): void {
     this.warm(cfg);
+    this.breaker.configure({ failures: cfg.store.breakerFailures, openMs: cfg.store.breakerOpenMs });
+    this.deps.store.setTimeoutMs?.(cfg.store.timeoutMs);
     if (cfg.store.replicas !== this.cfg.store.replicas) {
       void this.local.close();
       this.local = new MemoryStore(Date.now, cfg.store.replicas);

@@ -13,10 +13,15 @@ export class Breaker {
   private probing = false;
 
   constructor(
-    private readonly opts: { failures: number; openMs: number },
+    private opts: { failures: number; openMs: number },
     private readonly onChange: (to: BreakerState, from: BreakerState) => void = () => {},
     private readonly clock: () => number = Date.now,
   ) {}
+
+  /** New thresholds (config reload); the current state is kept. */
+  configure(opts: { failures: number; openMs: number }): void {
+    this.opts = opts;
+  }
 
   get current(): BreakerState {
     if (this.state === 'open' && this.clock() >= this.openUntil) return 'half-open';

@@ -87,6 +87,8 @@ export interface CheckResult {
 export interface Store {
   readonly kind: 'valkey' | 'memory';
   check(plan: CheckPlan): Promise<CheckResult>;
+  /** Optional: apply a new per-call timeout after a config reload. */
+  setTimeoutMs?(ms: number): void;
   /** Resolves when the store answers. */
   ping(): Promise<void>;
   close(): Promise<void>;

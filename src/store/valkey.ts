@@ -50,7 +50,12 @@ export class ValkeyStore implements Store {
   readonly client: Valkey;
   private readonly script: Script = loadScript('check-limits');
 
-  private readonly timeoutMs: number;
+  private timeoutMs: number;
+
+  /** Per-call timeout (config reload). */
+  setTimeoutMs(ms: number): void {
+    this.timeoutMs = ms;
+  }
 
   constructor(opts: ValkeyStoreOptions) {
     this.timeoutMs = opts.timeoutMs;
