@@ -117,16 +117,18 @@ export class Decider {
     const body = input.body;
     const len = body === undefined ? 0 : typeof body === 'string' ? Buffer.byteLength(body) : body.length;
     const declared = Number(input.headers['content-length']);
+    // Partial (Envoy stopped buffering), missing, or larger than we parse: estimate from the size.
     const partial =
       input.headers['x-envoy-auth-partial-body'] === 'true' ||
       (Number.isFinite(declared) && declared > len) ||
-      len === 0;
+      len === 0 ||
+      len > cfg.server.maxBodyBytes;
     let call: ParsedCall | undefined;
     let model: string | undefined;
     let estimatedPrompt = 0;
     if (partial) {
       // Envoy stopped buffering (max_request_bytes) or sent no body: estimate from the declared size.
-      const bytes = Number.isFinite(declared) && declared > 0 ? declared : len;
+      const bytes = Math.max(Number.isFinite(declared) && declared > 0 ? declared : 0, len);
       estimatedPrompt = Math.ceil(bytes / cfg.server.bytesPerToken);
       const text =
         body === undefined
