@@ -189,7 +189,8 @@ function runChild<T>(script: string, arg: unknown): Promise<{ out: T; cpuPercent
     p.stdout!.on('data', (d) => {
       buf += d;
     });
-    p.on('exit', (code) => {
+    p.on('close', (code) => {
+      // 'close', not 'exit': stdout is fully read only when the stdio streams have closed.
       clearInterval(timer);
       if (code !== 0) return rej(new Error(`${script} exited with ${code}`));
       const secs = (performance.now() - t0) / 1000;

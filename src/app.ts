@@ -158,6 +158,8 @@ export async function startApp(opts: AppOptions): Promise<App> {
       probe = undefined;
     }
   }
+  metrics.breakerSource = () => decider.breaker.current;
+  metrics.inflightSource = () => inflight;
   let started = false;
   if (!storeUp) {
     storeUp = true;

@@ -10,17 +10,11 @@
  * Exit 2: usage error.
  */
 import { readFileSync } from 'node:fs';
-import { startApp } from './app.js';
 import { configPath, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
-import { Decider } from './decision/decide.js';
 import type { Decision } from './decision/types.js';
 import { ConfigError } from './errors.js';
-import { toCheckResponse } from './grpc/translate.js';
-import { createLogger } from './log.js';
-import { MemoryStore } from './store/memory.js';
 import type { CheckPlan, Store } from './store/types.js';
-import { ValkeyStore } from './store/valkey.js';
 
 const USAGE = `usage:
   tollgate [serve]                                   run the server (config: TOLLGATE_CONFIG or ./tollgate.yaml)
@@ -37,6 +31,7 @@ function usage(problem?: string): never {
 }
 
 async function serve(): Promise<void> {
+  const { createLogger } = await import('./log.js');
   const log = createLogger();
   const file = configPath();
   let config: Config;
@@ -48,6 +43,7 @@ async function serve(): Promise<void> {
     process.exitCode = 1; // let the async log line drain, then exit
     return;
   }
+  const { startApp } = await import('./app.js'); // gRPC, metrics: only `serve` pays for loading them
   const app = await startApp({
     config,
     configFile: file,
@@ -126,6 +122,13 @@ async function check(args: string[]): Promise<void> {
     } else usage(`unknown option ${a}`);
   }
   if (!bodyFile) usage('check needs --body <request.json>');
+  // Loaded here so that `validate` starts fast (no tokenizer, no Valkey client).
+  const [{ Decider }, { toCheckResponse }, { MemoryStore }, { ValkeyStore }] = await Promise.all([
+    import('./decision/decide.js'),
+    import('./grpc/translate.js'),
+    import('./store/memory.js'),
+    import('./store/valkey.js'),
+  ]);
   const cfg = loadConfig(file);
   let body: Buffer;
   try {

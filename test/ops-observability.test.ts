@@ -373,9 +373,10 @@ describe('HTTP authorization mode (what curl sees)', () => {
       });
       expect(res.status).toBe(200);
       expect(res.headers['x-tollgate-estimated']).toBe('true');
-      // ceil(40 kB / 4 bytes per token) + 7 reserved: the whole size counts, not the 4 KiB kept
+      // ceil(40 kB / 4 bytes per token) + the default 4096 output reserve (max_tokens sits past the
+      // 4 KiB kept): the whole size counts, not the prefix
       expect(Number(res.headers['x-ratelimit-remaining-tokens'])).toBe(
-        100000 - Math.ceil(body.length / 4) - 7,
+        100000 - Math.ceil(body.length / 4) - 4096,
       );
     } finally {
       await small.close(100);

@@ -407,8 +407,8 @@ describe('Valkey (Lua) against the TypeScript store and the calendar', () => {
           expect(b.outcome).toBe(a.outcome);
           expect(b.chosen).toBe(a.chosen);
           expect(Math.abs(b.retryMs - a.retryMs)).toBeLessThanOrEqual(1000);
-          a.candidates.forEach((c, ci) =>
-            c.forEach((ea, i) => {
+          for (const [ci, c] of a.candidates.entries())
+            for (const [i, ea] of c.entries()) {
               const eb = b.candidates[ci][i];
               expect({ status: eb.status, remaining: eb.remaining }).toEqual({
                 status: ea.status,
@@ -417,8 +417,7 @@ describe('Valkey (Lua) against the TypeScript store and the calendar', () => {
               expect(Math.abs(eb.retryMs - ea.retryMs)).toBeLessThanOrEqual(1000);
               expect(Math.abs(eb.resetMs - ea.resetMs)).toBeLessThanOrEqual(1000);
               if (ea.status === EntryStatus.Never) expect(eb.retryMs).toBe(-1);
-            }),
-          );
+            }
         }
         await mem.close();
       }),

@@ -194,7 +194,7 @@ export class Decider {
     const queueName =
       costs[0].config.queue ??
       cfg.limits.find((l) => l.queue && built.meta[0].some((m) => m.limit === l))?.queue;
-    if (queueName && this.deps.store.kind === 'valkey' && body !== undefined) {
+    if (queueName && this.deps.store.kind === 'valkey' && call && body !== undefined) {
       // Queue tier: if no candidate fits, the script appends the call to this stream in the same step.
       const q = cfg.queues.get(queueName)!;
       built.plan.keys.push(`${cfg.store.prefix}:q:${q.name}`);

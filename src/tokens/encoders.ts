@@ -162,9 +162,18 @@ function safeCut(text: string, i: number): number {
   return c >= 0xdc00 && c <= 0xdfff ? i - 1 : i; // never split a surrogate pair
 }
 
+/**
+ * Cheap pre-check: every class run above lies inside a run of non-whitespace, of whitespace, or of
+ * [\r\n/] (in UTF-16 units, as MAX_RUN is measured), so when none of those is longer than MAX_RUN no
+ * class run is either and the four Unicode-class scans can be skipped (the common case: prose,
+ * code, JSON). Measured here: the scans cost ~1.6 ms per 20 KB of prose, more than counting it.
+ */
+const LONG_RUN = new RegExp(`[^\\s]{${MAX_RUN + 1}}|\\s{${MAX_RUN + 1}}|[\\r\\n/]{${MAX_RUN + 1}}`);
+
 /** Positions (sorted, unique) where class runs longer than MAX_RUN are cut. */
 function runCuts(text: string): number[] {
   const cuts: number[] = [];
+  if (!LONG_RUN.test(text)) return cuts;
   for (const proto of RUN_CLASSES) {
     const re = new RegExp(proto.source, proto.flags);
     for (let m = re.exec(text); m !== null; m = re.exec(text)) {
