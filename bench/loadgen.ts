@@ -148,6 +148,7 @@ async function main(): Promise<void> {
     const interval = 1000 / rate;
     let i = 0;
     let inflight = 0;
+    let allSent = false;
     await new Promise<void>((resolve) => {
       const tick = () => {
         const now = performance.now();
@@ -168,10 +169,11 @@ async function main(): Promise<void> {
           inflight++;
           send((err, code, big) => {
             target.record(performance.now() - scheduled, big, err, code);
-            if (--inflight === 0 && performance.now() >= end) resolve();
+            if (--inflight === 0 && allSent) resolve();
           });
         }
         if (t0 + i * interval >= end) {
+          allSent = true;
           if (inflight === 0) resolve();
           return;
         }

@@ -121,7 +121,11 @@ for c = 1, ncand do
     if e.kind == 1 then
       e.fits = s.level >= e.cost
       e.avail = s.level
-      if e.fits then e.retry = 0 else e.retry = math.ceil((e.cost - s.level) * e.period / e.cap) end
+      if e.fits then e.retry = 0 else
+        e.retry = math.ceil((e.cost - s.level) * e.period / e.cap)
+        -- floating point: waiting exactly retry ms must be enough (the refill check uses the same formula)
+        if s.level + e.retry * e.cap / e.period < e.cost then e.retry = e.retry + 1 end
+      end
     else
       e.avail = e.cap - s.used
       e.fits = s.used + e.cost <= e.cap

@@ -110,13 +110,14 @@ export async function startApp(opts: AppOptions): Promise<App> {
     onStoreCall: (s, ok) => metrics.storeCall(s, ok),
   });
 
-  decider.warm();
+  await decider.warm(); // before SERVING: the first checks must not pay for worker start-up
   const health = new HealthService();
   const pk = loadGrpcPackages();
   const server = new grpc.Server({
     // grpc-js refuses messages over 4 MiB by default; a big prompt would become an RPC error that
     // Envoy's failure_mode_allow lets through unmetered. Accept the largest body plus headroom.
-    'grpc.max_receive_message_length': cfg.server.maxBodyBytes + 1024 * 1024,
+    // Bodies above max_body_bytes (and below this) are answered with an estimate from their size.
+    'grpc.max_receive_message_length': 2 * cfg.server.maxBodyBytes + 1024 * 1024,
     'grpc.max_send_message_length': 4 * 1024 * 1024,
   });
   let inflight = 0;
@@ -252,7 +253,9 @@ export async function startApp(opts: AppOptions): Promise<App> {
       return undefined;
     }
   };
-  let loadedDigest = opts.configFile ? digest(opts.configFile) : undefined;
+  // The config file plus its key map (identity.key_map): a change to either reloads.
+  const digestAll = (): string => `${digest(opts.configFile!)}:${cfg.keyMap ? digest(cfg.keyMap.file) : ''}`;
+  let loadedDigest = opts.configFile ? digestAll() : undefined;
   /**
    * Validate the file completely, then swap it in with one assignment (Decider.setConfig): a check
    * in flight keeps the config it started with, the next one sees the new one; never a mix. Limit
@@ -260,13 +263,12 @@ export async function startApp(opts: AppOptions): Promise<App> {
    */
   const reload = (): boolean => {
     if (!opts.configFile || closing) return false;
-    const fileDigest = digest(opts.configFile);
     try {
       const next = loadConfig(opts.configFile);
       const restartOnly = restartRequired(cfg, next);
       cfg = next;
       decider.setConfig(next);
-      loadedDigest = fileDigest;
+      loadedDigest = digestAll();
       loadedAt = new Date();
       metrics.reloaded(true, next);
       log.info({ file: opts.configFile, limits: next.limits.length }, 'configuration reloaded');
@@ -292,10 +294,12 @@ export async function startApp(opts: AppOptions): Promise<App> {
     const file = basename(opts.configFile);
     const configFile = opts.configFile;
     watcher = watch(dirname(configFile), (_ev, name) => {
-      if (name && name !== file && name !== '..data') return;
+      const keyMap =
+        cfg.keyMap && dirname(cfg.keyMap.file) === dirname(configFile) ? basename(cfg.keyMap.file) : '';
+      if (name && name !== file && name !== '..data' && name !== keyMap) return;
       clearTimeout(timer);
       timer = setTimeout(() => {
-        if (digest(configFile) !== loadedDigest) reload();
+        if (digestAll() !== loadedDigest) reload();
       }, 100);
       timer.unref();
     });

@@ -58,7 +58,7 @@ async function serve(): Promise<void> {
   });
   const grace = Number(process.env.TOLLGATE_SHUTDOWN_GRACE_MS || 10_000);
   const stop = async (sig: string) => {
-    log.info({ signal: sig, grace_ms: grace }, 'shutting down');
+    log.info({ signal: sig, grace_ms: grace }, 'shutting down: draining in-flight checks');
     let code = 0;
     try {
       await app.close(grace);

@@ -10,48 +10,184 @@ const LIMIT = 'limits:\n  - { name: l, per: tenant, requests: 10, every: 1m';
 const bad: [string, string, RegExp][] = [
   ['unknown top-level field', 'limit: []', /^ {2}- limit: unknown field \(allowed: identity, models/m],
   ['limits not a list', 'limits: {a: 1}', /limits: expected a list of limits, got a mapping/],
-  ['limit without a name', 'limits:\n  - { requests: 1, every: 1m }', /limits\[0\]\.name: expected a name of 1-64 letters/],
-  ['bad limit name', 'limits:\n  - { name: "a b", requests: 1, every: 1m }', /limits\[0\]\.name: expected a name .*got "a b"/],
-  ['duplicate limit name', `${LIMIT} }\n  - { name: l, requests: 1, every: 1m }`, /limits\[1\]\.name: duplicate limit name "l"/],
-  ['no amount', 'limits:\n  - { name: l, every: 1m }', /limits\[0\]: expected exactly one of requests, tokens, usd \(found none\)/],
+  [
+    'limit without a name',
+    'limits:\n  - { requests: 1, every: 1m }',
+    /limits\[0\]\.name: expected a name of 1-64 letters/,
+  ],
+  [
+    'bad limit name',
+    'limits:\n  - { name: "a b", requests: 1, every: 1m }',
+    /limits\[0\]\.name: expected a name .*got "a b"/,
+  ],
+  [
+    'duplicate limit name',
+    `${LIMIT} }\n  - { name: l, requests: 1, every: 1m }`,
+    /limits\[1\]\.name: duplicate limit name "l"/,
+  ],
+  [
+    'no amount',
+    'limits:\n  - { name: l, every: 1m }',
+    /limits\[0\]: expected exactly one of requests, tokens, usd \(found none\)/,
+  ],
   ['two amounts', 'limits:\n  - { name: l, requests: 1, tokens: 2, every: 1m }', /found requests, tokens/],
-  ['negative tokens', 'limits:\n  - { name: l, tokens: -5, every: 1m }', /limits\[0\]\.tokens: expected an integer from 1 to \d+, got -5/],
-  ['fractional requests', 'limits:\n  - { name: l, requests: 1.5, every: 1m }', /limits\[0\]\.requests: expected an integer/],
-  ['zero usd', 'limits:\n  - { name: l, usd: 0, every: 1m }', /limits\[0\]\.usd: expected a number ≥ 0.000001, got 0/],
-  ['bad duration', 'limits:\n  - { name: l, requests: 1, every: 1q }', /limits\[0\]\.every: expected a duration like 30s, 1m, 1h, 1d, got "1q"/],
-  ['both windows', 'limits:\n  - { name: l, requests: 1, every: 1m, reset: daily }', /expected exactly one of every \(rolling window\) or reset/],
-  ['no window', 'limits:\n  - { name: l, requests: 1 }', /expected exactly one of every \(rolling window\) or reset/],
-  ['bad reset', 'limits:\n  - { name: l, requests: 1, reset: yearly }', /limits\[0\]\.reset: expected one of hourly, daily, weekly, monthly, got "yearly"/],
-  ['bad timezone', 'limits:\n  - { name: l, requests: 1, reset: daily, timezone: Mars/Olympus }', /limits\[0\]\.timezone: expected an IANA time zone/],
+  [
+    'negative tokens',
+    'limits:\n  - { name: l, tokens: -5, every: 1m }',
+    /limits\[0\]\.tokens: expected an integer from 1 to \d+, got -5/,
+  ],
+  [
+    'fractional requests',
+    'limits:\n  - { name: l, requests: 1.5, every: 1m }',
+    /limits\[0\]\.requests: expected an integer/,
+  ],
+  [
+    'zero usd',
+    'limits:\n  - { name: l, usd: 0, every: 1m }',
+    /limits\[0\]\.usd: expected a number ≥ 0.000001, got 0/,
+  ],
+  [
+    'bad duration',
+    'limits:\n  - { name: l, requests: 1, every: 1q }',
+    /limits\[0\]\.every: expected a duration like 30s, 1m, 1h, 1d, got "1q"/,
+  ],
+  [
+    'both windows',
+    'limits:\n  - { name: l, requests: 1, every: 1m, reset: daily }',
+    /expected exactly one of every \(rolling window\) or reset/,
+  ],
+  [
+    'no window',
+    'limits:\n  - { name: l, requests: 1 }',
+    /expected exactly one of every \(rolling window\) or reset/,
+  ],
+  [
+    'bad reset',
+    'limits:\n  - { name: l, requests: 1, reset: yearly }',
+    /limits\[0\]\.reset: expected one of hourly, daily, weekly, monthly, got "yearly"/,
+  ],
+  [
+    'bad timezone',
+    'limits:\n  - { name: l, requests: 1, reset: daily, timezone: Mars/Olympus }',
+    /limits\[0\]\.timezone: expected an IANA time zone/,
+  ],
   ['timezone on rolling', `${LIMIT}, timezone: UTC }`, /limits\[0\]\.timezone: only valid with reset/],
-  ['unknown per dimension', 'limits:\n  - { name: l, per: org, requests: 1, every: 1m }', /limits\[0\]\.per\[0\]: expected an identity dimension \(tenant, model\), got "org"/],
+  [
+    'unknown per dimension',
+    'limits:\n  - { name: l, per: org, requests: 1, every: 1m }',
+    /limits\[0\]\.per\[0\]: expected an identity dimension \(tenant, model\), got "org"/,
+  ],
   ['bad mode', `${LIMIT}, mode: loud }`, /limits\[0\]\.mode: expected one of enforce, shadow, got "loud"/],
-  ['bad downgrade', `${LIMIT}, downgrade_below: 120% }`, /limits\[0\]\.downgrade_below: expected a share like 20%/],
-  ['when on unknown dimension', `${LIMIT}, when: { plan: free } }`, /limits\[0\]\.when\.plan: expected an identity dimension/],
-  ['weighted tokens', 'limits:\n  - { name: l, tokens: 1, every: 1m, count: weighted }', /limits\[0\]\.count: weighted counting applies to requests limits only/],
+  [
+    'bad downgrade',
+    `${LIMIT}, downgrade_below: 120% }`,
+    /limits\[0\]\.downgrade_below: expected a share like 20%/,
+  ],
+  [
+    'when on unknown dimension',
+    `${LIMIT}, when: { plan: free } }`,
+    /limits\[0\]\.when\.plan: expected an identity dimension/,
+  ],
+  [
+    'weighted tokens',
+    'limits:\n  - { name: l, tokens: 1, every: 1m, count: weighted }',
+    /limits\[0\]\.count: weighted counting applies to requests limits only/,
+  ],
   ['unknown limit field', `${LIMIT}, burst: 5 }`, /limits\[0\]\.burst: unknown field/],
-  ['bad encoding', 'models:\n  m: { encoding: gpt2 }', /models\["m"\]\.encoding: expected one of o200k_base, cl100k_base, p50k_base, r50k_base, got "gpt2"/],
-  ['negative price', 'models:\n  m: { price_usd_per_1m: { input: -1 } }', /models\["m"\]\.price_usd_per_1m\.input: expected a number ≥ 0, got -1/],
+  [
+    'bad encoding',
+    'models:\n  m: { encoding: gpt2 }',
+    /models\["m"\]\.encoding: expected one of o200k_base, cl100k_base, p50k_base, r50k_base, got "gpt2"/,
+  ],
+  [
+    'negative price',
+    'models:\n  m: { price_usd_per_1m: { input: -1 } }',
+    /models\["m"\]\.price_usd_per_1m\.input: expected a number ≥ 0, got -1/,
+  ],
   ['unknown model field', 'models:\n  m: { context: 128000 }', /models\["m"\]\.context: unknown field/],
   ['self fallback', 'models:\n  m: { fallback: m }', /models\["m"\]\.fallback: cycle m → m/],
-  ['fallback cycle', 'models:\n  a: { fallback: b }\n  b: { fallback: a }', /models\["a"\]\.fallback: cycle a → b → a/],
-  ['bad identity source', 'identity:\n  tenant: [{ cookie: sid }]', /identity\.tenant\[0\]\.cookie: unknown identity source/],
-  ['empty identity sources', 'identity:\n  tenant: []', /identity\.tenant: expected a non-empty list of sources/],
-  ['bad dimension name', 'identity:\n  Tenant: [{ header: x-t }]', /identity\.Tenant: expected a dimension name/],
-  ['bad header name', 'identity:\n  tenant: [{ header: "x t" }]', /identity\.tenant\[0\]\.header: expected a header name, got "x t"/],
-  ['default outside values', 'identity:\n  plan: { sources: [{ header: x-plan }], values: [a], default: b }', /identity\.plan\.default: expected one of values \(a\), got "b"/],
-  ['key_map source without file', 'identity:\n  org: [{ key_map: org }]', /identity\.key_map: expected a file path/],
-  ['queue without queues', `${LIMIT}, when_exhausted: queue }`, /limits\[0\]\.queue: expected the name of a queue under "queues" \(0 configured\)/],
-  ['bad when_exhausted', `${LIMIT}, when_exhausted: drop }`, /limits\[0\]\.when_exhausted: expected one of deny, queue, got "drop"/],
-  ['bad queue length', 'queues:\n  q: { max_length: 0 }', /queues\.q\.max_length: expected an integer from 1/],
+  [
+    'fallback cycle',
+    'models:\n  a: { fallback: b }\n  b: { fallback: a }',
+    /models\["a"\]\.fallback: cycle a → b → a/,
+  ],
+  [
+    'bad identity source',
+    'identity:\n  tenant: [{ cookie: sid }]',
+    /identity\.tenant\[0\]\.cookie: unknown identity source/,
+  ],
+  [
+    'empty identity sources',
+    'identity:\n  tenant: []',
+    /identity\.tenant: expected a non-empty list of sources/,
+  ],
+  [
+    'bad dimension name',
+    'identity:\n  Tenant: [{ header: x-t }]',
+    /identity\.Tenant: expected a dimension name/,
+  ],
+  [
+    'bad header name',
+    'identity:\n  tenant: [{ header: "x t" }]',
+    /identity\.tenant\[0\]\.header: expected a header name, got "x t"/,
+  ],
+  [
+    'default outside values',
+    'identity:\n  plan: { sources: [{ header: x-plan }], values: [a], default: b }',
+    /identity\.plan\.default: expected one of values \(a\), got "b"/,
+  ],
+  [
+    'key_map source without file',
+    'identity:\n  org: [{ key_map: org }]',
+    /identity\.key_map: expected a file path/,
+  ],
+  [
+    'queue without queues',
+    `${LIMIT}, when_exhausted: queue }`,
+    /limits\[0\]\.queue: expected the name of a queue under "queues" \(0 configured\)/,
+  ],
+  [
+    'bad when_exhausted',
+    `${LIMIT}, when_exhausted: drop }`,
+    /limits\[0\]\.when_exhausted: expected one of deny, queue, got "drop"/,
+  ],
+  [
+    'bad queue length',
+    'queues:\n  q: { max_length: 0 }',
+    /queues\.q\.max_length: expected an integer from 1/,
+  ],
   ['bad global mode', 'mode: off', /mode: expected one of enforce, shadow, got "off"/],
-  ['bad port', 'server:\n  grpc_port: 70000', /server\.grpc_port: expected an integer from 0 to 65535, got 70000/],
-  ['bad deadline', 'server:\n  decision_deadline: soon', /server\.decision_deadline: expected a duration like 50ms, got "soon"/],
-  ['bad non_llm_paths', 'server:\n  non_llm_paths: maybe', /server\.non_llm_paths: expected one of allow, deny, got "maybe"/],
-  ['timeout above deadline', 'store:\n  timeout: 80ms', /store\.timeout: expected less than server\.decision_deadline \(50 ms\), got 80 ms/],
-  ['bad failure policy', 'store:\n  on_store_failure: panic', /store\.on_store_failure: expected one of allow, deny, local, got "panic"/],
+  [
+    'bad port',
+    'server:\n  grpc_port: 70000',
+    /server\.grpc_port: expected an integer from 0 to 65535, got 70000/,
+  ],
+  [
+    'bad deadline',
+    'server:\n  decision_deadline: soon',
+    /server\.decision_deadline: expected a duration like 50ms, got "soon"/,
+  ],
+  [
+    'bad non_llm_paths',
+    'server:\n  non_llm_paths: maybe',
+    /server\.non_llm_paths: expected one of allow, deny, got "maybe"/,
+  ],
+  [
+    'timeout above deadline',
+    'store:\n  timeout: 80ms',
+    /store\.timeout: expected less than server\.decision_deadline \(50 ms\), got 80 ms/,
+  ],
+  [
+    'bad failure policy',
+    'store:\n  on_store_failure: panic',
+    /store\.on_store_failure: expected one of allow, deny, local, got "panic"/,
+  ],
   ['bad prefix', 'store:\n  prefix: "a:b"', /store\.prefix: expected a short prefix/],
-  ['bad breaker', 'store:\n  breaker: { failures: 0 }', /store\.breaker\.failures: expected an integer from 1 to 1000, got 0/],
+  [
+    'bad breaker',
+    'store:\n  breaker: { failures: 0 }',
+    /store\.breaker\.failures: expected an integer from 1 to 1000, got 0/,
+  ],
   ['yaml syntax', 'limits: [', /YAML syntax/],
 ];
 
@@ -69,7 +205,9 @@ describe('config validation: one bad case per row', () => {
   });
 
   it('reports every problem at once', () => {
-    expect(() => parseConfigText('mode: off\nstore:\n  on_store_failure: panic\n')).toThrow(/mode:.*\n.*store\.on_store_failure/s);
+    expect(() => parseConfigText('mode: off\nstore:\n  on_store_failure: panic\n')).toThrow(
+      /mode:.*\n.*store\.on_store_failure/s,
+    );
   });
 
   it('an empty file is a valid config with defaults', () => {
@@ -85,7 +223,10 @@ describe('VALKEY_URL forms', () => {
   it.each([
     ['valkey://127.0.0.1:6380', { host: '127.0.0.1', port: 6380, tls: false }],
     ['redis://cache:6379/2', { host: 'cache', port: 6379, db: 2, tls: false }],
-    ['valkeys://user:p%40ss@vk.internal:6390', { host: 'vk.internal', port: 6390, username: 'user', password: 'p@ss', tls: true }],
+    [
+      'valkeys://user:p%40ss@vk.internal:6390',
+      { host: 'vk.internal', port: 6390, username: 'user', password: 'p@ss', tls: true },
+    ],
     ['rediss://:secret@vk', { host: 'vk', port: 6379, password: 'secret', tls: true }],
   ])('%s', (url, want) => {
     const o = valkeyOptions({ url, timeoutMs: 25 });

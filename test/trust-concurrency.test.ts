@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MemoryStore } from '../src/store/memory.js';
 import { EntryKind } from '../src/store/types.js';
+import { checkWithin } from './helpers/answer.js';
 import { startTestApp } from './helpers/app.js';
 import { type CheckAnswer, chat, EnvoyClient } from './helpers/envoy.js';
 import { spawnTollgate, type TollgateProc } from './helpers/proc.js';
@@ -28,7 +29,9 @@ store:
   timeout: 4s
   breaker: { failures: 1000, open_for: 1s }
 `;
-const CALLS = 2000;
+// TOLLGATE_SOAK=1: ten times the burst.
+const SOAK = process.env.TOLLGATE_SOAK === '1';
+const CALLS = SOAK ? 20_000 : 2000;
 const CONTENT = 'How many tokens is this?';
 
 interface Call {
@@ -49,10 +52,11 @@ async function burst(clients: EnvoyClient[], tenant: string, maxTokens: number[]
   return Promise.all(
     maxTokens.map(async (m, i) => ({
       maxTokens: m,
-      answer: await clients[i % clients.length].check({
-        headers: { 'x-tenant-id': tenant },
-        body: chat('some-model', CONTENT, { max_tokens: m }),
-      }),
+      answer: await checkWithin(
+        clients[i % clients.length],
+        { headers: { 'x-tenant-id': tenant }, body: chat('some-model', CONTENT, { max_tokens: m }) },
+        60_000,
+      ),
     })),
   );
 }
@@ -74,7 +78,9 @@ function checkAnswers(calls: Call[]): void {
   }
 }
 
-describe('4 tollgate processes, one valkey-server, 2,000 concurrent checks for one tenant', () => {
+describe('4 tollgate processes, one valkey-server, 2,000 concurrent checks for one tenant', {
+  timeout: SOAK ? 600_000 : 60_000,
+}, () => {
   let vk: TestValkey;
   const procs: TollgateProc[] = [];
   const clients: EnvoyClient[] = [];
@@ -141,7 +147,9 @@ describe('4 tollgate processes, one valkey-server, 2,000 concurrent checks for o
   });
 });
 
-describe('in-memory store, one process, 2,000 concurrent checks for one tenant', () => {
+describe('in-memory store, one process, 2,000 concurrent checks for one tenant', {
+  timeout: SOAK ? 600_000 : 60_000,
+}, () => {
   let app: Awaited<ReturnType<typeof startTestApp>>;
   let client: EnvoyClient;
   let P = 0;

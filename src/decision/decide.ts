@@ -49,7 +49,25 @@ export interface DeciderDeps {
 
 const JSON_CT = 'application/json';
 const TOLLGATE_PREFIX = 'x-tollgate-';
-const MODEL_IN_PARTIAL_BODY = /"model"\s*:\s*"([^"\\]{1,256})"/;
+const MODEL_IN_PARTIAL_BODY = /"model"\s*:\s*"([^"\\]{1,256})"/g;
+
+/**
+ * The model named in a partial body. JSON parsers take the last of duplicate keys and a nested object
+ * may also say "model", so when several names appear, charge the costliest (never the cheapest).
+ */
+function costliestModel(cfg: Config, text: string): string | undefined {
+  let best: string | undefined;
+  let bestPrice = -1;
+  for (const m of text.matchAll(MODEL_IN_PARTIAL_BODY)) {
+    const mc = modelConfig(cfg, m[1]);
+    const price = mc.priceInPer1M + mc.priceOutPer1M;
+    if (price > bestPrice) {
+      best = m[1];
+      bestPrice = price;
+    }
+  }
+  return best;
+}
 
 export class Decider {
   private cfg: Config;
@@ -68,13 +86,14 @@ export class Decider {
     this.local = new MemoryStore(Date.now, cfg.store.replicas);
   }
 
-  /** Load every encoding the config uses, so no call pays for it. */
-  warm(cfg: Config = this.cfg): void {
+  /** Load every encoding the config uses (here and in the token workers), so no call pays for it. */
+  async warm(cfg: Config = this.cfg): Promise<void> {
     const encodings = new Set([
       cfg.defaultModel.encoding,
       ...[...cfg.models.values()].map((m) => m.encoding),
     ]);
     for (const e of encodings) getEncoder(e);
+    await this.deps.pool?.warm(encodings);
   }
 
   get config(): Config {
@@ -83,7 +102,7 @@ export class Decider {
 
   /** Swap in a new validated config; in-flight decisions keep the one they started with. */
   setConfig(cfg: Config): void {
-    this.warm(cfg);
+    void this.warm(cfg).catch(() => {});
     this.breaker.configure({ failures: cfg.store.breakerFailures, openMs: cfg.store.breakerOpenMs });
     this.deps.store.setTimeoutMs?.(cfg.store.timeoutMs);
     if (cfg.store.replicas !== this.cfg.store.replicas) {
@@ -95,7 +114,7 @@ export class Decider {
 
   async decide(input: CheckInput): Promise<Decision> {
     const cfg = this.cfg; // one config for the whole decision, even if a reload lands meanwhile
-    const started = Date.now();
+    const started = performance.now();
     const removeHeaders = clientTollgateHeaders(input.headers);
     const route = classifyPath(input.path);
     if (!route) {
@@ -136,7 +155,7 @@ export class Decider {
           : typeof body === 'string'
             ? body
             : body.toString('utf8', 0, Math.min(len, 65536));
-      model = route.azureDeployment ?? MODEL_IN_PARTIAL_BODY.exec(text)?.[1] ?? '*';
+      model = route.azureDeployment ?? costliestModel(cfg, text) ?? '*';
     } else {
       let json: unknown;
       try {
@@ -250,7 +269,10 @@ export class Decider {
     if (store.kind === 'memory') return store.check(built.plan);
     // What is left of the decision deadline, but never less than the store's own timeout: a slow
     // tokenization of a huge body must not turn into an unmetered fail-open.
-    const budget = Math.max(cfg.store.timeoutMs + 5, cfg.server.decisionDeadlineMs - (Date.now() - started));
+    const budget = Math.max(
+      cfg.store.timeoutMs + 5,
+      cfg.server.decisionDeadlineMs - (performance.now() - started),
+    );
     const t0 = performance.now();
     const call = this.breaker
       .run(() => store.check(built.plan))

@@ -97,6 +97,8 @@ export class MemoryStore implements Store {
           fits = s.a >= e.cost;
           avail = s.a;
           r = fits ? 0 : Math.ceil(((e.cost - s.a) * e.period) / cap);
+          // floating point: waiting exactly r ms must be enough (mirrors the Lua script)
+          if (!fits && s.a + (r * cap) / e.period < e.cost) r += 1;
         } else {
           avail = cap - s.a;
           fits = s.a + e.cost <= cap;

@@ -76,7 +76,12 @@ export class ValkeyStore implements Store {
       throw new Error(`script SHA mismatch: server ${sha}, local ${this.script.sha}`);
   }
 
-  async check(plan: CheckPlan): Promise<CheckResult> {
+  /** The check, bounded by the per-call timeout (event-loop-aware, see resilience/timeout.ts). */
+  check(plan: CheckPlan): Promise<CheckResult> {
+    return withTimeout(this.evalCheck(plan), this.timeoutMs);
+  }
+
+  private async evalCheck(plan: CheckPlan): Promise<CheckResult> {
     // One flat argument array (sha, numkeys, keys…, argv…) passed as a single argument (iovalkey's
     // Command flattens one level): no spread copies per call; reused on NOSCRIPT.
     const argv: (string | number)[] = [this.script.sha, plan.keys.length];

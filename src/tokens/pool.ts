@@ -85,6 +85,24 @@ export class TokenPool {
     this.mode = exists ? 'workers' : 'inline';
   }
 
+  /**
+   * Start every worker and load the given encodings in each, so the first real call pays for neither
+   * (worker start-up + WASM encoder load take up to seconds on a busy machine).
+   */
+  async warm(encodings: Iterable<string>): Promise<void> {
+    if (this.mode === 'inline') return;
+    const tiny: ParsedCall = {
+      dialect: 'openai.completions',
+      n: 1,
+      stream: false,
+      tools: [],
+      prompt: { kind: 'text', messages: [], texts: ['warm up'], preTokenized: 0, images: 0, toolDefs: [] },
+    };
+    for (const enc of encodings) {
+      await Promise.all(Array.from({ length: this.size }, () => this.count(tiny, enc, { imageTokens: 0 })));
+    }
+  }
+
   /** Jobs waiting for a free worker. */
   get pending(): number {
     return this.queue.length;

@@ -68,7 +68,7 @@ export async function spawnTollgate(o: SpawnOptions): Promise<TollgateProc> {
     proc.once('exit', (code, signal) => resolve({ code, signal })),
   );
   const output = () => chunks.join('');
-  const deadline = Date.now() + (o.readyTimeoutMs ?? 15_000);
+  const deadline = Date.now() + (o.readyTimeoutMs ?? 30_000);
   for (;;) {
     if (proc.exitCode !== null || proc.signalCode !== null)
       throw new Error(`tollgate exited during start-up (${proc.exitCode ?? proc.signalCode}):\n${output()}`);
@@ -78,7 +78,7 @@ export async function spawnTollgate(o: SpawnOptions): Promise<TollgateProc> {
     } catch {}
     if (Date.now() > deadline) {
       proc.kill('SIGKILL');
-      throw new Error(`tollgate not ready after ${o.readyTimeoutMs ?? 15_000} ms:\n${output()}`);
+      throw new Error(`tollgate not ready after ${o.readyTimeoutMs ?? 30_000} ms:\n${output()}`);
     }
     await new Promise((r) => setTimeout(r, 50));
   }
