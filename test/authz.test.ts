@@ -140,17 +140,18 @@ describe('allow', () => {
 describe('deny', () => {
   it('exhausting the request limit answers 429 with every header and an OpenAI error body', async () => {
     const t = tenant();
-    for (let i = 0; i < 60; i++) {
-      const a = await envoy.check({
-        headers: { 'x-tenant-id': t },
-        body: chat('gpt-4o-mini', 'hi', { max_tokens: 1 }),
-      });
-      expect(a.allowed).toBe(true);
+    const t0 = Date.now();
+    const ask = () =>
+      envoy.check({ headers: { 'x-tenant-id': t }, body: chat('gpt-4o-mini', 'hi', { max_tokens: 1 }) });
+    let admitted = 0;
+    let d = await ask();
+    while (d.allowed && admitted < 200) {
+      admitted++;
+      d = await ask();
     }
-    const d = await envoy.check({
-      headers: { 'x-tenant-id': t },
-      body: chat('gpt-4o-mini', 'hi', { max_tokens: 1 }),
-    });
+    // 60 at once, plus what refilled (1 per second) while a loaded machine sent them
+    expect(admitted).toBeGreaterThanOrEqual(60);
+    expect(admitted).toBeLessThanOrEqual(60 + Math.ceil((Date.now() - t0) / 1000));
     expect(d.allowed).toBe(false);
     expect(d.code).toBe(8); // RESOURCE_EXHAUSTED
     expect(d.httpStatus).toBe(429);

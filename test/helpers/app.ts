@@ -10,6 +10,13 @@ export interface TestApp extends App {
 
 export async function startTestApp(yaml: string, opts: Partial<AppOptions> = {}): Promise<TestApp> {
   const config = parseConfigText(yaml);
+  if (!/decision_deadline|timeout:/.test(yaml)) {
+    // Tests that are not about timeouts get generous ones: on a loaded 2-core CI machine (test files run
+    // in parallel) a 25 ms store timeout would turn their answers into fail-open "degraded" ones.
+    // Timeout behaviour itself is tested with explicit settings (resilience, trust-faults).
+    config.server.decisionDeadlineMs = 2000;
+    config.store.timeoutMs = 1000;
+  }
   config.server.grpcHost = '127.0.0.1';
   config.server.grpcPort = 0;
   config.server.httpPort = 0;
