@@ -540,7 +540,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
 
   // store
   const st = root.store === undefined ? {} : (c.obj('store', root.store) ?? {});
-  c.keys('store', st, ['prefix', 'timeout', 'breaker', 'on_store_failure', 'replicas']);
+  c.keys('store', st, ['prefix', 'timeout', 'breaker', 'on_store_failure', 'replicas', 'deny_cache']);
   const timeoutMs = st.timeout === undefined ? 25 : parseDuration(st.timeout);
   if (timeoutMs === undefined) c.fail('store.timeout', 'a duration like 25ms', st.timeout);
   const br = st.breaker === undefined ? {} : (c.obj('store.breaker', st.breaker) ?? {});
@@ -566,7 +566,12 @@ export function validateConfig(raw: unknown, file?: string): Config {
       : (c.oneOf('store.on_store_failure', st.on_store_failure, ['allow', 'deny', 'local'] as const) ??
         'allow')) as FailurePolicy,
     replicas: st.replicas === undefined ? 1 : (c.int('store.replicas', st.replicas, 1, 10_000) ?? 1),
+    denyCache: true,
   };
+  if (st.deny_cache !== undefined) {
+    if (typeof st.deny_cache !== 'boolean') c.fail('store.deny_cache', 'true or false', st.deny_cache);
+    else store.denyCache = st.deny_cache;
+  }
   if (store.timeoutMs >= server.decisionDeadlineMs) {
     c.problems.push(
       `store.timeout: expected less than server.decision_deadline (${server.decisionDeadlineMs} ms), got ${store.timeoutMs} ms`,

@@ -98,6 +98,8 @@ export interface StoreConfig {
   onStoreFailure: FailurePolicy;
   /** Replica count used by on_store_failure: local (each pod enforces limit / replicas). */
   replicas: number;
+  /** Answer repeat denies from a local "denied until T" cache (T from the script). */
+  denyCache: boolean;
 }
 
 export interface Config {

@@ -23,8 +23,9 @@ import { Breaker, type BreakerState } from '../resilience/breaker.js';
 import { withTimeout } from '../resilience/timeout.js';
 import { MemoryStore } from '../store/memory.js';
 import { type CheckResult, EntryStatus, Outcome, type Store } from '../store/types.js';
-import { getEncoder } from '../tokens/encoders.js';
+import { getCounter } from '../tokens/encoders.js';
 import { countTokens, type TokenPool } from '../tokens/pool.js';
+import { DenyCache } from './deny-cache.js';
 import { type Row, rateLimitHeaders } from './headers.js';
 import type { AllowDecision, Decision, DecisionStats, DenyDecision, Headers } from './types.js';
 
@@ -73,6 +74,8 @@ export class Decider {
   private cfg: Config;
   readonly breaker: Breaker;
   private local: MemoryStore;
+  /** "Denied until T" answers from Valkey, reused without a round trip until T (Valkey store only). */
+  readonly denyCache = new DenyCache();
 
   constructor(
     cfg: Config,
@@ -92,7 +95,7 @@ export class Decider {
       cfg.defaultModel.encoding,
       ...[...cfg.models.values()].map((m) => m.encoding),
     ]);
-    for (const e of encodings) getEncoder(e);
+    for (const e of encodings) getCounter(e); // the hot path's counters (gpt-tokenizer or tiktoken)
     await this.deps.pool?.warm(encodings);
   }
 
@@ -110,6 +113,7 @@ export class Decider {
       this.local = new MemoryStore(Date.now, cfg.store.replicas);
     }
     this.cfg = cfg;
+    this.denyCache.clear();
   }
 
   async decide(input: CheckInput): Promise<Decision> {
@@ -237,8 +241,18 @@ export class Decider {
     // --- the one atomic store call, bounded by the breaker and the decision deadline -------------
     let result: CheckResult;
     let degraded: string | undefined;
+    const cacheKey =
+      this.deps.store.kind === 'valkey' && cfg.store.denyCache ? DenyCache.keyOf(built.plan) : undefined;
+    const cached = cacheKey ? this.denyCache.get(cacheKey, built.plan) : undefined;
     try {
-      result = await this.storeCheck(built, cfg, started);
+      if (cached) {
+        stats.cached = true;
+        result = cached;
+      } else {
+        const sentAt = performance.now();
+        result = await this.storeCheck(built, cfg, started);
+        if (cacheKey) this.denyCache.put(cacheKey, built.plan, result, sentAt);
+      }
     } catch {
       const policy = cfg.store.onStoreFailure;
       if (policy === 'deny') {

@@ -22,6 +22,8 @@ export interface DecisionStats {
   /** The binding limit on a deny, or the first shadow-denying limit. */
   limit?: string;
   estimated?: boolean;
+  /** Denied from the local deny cache (no Valkey round trip). */
+  cached?: boolean;
   /** Queue name and entry id when queued. */
   queue?: string;
   queueId?: string;

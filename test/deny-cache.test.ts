@@ -1,0 +1,79 @@
+/**
+ * The local deny cache: a repeat offender is denied without a Valkey round trip until the T the script
+ * gave, cheaper calls still go to Valkey, and the cache can be turned off.
+ */
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestApp, type TestApp } from './helpers/app.js';
+import { chat, EnvoyClient } from './helpers/envoy.js';
+import { startValkey, type TestValkey } from './helpers/valkey.js';
+
+let vk: TestValkey;
+const apps: { app: TestApp; client: EnvoyClient }[] = [];
+async function serve(yaml: string) {
+  const app = await startTestApp(yaml, { valkeyUrl: vk.url });
+  const client = new EnvoyClient(app.grpcPort);
+  apps.push({ app, client });
+  return { app, client };
+}
+const evalshaCalls = async () => {
+  const info = await vk.client.info('commandstats');
+  return Number(/cmdstat_evalsha:calls=(\d+)/.exec(info)?.[1] ?? 0);
+};
+
+beforeAll(async () => {
+  vk = await startValkey();
+});
+afterAll(async () => {
+  for (const { app, client } of apps) {
+    client.close();
+    await app.close(500);
+  }
+  await vk?.close();
+});
+
+describe('deny cache', () => {
+  it('repeat denies skip Valkey until T, with an aged Retry-After; cheaper calls still ask Valkey', async () => {
+    const { app, client } = await serve(
+      'limits:\n  - { name: toks, per: tenant, tokens: 1000, every: 10s }\n',
+    );
+    const h = { 'x-tenant-id': `dc-${Date.now()}` };
+    const big = chat('m', 'x', { max_tokens: 892 }); // 900 tokens
+    expect((await client.check({ headers: h, body: big })).allowed).toBe(true);
+    const first = await client.check({ headers: h, body: big });
+    expect(first.allowed).toBe(false);
+    const before = await evalshaCalls();
+    const repeats = [];
+    for (let i = 0; i < 5; i++) repeats.push(await client.check({ headers: h, body: big }));
+    expect(await evalshaCalls()).toBe(before); // no round trips
+    expect(app.decider.denyCache.hits).toBe(5);
+    for (const r of repeats) {
+      expect(r.httpStatus).toBe(429);
+      expect(r.json.limit).toBe('toks');
+      expect(Number(r.headers['retry-after-ms'])).toBeLessThanOrEqual(
+        Number(first.headers['retry-after-ms']),
+      );
+    }
+    // a cheaper call (50 tokens fits the 100 left) is not answered from the cache
+    const small = await client.check({ headers: h, body: chat('m', 'x', { max_tokens: 42 }) });
+    expect(small.allowed).toBe(true);
+    expect(await evalshaCalls()).toBe(before + 1);
+    // after T, the same call goes to Valkey again and fits once enough has refilled
+    await new Promise((r) => setTimeout(r, Number(first.headers['retry-after-ms']) + 1000));
+    const later = await client.check({ headers: h, body: big });
+    expect(await evalshaCalls()).toBe(before + 2);
+    expect(later.allowed).toBe(true);
+  });
+
+  it('store.deny_cache: false asks Valkey every time', async () => {
+    const { app, client } = await serve(
+      'store: { deny_cache: false }\nlimits:\n  - { name: one, per: tenant, requests: 1, every: 1h }\n',
+    );
+    const h = { 'x-tenant-id': `nodc-${Date.now()}` };
+    await client.check({ headers: h, body: chat('m', 'x') });
+    const before = await evalshaCalls();
+    for (let i = 0; i < 3; i++)
+      expect((await client.check({ headers: h, body: chat('m', 'x') })).allowed).toBe(false);
+    expect(await evalshaCalls()).toBe(before + 3);
+    expect(app.decider.denyCache.hits).toBe(0);
+  });
+});
