@@ -2,6 +2,11 @@
  * Degrade instead of deny: fallback chains decided atomically, downgrade thresholds, the queue tier and
  * shadow mode — real gRPC, real valkey-server.
  */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfigText } from '../src/config/load.js';
 import { QueueConsumer } from '../src/queue/consumer.js';
@@ -163,6 +168,33 @@ limits:
     c.close();
     const again = await client.check({ headers: h, body: chat('m', 'room again') });
     expect(again.httpStatus).toBe(202);
+  });
+
+  it('the shipped consumer command (tollgate-queue) hands each entry to --exec and acks on success', async () => {
+    const { client } = await serve(`
+queues:
+  cli: { max_length: 10 }
+limits:
+  - { name: cli-limit, per: tenant, requests: 1, every: 1h, when_exhausted: queue, queue: cli }
+`);
+    const h = { 'x-tenant-id': tenant() };
+    await client.check({ headers: h, body: chat('m', 'served') });
+    const ids = [];
+    for (let i = 0; i < 2; i++) ids.push((await client.check({ headers: h, body: chat('m', `later ${i}`) })).json.id);
+    const dir = mkdtempSync(join(tmpdir(), 'tollgate-queue-'));
+    const out = join(dir, 'seen.jsonl');
+    const cli = fileURLToPath(new URL('../dist/src/queue/consume-cli.js', import.meta.url));
+    const r = spawnSync(process.execPath, [cli, '--queue', 'cli', '--group', 'workers', '--once', '--exec', `cat >> ${out}; echo >> ${out}`], {
+      env: { ...process.env, VALKEY_URL: vk.url },
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
+    expect(r.status).toBe(0);
+    expect(r.stderr).toContain('handled 2 entries');
+    const seen = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(seen.map((e) => e.id)).toEqual(ids);
+    expect(JSON.parse(seen[1].body).messages[0].content).toBe('later 1');
+    expect(await vk.client.xlen('tollgate:q:cli')).toBe(0); // acked and deleted
   });
 
   it('a limit without when_exhausted: queue still denies', async () => {

@@ -13,6 +13,7 @@ import {
   fastCounter,
   getCounter,
   getEncoder,
+  hasLongRun,
   referenceCounter,
 } from '../src/tokens/encoders.js';
 
@@ -162,4 +163,31 @@ describe('fast tokenizer equals tiktoken', () => {
       });
     });
   }
+});
+
+describe('long-run guard', () => {
+  const REGEX = /[^\s]{129}|\s{129}|[\r\n/]{129}/;
+  it('hasLongRun answers exactly like the regex it replaces', () => {
+    const ch = fc.constantFrom(
+      'a',
+      ' ',
+      '\n',
+      '/',
+      '\r',
+      '\u00a0',
+      '\u0085',
+      '\ufeff',
+      '東',
+      '😀',
+      '\t',
+      'Z',
+    );
+    fc.assert(
+      fc.property(fc.array(fc.tuple(ch, fc.integer({ min: 1, max: 160 })), { maxLength: 8 }), (parts) => {
+        const text = parts.map(([c, n]) => c.repeat(n)).join('');
+        expect(hasLongRun(text)).toBe(REGEX.test(text));
+      }),
+      { seed: 7, numRuns: 2000 },
+    );
+  });
 });

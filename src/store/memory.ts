@@ -33,7 +33,7 @@ interface Evaluated {
 }
 
 /** Lua stores numbers through tostring (%.14g); mirror that so both stores agree to the unit. */
-const lua14 = (n: number) => Number(n.toPrecision(14));
+const lua14 = (n: number) => (Number.isInteger(n) && Math.abs(n) < 1e14 ? n : Number(n.toPrecision(14)));
 
 export class MemoryStore implements Store {
   readonly kind = 'memory' as const;

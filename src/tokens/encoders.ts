@@ -168,12 +168,52 @@ function safeCut(text: string, i: number): number {
  * class run is either and the four Unicode-class scans can be skipped (the common case: prose,
  * code, JSON). Measured here: the scans cost ~1.6 ms per 20 KB of prose, more than counting it.
  */
-const LONG_RUN = new RegExp(`[^\\s]{${MAX_RUN + 1}}|\\s{${MAX_RUN + 1}}|[\\r\\n/]{${MAX_RUN + 1}}`);
+/** What JavaScript's `\s` matches, exactly. */
+function jsSpace(c: number): boolean {
+  return (
+    (c >= 9 && c <= 13) ||
+    c === 32 ||
+    c === 0xa0 ||
+    c === 0x1680 ||
+    (c >= 0x2000 && c <= 0x200a) ||
+    c === 0x2028 ||
+    c === 0x2029 ||
+    c === 0x202f ||
+    c === 0x205f ||
+    c === 0x3000 ||
+    c === 0xfeff
+  );
+}
+
+/**
+ * True when the text has a run longer than MAX_RUN of non-space, of space, or of [\r\n/] characters
+ * (same answer as /[^\s]{129}|\s{129}|[\r\n/]{129}/.test, in one linear pass: the regex with
+ * counted repetition cost ~40% as much as counting the tokens of a small prompt).
+ */
+export function hasLongRun(text: string): boolean {
+  let nonSpace = 0;
+  let space = 0;
+  let slashNl = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (jsSpace(c)) {
+      space++;
+      nonSpace = 0;
+    } else {
+      nonSpace++;
+      space = 0;
+    }
+    if (c === 10 || c === 13 || c === 47) slashNl++;
+    else slashNl = 0;
+    if (nonSpace > MAX_RUN || space > MAX_RUN || slashNl > MAX_RUN) return true;
+  }
+  return false;
+}
 
 /** Positions (sorted, unique) where class runs longer than MAX_RUN are cut. */
 function runCuts(text: string): number[] {
   const cuts: number[] = [];
-  if (!LONG_RUN.test(text)) return cuts;
+  if (!hasLongRun(text)) return cuts;
   for (const proto of RUN_CLASSES) {
     const re = new RegExp(proto.source, proto.flags);
     for (let m = re.exec(text); m !== null; m = re.exec(text)) {
