@@ -180,18 +180,26 @@ limits:
     const h = { 'x-tenant-id': tenant() };
     await client.check({ headers: h, body: chat('m', 'served') });
     const ids = [];
-    for (let i = 0; i < 2; i++) ids.push((await client.check({ headers: h, body: chat('m', `later ${i}`) })).json.id);
+    for (let i = 0; i < 2; i++)
+      ids.push((await client.check({ headers: h, body: chat('m', `later ${i}`) })).json.id);
     const dir = mkdtempSync(join(tmpdir(), 'tollgate-queue-'));
     const out = join(dir, 'seen.jsonl');
     const cli = fileURLToPath(new URL('../dist/src/queue/consume-cli.js', import.meta.url));
-    const r = spawnSync(process.execPath, [cli, '--queue', 'cli', '--group', 'workers', '--once', '--exec', `cat >> ${out}; echo >> ${out}`], {
-      env: { ...process.env, VALKEY_URL: vk.url },
-      encoding: 'utf8',
-      timeout: 20_000,
-    });
+    const r = spawnSync(
+      process.execPath,
+      [cli, '--queue', 'cli', '--group', 'workers', '--once', '--exec', `cat >> ${out}; echo >> ${out}`],
+      {
+        env: { ...process.env, VALKEY_URL: vk.url },
+        encoding: 'utf8',
+        timeout: 20_000,
+      },
+    );
     expect(r.status).toBe(0);
     expect(r.stderr).toContain('handled 2 entries');
-    const seen = readFileSync(out, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const seen = readFileSync(out, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(seen.map((e) => e.id)).toEqual(ids);
     expect(JSON.parse(seen[1].body).messages[0].content).toBe('later 1');
     expect(await vk.client.xlen('tollgate:q:cli')).toBe(0); // acked and deleted
