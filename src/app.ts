@@ -205,9 +205,18 @@ export async function startApp(opts: AppOptions): Promise<App> {
           log.error({ err: (err as Error).message, request_id: requestId }, 'decision failed unexpectedly');
           d = internalErrorDecision(decider.config);
         }
-        observe(d, (performance.now() - t0) / 1000, requestId);
-        cb(null, toCheckResponse(d));
-      })().finally(end);
+        let response: unknown;
+        try {
+          observe(d, (performance.now() - t0) / 1000, requestId);
+          response = toCheckResponse(d);
+        } catch (err) {
+          log.error({ err: (err as Error).message, request_id: requestId }, 'answering failed unexpectedly');
+          response = toCheckResponse(internalErrorDecision(decider.config));
+        }
+        cb(null, response);
+      })()
+        .catch(() => {})
+        .finally(end);
     },
   });
   server.addService(pk.health, health.handlers());

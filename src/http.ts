@@ -108,7 +108,10 @@ export async function startHttp(
         const d = await opts.decider.decide({ method: req.method ?? 'GET', path, headers, body });
         opts.observe(d, (performance.now() - t0) / 1000, headers['x-request-id']);
         if (d.kind === 'allow') {
-          res.writeHead(200, { ...d.upstreamHeaders, ...d.responseHeaders });
+          // Envoy's http_service removes the headers named here from the upstream request
+          // (client-sent x-tollgate-*: no spoofing in HTTP mode either).
+          const remove = d.removeHeaders.length ? { 'x-envoy-auth-headers-to-remove': d.removeHeaders.join(',') } : {};
+          res.writeHead(200, { ...d.upstreamHeaders, ...d.responseHeaders, ...remove });
           return res.end();
         }
         res.writeHead(d.httpStatus, d.headers);
@@ -116,10 +119,10 @@ export async function startHttp(
       } finally {
         opts.end?.();
       }
-    } catch (err) {
+    } catch {
       if (res.headersSent) return res.destroy();
       json(res, 500, {
-        error: { message: (err as Error).message, type: 'server_error', code: 'internal_error', param: null },
+        error: { message: 'internal error', type: 'server_error', code: 'internal_error', param: null },
       });
     }
   });

@@ -53,14 +53,18 @@ describe('deny cache', () => {
         Number(first.headers['retry-after-ms']),
       );
     }
-    // a cheaper call (50 tokens fits the 100 left) is not answered from the cache
+    // a costlier call is not answered from the cache: Valkey says it can never fit
+    const huge = await client.check({ headers: h, body: chat('m', 'x', { max_tokens: 5000 }) });
+    expect(huge.headers['x-should-retry']).toBe('false');
+    expect(await evalshaCalls()).toBe(before + 1);
+    // a cheaper call (50 tokens fits the 100 left) is not answered from the cache either
     const small = await client.check({ headers: h, body: chat('m', 'x', { max_tokens: 42 }) });
     expect(small.allowed).toBe(true);
-    expect(await evalshaCalls()).toBe(before + 1);
+    expect(await evalshaCalls()).toBe(before + 2);
     // after T, the same call goes to Valkey again and fits once enough has refilled
     await new Promise((r) => setTimeout(r, Number(first.headers['retry-after-ms']) + 1000));
     const later = await client.check({ headers: h, body: big });
-    expect(await evalshaCalls()).toBe(before + 2);
+    expect(await evalshaCalls()).toBe(before + 3);
     expect(later.allowed).toBe(true);
   });
 

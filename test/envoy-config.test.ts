@@ -607,6 +607,9 @@ describe('envoy.yaml semantics tollgate relies on', () => {
         'x-tollgate-degraded',
         'x-tollgate-shadow',
         'x-tollgate-estimated',
+        // client-chosen identity headers are not trusted at the edge
+        'x-tenant-id',
+        'x-team-id',
       ]),
     );
   });

@@ -15,7 +15,7 @@ import { ValkeyStore } from '../src/store/valkey.js';
 import { startValkey, type TestValkey } from './helpers/valkey.js';
 
 const SEED = 20_260_707;
-const lua14 = (n: number) => Number(n.toPrecision(14));
+
 
 const rolling = (capacity: number, period: number, cost: number, key = 0): PlanEntry => ({
   key,
@@ -67,7 +67,7 @@ class BucketModel {
     }
     const fits = level >= cost;
     if (fits) {
-      this.level = lua14(level - cost); // stored through Lua's tostring (%.14g)
+      this.level = level - cost; // Valkey 8 stores the exact double (shortest round-trip)
       this.stamp = now;
     }
     const remaining = fits ? this.level : level;

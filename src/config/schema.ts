@@ -74,7 +74,8 @@ function describe(v: unknown): string {
 const join = (p: string, k: string | number) => (typeof k === 'number' ? `${p}[${k}]` : p ? `${p}.${k}` : k);
 
 const DEFAULT_IDENTITY: Record<string, IdentityDim> = {
-  tenant: { sources: [{ header: 'x-tenant-id' }, { api_key: true }] },
+  // the API key first: a header is only as trustworthy as the hop that set it
+  tenant: { sources: [{ api_key: true }, { header: 'x-tenant-id' }] },
 };
 
 function identitySource(c: Checker, path: string, v: unknown): IdentitySource | undefined {

@@ -1,9 +1,9 @@
 /**
- * A local cache of "denied until T" per plan, so repeat offenders are answered without a Valkey round
- * trip. Correct because T comes from the script: the script reads the server's TIME after we send, so
- * `sentAt + retryMs` is never later than the moment the server would let the same call fit. Denials
- * are monotone in cost (a call that costs at least as much on every limit cannot fit sooner), denied
- * calls debit nothing, and other replicas can only debit — so a cached deny is never wrong before T.
+ * A local cache of "denied until T" per plan, so repeat offenders (the same call again) are answered
+ * without a Valkey round trip. Correct because T comes from the script: the script reads the server's
+ * TIME after we send, so `sentAt + retryMs` is never later than the moment the server would let the
+ * same call fit; denied calls debit nothing, and other replicas can only debit — so a cached deny is
+ * never wrong before T.
  * (Keys deleted by hand in Valkey are not seen until T.)
  */
 import type { CheckPlan, CheckResult } from '../store/types.js';
@@ -49,7 +49,9 @@ export class DenyCache {
       return undefined;
     }
     const costs = DenyCache.costs(plan);
-    for (let i = 0; i < costs.length; i++) if (costs[i] < e.costs[i]) return undefined;
+    // Only the very same call (same costs on every limit): a costlier one could be "never fits" or
+    // need longer, and the cached retry time would be wrong for it.
+    for (let i = 0; i < costs.length; i++) if (costs[i] !== e.costs[i]) return undefined;
     this.hits++;
     const elapsed = Math.max(0, Math.floor(now - e.sentAt));
     const r = e.result;

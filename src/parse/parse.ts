@@ -527,6 +527,8 @@ function parseInner(dialect: Dialect, body: unknown, azureDeployment?: string): 
   if (!isObj(body)) fail('request body must be a JSON object');
   const ctx = new Ctx();
   const model = azureDeployment ?? optString(body, 'model', '');
+  // model names end up in logs, metrics labels (configured names only) and queue entries: keep them short
+  if (model !== undefined && model.length > 256) fail('model must be at most 256 characters');
   let n = 1;
   let requestedOutput: number | undefined;
   let stream = false;

@@ -32,8 +32,8 @@ interface Evaluated {
   retry: number;
 }
 
-/** Lua stores numbers through tostring (%.14g); mirror that so both stores agree to the unit. */
-const lua14 = (n: number) => (Number.isInteger(n) && Math.abs(n) < 1e14 ? n : Number(n.toPrecision(14)));
+// (Valkey 8 converts the script's numbers with a shortest round-trip format, so the stored level is the
+// exact double on both sides: nothing to mirror here.)
 
 export class MemoryStore implements Store {
   readonly kind = 'memory' as const;
@@ -105,7 +105,8 @@ export class MemoryStore implements Store {
           r = fits ? 0 : s.b - now;
         }
         const nev = e.cost > cap;
-        const below = fits && e.downgradeAt > 0 && avail - e.cost < e.downgradeAt;
+        const downAt = e.downgradeAt / this.divisor; // the threshold scales with the per-replica share
+        const below = fits && downAt > 0 && avail - e.cost < downAt;
         if (!e.shadow) {
           if (!fits) {
             hard = false;
@@ -128,7 +129,7 @@ export class MemoryStore implements Store {
         const s = cur.get(ev.e.key)!;
         const key = plan.keys[ev.e.key];
         if (ev.e.kind === EntryKind.Rolling) {
-          s.a = lua14(s.a - ev.e.cost);
+          s.a -= ev.e.cost;
           this.data.set(key, { a: s.a, b: now, expiresAt: now + ev.e.period });
         } else {
           s.a += ev.e.cost;
