@@ -110,7 +110,9 @@ export async function startHttp(
         if (d.kind === 'allow') {
           // Envoy's http_service removes the headers named here from the upstream request
           // (client-sent x-tollgate-*: no spoofing in HTTP mode either).
-          const remove = d.removeHeaders.length ? { 'x-envoy-auth-headers-to-remove': d.removeHeaders.join(',') } : {};
+          const remove = d.removeHeaders.length
+            ? { 'x-envoy-auth-headers-to-remove': d.removeHeaders.join(',') }
+            : {};
           res.writeHead(200, { ...d.upstreamHeaders, ...d.responseHeaders, ...remove });
           return res.end();
         }

@@ -56,6 +56,25 @@ describe('breaker', () => {
   });
 });
 
+describe('breaker: stale results', () => {
+  it('a call started before the breaker opened cannot close it when it finally succeeds', async () => {
+    const now = 0;
+    const b = new Breaker(
+      { failures: 2, openMs: 1000 },
+      () => {},
+      () => now,
+    );
+    let release!: () => void;
+    const slow = b.run(() => new Promise<string>((r) => (release = () => r('late'))));
+    for (let i = 0; i < 2; i++)
+      await expect(b.run(async () => Promise.reject(new Error('down')))).rejects.toThrow();
+    expect(b.current).toBe('open');
+    release();
+    await expect(slow).resolves.toBe('late');
+    expect(b.current).toBe('open'); // the stale success was ignored
+  });
+});
+
 const CONFIG = (policy: string, extra = '') => `
 server:
   decision_deadline: 60ms

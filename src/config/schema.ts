@@ -158,6 +158,7 @@ function model(
   }
   const q = queueFor(path, o);
   if (q) m.queue = q;
+  else if (base?.queue && o.when_exhausted === undefined) m.queue = base.queue; // inherit "*"'s
   if (o.encoding !== undefined)
     m.encoding = c.oneOf(join(path, 'encoding'), o.encoding, ENCODINGS) ?? m.encoding;
   if (o.price_usd_per_1m !== undefined) {
@@ -473,7 +474,17 @@ export function validateConfig(raw: unknown, file?: string): Config {
     const m = model(c, `models["${name}"]`, name, v, defaultModel ?? builtinDefault, queueFor);
     if (m) models.set(name, m);
   }
-  // fallback chains: no cycles (a model may not reappear in its own chain)
+  // fallback chains: targets are configured models (a typo must not invent a free model), no cycles
+  if (defaultModel && defaultModel.fallback.length > 0)
+    c.problems.push('models["*"].fallback: not supported on "*"; give each model its own fallback');
+  for (const m of models.values()) {
+    m.fallback.forEach((f, i) => {
+      if (!models.has(f))
+        c.problems.push(
+          `models["${m.name}"].fallback${m.fallback.length > 1 ? `[${i}]` : ''}: expected a model configured under "models" (${[...models.keys()].join(', ')}), got "${f}"`,
+        );
+    });
+  }
   for (const m of models.values()) {
     const chain = fallbackChain(models, m.name);
     if ('cycle' in chain) c.problems.push(`models["${m.name}"].fallback: cycle ${chain.cycle.join(' → ')}`);
@@ -489,6 +500,12 @@ export function validateConfig(raw: unknown, file?: string): Config {
         const lim = limit(c, join('limits', i), l, dims, queueFor);
         if (!lim) return;
         if (names.has(lim.name)) c.problems.push(`limits[${i}].name: duplicate limit name "${lim.name}"`);
+        for (const [j, name] of (lim.models ?? []).entries()) {
+          if (!models.has(name))
+            c.problems.push(
+              `limits[${i}].models[${j}]: expected a model configured under "models" (add \`${name}: {}\` there to price it like "*"), got "${name}"`,
+            );
+        }
         names.add(lim.name);
         limits.push(lim);
       });

@@ -11,6 +11,7 @@ export class Breaker {
   private failures = 0;
   private openUntil = 0;
   private probing = false;
+  private generation = 0;
 
   constructor(
     private opts: { failures: number; openMs: number },
@@ -37,12 +38,15 @@ export class Breaker {
       if (this.probing) throw new BreakerOpenError();
       this.probing = true;
     }
+    // Calls started before the last transition report late; their results must not close an open
+    // breaker or end someone else's half-open probe.
+    const gen = this.generation;
     try {
       const v = await fn();
-      this.success();
+      if (gen === this.generation) this.success();
       return v;
     } catch (err) {
-      this.failure();
+      if (gen === this.generation) this.failure();
       throw err;
     }
   }
@@ -66,6 +70,7 @@ export class Breaker {
     const from = this.state;
     if (from === to) return;
     this.state = to;
+    this.generation++;
     this.onChange(to, from);
   }
 }
