@@ -97,7 +97,13 @@ export function buildPlan(
       if (!applies(l, c.model, id)) continue;
       const parts = l.per.map((d) => safeId(d === 'model' ? c.model : (id[d] as string)));
       const rolling = l.window.type === 'rolling';
-      const key = `${cfg.store.prefix}:${rolling ? 'r' : 'c'}:${l.name}${parts.length ? `:${parts.join(':')}` : ''}`;
+      // Calendar keys name their window (unit and zone): changing `reset` or `timezone` starts a new
+      // window at once instead of running out the old one.
+      const kindPart =
+        l.window.type === 'rolling'
+          ? `r:${l.name}`
+          : `c:${l.name}:${l.window.unit}${l.window.timezone ? `@${l.window.timezone.replace(/[^A-Za-z0-9_-]/g, '_')}` : ''}`;
+      const key = `${cfg.store.prefix}:${kindPart}${parts.length ? `:${parts.join(':')}` : ''}`;
       let ki = keyIndex.get(key);
       if (ki === undefined) {
         ki = keys.push(key) - 1;

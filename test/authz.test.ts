@@ -272,7 +272,7 @@ describe('dollars and calendar quota', () => {
     const body = chat('gpt-4o-mini', 'hello', { max_tokens: 20000 });
     const a = await envoy.check({ headers: { 'x-tenant-id': tenant(), 'x-team-id': team }, body });
     expect(a.allowed).toBe(true);
-    const key = `tollgate:c:team-spend:${team}`;
+    const key = `tollgate:c:team-spend:daily:${team}`;
     const used = Number(await vk.client.hget(key, 'u'));
     const p = getEncoder('o200k_base').encode('hello').length + 7;
     expect(used).toBe(Math.ceil(((p * 0.15 + 20000 * 0.6) * 1e6) / 1e6)); // micro-dollars

@@ -317,18 +317,18 @@ limits:
 `);
     const t = uid('tz');
     await client.check({ headers: { 'x-tenant-id': t }, body: chat('m', 'x') });
-    const end = Number(await vk.client.hget(`tollgate:c:tokyo-daily:${t}`, 'e'));
+    const end = Number(await vk.client.hget(`tollgate:c:tokyo-daily:daily@Asia_Tokyo:${t}`, 'e'));
     const now = Date.now();
     const tokyoMidnight = windowEnd(now, 2, tzOffsetMinutes('Asia/Tokyo', now));
     expect(end).toBe(tokyoMidnight);
     expect(new Date(end).getUTCHours()).toBe(15); // 00:00 JST = 15:00 UTC
-    expect(Number(await vk.client.hget(`tollgate:c:utc-daily:${t}`, 'e')) % 86_400_000).toBe(0);
+    expect(Number(await vk.client.hget(`tollgate:c:utc-daily:daily:${t}`, 'e')) % 86_400_000).toBe(0);
     const d = await client.check({ headers: { 'x-tenant-id': t }, body: chat('m', 'x') });
     expect(d.json.limit).toBe('tokyo-daily');
     expect(Number(d.headers['retry-after'])).toBe(Math.ceil((tokyoMidnight - Date.now()) / 1000));
     // past the zone's midnight the quota starts again (simulated by editing Valkey, so drop the local
     // "denied until midnight" cache entry too)
-    await vk.client.hset(`tollgate:c:tokyo-daily:${t}`, 'e', String(Date.now() - 1));
+    await vk.client.hset(`tollgate:c:tokyo-daily:daily@Asia_Tokyo:${t}`, 'e', String(Date.now() - 1));
     app.decider.denyCache.clear();
     expect((await client.check({ headers: { 'x-tenant-id': t }, body: chat('m', 'x') })).allowed).toBe(true);
   });

@@ -119,7 +119,7 @@ describe('4 tollgate processes, one valkey-server, 2,000 concurrent checks for o
     const v = Number(await vk.client.hget(`tollgate:r:req:${tenant}`, 'v'));
     expect(v).toBeGreaterThanOrEqual(0);
     expect(v).toBeLessThan(1);
-    expect(Number(await vk.client.hget(`tollgate:c:tok:${tenant}`, 'u'))).toBe(spent);
+    expect(Number(await vk.client.hget(`tollgate:c:tok:daily:${tenant}`, 'u'))).toBe(spent);
   });
 
   it('token-bound: admitted tokens never exceed the limit; every refusal was needed; Valkey agrees', async () => {
@@ -133,7 +133,7 @@ describe('4 tollgate processes, one valkey-server, 2,000 concurrent checks for o
     );
     expect(spent).toBeLessThanOrEqual(TOKENS);
     expect(admitted.length).toBeLessThan(REQUESTS);
-    const used = Number(await vk.client.hget(`tollgate:c:tok:${tenant}`, 'u'));
+    const used = Number(await vk.client.hget(`tollgate:c:tok:daily:${tenant}`, 'u'));
     expect(used).toBe(spent);
     // Tokens only ever went down during the burst, so a refused call did not fit even at the end:
     // nothing was refused that the limit had room for.
@@ -166,7 +166,7 @@ describe('in-memory store, one process, 2,000 concurrent checks for one tenant',
   const state = async (tenant: string) => {
     const store = app.store as MemoryStore;
     const r = await store.check({
-      keys: [`tollgate:r:req:${tenant}`, `tollgate:c:tok:${tenant}`],
+      keys: [`tollgate:r:req:${tenant}`, `tollgate:c:tok:daily:${tenant}`],
       candidates: [
         [
           {

@@ -40,7 +40,8 @@ limits:
 server: { decision_deadline: 3s }
 store: { timeout: 2s }
 `;
-const KEY_SHAPE = /^tollgate:(r|c):(req|tok|spend|control)(:([A-Za-z0-9_.@-]{1,64}|~[A-Za-z0-9_-]{27}))$/;
+const KEY_SHAPE =
+  /^tollgate:(r:(req|tok)|c:(spend|control):(hourly|daily|weekly|monthly))(:([A-Za-z0-9_.@-]{1,64}|~[A-Za-z0-9_-]{27}))$/;
 
 let vk: TestValkey;
 let p: TollgateProc;
@@ -306,7 +307,7 @@ describe('fuzzing the Check handler', () => {
     expect(worst).toBeLessThan(5000);
     // Accounting: the control tenant was debited exactly once per control call, nothing else.
     expect(last.headers['x-ratelimit-remaining-requests']).toBeDefined();
-    expect(Number(await vk.client.hget(`tollgate:c:control:${control}`, 'u'))).toBe(controlCalls);
+    expect(Number(await vk.client.hget(`tollgate:c:control:monthly:${control}`, 'u'))).toBe(controlCalls);
     // Every key in Valkey has our shape (prefix, kind, limit, one safe id) and sane numbers.
     const keys = await vk.client.keys('*');
     for (const k of keys) {

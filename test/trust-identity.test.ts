@@ -130,6 +130,7 @@ identity:
   tenant: [{ api_key: true }]
 models:
   gpt-4o: { fallback: gpt-4o-mini }
+  gpt-4o-mini: {}
 limits:
   - { name: req, per: tenant, requests: 3, every: 1h }
   - { name: big, per: tenant, models: [gpt-4o], tokens: 50, every: 1h }

@@ -16,7 +16,6 @@ import { startValkey, type TestValkey } from './helpers/valkey.js';
 
 const SEED = 20_260_707;
 
-
 const rolling = (capacity: number, period: number, cost: number, key = 0): PlanEntry => ({
   key,
   kind: EntryKind.Rolling,
