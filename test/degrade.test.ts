@@ -7,36 +7,16 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { parseConfigText } from '../src/config/load.js';
 import { QueueConsumer } from '../src/queue/consumer.js';
 import { getEncoder } from '../src/tokens/encoders.js';
-import { startTestApp, type TestApp } from './helpers/app.js';
-import { chat, EnvoyClient } from './helpers/envoy.js';
-import { startValkey, type TestValkey } from './helpers/valkey.js';
+import { valkeyApps } from './helpers/app.js';
+import { chat } from './helpers/envoy.js';
 
-let vk: TestValkey;
-const apps: { app: TestApp; client: EnvoyClient }[] = [];
+const { vk: valkey, serve } = valkeyApps();
 let n = 0;
 const tenant = () => `d${Date.now()}-${++n}`;
-
-async function serve(yaml: string) {
-  const app = await startTestApp(yaml, { valkeyUrl: vk.url });
-  const client = new EnvoyClient(app.grpcPort);
-  apps.push({ app, client });
-  return { app, client };
-}
-
-beforeAll(async () => {
-  vk = await startValkey();
-});
-afterAll(async () => {
-  for (const { app, client } of apps) {
-    client.close();
-    await app.close(500);
-  }
-  await vk?.close();
-});
 
 const CHAIN = `
 models:
@@ -78,7 +58,7 @@ describe('fallback chains', () => {
     const o200 = getEncoder('o200k_base').encode(text).length + 7 + 600;
     const cl100 = getEncoder('cl100k_base').encode(text).length + 7 + 600;
     expect(o200).not.toBe(cl100);
-    const level = async (l: string) => Number(await vk.client.hget(`tollgate:r:${l}:${t}`, 'v'));
+    const level = async (l: string) => Number(await valkey().client.hget(`tollgate:r:${l}:${t}`, 'v'));
     expect(Math.round(await level('premium-tokens'))).toBe(1000 - o200);
     expect(Math.round(await level('standard-tokens'))).toBe(1000 - o200);
     expect(Math.round(await level('legacy-tokens'))).toBe(1000 - cl100);
@@ -124,7 +104,7 @@ limits:
     const third = await ask('big'); // would leave 100 < 200
     expect(third.allowed).toBe(true);
     expect(third.upstream['x-tollgate-model']).toBe('small');
-    expect(Math.round(Number(await vk.client.hget(`tollgate:r:big-tokens:${t}`, 'v')))).toBe(400);
+    expect(Math.round(Number(await valkey().client.hget(`tollgate:r:big-tokens:${t}`, 'v')))).toBe(400);
   });
 });
 
@@ -153,10 +133,16 @@ limits:
     expect(full.json.queue).toBe('overflow');
     expect(full.json.error.message).toContain('queue "overflow" is full');
     expect(Number(full.headers['retry-after'])).toBeGreaterThan(0);
-    expect(await vk.client.xlen('tollgate:q:overflow')).toBe(3);
+    expect(await valkey().client.xlen('tollgate:q:overflow')).toBe(3);
 
     // a consumer sees every accepted call, in order, and acking frees room
-    const c = new QueueConsumer({ url: vk.url, queue: 'overflow', group: 'g', consumer: 'c1', blockMs: 100 });
+    const c = new QueueConsumer({
+      url: valkey().url,
+      queue: 'overflow',
+      group: 'g',
+      consumer: 'c1',
+      blockMs: 100,
+    });
     await c.init();
     const batch = await c.next();
     expect(batch.map((e) => e.id)).toEqual(ids);
@@ -164,7 +150,7 @@ limits:
     expect(batch[0]).toMatchObject({ tenant: t, model: 'm' });
     expect(batch[0].cost).toBeGreaterThan(0);
     for (const e of batch) await c.ack(e);
-    expect(await vk.client.xlen('tollgate:q:overflow')).toBe(0);
+    expect(await valkey().client.xlen('tollgate:q:overflow')).toBe(0);
     c.close();
     const again = await client.check({ headers: h, body: chat('m', 'room again') });
     expect(again.httpStatus).toBe(202);
@@ -189,7 +175,7 @@ limits:
       process.execPath,
       [cli, '--queue', 'cli', '--group', 'workers', '--once', '--exec', `cat >> ${out}; echo >> ${out}`],
       {
-        env: { ...process.env, VALKEY_URL: vk.url },
+        env: { ...process.env, VALKEY_URL: valkey().url },
         encoding: 'utf8',
         timeout: 20_000,
       },
@@ -202,7 +188,7 @@ limits:
       .map((l) => JSON.parse(l));
     expect(seen.map((e) => e.id)).toEqual(ids);
     expect(JSON.parse(seen[1].body).messages[0].content).toBe('later 1');
-    expect(await vk.client.xlen('tollgate:q:cli')).toBe(0); // acked and deleted
+    expect(await valkey().client.xlen('tollgate:q:cli')).toBe(0); // acked and deleted
   });
 
   it('a limit without when_exhausted: queue still denies', async () => {

@@ -2,34 +2,16 @@
  * The local deny cache: a repeat offender is denied without a Valkey round trip until the T the script
  * gave, cheaper calls still go to Valkey, and the cache can be turned off.
  */
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestApp, type TestApp } from './helpers/app.js';
-import { chat, EnvoyClient } from './helpers/envoy.js';
-import { startValkey, type TestValkey } from './helpers/valkey.js';
+import { describe, expect, it } from 'vitest';
+import { valkeyApps } from './helpers/app.js';
+import { chat } from './helpers/envoy.js';
 
-let vk: TestValkey;
-const apps: { app: TestApp; client: EnvoyClient }[] = [];
-async function serve(yaml: string) {
-  const app = await startTestApp(yaml, { valkeyUrl: vk.url });
-  const client = new EnvoyClient(app.grpcPort);
-  apps.push({ app, client });
-  return { app, client };
-}
+const { vk: valkey, serve } = valkeyApps();
+
 const evalshaCalls = async () => {
-  const info = await vk.client.info('commandstats');
+  const info = await valkey().client.info('commandstats');
   return Number(/cmdstat_evalsha:calls=(\d+)/.exec(info)?.[1] ?? 0);
 };
-
-beforeAll(async () => {
-  vk = await startValkey();
-});
-afterAll(async () => {
-  for (const { app, client } of apps) {
-    client.close();
-    await app.close(500);
-  }
-  await vk?.close();
-});
 
 describe('deny cache', () => {
   it('repeat denies skip Valkey until T, with an aged Retry-After; cheaper calls still ask Valkey', async () => {

@@ -9,36 +9,16 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import { tzOffsetMinutes, windowEnd } from '../src/store/calendar.js';
-import { startTestApp, type TestApp } from './helpers/app.js';
-import { chat, EnvoyClient } from './helpers/envoy.js';
+import { valkeyApps } from './helpers/app.js';
+import { chat } from './helpers/envoy.js';
 import { officialRoot, toStruct } from './helpers/official.js';
-import { startValkey, type TestValkey } from './helpers/valkey.js';
 
-let vk: TestValkey;
-const apps: { app: TestApp; client: EnvoyClient }[] = [];
+const { vk: valkey, serve } = valkeyApps();
 let seq = 0;
 const uid = (p: string) => `${p}${Date.now()}x${++seq}`;
-
-async function serve(yaml: string, opts: Parameters<typeof startTestApp>[1] = {}) {
-  const app = await startTestApp(yaml, { valkeyUrl: vk.url, ...opts });
-  const client = new EnvoyClient(app.grpcPort);
-  apps.push({ app, client });
-  return { app, client };
-}
-
-beforeAll(async () => {
-  vk = await startValkey();
-});
-afterAll(async () => {
-  for (const { app, client } of apps) {
-    client.close();
-    await app.close(500);
-  }
-  await vk?.close();
-});
 
 const HIERARCHY = `
 identity:
@@ -91,7 +71,7 @@ describe('hierarchy', () => {
       await binding('t3', 'u1', 'a1'),
     ]).toEqual(['allowed', 'allowed', 'org-requests']);
     // all-or-nothing: the denied calls debited no level
-    const used = Number(await vk.client.hget(`tollgate:r:team-requests:${org}:t2`, 'v'));
+    const used = Number(await valkey().client.hget(`tollgate:r:team-requests:${org}:t2`, 'v'));
     expect(Math.round(used)).toBe(4);
   });
 
@@ -227,7 +207,7 @@ limits:
     expect((await client.check({ headers: h, body: chat('m', 'x') })).allowed).toBe(true);
     const d = await client.check({ headers: h, body: chat('m', 'x') });
     expect(d.json.limit).toBe('free-requests');
-    expect(await vk.client.exists(`tollgate:r:free-requests:${org}`)).toBe(1);
+    expect(await valkey().client.exists(`tollgate:r:free-requests:${org}`)).toBe(1);
     // upgrade the key to pro in the key map and reload
     writeFileSync(join(dir, 'keys.yaml'), `keys:\n  ${digest}: { org: ${org}, plan: pro }\n`);
     expect(app.reload()).toBe(true);
@@ -283,7 +263,7 @@ limits:
     });
     expect(d.allowed).toBe(false);
     expect(d.json.limit).toBe('weighted');
-    expect(Math.round(Number(await vk.client.hget(`tollgate:r:plain:${t}`, 'v')))).toBe(96); // unweighted: 1 per call
+    expect(Math.round(Number(await valkey().client.hget(`tollgate:r:plain:${t}`, 'v')))).toBe(96); // unweighted: 1 per call
   });
 
   it('token_weight multiplies a premium model’s tokens on token limits', async () => {
@@ -317,18 +297,18 @@ limits:
 `);
     const t = uid('tz');
     await client.check({ headers: { 'x-tenant-id': t }, body: chat('m', 'x') });
-    const end = Number(await vk.client.hget(`tollgate:c:tokyo-daily:daily@Asia_Tokyo:${t}`, 'e'));
+    const end = Number(await valkey().client.hget(`tollgate:c:tokyo-daily:daily@Asia_Tokyo:${t}`, 'e'));
     const now = Date.now();
     const tokyoMidnight = windowEnd(now, 2, tzOffsetMinutes('Asia/Tokyo', now));
     expect(end).toBe(tokyoMidnight);
     expect(new Date(end).getUTCHours()).toBe(15); // 00:00 JST = 15:00 UTC
-    expect(Number(await vk.client.hget(`tollgate:c:utc-daily:daily:${t}`, 'e')) % 86_400_000).toBe(0);
+    expect(Number(await valkey().client.hget(`tollgate:c:utc-daily:daily:${t}`, 'e')) % 86_400_000).toBe(0);
     const d = await client.check({ headers: { 'x-tenant-id': t }, body: chat('m', 'x') });
     expect(d.json.limit).toBe('tokyo-daily');
     expect(Number(d.headers['retry-after'])).toBe(Math.ceil((tokyoMidnight - Date.now()) / 1000));
     // past the zone's midnight the quota starts again (simulated by editing Valkey, so drop the local
     // "denied until midnight" cache entry too)
-    await vk.client.hset(`tollgate:c:tokyo-daily:daily@Asia_Tokyo:${t}`, 'e', String(Date.now() - 1));
+    await valkey().client.hset(`tollgate:c:tokyo-daily:daily@Asia_Tokyo:${t}`, 'e', String(Date.now() - 1));
     app.decider.denyCache.clear();
     expect((await client.check({ headers: { 'x-tenant-id': t }, body: chat('m', 'x') })).allowed).toBe(true);
   });

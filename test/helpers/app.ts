@@ -1,8 +1,11 @@
 /** Start a real tollgate (gRPC + HTTP) on free ports with a config given as YAML text. */
 import { Writable } from 'node:stream';
+import { afterAll, beforeAll } from 'vitest';
 import { type App, type AppOptions, startApp } from '../../src/app.js';
 import { parseConfigText } from '../../src/config/load.js';
 import { createLogger } from '../../src/log.js';
+import { EnvoyClient } from './envoy.js';
+import { startValkey, type TestValkey } from './valkey.js';
 
 export interface TestApp extends App {
   logs: string[];
@@ -30,4 +33,35 @@ export async function startTestApp(yaml: string, opts: Partial<AppOptions> = {})
   const logger = createLogger(process.env.TEST_LOG_LEVEL || 'debug', sink);
   const app = await startApp({ config, logger, tokenWorkers: 0, ...opts });
   return Object.assign(app, { logs });
+}
+
+/**
+ * One private valkey-server per test file, and apps started on it on demand; everything is closed in
+ * afterAll. Call at the top level of a test file.
+ */
+export function valkeyApps(): {
+  vk: () => TestValkey;
+  serve: (yaml: string, opts?: Partial<AppOptions>) => Promise<{ app: TestApp; client: EnvoyClient }>;
+} {
+  let vk: TestValkey | undefined;
+  const apps: { app: TestApp; client: EnvoyClient }[] = [];
+  beforeAll(async () => {
+    vk = await startValkey();
+  });
+  afterAll(async () => {
+    for (const { app, client } of apps) {
+      client.close();
+      await app.close(500);
+    }
+    await vk?.close();
+  });
+  return {
+    vk: () => vk!,
+    serve: async (yaml, opts = {}) => {
+      const app = await startTestApp(yaml, { valkeyUrl: vk!.url, ...opts });
+      const client = new EnvoyClient(app.grpcPort);
+      apps.push({ app, client });
+      return { app, client };
+    },
+  };
 }
