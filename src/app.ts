@@ -170,6 +170,10 @@ export async function startApp(opts: AppOptions): Promise<App> {
     const c = decider.config;
     metrics.observe(c, d, seconds);
     const s = d.stats;
+    // One info line per call that did not simply pass: denied, rerouted, degraded, queued, shadow-denied.
+    // Plain allows only at debug (and the line is not even built unless debug is on: hot path).
+    const important = outcomeOf(d) !== 'allow' || d.reason === 'shadow';
+    if (!important && !log.isLevelEnabled('debug')) return;
     const line = {
       request_id: requestId,
       decision: d.kind,
@@ -184,9 +188,8 @@ export async function startApp(opts: AppOptions): Promise<App> {
       limit: s.limit,
       ms: Math.round(seconds * 1e6) / 1000,
     };
-    // One info line per call that did not simply pass: denied, rerouted, degraded, queued, shadow-denied.
-    // Plain allows only at debug. Never the body, prompt text, headers or the raw tenant id.
-    if (outcomeOf(d) !== 'allow' || d.reason === 'shadow') log.info(line, 'decision');
+    // Never the body, prompt text, headers or the raw tenant id.
+    if (important) log.info(line, 'decision');
     else log.debug(line, 'decision');
   };
 

@@ -120,7 +120,16 @@ export function safeId(id: string): string {
   return `~${createHash('sha256').update(id).digest('base64url').slice(0, 27)}`;
 }
 
-/** A short, non-reversible tag for logs. */
+const tags = new Map<string, string>();
+
+/** A short, non-reversible tag for logs (memoized: tenants repeat; the memo is bounded). */
 export function logTag(id: string | undefined): string | undefined {
-  return id === undefined ? undefined : createHash('sha256').update(id).digest('hex').slice(0, 12);
+  if (id === undefined) return undefined;
+  let t = tags.get(id);
+  if (t === undefined) {
+    t = createHash('sha256').update(id).digest('hex').slice(0, 12);
+    if (tags.size >= 10_000) tags.clear();
+    tags.set(id, t);
+  }
+  return t;
 }

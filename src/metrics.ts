@@ -39,6 +39,16 @@ export interface MetricsOptions {
 }
 
 export class Metrics {
+  private readonly children = new Map<
+    string,
+    {
+      decisions: { inc(v?: number): void };
+      latency: { observe(v: number): void };
+      prompt: { inc(v?: number): void };
+      reserved: { inc(v?: number): void };
+      dollars: { inc(v?: number): void };
+    }
+  >();
   readonly registry = new client.Registry();
   /** Read at scrape time (the breaker turns half-open by the clock, without a call). */
   breakerSource?: () => BreakerState;
@@ -158,12 +168,26 @@ export class Metrics {
     const s = d.stats;
     const outcome = outcomeOf(d);
     const model = this.modelLabel(cfg, s.chosenModel ?? s.model);
-    this.decisions.inc({ outcome, reason: d.reason, limit: s.limit ?? '', model });
-    this.latency.observe({ outcome }, seconds);
+    // Children are looked up once per label combination (bounded by the config), not hashed per call.
+    const limit = s.limit ?? '';
+    const key = `${outcome}\u0000${d.reason}\u0000${limit}\u0000${model}`;
+    let child = this.children.get(key);
+    if (!child) {
+      child = {
+        decisions: this.decisions.labels(outcome, d.reason, limit, model),
+        latency: this.latency.labels(outcome),
+        prompt: this.tokens.labels(model, 'prompt'),
+        reserved: this.tokens.labels(model, 'reserved'),
+        dollars: this.dollars.labels(model),
+      };
+      this.children.set(key, child);
+    }
+    child.decisions.inc();
+    child.latency.observe(seconds);
     if (d.kind === 'allow' && s.promptTokens !== undefined) {
-      this.tokens.inc({ model, type: 'prompt' }, s.promptTokens);
-      this.tokens.inc({ model, type: 'reserved' }, s.reservedTokens ?? 0);
-      if (s.micros) this.dollars.inc({ model }, s.micros / 1e6);
+      child.prompt.inc(s.promptTokens);
+      child.reserved.inc(s.reservedTokens ?? 0);
+      if (s.micros) child.dollars.inc(s.micros / 1e6);
     }
     if (this.tenantDecisions && s.tenantTag) this.tenantDecisions.inc({ tenant: s.tenantTag, outcome });
   }

@@ -73,6 +73,24 @@ export class Decider {
   private cfg: Config;
   readonly breaker: Breaker;
   private local: MemoryStore;
+  /** Fallback chains of configured models, computed once per config. */
+  private chains = new Map<string, string[]>();
+  private chainsFor?: Config;
+
+  private candidatesOf(cfg: Config, model: string): string[] {
+    if (this.chainsFor !== cfg) {
+      this.chains = new Map();
+      this.chainsFor = cfg;
+    }
+    let c = this.chains.get(model);
+    if (!c) {
+      const chain = fallbackChain(cfg.models, model);
+      c = Array.isArray(chain) ? chain : [model];
+      if (cfg.models.has(model)) this.chains.set(model, c); // bounded by the config
+    }
+    return c;
+  }
+
   /** "Denied until T" answers from Valkey, reused without a round trip until T (Valkey store only). */
   readonly denyCache = new DenyCache();
 
@@ -176,8 +194,7 @@ export class Decider {
 
     // --- identity, candidates, costs ---------------------------------------------------------------
     const id = resolveIdentity(cfg, { path: input.path, headers: input.headers, metadata: input.metadata });
-    const chain = fallbackChain(cfg.models, model);
-    const names = Array.isArray(chain) ? chain : [model];
+    const names = this.candidatesOf(cfg, model);
     const tokensByEncoding = new Map<string, number>();
     const costs: CandidateCost[] = [];
     for (const name of names) {
