@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Valkey } from 'iovalkey';
 import type { TestCa, TestCert } from './certs.js';
-import { freePort } from './valkey.js';
+import { baseServerArgs, freePort } from './valkey.js';
 
 export interface SecureValkey {
   port: number;
@@ -33,18 +33,7 @@ export async function startSecureValkey(o: SecureValkeyOptions): Promise<SecureV
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-valkey-secure-'));
   const aclfile = join(dir, 'users.acl');
   writeFileSync(aclfile, [`user default on >${o.adminPassword} ~* &* +@all`, ...o.users, ''].join('\n'));
-  const args = [
-    '--bind',
-    '127.0.0.1',
-    '--save',
-    '',
-    '--appendonly',
-    'no',
-    '--dir',
-    dir,
-    '--aclfile',
-    aclfile,
-  ];
+  const args = [...baseServerArgs(dir), '--aclfile', aclfile];
   if (o.tls) {
     args.push(
       '--port',

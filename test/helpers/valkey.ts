@@ -21,6 +21,11 @@ export interface TestValkey {
   close(): Promise<void>;
 }
 
+/** The arguments every private test server starts with: loopback only, no persistence, a temp dir. */
+export function baseServerArgs(dir: string): string[] {
+  return ['--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--dir', dir];
+}
+
 export async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
@@ -89,25 +94,9 @@ export async function startValkey(extraArgs: string[] = []): Promise<TestValkey>
   const dir = mkdtempSync(join(tmpdir(), 'tollgate-valkey-'));
   let proc: ChildProcess;
   const launch = async () => {
-    proc = spawn(
-      bin,
-      [
-        '--port',
-        String(port),
-        '--bind',
-        '127.0.0.1',
-        '--save',
-        '',
-        '--appendonly',
-        'no',
-        '--dir',
-        dir,
-        ...extraArgs,
-      ],
-      {
-        stdio: 'ignore',
-      },
-    );
+    proc = spawn(bin, ['--port', String(port), ...baseServerArgs(dir), ...extraArgs], {
+      stdio: 'ignore',
+    });
     await waitReady(port, proc);
   };
   await launch();
