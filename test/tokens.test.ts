@@ -433,6 +433,7 @@ function buildWorker(dir: string): URL {
     'src/tokens/worker.ts',
     'src/tokens/count.ts',
     'src/tokens/encoders.ts',
+    'src/tokens/bpe.ts',
     'src/parse/types.ts',
   ];
   for (const f of files) {

@@ -112,7 +112,7 @@ export class Decider {
       cfg.defaultModel.encoding,
       ...[...cfg.models.values()].map((m) => m.encoding),
     ]);
-    for (const e of encodings) getCounter(e); // the hot path's counters (gpt-tokenizer or tiktoken)
+    for (const e of encodings) getCounter(e); // the hot path's counters (shared-table BPE or tiktoken)
     await this.deps.pool?.warm(encodings);
   }
 

@@ -1,33 +1,37 @@
 /**
- * Process-wide cache of token encoders. Creating an encoder parses a multi-megabyte BPE table,
- * so each encoding is created once (lazily) per thread and reused for every request; encoders are
- * never freed.
+ * Process-wide token counters. Building an encoding's tables costs tens to hundreds of milliseconds,
+ * so each encoding is built once (lazily) per process and reused for every request; nothing is freed.
  *
  * Two implementations:
- *  - tiktoken (WASM): the reference. `getEncoder` always returns it.
- *  - gpt-tokenizer (pure JS): ~4-10x faster per call on this hot path (no WASM boundary crossing,
- *    no token array allocation). `getCounter` serves it for the encodings in FAST_ENCODINGS only;
- *    test/tokens-fast.test.ts proves its counts equal tiktoken's on a varied corpus for each of them.
- *    TOLLGATE_TOKENIZER=tiktoken forces the reference everywhere.
+ *  - tiktoken (WASM): the reference. `getEncoder` always returns it (loaded only when asked for).
+ *  - bpe.ts: a compact BPE counter over tiktoken's own rank files whose table lives in a
+ *    SharedArrayBuffer, so the main thread and every token worker share one copy (~7 MB for
+ *    o200k_base instead of ~70 MB of JavaScript strings per thread), with hand-written ASCII
+ *    pre-tokenizers for cl100k/o200k. `getCounter` serves it for the encodings in FAST_ENCODINGS;
+ *    test/tokens-fast.test.ts proves its counts equal tiktoken's on a varied corpus and on random
+ *    Unicode strings for each of them. TOLLGATE_TOKENIZER=tiktoken forces the reference everywhere.
  */
 import { createRequire } from 'node:module';
-import { get_encoding, type Tiktoken, type TiktokenEncoding } from 'tiktoken';
+import type { Tiktoken, TiktokenEncoding } from 'tiktoken';
+import { type BpeTable, buildTable, countBpe, view } from './bpe.js';
 
 export const ENCODINGS = ['o200k_base', 'cl100k_base', 'p50k_base', 'r50k_base'] as const;
 export type EncodingName = (typeof ENCODINGS)[number];
 
 const cache = new Map<EncodingName, Tiktoken>();
+const requireCjs = createRequire(import.meta.url);
 
 export function isEncodingName(name: string): name is EncodingName {
   return (ENCODINGS as readonly string[]).includes(name);
 }
 
-/** The shared encoder for `name`; throws for an unknown encoding name (a configuration error). */
+/** The shared tiktoken encoder for `name`; throws for an unknown encoding name (a configuration error). */
 export function getEncoder(name: string): Tiktoken {
   if (!isEncodingName(name))
     throw new Error(`unknown token encoding "${name}" (expected one of ${ENCODINGS.join(', ')})`);
   let enc = cache.get(name);
   if (!enc) {
+    const { get_encoding } = requireCjs('tiktoken') as typeof import('tiktoken');
     enc = get_encoding(name as TiktokenEncoding);
     cache.set(name, enc);
   }
@@ -39,11 +43,16 @@ export type CountFn = (text: string) => number;
 
 export interface TokenCounter {
   readonly encoding: EncodingName;
-  readonly impl: 'gpt-tokenizer' | 'tiktoken';
+  readonly impl: 'bpe' | 'tiktoken';
   readonly count: CountFn;
+  /**
+   * Count with the work per pre-token bounded (see countBpe's maxPiece); the shared-table counter
+   * has it, so countText needs no text-level scan or cuts for it.
+   */
+  readonly countGuarded?: CountFn;
 }
 
-/** Encodings served by gpt-tokenizer: those whose counts equal tiktoken's on the equality corpus. */
+/** Encodings served by bpe.ts: those whose counts equal tiktoken's on the equality corpus. */
 export const FAST_ENCODINGS: ReadonlySet<EncodingName> = new Set<EncodingName>([
   'o200k_base',
   'cl100k_base',
@@ -51,21 +60,16 @@ export const FAST_ENCODINGS: ReadonlySet<EncodingName> = new Set<EncodingName>([
   'r50k_base',
 ]);
 
-/** Entries in gpt-tokenizer's per-encoding BPE merge cache (its default, 100k, costs ~20 MB). */
-const FAST_MERGE_CACHE = 20_000;
-
-interface GptTokenizerApi {
-  countTokens(text: string, opts: { disallowedSpecial: Set<string> }): number;
-  setMergeCacheSize(n: number): void;
-}
-
-const requireCjs = createRequire(import.meta.url);
-/** No special tokens recognised: `<|endoftext|>` in user text counts as ordinary text, like encode_ordinary. */
-const NO_SPECIAL = { disallowedSpecial: new Set<string>() };
 const counters = new Map<EncodingName, TokenCounter>();
+const tables = new Map<EncodingName, SharedArrayBuffer>();
 
 function fastEnabled(): boolean {
   return process.env.TOLLGATE_TOKENIZER !== 'tiktoken';
+}
+
+/** Whether the hot path counts `name` with the shared-table counter (else with tiktoken). */
+export function usesSharedTable(name: string): name is EncodingName {
+  return isEncodingName(name) && fastEnabled() && FAST_ENCODINGS.has(name);
 }
 
 /** The reference (tiktoken) counter for `name`. */
@@ -74,15 +78,39 @@ export function referenceCounter(name: string): TokenCounter {
   return { encoding: name as EncodingName, impl: 'tiktoken', count: (t) => enc.encode_ordinary(t).length };
 }
 
-/** gpt-tokenizer's counter for `name` (loaded on first use; synchronous). */
+/** The shared rank table of `name`, built on first use (a worker receives it from its parent). */
+export function sharedTable(name: EncodingName): SharedArrayBuffer {
+  let t = tables.get(name);
+  if (!t) {
+    t = buildTable(name);
+    tables.set(name, t);
+  }
+  return t;
+}
+
+/** Install a table built by another thread (token workers), so this thread does not build its own. */
+export function installTable(name: EncodingName, shared: SharedArrayBuffer): void {
+  if (!tables.has(name)) tables.set(name, shared);
+}
+
+/** Whether this thread already holds the table of `name`. */
+export function hasTable(name: EncodingName): boolean {
+  return tables.has(name);
+}
+
+/** The shared-table BPE counter for `name` (synchronous; builds the table on first use). */
 export function fastCounter(name: EncodingName): TokenCounter {
-  const api = requireCjs(`gpt-tokenizer/cjs/encoding/${name}`) as GptTokenizerApi;
-  api.setMergeCacheSize(FAST_MERGE_CACHE);
-  return { encoding: name, impl: 'gpt-tokenizer', count: (t) => api.countTokens(t, NO_SPECIAL) };
+  const table: BpeTable = view(name, sharedTable(name));
+  return {
+    encoding: name,
+    impl: 'bpe',
+    count: (t) => countBpe(table, t),
+    countGuarded: (t) => countBpe(table, t, MAX_PIECE),
+  };
 }
 
 /**
- * The counter the hot path uses for `name`: gpt-tokenizer for FAST_ENCODINGS (unless
+ * The counter the hot path uses for `name`: bpe.ts for FAST_ENCODINGS (unless
  * TOLLGATE_TOKENIZER=tiktoken), else tiktoken. Throws for an unknown encoding name.
  */
 export function getCounter(name: string): TokenCounter {
@@ -90,7 +118,7 @@ export function getCounter(name: string): TokenCounter {
     throw new Error(`unknown token encoding "${name}" (expected one of ${ENCODINGS.join(', ')})`);
   let c = counters.get(name);
   if (!c) {
-    c = fastEnabled() && FAST_ENCODINGS.has(name) ? fastCounter(name) : referenceCounter(name);
+    c = usesSharedTable(name) ? fastCounter(name) : referenceCounter(name);
     counters.set(name, c);
   }
   return c;
@@ -149,6 +177,13 @@ function findSplit(text: string, start: number, limit: number): number {
  */
 export const MAX_RUN = 128;
 
+/**
+ * The shared-table counter's bound: pre-tokens longer than this many UTF-16 units are counted in
+ * MAX_RUN-unit pieces. A pre-token is at most two class runs plus a few characters, so in text
+ * without class runs longer than MAX_RUN no pre-token reaches it.
+ */
+export const MAX_PIECE = 2 * MAX_RUN + 8;
+
 /** Character classes whose runs make up tiktoken pre-tokens (cl100k_base and o200k_base). */
 const RUN_CLASSES: readonly RegExp[] = [
   /[\p{L}\p{M}]+/gu, // letter pre-tokens
@@ -184,7 +219,7 @@ export function hasLongRun(text: string): boolean {
   let slashNl = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
-    if (jsSpace(c)) {
+    if (c < 128 ? c === 32 || (c >= 9 && c <= 13) : jsSpace(c)) {
       space++;
       nonSpace = 0;
     } else {
@@ -233,7 +268,9 @@ function countChunked(count: CountFn, text: string, start: number, end: number):
  * Count tokens of `text` as plain text (special-token strings such as `<|endoftext|>` are counted as
  * ordinary text, which is how the APIs treat user content; `encode()` would throw on them).
  *
- * Two guards bound the cost on hostile input; both sum the token counts of separately encoded pieces:
+ * The shared-table counter streams any length and bounds its own work per pre-token (countGuarded:
+ * pre-tokens longer than MAX_PIECE are counted in MAX_RUN pieces). For tiktoken (the reference),
+ * two guards bound the cost on hostile input; both sum the token counts of separately encoded pieces:
  *  1. Texts longer than CHUNK_CHARS are encoded in chunks cut at whitespace boundaries where the
  *     pre-tokenizer splits anyway (so for normal prose/code the result equals whole-text encoding);
  *     only a window without such a boundary is cut at a fixed size.
@@ -246,6 +283,7 @@ function countChunked(count: CountFn, text: string, start: number, end: number):
 export function countText(enc: Tiktoken | TokenCounter, text: string): number {
   const len = text.length;
   if (len === 0) return 0;
+  if ('countGuarded' in enc && enc.countGuarded) return enc.countGuarded(text);
   const count = countFn(enc);
   if (len <= MAX_RUN) return count(text);
   const cuts = runCuts(text);

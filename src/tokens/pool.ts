@@ -17,6 +17,7 @@ import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { ParsedCall } from '../parse/types.js';
 import { type CountOptions, countPromptTokens, promptChars } from './count.js';
+import { sharedTable, usesSharedTable } from './encoders.js';
 import type { WorkerRequest, WorkerResponse } from './worker.js';
 
 export function defaultPoolSize(): number {
@@ -55,6 +56,8 @@ interface Job {
 
 interface Slot {
   worker: Worker;
+  /** Encodings whose shared rank table this worker has received. */
+  tables: Set<string>;
   job?: Job;
   error?: Error;
 }
@@ -146,13 +149,19 @@ export class TokenPool {
       const job = this.queue.shift()!;
       slot.job = job;
       slot.worker.ref();
-      slot.worker.postMessage(job.req);
+      const enc = job.req.encodingName;
+      if (!slot.tables.has(enc) && usesSharedTable(enc)) {
+        // Share this thread's table (a SharedArrayBuffer: shared, not copied) instead of letting the
+        // worker build its own copy.
+        slot.tables.add(enc);
+        slot.worker.postMessage({ ...job.req, table: sharedTable(enc) });
+      } else slot.worker.postMessage(job.req);
     }
   }
 
   private spawn(): Slot {
     const worker = new Worker(this.url, { execArgv: workerExecArgv(process.execArgv) });
-    const slot: Slot = { worker };
+    const slot: Slot = { worker, tables: new Set() };
     worker.unref();
     worker.on('message', (res: WorkerResponse) => {
       const job = slot.job;
