@@ -1,4 +1,12 @@
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
@@ -429,13 +437,12 @@ describe('countText', () => {
 
 /** Compile the worker and its imports with the TypeScript transpiler into a temp dir (plain JS). */
 function buildWorker(dir: string): URL {
-  const files = [
-    'src/tokens/worker.ts',
-    'src/tokens/count.ts',
-    'src/tokens/encoders.ts',
-    'src/tokens/bpe.ts',
-    'src/parse/types.ts',
-  ];
+  // The worker and everything it imports (tokens/*, parse/*), transpiled as vitest would.
+  const files = ['src/tokens', 'src/parse'].flatMap((d) =>
+    readdirSync(path.join(ROOT, d))
+      .filter((f) => f.endsWith('.ts'))
+      .map((f) => `${d}/${f}`),
+  );
   for (const f of files) {
     const src = readFileSync(path.join(ROOT, f), 'utf8');
     const out = ts.transpileModule(src, {
@@ -493,6 +500,21 @@ describe('TokenPool', () => {
         'x',
       ]),
     ).toEqual(['--max-old-space-size=200', '--import', 'tsx']);
+  });
+
+  it('per-process V8 flags of the parent (refused by worker threads) do not stop the pool', async () => {
+    const saved = process.execArgv.slice();
+    process.execArgv.push('--max-old-space-size=300', '--expose-gc');
+    const pool = new TokenPool(1, { workerUrl });
+    try {
+      await expect(pool.count(calls[0], 'o200k_base', OPTS)).resolves.toBe(
+        countPromptTokens(calls[0], 'o200k_base', OPTS),
+      );
+      expect(pool.crashes).toBe(0);
+    } finally {
+      process.execArgv.splice(0, process.execArgv.length, ...saved);
+      await pool.close();
+    }
   });
 
   it('default size is max(1, min(2, cpus - 1))', () => {

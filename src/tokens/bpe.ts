@@ -73,35 +73,90 @@ function prefix(bytes: Uint8Array, start: number, end: number): number {
   return p >>> 0;
 }
 
-/** tiktoken's rank file for `name`: base64 token → rank, as its JS loaders decode it. */
-function loadRanks(name: string): Array<[Buffer, number]> {
-  const require = createRequire(import.meta.url);
-  const file = require.resolve(`tiktoken/encoders/${name}.json`);
-  const json = JSON.parse(readFileSync(file, 'utf8')) as { bpe_ranks: string };
-  const out: Array<[Buffer, number]> = [];
-  for (const line of json.bpe_ranks.split('\n')) {
-    if (!line) continue;
-    const parts = line.split(' ');
-    const offset = Number.parseInt(parts[1], 10);
-    for (let i = 2; i < parts.length; i++) out.push([Buffer.from(parts[i], 'base64'), offset + i - 2]);
+const B64 = new Int8Array(128).fill(-1);
+for (let i = 0; i < 64; i++)
+  B64['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.charCodeAt(i)] = i;
+
+/** Decode base64 text[start, end) into out at offset (no allocation); returns the byte count. */
+function decodeB64(text: string, start: number, end: number, out: Uint8Array | null, offset: number): number {
+  let n = 0;
+  let acc = 0;
+  let bits = 0;
+  for (let i = start; i < end; i++) {
+    const v = B64[text.charCodeAt(i) & 127];
+    if (v < 0) continue; // '=' padding
+    acc = ((acc << 6) | v) & 0xffffff;
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      if (out) out[offset + n] = (acc >> bits) & 255;
+      n++;
+    }
   }
-  return out;
+  return n;
+}
+
+/**
+ * Walk tiktoken's rank file for `name` (node_modules/tiktoken/encoders/<name>.json: lines of
+ * "<first token> <first rank> <base64 token> <base64 token> ...", ranks counting up from the first
+ * rank, as its JS loaders read it), calling `fn(start, end, rank)` for each base64 token's span of
+ * the returned text. No per-token allocation: building a table leaves little garbage behind.
+ */
+function loadRanks(name: string): {
+  text: string;
+  each: (fn: (a: number, b: number, rank: number) => void) => void;
+} {
+  const require = createRequire(import.meta.url);
+  const raw = readFileSync(require.resolve(`tiktoken/encoders/${name}.json`), 'utf8');
+  const key = '"bpe_ranks":"';
+  const from = raw.indexOf(key) + key.length;
+  const to = raw.indexOf('"', from);
+  if (from < key.length || to < 0) throw new Error(`${name}: unexpected rank file format`);
+  const text = raw.slice(from, to).replaceAll('\\n', '\n').replaceAll('\\/', '/');
+  const each = (fn: (a: number, b: number, rank: number) => void) => {
+    let i = 0;
+    while (i < text.length) {
+      let eol = text.indexOf('\n', i);
+      if (eol < 0) eol = text.length;
+      const s1 = text.indexOf(' ', i);
+      const s2 = text.indexOf(' ', s1 + 1);
+      if (s1 < 0 || s1 > eol || s2 < 0) {
+        i = eol + 1;
+        continue;
+      }
+      let rank = Number.parseInt(text.slice(s1 + 1, Math.min(s2, eol)), 10);
+      let a = s2 + 1;
+      while (a <= eol && s2 < eol) {
+        let b = text.indexOf(' ', a);
+        if (b < 0 || b > eol) b = eol;
+        if (b > a) fn(a, b, rank++);
+        a = b + 1;
+      }
+      i = eol + 1;
+    }
+  };
+  return { text, each };
 }
 
 /** Build the shared table of encoding `name` (once per process; ~50-250 ms). */
 export function buildTable(name: string): SharedArrayBuffer {
   if (!(name in PATTERNS)) throw new Error(`unknown token encoding "${name}"`);
-  const ranks = loadRanks(name);
-  const n = ranks.length;
+  const { text, each } = loadRanks(name);
+  let n = 0;
+  let poolBytes = 0;
+  let longest = 0;
+  each((a, b) => {
+    const len = decodeB64(text, a, b, null, 0);
+    n++;
+    poolBytes += len;
+    if (len > longest) longest = len;
+  });
+  if (n === 0) throw new Error(`${name}: no ranks in the rank file`);
+  if (longest > 255) throw new Error(`${name}: a token longer than 255 bytes`);
+  if (poolBytes >= 1 << 24) throw new Error(`${name}: rank data larger than 16 MB`);
   let slotBits = 1;
   while (1 << slotBits < n * 2.5) slotBits++;
   const cap = 1 << slotBits;
-  let poolBytes = 0;
-  for (const [b] of ranks) {
-    if (b.length > 255) throw new Error(`${name}: a token longer than 255 bytes`);
-    poolBytes += b.length;
-  }
-  if (poolBytes >= 1 << 24) throw new Error(`${name}: rank data larger than 16 MB`);
   const shared = new SharedArrayBuffer((HEADER_WORDS + cap * SLOT_WORDS) * 4 + poolBytes);
   const header = new Uint32Array(shared, 0, HEADER_WORDS);
   header[0] = MAGIC;
@@ -110,18 +165,18 @@ export function buildTable(name: string): SharedArrayBuffer {
   header[3] = poolBytes;
   const t = view(name, shared);
   let off = 0;
-  for (const [bytes, rank] of ranks) {
-    t.pool.set(bytes, off);
-    const h = fnv(t.pool, off, off + bytes.length);
+  each((a, b, rank) => {
+    const len = decodeB64(text, a, b, t.pool, off);
+    const h = fnv(t.pool, off, off + len);
     let s = h & t.mask;
     while (t.slots[s * SLOT_WORDS + 1] !== 0) s = (s + 1) & t.mask;
     const w = s * SLOT_WORDS;
     t.slots[w] = h;
     t.slots[w + 1] = rank + 1;
-    t.slots[w + 2] = ((off << 8) | bytes.length) >>> 0;
-    t.slots[w + 3] = prefix(t.pool, off, off + bytes.length);
-    off += bytes.length;
-  }
+    t.slots[w + 2] = ((off << 8) | len) >>> 0;
+    t.slots[w + 3] = prefix(t.pool, off, off + len);
+    off += len;
+  });
   return shared;
 }
 

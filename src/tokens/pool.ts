@@ -15,10 +15,17 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { ParsedCall } from '../parse/types.js';
+import type { Dialect, ParsedCall } from '../parse/types.js';
 import { type CountOptions, countPromptTokens, promptChars } from './count.js';
 import { sharedTable, usesSharedTable } from './encoders.js';
-import type { WorkerRequest, WorkerResponse } from './worker.js';
+import {
+  type EncodingPlan,
+  type ParsedBody,
+  parseAndCount,
+  type WorkerJob,
+  type WorkerRequest,
+  type WorkerResponse,
+} from './worker.js';
 
 export function defaultPoolSize(): number {
   const cpus = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
@@ -43,6 +50,14 @@ export function workerExecArgv(argv: readonly string[]): string[] {
   return out;
 }
 
+/**
+ * Heap limits of a token worker. It holds one request's prompt at a time (a structured clone of the
+ * parsed call, at most server.max_body_bytes of text) and builds no tables (rank tables are shared),
+ * so a small young generation keeps its resident memory low; old space is generous enough for the
+ * largest accepted body.
+ */
+export const WORKER_LIMITS = { maxYoungGenerationSizeMb: 8, maxOldGenerationSizeMb: 256 };
+
 export interface TokenPoolOptions {
   /** Worker script to run; defaults to ./worker.js next to this module. */
   workerUrl?: URL;
@@ -50,7 +65,7 @@ export interface TokenPoolOptions {
 
 interface Job {
   req: WorkerRequest;
-  resolve: (n: number) => void;
+  resolve: (r: number | ParsedBody) => void;
   reject: (e: Error) => void;
 }
 
@@ -72,6 +87,7 @@ export class TokenPool {
   private readonly slots: Slot[] = [];
   private readonly queue: Job[] = [];
   private nextId = 1;
+  private execArgv?: string[];
   private closed = false;
 
   constructor(size: number = defaultPoolSize(), options: TokenPoolOptions = {}) {
@@ -120,8 +136,41 @@ export class TokenPool {
         return Promise.reject(e instanceof Error ? e : new Error(String(e)));
       }
     }
-    return new Promise<number>((resolve, reject) => {
-      this.queue.push({ req: { id: this.nextId++, call, encodingName, opts }, resolve, reject });
+    return this.submit<number>({ kind: 'count', call, encodingName, opts });
+  }
+
+  /**
+   * Parse a raw body and count its prompt for the encodings `encodings` names for its model, in a
+   * worker: the event loop neither parses the body nor holds its strings. Bytes are copied into a
+   * buffer that is transferred (not cloned) to the worker.
+   */
+  parseAndCount(
+    dialect: Dialect,
+    body: Uint8Array | string,
+    azureDeployment: string | undefined,
+    encodings: EncodingPlan,
+    opts: CountOptions,
+  ): Promise<ParsedBody> {
+    if (this.closed) return Promise.reject(new Error('token pool is closed'));
+    const job: WorkerJob = { kind: 'parse', dialect, body, azureDeployment, encodings, opts };
+    if (this.mode === 'inline') {
+      try {
+        return Promise.resolve(parseAndCount(job));
+      } catch (e) {
+        return Promise.reject(e instanceof Error ? e : new Error(String(e)));
+      }
+    }
+    if (typeof body !== 'string') job.body = new Uint8Array(body); // a private copy, transferable
+    return this.submit<ParsedBody>(job);
+  }
+
+  private submit<T extends number | ParsedBody>(job: WorkerJob): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({
+        req: { ...job, id: this.nextId++ },
+        resolve: resolve as (r: number | ParsedBody) => void,
+        reject,
+      });
       this.dispatch();
     });
   }
@@ -149,18 +198,54 @@ export class TokenPool {
       const job = this.queue.shift()!;
       slot.job = job;
       slot.worker.ref();
-      const enc = job.req.encodingName;
-      if (!slot.tables.has(enc) && usesSharedTable(enc)) {
-        // Share this thread's table (a SharedArrayBuffer: shared, not copied) instead of letting the
-        // worker build its own copy.
+      // Share this thread's rank tables (SharedArrayBuffers: shared, not copied) instead of letting
+      // the worker build its own copies.
+      const req = job.req;
+      const needed =
+        req.kind === 'count'
+          ? [req.encodingName]
+          : [...req.encodings.other, ...Object.values(req.encodings.byModel).flat()];
+      for (const enc of needed) {
+        if (slot.tables.has(enc) || !usesSharedTable(enc)) continue;
         slot.tables.add(enc);
-        slot.worker.postMessage({ ...job.req, table: sharedTable(enc) });
-      } else slot.worker.postMessage(job.req);
+        req.tables = [...(req.tables ?? []), [enc, sharedTable(enc)]];
+      }
+      const transfer =
+        req.kind === 'parse' && typeof req.body !== 'string' ? [req.body.buffer as ArrayBuffer] : [];
+      slot.worker.postMessage(req, transfer);
+    }
+  }
+
+  /**
+   * Start a worker with the parent's Node flags. Per-process V8 flags (--max-old-space-size,
+   * --expose-gc, ...) are refused by worker threads with ERR_WORKER_INVALID_EXEC_ARGV, which names
+   * them: they are dropped (the worker gets its own resourceLimits instead) and the start retried.
+   */
+  private startWorker(): Worker {
+    let argv = this.execArgv ?? workerExecArgv(process.execArgv);
+    for (;;) {
+      try {
+        const w = new Worker(this.url, { execArgv: argv, resourceLimits: WORKER_LIMITS });
+        this.execArgv = argv;
+        return w;
+      } catch (e) {
+        const err = e as NodeJS.ErrnoException;
+        if (err.code !== 'ERR_WORKER_INVALID_EXEC_ARGV') throw e;
+        const bad = new Set(
+          err.message
+            .slice(err.message.indexOf(':') + 1)
+            .split(',')
+            .map((f) => f.trim()),
+        );
+        const next = argv.filter((a) => !bad.has(a));
+        if (next.length === argv.length) throw e;
+        argv = next;
+      }
     }
   }
 
   private spawn(): Slot {
-    const worker = new Worker(this.url, { execArgv: workerExecArgv(process.execArgv) });
+    const worker = this.startWorker();
     const slot: Slot = { worker, tables: new Set() };
     worker.unref();
     worker.on('message', (res: WorkerResponse) => {
@@ -168,7 +253,7 @@ export class TokenPool {
       if (!job || job.req.id !== res.id) return;
       slot.job = undefined;
       worker.unref();
-      if (res.ok) job.resolve(res.count);
+      if (res.ok) job.resolve('count' in res ? res.count : res.parsed);
       else job.reject(new Error(`token count failed: ${res.error}`));
       this.dispatch();
     });

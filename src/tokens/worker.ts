@@ -1,34 +1,74 @@
 /**
- * Token-counting worker thread (compiled to dist/src/tokens/worker.js and started by TokenPool).
+ * Token worker thread (compiled to dist/src/tokens/worker.js and started by TokenPool). Two jobs:
+ *  - count: the prompt tokens of an already parsed call;
+ *  - parse: parse a large raw body and count its prompt for the encodings its model needs, so the
+ *    event loop neither parses nor holds the big strings (it gets back the call without its texts).
  * Rank tables arrive from the parent as SharedArrayBuffers (one copy per process); counters are
  * cached per thread by encoders.ts.
  */
 import { parentPort } from 'node:worker_threads';
-import type { ParsedCall } from '../parse/types.js';
+import { parseBody } from '../parse/body.js';
+import { type Dialect, isParseError, type ParsedCall } from '../parse/types.js';
 import { type CountOptions, countPromptTokens } from './count.js';
 import { type EncodingName, installTable, isEncodingName } from './encoders.js';
 
-export interface WorkerRequest {
-  id: number;
-  call: ParsedCall;
-  encodingName: string;
-  opts: CountOptions;
-  /** The parent's shared rank table for encodingName, sent with the first job that needs it. */
-  table?: SharedArrayBuffer;
+/** Encodings to count a parsed call with: those of its model's fallback chain. */
+export interface EncodingPlan {
+  /** Configured model name → encodings of its candidates (preferred model first). */
+  byModel: Record<string, string[]>;
+  /** Encodings for a model not in byModel (the "*" default). */
+  other: string[];
 }
+
+export type WorkerJob =
+  | { kind: 'count'; call: ParsedCall; encodingName: string; opts: CountOptions }
+  | {
+      kind: 'parse';
+      dialect: Dialect;
+      body: Uint8Array | string;
+      azureDeployment?: string;
+      encodings: EncodingPlan;
+      opts: CountOptions;
+    };
+
+export type WorkerRequest = WorkerJob & {
+  id: number;
+  /** The parent's shared rank tables this worker has not received yet. */
+  tables?: Array<[string, SharedArrayBuffer]>;
+};
+
+/** What a parse job yields: a 400 reason, or the call (prompt texts dropped) with its token counts. */
+export type ParsedBody = { error: string } | { call: ParsedCall; tokens: Record<string, number> };
 
 export type WorkerResponse =
   | { id: number; ok: true; count: number }
+  | { id: number; ok: true; parsed: ParsedBody }
   | { id: number; ok: false; error: string };
+
+/** Parse a body and count its prompt for every encoding its model's chain uses. */
+export function parseAndCount(job: Extract<WorkerJob, { kind: 'parse' }>): ParsedBody {
+  const parsed = parseBody(job.dialect, job.body, job.azureDeployment);
+  if (isParseError(parsed)) return parsed;
+  const { byModel, other } = job.encodings;
+  const encodings =
+    parsed.model !== undefined && Object.hasOwn(byModel, parsed.model) ? byModel[parsed.model] : other;
+  const tokens: Record<string, number> = {};
+  for (const e of encodings) tokens[e] ??= countPromptTokens(parsed, e, job.opts);
+  const prompt = { kind: 'text' as const, messages: [], texts: [], preTokenized: 0, images: 0, toolDefs: [] };
+  return { call: { ...parsed, prompt }, tokens };
+}
 
 const port = parentPort;
 if (port) {
   port.on('message', (req: WorkerRequest) => {
     let res: WorkerResponse;
     try {
-      if (req.table && isEncodingName(req.encodingName))
-        installTable(req.encodingName as EncodingName, req.table);
-      res = { id: req.id, ok: true, count: countPromptTokens(req.call, req.encodingName, req.opts) };
+      for (const [name, table] of req.tables ?? [])
+        if (isEncodingName(name)) installTable(name as EncodingName, table);
+      res =
+        req.kind === 'count'
+          ? { id: req.id, ok: true, count: countPromptTokens(req.call, req.encodingName, req.opts) }
+          : { id: req.id, ok: true, parsed: parseAndCount(req) };
     } catch (e) {
       res = { id: req.id, ok: false, error: e instanceof Error ? e.message : String(e) };
     }
