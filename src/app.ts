@@ -8,12 +8,12 @@ import { basename, dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
-import { Decider } from './decision/decide.js';
+import { type CheckInput, Decider } from './decision/decide.js';
 import type { Decision } from './decision/types.js';
 import { HealthService } from './grpc/health.js';
 import { loadGrpcPackages } from './grpc/protos.js';
 import { type GrpcTlsFiles, grpcServerCredentials, grpcTlsFromEnv } from './grpc/tls.js';
-import { toCheckInput, toCheckResponse } from './grpc/translate.js';
+import { encodeCheckResponse, leanAuthorization } from './grpc/wire.js';
 import { startHttp } from './http.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics, outcomeOf } from './metrics.js';
@@ -193,28 +193,29 @@ export async function startApp(opts: AppOptions): Promise<App> {
     else log.debug(line, 'decision');
   };
 
-  server.addService(pk.authorization, {
-    Check: (call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => {
+  // Lean codec on Check (src/grpc/wire.ts): bytes → CheckInput, Decision → bytes.
+  server.addService(leanAuthorization(pk.authorization), {
+    Check: (call: grpc.ServerUnaryCall<CheckInput, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       if (!begin()) return cb({ code: grpc.status.UNAVAILABLE, details: 'tollgate is shutting down' });
       const t0 = performance.now();
       let requestId: string | undefined;
       void (async () => {
         let d: Decision;
         try {
-          const input = toCheckInput(call.request);
+          const input = call.request;
           requestId = input.headers['x-request-id'];
           d = await decider.decide(input);
         } catch (err) {
           log.error({ err: (err as Error).message, request_id: requestId }, 'decision failed unexpectedly');
           d = internalErrorDecision(decider.config);
         }
-        let response: unknown;
+        let response: Buffer;
         try {
           observe(d, (performance.now() - t0) / 1000, requestId);
-          response = toCheckResponse(d);
+          response = encodeCheckResponse(d);
         } catch (err) {
           log.error({ err: (err as Error).message, request_id: requestId }, 'answering failed unexpectedly');
-          response = toCheckResponse(internalErrorDecision(decider.config));
+          response = encodeCheckResponse(internalErrorDecision(decider.config));
         }
         cb(null, response);
       })()
