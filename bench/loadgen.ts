@@ -37,6 +37,8 @@ export interface LoadResult {
   perSecond: number;
   ok: number;
   denied: number;
+  /** Answers marked x-tollgate-degraded (decided without the store). */
+  degraded: number;
   errors: number;
   firstError?: string;
   /** ms, all calls */
@@ -50,6 +52,10 @@ export interface LoadResult {
 }
 
 const METHOD = '/envoy.service.auth.v3.Authorization/Check';
+/** Allowed without consulting the store (breaker open / store down): counted, so a run that did not
+ * measure the store is visible. */
+const DEGRADED_HEADER = Buffer.from('x-tollgate-degraded');
+const DEGRADED = -2;
 
 export function summarize(xs: Float64Array | number[]): LatencySummary {
   const a = Float64Array.from(xs).sort();
@@ -74,6 +80,7 @@ class Recorder {
   big: number[] = [];
   ok = 0;
   denied = 0;
+  degraded = 0;
   errors = 0;
   firstError?: string;
   record(ms: number, big: boolean, err: Error | null, code: number) {
@@ -82,6 +89,9 @@ class Recorder {
     if (err) {
       this.errors++;
       this.firstError ??= err.message;
+    } else if (code === DEGRADED) {
+      this.ok++;
+      this.degraded++;
     } else if (code === 0) this.ok++;
     else this.denied++;
   }
@@ -109,7 +119,8 @@ async function main(): Promise<void> {
       ident,
       req.bytes,
       { deadline: Date.now() + deadlineMs },
-      (err, res) => cb(err, err || !res ? -1 : responseCode(res), req.big),
+      (err, res) =>
+        cb(err, err || !res ? -1 : res.includes(DEGRADED_HEADER) ? DEGRADED : responseCode(res), req.big),
     );
   };
 
@@ -190,6 +201,7 @@ async function main(): Promise<void> {
     perSecond: Math.round(rec.all.length / seconds),
     ok: rec.ok,
     denied: rec.denied,
+    degraded: rec.degraded,
     errors: rec.errors,
     firstError: rec.firstError,
     latency: summarize(rec.all),

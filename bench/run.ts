@@ -237,7 +237,7 @@ async function load(
   const l = out.latency;
   console.error(
     `  ${workload.padEnd(6)} ${mode.padEnd(6)} ${s.name.padEnd(6)} ${String(out.perSecond).padStart(6)}/s` +
-      ` p50 ${l.p50} p99 ${l.p99} p999 ${l.p999} ms  ok ${out.ok} denied ${out.denied} err ${out.errors}` +
+      ` p50 ${l.p50} p99 ${l.p99} p999 ${l.p999} ms  ok ${out.ok} denied ${out.denied} degraded ${out.degraded} err ${out.errors}` +
       `  cpu ${row.server_usage.cpuPercent}% (loadgen ${cpuPercent}%) rss ${row.server_usage.rssMaxMb} MB${out.firstError ? `  (${out.firstError})` : ''}`,
   );
   return row;
@@ -358,6 +358,18 @@ function summarize(rows: RunRow[], servers: Server[]) {
         open_p99_vs_null: Math.round((o.result.smallLatency.p99 / no.result.smallLatency.p99) * 100) / 100,
       };
     }
+  }
+  // A Valkey row only measures the store if the store decided: answers marked x-tollgate-degraded
+  // (breaker open, store timeouts) would make it a fail-open measurement.
+  const valkeyRows = rows.filter((r) => r.server === 'valkey');
+  if (valkeyRows.length > 0) {
+    const degraded = valkeyRows.reduce((a, r) => a + (r.result.degraded ?? 0), 0);
+    const calls = valkeyRows.reduce((a, r) => a + r.result.calls, 0);
+    checks.push({
+      target: 'valkey rows decided by Valkey (no degraded answers)',
+      value: `${degraded} degraded of ${calls}`,
+      pass: degraded === 0,
+    });
   }
   const sm = get('small', 'closed', 'null');
   for (const [s, min] of [

@@ -119,6 +119,9 @@ export async function startApp(opts: AppOptions): Promise<App> {
     // Bodies above max_body_bytes (and below this) are answered with an estimate from their size.
     'grpc.max_receive_message_length': 2 * cfg.server.maxBodyBytes + 1024 * 1024,
     'grpc.max_send_message_length': 4 * 1024 * 1024,
+    // channelz (grpc-js' introspection service, which tollgate does not serve) tracks every call and
+    // session; off, each call allocates less and retains nothing past its end.
+    'grpc.enable_channelz': 0,
   });
   let inflight = 0;
   let drained: (() => void) | undefined;

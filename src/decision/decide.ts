@@ -22,8 +22,9 @@ import {
 import { Breaker, type BreakerState } from '../resilience/breaker.js';
 import { MemoryStore } from '../store/memory.js';
 import { type CheckResult, EntryStatus, Outcome, type Store } from '../store/types.js';
+import { countPromptTokens } from '../tokens/count.js';
 import { getCounter } from '../tokens/encoders.js';
-import { countTokens, type TokenPool } from '../tokens/pool.js';
+import type { TokenPool } from '../tokens/pool.js';
 import type { EncodingPlan } from '../tokens/worker.js';
 import { DenyCache } from './deny-cache.js';
 import { type Row, rateLimitHeaders } from './headers.js';
@@ -237,7 +238,8 @@ export class Decider {
         let t = counted ? counted[mc.encoding] : tokensByEncoding.get(mc.encoding);
         if (t === undefined) {
           if (counted) throw new Error(`internal: worker did not count ${mc.encoding}`);
-          t = await countTokens(call, mc.encoding, { imageTokens: cfg.server.imageTokens }, this.deps.pool);
+          // Bodies below OFFLOAD_BYTES (or whose worker failed): counted here, synchronously.
+          t = countPromptTokens(call, mc.encoding, { imageTokens: cfg.server.imageTokens });
           tokensByEncoding.set(mc.encoding, t);
         }
         prompt = t;

@@ -309,8 +309,12 @@ class Writer {
   }
 
   string(field: number, s: string): void {
-    const n = Buffer.byteLength(s);
     this.tag(field, 2);
+    this.raw(s, Buffer.byteLength(s));
+  }
+
+  /** Length prefix and UTF-8 bytes of `s`, whose byte length `n` the caller knows. */
+  raw(s: string, n: number): void {
     this.varint(n);
     this.ensure(n);
     this.pos += this.buf.write(s, this.pos, 'utf8');
@@ -347,17 +351,30 @@ class Writer {
 
 const OVERWRITE_IF_EXISTS_OR_ADD = 2;
 
-/** repeated HeaderValueOption { header = 1 { key = 1; value = 2 }; append_action = 3 }. */
+function varintSize(v: number): number {
+  return v < 0x80 ? 1 : v < 0x4000 ? 2 : v < 0x200000 ? 3 : v < 0x10000000 ? 4 : 5;
+}
+
+/**
+ * repeated HeaderValueOption { header = 1 { key = 1; value = 2 }; append_action = 3 }, with the
+ * lengths computed up front (the bulk of every answer; no back-patching).
+ */
 function headerOptions(w: Writer, field: number, h: Headers): void {
   for (const key in h) {
-    const at = w.begin(field);
-    const hv = w.begin(1);
-    w.string(1, key);
-    w.string(2, h[key]);
-    w.end(hv);
+    const value = h[key];
+    const kl = Buffer.byteLength(key);
+    const vl = Buffer.byteLength(value);
+    const hvLen = 1 + varintSize(kl) + kl + 1 + varintSize(vl) + vl;
+    w.tag(field, 2);
+    w.varint(1 + varintSize(hvLen) + hvLen + 2);
+    w.tag(1, 2);
+    w.varint(hvLen);
+    w.tag(1, 2);
+    w.raw(key, kl);
+    w.tag(2, 2);
+    w.raw(value, vl);
     w.tag(3, 0);
     w.varint(OVERWRITE_IF_EXISTS_OR_ADD);
-    w.end(at);
   }
 }
 
