@@ -140,6 +140,8 @@ async function startServer(name: ServerName, valkeyUrl?: string): Promise<Server
       TOLLGATE_GRPC_PORT: String(grpcPort),
       TOLLGATE_HTTP_PORT: String(httpPort),
       LOG_LEVEL: env.BENCH_LOG_LEVEL ?? 'warn',
+      // As in the container image (deploy/Dockerfile).
+      MALLOC_ARENA_MAX: env.MALLOC_ARENA_MAX ?? '2',
       ...(valkeyUrl ? { VALKEY_URL: valkeyUrl } : { VALKEY_URL: '' }),
     },
     stdio: ['ignore', 'ignore', 'inherit'],
