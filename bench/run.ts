@@ -7,7 +7,7 @@
  * Env: BENCH_DURATION_S (8) per measured run, BENCH_WARMUP_S (2), BENCH_CONCURRENCY (64),
  *      BENCH_WORKLOADS (small,medium,mix,deny), BENCH_SOAK=1 (5-minute soak, BENCH_SOAK_S to change,
  *      BENCH_SOAK_RATE for its open-loop rate, default 500/s),
- *      BENCH_SKIP_STORE=1 (no store-level run), BENCH_ROUNDS (2): closed-loop rounds per server,
+ *      BENCH_SKIP_STORE=1 (no store-level run), BENCH_SKIP_TOKENIZERS=1 (no token counter comparison), BENCH_ROUNDS (2): closed-loop rounds per server,
  *      interleaved across servers; the best round counts (damps noise from other load on the machine).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
@@ -19,6 +19,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LoadResult, LoadSpec } from './loadgen.js';
 import type { StoreRow } from './store-bench.js';
+import { runTokenizerBench, type TokenizerRow } from './tokenizer-bench.js';
 import type { WorkloadName } from './workloads.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url)); // dist/bench
@@ -311,6 +312,13 @@ async function main(): Promise<void> {
       ).out;
     }
 
+    // Token counters side by side (each in its own process; no server running meanwhile).
+    let tokenizers: TokenizerRow[] | undefined;
+    if (env.BENCH_SKIP_TOKENIZERS !== '1') {
+      console.error('  tokenizer comparison …');
+      tokenizers = runTokenizerBench();
+    }
+
     const summary = summarize(rows, servers);
     const report = {
       machine,
@@ -322,6 +330,7 @@ async function main(): Promise<void> {
       summary,
       runs: rows,
       store,
+      tokenizers,
       soak,
       bench_seconds: Math.round((performance.now() - started) / 1000),
       loadavg_at_end: loadavg().map((x) => Math.round(x * 100) / 100),
@@ -458,6 +467,26 @@ function printTable(report: any): void {
     out.push('|---|---:|---:|---:|');
     for (const s of report.store as StoreRow[])
       out.push(`| ${s.name} | ${s.opsPerSecond} | ${s.latency?.p50 ?? ''} | ${s.latency?.p99 ?? ''} |`);
+  }
+  if (report.tokenizers) {
+    out.push('');
+    out.push(
+      '| token counter (o200k_base, bench text) | µs per 1 KB prompt | MB/s on 400 KB | load ms | RSS added MB |',
+    );
+    out.push('|---|---:|---:|---:|---:|');
+    for (const t of report.tokenizers as TokenizerRow[])
+      out.push(
+        `| ${t.impl} | ${t.us_per_1kb_prompt} | ${t.mb_per_s_400kb} | ${t.load_ms} | ${t.rss_added_mb} |`,
+      );
+    const counts = new Set(
+      (report.tokenizers as TokenizerRow[]).map((t) => `${t.tokens_small}/${t.tokens_big}`),
+    );
+    out.push(
+      '',
+      counts.size === 1
+        ? `(all three counted the same tokens: ${[...counts][0]})`
+        : `COUNTS DIFFER: ${[...counts].join(' vs ')}`,
+    );
   }
   if (report.soak) out.push('', `soak: ${JSON.stringify(report.soak)}`);
   out.push(

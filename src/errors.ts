@@ -24,6 +24,11 @@ export class ConfigError extends TollgateError {
 }
 
 export class StoreTimeoutError extends TollgateError {
+  /**
+   * Settles once the timed-out call itself does: true if the store replied after all (late), false if
+   * it failed. Lets the breaker tell a slow store from a dead one.
+   */
+  late?: Promise<boolean>;
   constructor(ms: number) {
     super('TG_STORE_TIMEOUT', `store call exceeded ${ms} ms`);
   }

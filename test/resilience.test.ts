@@ -4,6 +4,7 @@
  * allow / deny / local failure policies. A real valkey-server the test stops, pauses and restarts.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { StoreTimeoutError } from '../src/errors.js';
 import { Breaker, type BreakerState } from '../src/resilience/breaker.js';
 import { startTestApp, type TestApp } from './helpers/app.js';
 import { chat, EnvoyClient } from './helpers/envoy.js';
@@ -74,6 +75,40 @@ describe('breaker: stale results', () => {
     expect(b.current).toBe('open'); // the stale success was ignored
   });
 });
+
+describe('breaker: a slow store that still answers', () => {
+  it('timeouts whose replies arrive late do not open it; failures without any reply do', async () => {
+    let now = 0;
+    const b = new Breaker(
+      { failures: 3, openMs: 1000 },
+      () => {},
+      () => now,
+    );
+    const timeoutThatRepliesLate = () =>
+      b.run(async () => {
+        now += 30;
+        throw Object.assign(new StoreTimeoutError(25), { late: Promise.resolve(true) });
+      });
+    for (let i = 0; i < 10; i++) await expect(timeoutThatRepliesLate()).rejects.toThrow();
+    await new Promise((r) => setImmediate(r));
+    expect(b.current).toBe('closed');
+    expect(b.forgiven).toBe(10);
+    // The store stops replying: the timed-out calls fail for good, and three open the breaker.
+    for (let i = 0; i < 3; i++) {
+      await expect(
+        b.run(async () => {
+          now += 30;
+          throw Object.assign(new StoreTimeoutError(25), { late: Promise.resolve(false) });
+        }),
+      ).rejects.toThrow();
+    }
+    await new Promise((r) => setImmediate(r));
+    expect(b.current).toBe('open');
+  });
+});
+
+/** Keeps Valkey busy (serving no one else) for ~50 ms here: a counted loop (TIME is frozen in a script). */
+const BUSY_SLICE = 'local x = 0 for i = 1, 2500000 do x = x + i end return 1';
 
 const CONFIG = (policy: string, extra = '') => `
 server:
@@ -155,6 +190,38 @@ describe('Valkey failures', () => {
       let allowed = 1;
       while ((await timed(c, after)).r.allowed) allowed++;
       expect(allowed).toBe(10);
+    });
+  });
+
+  it('a slow but alive Valkey fails open only the calls that time out; the breaker stays closed', async () => {
+    await withApp(CONFIG('allow'), async (app, c) => {
+      const t = `slow-${Date.now()}`;
+      expect((await timed(c, t)).r.upstream['x-tollgate-degraded']).toBeUndefined();
+      // Another client keeps Valkey busy in ~50 ms slices (longer than store.timeout, 25 ms) with short
+      // gaps: our calls are answered late, between the slices — slow, not down.
+      const { default: Valkey } = await import('iovalkey');
+      const busy = new Valkey(vk.url);
+      let stop = false;
+      const slices = (async () => {
+        while (!stop) {
+          await busy.eval(BUSY_SLICE, 0);
+          await new Promise((r) => setTimeout(r, 15));
+        }
+      })();
+      // Until five calls have timed out (under the old rule three in a row opened the breaker).
+      const during: Array<Awaited<ReturnType<typeof timed>>> = [];
+      const degraded = () => during.filter((x) => x.r.upstream['x-tollgate-degraded']).length;
+      const deadline = Date.now() + 5000;
+      while (degraded() < 5 && Date.now() < deadline) during.push(await timed(c, `${t}-${during.length}`));
+      stop = true;
+      await slices;
+      busy.disconnect();
+      await new Promise((r) => setTimeout(r, 100)); // the late replies are in
+      expect(degraded()).toBeGreaterThanOrEqual(5); // timed-out calls were answered per policy …
+      expect(during.every((x) => x.r.allowed)).toBe(true);
+      expect(app.decider.breaker.current).toBe('closed'); // … but the breaker never opened
+      expect(app.decider.breaker.forgiven).toBeGreaterThanOrEqual(5);
+      expect((await timed(c, t)).r.upstream['x-tollgate-degraded']).toBeUndefined(); // Valkey decides again
     });
   });
 

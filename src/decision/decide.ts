@@ -121,9 +121,12 @@ export class Decider {
     private readonly deps: DeciderDeps,
   ) {
     this.cfg = cfg;
+    const store = deps.store;
     this.breaker = new Breaker(
       { failures: cfg.store.breakerFailures, openMs: cfg.store.breakerOpenMs },
       deps.onBreakerChange,
+      Date.now,
+      (since) => (store.lastReplyAt ?? Number.NEGATIVE_INFINITY) >= since,
     );
     this.local = new MemoryStore(Date.now, cfg.store.replicas);
   }

@@ -18,7 +18,12 @@ export function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {
           setImmediate(() => {
             if (done) return;
             done = true;
-            reject(new StoreTimeoutError(ms));
+            const err = new StoreTimeoutError(ms);
+            err.late = p.then(
+              () => true,
+              () => false,
+            );
+            reject(err);
           }),
         ms,
       );

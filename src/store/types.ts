@@ -91,6 +91,11 @@ export interface Store {
   setTimeoutMs?(ms: number): void;
   /** Resolves when the store answers. */
   ping(): Promise<void>;
+  /**
+   * Clock time (ms) of the store's latest successful reply, including replies that arrived after their
+   * call had already timed out: proof the store is alive. Undefined for stores that never time out.
+   */
+  readonly lastReplyAt?: number;
   close(): Promise<void>;
 }
 

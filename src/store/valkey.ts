@@ -51,6 +51,8 @@ export class ValkeyStore implements Store {
   private readonly script: Script = loadScript('check-limits');
 
   private timeoutMs: number;
+  /** See Store.lastReplyAt (set even when the reply comes after the call timed out). */
+  lastReplyAt?: number;
 
   /** Per-call timeout (config reload). */
   setTimeoutMs(ms: number): void {
@@ -96,6 +98,7 @@ export class ValkeyStore implements Store {
       await this.loadScripts();
       reply = (await client.evalsha(argv)) as number[];
     }
+    this.lastReplyAt = Date.now();
     return parseReply(plan, reply);
   }
 
