@@ -39,6 +39,12 @@ export interface MetricsOptions {
 }
 
 export class Metrics {
+  /**
+   * Per label combination (bounded by the config): the prom-client children plus counts not yet
+   * handed to them. prom-client validates and hashes the labels on every inc(), even on a child, so
+   * the hot path adds to plain numbers and flush() (run by the counters' collect(), i.e. on every
+   * scrape or read) moves them over. Only the latency histogram is observed per call.
+   */
   private readonly children = new Map<
     string,
     {
@@ -47,8 +53,26 @@ export class Metrics {
       prompt: { inc(v?: number): void };
       reserved: { inc(v?: number): void };
       dollars: { inc(v?: number): void };
+      n: number;
+      promptTokens: number;
+      reservedTokens: number;
+      micros: number;
     }
   >();
+
+  /** Hand the counts accumulated since the last flush to prom-client (idempotent). */
+  flush(): void {
+    for (const c of this.children.values()) {
+      if (c.n) c.decisions.inc(c.n);
+      if (c.promptTokens) c.prompt.inc(c.promptTokens);
+      if (c.reservedTokens) c.reserved.inc(c.reservedTokens);
+      if (c.micros) c.dollars.inc(c.micros / 1e6);
+      c.n = 0;
+      c.promptTokens = 0;
+      c.reservedTokens = 0;
+      c.micros = 0;
+    }
+  }
   readonly registry = new client.Registry();
   /** Read at scrape time (the breaker turns half-open by the clock, without a call). */
   breakerSource?: () => BreakerState;
@@ -59,18 +83,21 @@ export class Metrics {
     help: 'Decisions by outcome (allow, reroute, degraded, queued, deny, bad_request), reason, binding limit and model',
     labelNames: ['outcome', 'reason', 'limit', 'model'] as const,
     registers: [this.registry],
+    collect: () => this.flush(),
   });
   readonly tokens = new client.Counter({
     name: 'tollgate_tokens_total',
     help: 'Tokens of admitted calls by model and type: prompt (counted or estimated) and reserved (output budget)',
     labelNames: ['model', 'type'] as const,
     registers: [this.registry],
+    collect: () => this.flush(),
   });
   readonly dollars = new client.Counter({
     name: 'tollgate_reserved_dollars_total',
     help: 'US dollars reserved by admitted calls (prompt + reserved output at configured prices), by model',
     labelNames: ['model'] as const,
     registers: [this.registry],
+    collect: () => this.flush(),
   });
   readonly latency = new client.Histogram({
     name: 'tollgate_decision_duration_seconds',
@@ -179,15 +206,19 @@ export class Metrics {
         prompt: this.tokens.labels(model, 'prompt'),
         reserved: this.tokens.labels(model, 'reserved'),
         dollars: this.dollars.labels(model),
+        n: 0,
+        promptTokens: 0,
+        reservedTokens: 0,
+        micros: 0,
       };
       this.children.set(key, child);
     }
-    child.decisions.inc();
+    child.n++;
     child.latency.observe(seconds);
     if (d.kind === 'allow' && s.promptTokens !== undefined) {
-      child.prompt.inc(s.promptTokens);
-      child.reserved.inc(s.reservedTokens ?? 0);
-      if (s.micros) child.dollars.inc(s.micros / 1e6);
+      child.promptTokens += s.promptTokens;
+      child.reservedTokens += s.reservedTokens ?? 0;
+      if (s.micros) child.micros += s.micros;
     }
     if (this.tenantDecisions && s.tenantTag) this.tenantDecisions.inc({ tenant: s.tenantTag, outcome });
   }
