@@ -78,6 +78,27 @@ export function requestWeight(cfg: Config, tools: readonly string[] | undefined)
   return Math.max(1, w);
 }
 
+/** What a limit contributes to every plan, computed once per limit (limits are per config). */
+const statics = new WeakMap<LimitConfig, { storePrefix: string; prefix: string; scope: string }>();
+function limitStatics(cfg: Config, l: LimitConfig): { prefix: string; scope: string } {
+  let st = statics.get(l);
+  if (!st || st.storePrefix !== cfg.store.prefix) {
+    // Calendar keys name their window (unit and zone): changing `reset` or `timezone` starts a new
+    // window at once instead of running out the old one.
+    const kindPart =
+      l.window.type === 'rolling'
+        ? `r:${l.name}`
+        : `c:${l.name}:${l.window.unit}${l.window.timezone ? `@${l.window.timezone.replace(/[^A-Za-z0-9_-]/g, '_')}` : ''}`;
+    st = {
+      storePrefix: cfg.store.prefix,
+      prefix: `${cfg.store.prefix}:${kindPart}`,
+      scope: l.per.join(',') || 'global',
+    };
+    statics.set(l, st);
+  }
+  return st;
+}
+
 export function buildPlan(
   cfg: Config,
   id: Identity,
@@ -95,15 +116,10 @@ export function buildPlan(
     const metas: PlanMeta[] = [];
     for (const l of cfg.limits) {
       if (!applies(l, c.model, id)) continue;
-      const parts = l.per.map((d) => safeId(d === 'model' ? c.model : (id[d] as string)));
+      const st = limitStatics(cfg, l);
+      let key = st.prefix;
+      for (const d of l.per) key += `:${safeId(d === 'model' ? c.model : (id[d] as string))}`;
       const rolling = l.window.type === 'rolling';
-      // Calendar keys name their window (unit and zone): changing `reset` or `timezone` starts a new
-      // window at once instead of running out the old one.
-      const kindPart =
-        l.window.type === 'rolling'
-          ? `r:${l.name}`
-          : `c:${l.name}:${l.window.unit}${l.window.timezone ? `@${l.window.timezone.replace(/[^A-Za-z0-9_-]/g, '_')}` : ''}`;
-      const key = `${cfg.store.prefix}:${kindPart}${parts.length ? `:${parts.join(':')}` : ''}`;
       let ki = keyIndex.get(key);
       if (ki === undefined) {
         ki = keys.push(key) - 1;
@@ -123,7 +139,7 @@ export function buildPlan(
         queueable: Boolean(l.queue || c.config.queue),
         downgradeAt: l.downgradeBelow && ci < last ? Math.ceil(l.amount * l.downgradeBelow) : 0,
       });
-      metas.push({ limit: l, cost, scope: l.per.join(',') || 'global', shadow });
+      metas.push({ limit: l, cost, scope: st.scope, shadow });
     }
     plan.candidates.push(entries);
     meta.push(metas);
