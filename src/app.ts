@@ -164,6 +164,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
   }
   metrics.breakerSource = () => decider.breaker.current;
   metrics.inflightSource = () => inflight;
+  metrics.forgivenSource = () => decider.breaker.forgiven;
   let started = false;
   if (!storeUp) {
     storeUp = true;

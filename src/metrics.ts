@@ -77,6 +77,19 @@ export class Metrics {
   /** Read at scrape time (the breaker turns half-open by the clock, without a call). */
   breakerSource?: () => BreakerState;
   inflightSource?: () => number;
+  /** Store timeouts the breaker forgave (the reply came late): read at scrape time. */
+  forgivenSource?: () => number;
+  private forgivenSeen = 0;
+  readonly forgiven = new client.Counter({
+    name: 'tollgate_store_timeouts_forgiven_total',
+    help: 'Store calls that timed out but whose reply arrived late (store slow, not down): answered per on_store_failure, not counted by the breaker',
+    registers: [this.registry],
+    collect: () => {
+      const v = this.forgivenSource?.() ?? 0;
+      if (v > this.forgivenSeen) this.forgiven.inc(v - this.forgivenSeen);
+      this.forgivenSeen = v;
+    },
+  });
 
   readonly decisions = new client.Counter({
     name: 'tollgate_decisions_total',

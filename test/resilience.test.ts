@@ -221,6 +221,10 @@ describe('Valkey failures', () => {
       expect(during.every((x) => x.r.allowed)).toBe(true);
       expect(app.decider.breaker.current).toBe('closed'); // … but the breaker never opened
       expect(app.decider.breaker.forgiven).toBeGreaterThanOrEqual(5);
+      const scraped = await app.metrics.registry.getSingleMetricAsString(
+        'tollgate_store_timeouts_forgiven_total',
+      );
+      expect(scraped).toContain(`tollgate_store_timeouts_forgiven_total ${app.decider.breaker.forgiven}`);
       expect((await timed(c, t)).r.upstream['x-tollgate-degraded']).toBeUndefined(); // Valkey decides again
     });
   });
