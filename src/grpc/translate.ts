@@ -82,7 +82,8 @@ const opts = (h: Headers) =>
     append_action: 'OVERWRITE_IF_EXISTS_OR_ADD',
   }));
 
-const rpcFor = (status: number) =>
+/** google.rpc.Code of a deny with HTTP status `status`. */
+export const rpcFor = (status: number): number =>
   status === 429
     ? RpcCode.RESOURCE_EXHAUSTED
     : status === 400

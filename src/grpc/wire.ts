@@ -13,7 +13,7 @@
 import type { ServiceDefinition } from '@grpc/grpc-js';
 import type { CheckInput } from '../decision/decide.js';
 import type { Decision, Headers } from '../decision/types.js';
-import { RpcCode } from './translate.js';
+import { rpcFor } from './translate.js';
 
 /** Struct/ListValue nesting beyond this is dropped (as structToJson does). */
 const MAX_DEPTH = 32;
@@ -376,13 +376,6 @@ function headerOptions(w: Writer, field: number, h: Headers): void {
     w.tag(3, 0);
     w.varint(OVERWRITE_IF_EXISTS_OR_ADD);
   }
-}
-
-function rpcFor(status: number): number {
-  if (status === 429) return RpcCode.RESOURCE_EXHAUSTED;
-  if (status === 400) return RpcCode.INVALID_ARGUMENT;
-  if (status === 503) return RpcCode.UNAVAILABLE;
-  return RpcCode.PERMISSION_DENIED;
 }
 
 /** Decision → CheckResponse bytes (same message as toCheckResponse, encoded). */

@@ -128,24 +128,18 @@ export class MemoryStore implements Store {
         if (!ev.fits) continue;
         const s = cur.get(ev.e.key)!;
         const key = plan.keys[ev.e.key];
-        let a: number;
-        let b: number;
-        let expiresAt: number;
-        if (ev.e.kind === EntryKind.Rolling) {
-          s.a -= ev.e.cost;
-          [a, b, expiresAt] = [s.a, now, now + ev.e.period];
-        } else {
-          s.a += ev.e.cost;
-          [a, b, expiresAt] = [s.a, s.b, s.b + 1000];
-        }
+        const rolling = ev.e.kind === EntryKind.Rolling;
+        s.a += rolling ? -ev.e.cost : ev.e.cost;
+        const b = rolling ? now : s.b;
+        const expiresAt = rolling ? now + ev.e.period : s.b + 1000;
         // Update in place: a state object lives as long as its key, so replacing it per call would
         // promote a stream of short-lived objects into the old generation.
         const st = this.data.get(key);
         if (st) {
-          st.a = a;
+          st.a = s.a;
           st.b = b;
           st.expiresAt = expiresAt;
-        } else this.data.set(key, { a, b, expiresAt });
+        } else this.data.set(key, { a: s.a, b, expiresAt });
       }
     }
 

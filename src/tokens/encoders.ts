@@ -93,11 +93,6 @@ export function installTable(name: EncodingName, shared: SharedArrayBuffer): voi
   if (!tables.has(name)) tables.set(name, shared);
 }
 
-/** Whether this thread already holds the table of `name`. */
-export function hasTable(name: EncodingName): boolean {
-  return tables.has(name);
-}
-
 /** The shared-table BPE counter for `name` (synchronous; builds the table on first use). */
 export function fastCounter(name: EncodingName): TokenCounter {
   const table: BpeTable = view(name, sharedTable(name));
