@@ -168,6 +168,11 @@ const bad: [string, string, RegExp][] = [
     /server\.decision_deadline: expected a duration like 50ms, got "soon"/,
   ],
   [
+    'bad max_concurrent_streams',
+    'server:\n  max_concurrent_streams: 0',
+    /server\.max_concurrent_streams: expected an integer from 1 to 100000, got 0/,
+  ],
+  [
     'bad non_llm_paths',
     'server:\n  non_llm_paths: maybe',
     /server\.non_llm_paths: expected one of allow, deny, got "maybe"/,

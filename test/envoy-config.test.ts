@@ -656,6 +656,13 @@ describe('envoy.yaml semantics tollgate relies on', () => {
         .explicit_http_config.http2_protocol_options,
     ).toBeDefined();
     expect(tg.health_checks[0].grpc_health_check).toBeDefined();
+    // Checks in flight to tollgate are bounded (Envoy opens connections beyond tollgate's
+    // per-connection stream limit, so the circuit breaker is the bound), in both copies.
+    expect(tg.circuit_breakers.thresholds[0].max_requests).toBe(256);
+    const k8s = loadEnvoyYaml(ENVOY_FILES.kubernetes).static_resources.clusters.find(
+      (c: any) => c.name === 'tollgate',
+    );
+    expect(k8s.circuit_breakers).toEqual(tg.circuit_breakers);
     expect(tg.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address.socket_address).toEqual({
       address: '127.0.0.1',
       port_value: 9191,

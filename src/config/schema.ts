@@ -527,6 +527,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
     'bytes_per_token',
     'image_tokens',
     'default_max_output_tokens',
+    'max_concurrent_streams',
   ]);
   const deadline = sv.decision_deadline === undefined ? 50 : parseDuration(sv.decision_deadline);
   if (deadline === undefined)
@@ -554,6 +555,10 @@ export function validateConfig(raw: unknown, file?: string): Config {
       sv.default_max_output_tokens === undefined
         ? 4096
         : (c.int('server.default_max_output_tokens', sv.default_max_output_tokens, 1, 10_000_000) ?? 4096),
+    maxConcurrentStreams:
+      sv.max_concurrent_streams === undefined
+        ? 128
+        : (c.int('server.max_concurrent_streams', sv.max_concurrent_streams, 1, 100_000) ?? 128),
   };
 
   // store

@@ -88,6 +88,12 @@ export interface ServerConfig {
   imageTokens: number;
   /** Fallback default for max output tokens when neither request nor model config gives one. */
   defaultMaxOutputTokens: number;
+  /**
+   * HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS per gRPC connection: checks a client may have open on one
+   * connection. Bounds the requests (and bodies) buffered here when checks arrive faster than they
+   * are decided; the rest wait in the client.
+   */
+  maxConcurrentStreams: number;
 }
 
 export interface StoreConfig {
