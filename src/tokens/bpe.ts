@@ -452,18 +452,43 @@ const ASCII_MATCHERS: Record<string, ((text: string, i: number) => number) | und
   cl100k_base: cl100kAscii,
 };
 
-/** Tokens of an all-ASCII pre-token text[start, end): bytes and hash in one pass. */
+/**
+ * Tokens of an all-ASCII pre-token text[start, end). Its UTF-8 bytes are its char codes, so it is
+ * hashed and compared with the table straight from the string; only a pre-token that is not one
+ * token is copied out for merging.
+ */
 function countAsciiPiece(t: BpeTable, text: string, start: number, end: number): number {
+  let h = 0x811c9dc5;
+  for (let i = start; i < end; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+  return countAsciiHashed(t, text, start, end, h >>> 0);
+}
+
+/** countAsciiPiece with the FNV-1a hash of text[start, end) already computed. */
+function countAsciiHashed(t: BpeTable, text: string, start: number, end: number, h: number): number {
   const n = end - start;
+  let pre = text.charCodeAt(start);
+  if (n > 1) pre |= text.charCodeAt(start + 1) << 8;
+  if (n > 2) pre |= text.charCodeAt(start + 2) << 16;
+  if (n > 3) pre |= text.charCodeAt(start + 3) << 24;
+  pre >>>= 0;
+  const { slots, mask } = t;
+  for (let s = h & mask; ; s = (s + 1) & mask) {
+    const w = s * SLOT_WORDS;
+    if (slots[w + 1] === 0) break;
+    if (slots[w] !== h || slots[w + 3] !== pre) continue;
+    const ol = slots[w + 2];
+    if ((ol & 255) !== n) continue;
+    if (n <= 4) return 1;
+    const pool = t.pool;
+    const a = ol >>> 8;
+    let i = 4;
+    while (i < n && pool[a + i] === text.charCodeAt(start + i)) i++;
+    if (i === n) return 1;
+  }
   if (scratch.length < n) scratch = new Uint8Array(n * 2 + 8);
   const b = scratch;
-  let h = 0x811c9dc5;
-  for (let i = 0; i < n; i++) {
-    const c = text.charCodeAt(start + i);
-    b[i] = c;
-    h = Math.imul(h ^ c, 0x01000193);
-  }
-  return lookup(t, b, 0, n, h >>> 0) !== NO_RANK ? 1 : mergeCount(t, n);
+  for (let i = 0; i < n; i++) b[i] = text.charCodeAt(start + i);
+  return mergeCount(t, n);
 }
 
 /** Tokens of one pre-token text[start, end) (bytes via the scratch buffer). */
@@ -488,7 +513,38 @@ export function countBpe(t: BpeTable, text: string, maxPiece = Number.POSITIVE_I
   const len = text.length;
   let pos = 0;
   let count = 0;
+  // Fast path for the commonest pre-token, an ASCII word with at most one leading space (" the",
+  // "token"): scanned and hashed in one pass. The word's letters are o200k's [\p{Ll}]+ (a-z; an
+  // upper-case start takes the general path) or cl100k's \p{L}+ (A-Z and a-z). Anything the fast
+  // path cannot decide for sure (a non-ASCII character or o200k's contraction quote next) goes the
+  // general way from the same position. ~10-20% faster on prose (bench/tokenizer-bench.ts).
+  const fast = t.name === 'o200k_base' ? 1 : t.name === 'cl100k_base' ? 2 : 0;
   while (pos < len) {
+    if (fast !== 0) {
+      let j = pos;
+      let c = text.charCodeAt(j);
+      let h = 0x811c9dc5;
+      if (c === 32) {
+        h = Math.imul(h ^ 32, 0x01000193);
+        c = text.charCodeAt(++j);
+      }
+      if ((c >= 97 && c <= 122) || (fast === 2 && c >= 65 && c <= 90)) {
+        for (;;) {
+          h = Math.imul(h ^ c, 0x01000193);
+          c = text.charCodeAt(++j);
+          if (c >= 97 && c <= 122) continue;
+          if (fast === 2 && c >= 65 && c <= 90) continue;
+          break;
+        }
+        // Ends the word for sure: end of text, or an ASCII char other than o200k's contraction quote.
+        // (cl100k: upper case continues a word and was consumed; o200k: it starts the next one.)
+        if ((j >= len || (c < 128 && (fast === 2 || c !== 39))) && j - pos <= maxPiece) {
+          count += countAsciiHashed(t, text, pos, j, h >>> 0);
+          pos = j;
+          continue;
+        }
+      }
+    }
     let end = ascii ? ascii(text, pos) : NEED_REGEX;
     if (end !== NEED_REGEX && end - pos <= maxPiece) {
       // The ASCII matchers only return pre-tokens made of ASCII characters.
