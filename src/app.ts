@@ -10,6 +10,7 @@ import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { type CheckInput, Decider } from './decision/decide.js';
 import type { Decision } from './decision/types.js';
+import { tuneFlowControl } from './grpc/flow-control.js';
 import { HealthService } from './grpc/health.js';
 import { loadGrpcPackages } from './grpc/protos.js';
 import { type GrpcTlsFiles, grpcServerCredentials, grpcTlsFromEnv } from './grpc/tls.js';
@@ -241,6 +242,8 @@ export async function startApp(opts: AppOptions): Promise<App> {
       (err, port) => (err ? reject(err) : resolve(port)),
     ),
   );
+  if (!tuneFlowControl(server))
+    log.warn('could not set HTTP/2 flow-control windows (grpc-js internals changed): using 64 KiB');
 
   let loadedAt = new Date();
   let closed: Promise<void> | undefined;

@@ -5,6 +5,7 @@
  */
 import http2 from 'node:http2';
 import { describe, expect, it } from 'vitest';
+import { CONNECTION_WINDOW, STREAM_WINDOW } from '../src/grpc/flow-control.js';
 import { valkeyApps } from './helpers/app.js';
 import { chat } from './helpers/envoy.js';
 
@@ -20,18 +21,21 @@ limits:
   - { name: per-tenant, per: tenant, requests: 1000, every: 1h }
 `;
 
-/** SETTINGS_MAX_CONCURRENT_STREAMS the server sends to a new HTTP/2 connection. */
-async function advertisedStreams(port: number): Promise<number | undefined> {
+/** The SETTINGS the server sends to a new HTTP/2 connection. */
+async function serverSettings(port: number): Promise<http2.Settings> {
   const s = http2.connect(`http://127.0.0.1:${port}`);
   try {
-    const settings = await new Promise<http2.Settings>((resolve, reject) => {
+    return await new Promise<http2.Settings>((resolve, reject) => {
       s.once('remoteSettings', resolve);
       s.once('error', reject);
     });
-    return settings.maxConcurrentStreams;
   } finally {
     s.close();
   }
+}
+
+async function advertisedStreams(port: number): Promise<number | undefined> {
+  return (await serverSettings(port)).maxConcurrentStreams;
 }
 
 async function inflight(httpPort: number): Promise<number> {
@@ -71,5 +75,26 @@ describe('server.max_concurrent_streams', () => {
       busy.disconnect();
     }
     expect(await advertisedStreams(app.grpcPort)).toBe(4);
+  });
+});
+
+describe('HTTP/2 flow-control windows', () => {
+  it('a client may send a whole 1 MiB body per stream and 4 MiB per connection without waiting', async () => {
+    const { app } = await serve(CONFIG());
+    expect((await serverSettings(app.grpcPort)).initialWindowSize).toBe(STREAM_WINDOW); // Node: 65535
+    // The connection window is raised with a WINDOW_UPDATE after the handshake: read what this client
+    // may send once a PING has made the round trip (so the update has arrived).
+    const s = http2.connect(`http://127.0.0.1:${app.grpcPort}`);
+    try {
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.once('remoteSettings', () => s.ping((err) => (err ? reject(err) : resolve())));
+      });
+      expect(s.state.remoteWindowSize).toBe(CONNECTION_WINDOW); // Node: 65535
+    } finally {
+      s.close();
+    }
+    expect(STREAM_WINDOW).toBe(1024 * 1024);
+    expect(CONNECTION_WINDOW).toBe(4 * 1024 * 1024);
   });
 });
