@@ -6,7 +6,6 @@
  */
 import { createServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
-import { tuneFlowControl } from '../src/grpc/flow-control.js';
 import { HealthService } from '../src/grpc/health.js';
 import { loadGrpcPackages } from '../src/grpc/protos.js';
 
@@ -27,7 +26,6 @@ server.bindAsync(
   grpc.ServerCredentials.createInsecure(),
   (err) => {
     if (err) throw err;
-    tuneFlowControl(server); // tollgate's HTTP/2 windows too: the floor is measured like for like
     health.set('', 'SERVING');
     createServer((req, res) => {
       res.writeHead(req.url === '/readyz' ? 200 : 404).end();

@@ -242,8 +242,8 @@ export async function startApp(opts: AppOptions): Promise<App> {
       (err, port) => (err ? reject(err) : resolve(port)),
     ),
   );
-  if (!tuneFlowControl(server))
-    log.warn('could not set HTTP/2 flow-control windows (grpc-js internals changed): using 64 KiB');
+  if (!tuneFlowControl(server, cfg.server.http2StreamWindow, cfg.server.http2ConnectionWindow))
+    log.warn('could not set the HTTP/2 flow-control windows (grpc-js internals changed): using 64 KiB');
 
   let loadedAt = new Date();
   let closed: Promise<void> | undefined;
@@ -397,6 +397,11 @@ function restartRequired(a: Config, b: Config): string[] {
   if (a.server.maxBodyBytes !== b.server.maxBodyBytes) out.push('server.max_body_bytes (gRPC receive limit)');
   if (a.server.maxConcurrentStreams !== b.server.maxConcurrentStreams)
     out.push('server.max_concurrent_streams');
+  if (
+    a.server.http2StreamWindow !== b.server.http2StreamWindow ||
+    a.server.http2ConnectionWindow !== b.server.http2ConnectionWindow
+  )
+    out.push('server.http2_stream_window / http2_connection_window');
   return out;
 }
 

@@ -5,16 +5,16 @@
  */
 import http2 from 'node:http2';
 import { describe, expect, it } from 'vitest';
-import { CONNECTION_WINDOW, STREAM_WINDOW } from '../src/grpc/flow-control.js';
 import { valkeyApps } from './helpers/app.js';
 import { chat } from './helpers/envoy.js';
 
 const { vk, serve } = valkeyApps();
 
-const CONFIG = (streams?: number) => `
+/** A config whose server section gets `server` (YAML lines at two-space indent). */
+const CONFIG = (server = '') => `
 server:
   decision_deadline: 8s
-  ${streams === undefined ? '' : `max_concurrent_streams: ${streams}`}
+${server}
 store:
   timeout: 6s
 limits:
@@ -50,7 +50,7 @@ describe('server.max_concurrent_streams', () => {
   });
 
   it('holds at most that many checks at once; the rest wait in the client and are all answered', async () => {
-    const { app, client } = await serve(CONFIG(4));
+    const { app, client } = await serve(CONFIG('  max_concurrent_streams: 4'));
     const { default: Valkey } = await import('iovalkey');
     const busy = new Valkey(vk().url);
     try {
@@ -79,22 +79,35 @@ describe('server.max_concurrent_streams', () => {
 });
 
 describe('HTTP/2 flow-control windows', () => {
-  it('a client may send a whole 1 MiB body per stream and 4 MiB per connection without waiting', async () => {
-    const { app } = await serve(CONFIG());
-    expect((await serverSettings(app.grpcPort)).initialWindowSize).toBe(STREAM_WINDOW); // Node: 65535
-    // The connection window is raised with a WINDOW_UPDATE after the handshake: read what this client
-    // may send once a PING has made the round trip (so the update has arrived).
-    const s = http2.connect(`http://127.0.0.1:${app.grpcPort}`);
+  /** Stream window from SETTINGS, and what this client may send on the connection after a PING round trip. */
+  async function windows(port: number): Promise<{ stream?: number; connection: number }> {
+    const s = http2.connect(`http://127.0.0.1:${port}`);
     try {
-      await new Promise<void>((resolve, reject) => {
+      const settings = await new Promise<http2.Settings>((resolve, reject) => {
         s.once('error', reject);
-        s.once('remoteSettings', () => s.ping((err) => (err ? reject(err) : resolve())));
+        s.once('remoteSettings', (st) => s.ping((err) => (err ? reject(err) : resolve(st))));
       });
-      expect(s.state.remoteWindowSize).toBe(CONNECTION_WINDOW); // Node: 65535
+      return { stream: settings.initialWindowSize, connection: s.state.remoteWindowSize ?? -1 };
     } finally {
       s.close();
     }
-    expect(STREAM_WINDOW).toBe(1024 * 1024);
-    expect(CONNECTION_WINDOW).toBe(4 * 1024 * 1024);
+  }
+
+  it("default: Node's 64 KiB windows", async () => {
+    const { app } = await serve(CONFIG());
+    expect(await windows(app.grpcPort)).toEqual({ stream: 65_535, connection: 65_535 });
+  });
+
+  it('server.http2_stream_window / http2_connection_window are what a client may send', async () => {
+    const { app, client } = await serve(
+      CONFIG('  http2_stream_window: 1048576\n  http2_connection_window: 4194304'),
+    );
+    expect(await windows(app.grpcPort)).toEqual({ stream: 1_048_576, connection: 4_194_304 });
+    // and a check with a body larger than the default window goes through
+    const a = await client.check({
+      headers: { 'x-tenant-id': `win-${Date.now()}` },
+      body: chat('gpt-4o-mini', 'word '.repeat(40_000)),
+    });
+    expect(a.allowed).toBe(true);
   });
 });

@@ -18,6 +18,10 @@ import type {
 } from './types.js';
 import { parseDuration, parseShare, usdToMicros } from './units.js';
 
+/** HTTP/2's initial flow-control window (RFC 9113) and its maximum. */
+const DEFAULT_WINDOW = 65_535;
+const MAX_WINDOW = 2 ** 31 - 1;
+
 export const ENCODINGS = ['o200k_base', 'cl100k_base', 'p50k_base', 'r50k_base'] as const;
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
 const DIM = /^[a-z][a-z0-9_]{0,31}$/;
@@ -528,6 +532,8 @@ export function validateConfig(raw: unknown, file?: string): Config {
     'image_tokens',
     'default_max_output_tokens',
     'max_concurrent_streams',
+    'http2_stream_window',
+    'http2_connection_window',
   ]);
   const deadline = sv.decision_deadline === undefined ? 50 : parseDuration(sv.decision_deadline);
   if (deadline === undefined)
@@ -559,6 +565,16 @@ export function validateConfig(raw: unknown, file?: string): Config {
       sv.max_concurrent_streams === undefined
         ? 128
         : (c.int('server.max_concurrent_streams', sv.max_concurrent_streams, 1, 100_000) ?? 128),
+    http2StreamWindow:
+      sv.http2_stream_window === undefined
+        ? DEFAULT_WINDOW
+        : (c.int('server.http2_stream_window', sv.http2_stream_window, DEFAULT_WINDOW, MAX_WINDOW) ??
+          DEFAULT_WINDOW),
+    http2ConnectionWindow:
+      sv.http2_connection_window === undefined
+        ? DEFAULT_WINDOW
+        : (c.int('server.http2_connection_window', sv.http2_connection_window, DEFAULT_WINDOW, MAX_WINDOW) ??
+          DEFAULT_WINDOW),
   };
 
   // store

@@ -94,6 +94,10 @@ export interface ServerConfig {
    * are decided; the rest wait in the client.
    */
   maxConcurrentStreams: number;
+  /** HTTP/2 initial stream window advertised to gRPC clients (bytes; Node's default 65535). */
+  http2StreamWindow: number;
+  /** HTTP/2 connection window (bytes; Node's default 65535). */
+  http2ConnectionWindow: number;
 }
 
 export interface StoreConfig {
