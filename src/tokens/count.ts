@@ -100,22 +100,3 @@ export function countPromptTokens(call: ParsedCall, encodingName: string, opts: 
   n += countToolDefs(enc, p.toolDefs, encodingName);
   return n;
 }
-
-/** Total UTF-16 length of everything that will be tokenized (decides inline vs. pool counting). */
-export function promptChars(call: ParsedCall): number {
-  const p = call.prompt;
-  let n = 0;
-  for (const m of p.messages) {
-    n += m.role.length + (m.name?.length ?? 0);
-    for (const part of m.parts) n += part.length;
-  }
-  for (const t of p.texts) n += t.length;
-  for (const f of p.toolDefs) {
-    n += f.name.length + f.description.length + (f.extra?.length ?? 0);
-    for (const q of f.properties) {
-      n += q.name.length + q.type.length + q.description.length + (q.extra?.length ?? 0);
-      if (q.enum) for (const e of q.enum) n += e.length;
-    }
-  }
-  return n;
-}

@@ -16,7 +16,7 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Dialect, ParsedCall } from '../parse/types.js';
-import { type CountOptions, countPromptTokens, promptChars } from './count.js';
+import { type CountOptions, countPromptTokens } from './count.js';
 import { sharedTable, usesSharedTable } from './encoders.js';
 import {
   type EncodingPlan,
@@ -286,26 +286,4 @@ export class TokenPool {
     job?.reject(err);
     this.dispatch();
   }
-}
-
-/**
- * Prompts with fewer characters than this are counted inline. With the fast counter (~45 µs per KB
- * here) 32 K chars block the event loop for ~1.5 ms, less than a worker round trip costs under load;
- * a 20 KB prompt sent to the single worker instead made the worker the bottleneck (bench: medium).
- */
-export const INLINE_LIMIT_CHARS = 32_768;
-
-/**
- * Count prompt tokens: inline (synchronously, on this thread) when there is no pool or the prompt has
- * fewer than `inlineLimitChars` characters of text, otherwise in the pool.
- */
-export async function countTokens(
-  call: ParsedCall,
-  encodingName: string,
-  opts: CountOptions,
-  pool?: TokenPool,
-  inlineLimitChars = INLINE_LIMIT_CHARS,
-): Promise<number> {
-  if (!pool || promptChars(call) < inlineLimitChars) return countPromptTokens(call, encodingName, opts);
-  return pool.count(call, encodingName, opts);
 }
