@@ -144,6 +144,7 @@ async function startServer(name: ServerName, valkeyUrl?: string): Promise<Server
       LOG_LEVEL: env.BENCH_LOG_LEVEL ?? 'warn',
       // As in the container image (deploy/Dockerfile).
       MALLOC_ARENA_MAX: env.MALLOC_ARENA_MAX ?? '2',
+      MALLOC_MMAP_THRESHOLD_: env.MALLOC_MMAP_THRESHOLD_ ?? '131072',
       ...(valkeyUrl ? { VALKEY_URL: valkeyUrl } : { VALKEY_URL: '' }),
     },
     stdio: ['ignore', 'ignore', 'inherit'],

@@ -553,6 +553,11 @@ describe('deploy/Dockerfile', () => {
     expect(runtime).toMatch(/^COPY --from=build \/app\/dist \.\/dist/m);
   });
 
+  it('sets the glibc malloc settings the bench measured (README: Environment)', () => {
+    expect(runtime).toMatch(/^\s+MALLOC_ARENA_MAX=2 \\$/m);
+    expect(runtime).toMatch(/^\s+MALLOC_MMAP_THRESHOLD_=131072$/m);
+  });
+
   it('non-root, exposes 9191 8181, health-checks /healthz with node fetch, runs the CLI', () => {
     expect(runtime).toMatch(/^USER node$/m);
     expect(runtime).toMatch(/^EXPOSE 9191 8181$/m);
