@@ -6,7 +6,7 @@
  * request bodies in flight on a connection before tollgate's WINDOW_UPDATE frames come back. Larger
  * windows cost no memory by themselves (Node reads and consumes DATA as it arrives; what bounds the
  * bodies held here is server.max_concurrent_streams). Measured in the bench (README, Performance):
- * with 1 MiB / 4 MiB windows the 20 KB-body closed loop ran 4-25% more checks/s at 10-20% less CPU per
+ * with 1 MiB / 4 MiB windows the 20 KB-body closed loop ran 4-25% more checks/s at 10-25% less CPU per
  * check, but the ~1 KB closed loop ran 15-20 points lower against the null server, so the default
  * stays Node's.
  *
