@@ -107,6 +107,13 @@ describe('large bodies are parsed and counted off the event loop, with the same 
       expect(Buffer.byteLength(JSON.stringify(body))).toBeGreaterThanOrEqual(OFFLOAD_BYTES);
       expect(await spent(body, path)).toBe(expected(body, 'o200k_base', path) + output);
     }
+    // Bodies of 64 KiB and more are moved to the worker (grpc-js's own buffer); between OFFLOAD_BYTES
+    // and that they are copied: both paths, same numbers.
+    const copied = chat('gpt-4o', prose(36_000, 7));
+    const copiedBytes = Buffer.byteLength(JSON.stringify(copied));
+    expect(copiedBytes).toBeGreaterThanOrEqual(OFFLOAD_BYTES);
+    expect(copiedBytes).toBeLessThan(64 * 1024);
+    expect(await spent(copied)).toBe(expected(copied, 'o200k_base') + 100);
     // A body just below the threshold takes the event-loop path: same rule, same numbers.
     const small = chat('gpt-4o', prose(OFFLOAD_BYTES / 2, 6));
     expect(await spent(small)).toBe(expected(small, 'o200k_base') + 100);

@@ -76,6 +76,20 @@ function costliestModel(cfg: Config, text: string): string | undefined {
   return best;
 }
 
+/** The configured model with the highest price (input + output per 1M tokens); '*' if none is. */
+function costliestConfigured(cfg: Config): string {
+  let best = '*';
+  let bestPrice = cfg.defaultModel.priceInPer1M + cfg.defaultModel.priceOutPer1M;
+  for (const [name, mc] of cfg.models) {
+    const price = mc.priceInPer1M + mc.priceOutPer1M;
+    if (name !== '*' && price > bestPrice) {
+      best = name;
+      bestPrice = price;
+    }
+  }
+  return best;
+}
+
 export class Decider {
   private cfg: Config;
   readonly breaker: Breaker;
@@ -190,6 +204,7 @@ export class Decider {
     let call: ParsedCall | undefined;
     let model: string | undefined;
     let estimatedPrompt = 0;
+    let estimated = partial;
     /** Prompt tokens by encoding, when a worker counted them (the call then carries no texts). */
     let counted: Record<string, number> | undefined;
     if (partial) {
@@ -207,19 +222,33 @@ export class Decider {
       const pool = this.deps.pool;
       if (pool?.mode === 'workers' && len >= OFFLOAD_BYTES) {
         // Large body: parsed and counted in a token worker, so the event loop never parses it or
-        // holds its strings. If the worker fails, it is parsed and counted here instead.
+        // holds its strings. If the worker fails, it is parsed and counted here instead, unless the
+        // pool moved the bytes to the worker (then they are gone: estimated from the size, like a
+        // partial body, and priced as the costliest configured model, so a crash never undercharges).
+        // Not with a queue tier configured: a queued call keeps its body for the stream.
         const imageTokens = cfg.server.imageTokens;
         const r = await pool
-          .parseAndCount(route.dialect, body!, route.azureDeployment, this.encodingsOf(cfg), { imageTokens })
+          .parseAndCount(
+            route.dialect,
+            body!,
+            route.azureDeployment,
+            this.encodingsOf(cfg),
+            { imageTokens },
+            cfg.queues.size === 0,
+          )
           .catch(() => undefined);
         if (r && 'error' in r) return badRequest(r.error);
         if (r) {
           call = r.call;
           model = r.call.model!;
           counted = r.tokens;
+        } else if (typeof body !== 'string' && body!.byteLength === 0) {
+          estimatedPrompt = Math.ceil(len / cfg.server.bytesPerToken);
+          estimated = true;
+          model = route.azureDeployment ?? costliestConfigured(cfg);
         }
       }
-      if (!call) {
+      if (!call && !estimated) {
         const parsed = parseBody(route.dialect, body!, route.azureDeployment);
         if (isParseError(parsed)) return badRequest(parsed.error);
         call = parsed;
@@ -264,7 +293,7 @@ export class Decider {
       promptTokens: costs[0].promptTokens,
       reservedTokens: costs[0].outputTokens,
       micros: costs[0].micros,
-      estimated: partial || undefined,
+      estimated: estimated || undefined,
       tenantTag: logTag(id.tenant),
     };
     const built = buildPlan(cfg, id, costs, Date.now(), requestWeight(cfg, call?.tools));
@@ -285,7 +314,7 @@ export class Decider {
         body,
       };
     }
-    const marks: Headers = partial ? { 'x-tollgate-estimated': 'true' } : {};
+    const marks: Headers = estimated ? { 'x-tollgate-estimated': 'true' } : {};
 
     if (built.meta.every((m) => m.length === 0)) {
       stats.chosenModel = model;
