@@ -18,8 +18,8 @@ import type {
 } from './types.js';
 import { parseDuration, parseShare, usdToMicros } from './units.js';
 
-/** HTTP/2's initial flow-control window (RFC 9113) and its maximum. */
-const DEFAULT_WINDOW = 65_535;
+/** HTTP/2's initial flow-control window (RFC 9113; Node's default) and its maximum. */
+export const DEFAULT_WINDOW = 65_535;
 const MAX_WINDOW = 2 ** 31 - 1;
 
 export const ENCODINGS = ['o200k_base', 'cl100k_base', 'p50k_base', 'r50k_base'] as const;

@@ -17,9 +17,7 @@
  */
 import type { Http2Server, Http2Session } from 'node:http2';
 import type { Server } from '@grpc/grpc-js';
-
-/** HTTP/2's (and Node's) initial window. */
-export const DEFAULT_WINDOW = 65_535;
+import { DEFAULT_WINDOW } from '../config/schema.js';
 
 /**
  * Apply the windows to every HTTP/2 server of a bound grpc-js Server. True when there was nothing to
