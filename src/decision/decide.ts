@@ -324,9 +324,8 @@ export class Decider {
     // --- the one atomic store call, bounded by the breaker and the decision deadline -------------
     let result: CheckResult;
     let degraded: string | undefined;
-    const cacheKey =
-      this.deps.store.kind === 'valkey' && cfg.store.denyCache ? DenyCache.keyOf(built.plan) : undefined;
-    const cached = cacheKey ? this.denyCache.get(cacheKey, built.plan) : undefined;
+    const cacheable = this.deps.store.kind === 'valkey' && cfg.store.denyCache;
+    const cached = cacheable ? this.denyCache.lookup(built.plan) : undefined;
     try {
       if (cached) {
         stats.cached = true;
@@ -334,7 +333,7 @@ export class Decider {
       } else {
         const sentAt = performance.now();
         result = await this.storeCheck(built);
-        if (cacheKey) this.denyCache.put(cacheKey, built.plan, result, sentAt);
+        if (cacheable) this.denyCache.remember(built.plan, result, sentAt);
       }
     } catch {
       const policy = cfg.store.onStoreFailure;

@@ -1,13 +1,23 @@
 /**
- * A local cache of "denied until T" per plan, so repeat offenders (the same call again) are answered
- * without a Valkey round trip. Correct because T comes from the script: the script reads the server's
- * TIME after we send, so `sentAt + retryMs` is never later than the moment the server would let the
- * same call fit; denied calls debit nothing, and other replicas can only debit — so a cached deny is
- * never wrong before T.
- * (Keys deleted by hand in Valkey are not seen until T.)
+ * A local cache of "denied until T" per plan shape (the same limits on the same keys), so repeat
+ * offenders are answered without a Valkey round trip. Correct because T comes from the script: the
+ * script reads the server's TIME after we send, so `sentAt + retryMs` is never later than the moment
+ * the server would let that call fit; denied calls debit nothing, and other replicas can only debit —
+ * so a cached "does not fit" is never wrong before T.
+ *
+ * The next call of an offender rarely costs the same (another prompt, another max_tokens), so a
+ * cached answer also serves calls with other costs, entry by entry, from the levels the script
+ * reported (integer costs only; anything else must cost the same as the cached call):
+ *  - rolling window: the script reports ⌊level⌋; an integer cost fits iff ⌊level⌋ ≥ cost. A costlier
+ *    call than the cached one on an exceeded entry is blocked at least as long (T is a lower bound);
+ *    its Retry-After adds (Δcost · window / capacity) to the script's.
+ *  - calendar quota: remaining = capacity − used (exact); blocked until the window's end.
+ * The call is denied from the cache only if every candidate has a (non-shadow) entry that provably
+ * does not fit yet; otherwise — a cheaper call that may fit now, a call that can never fit — it asks
+ * Valkey. (Keys deleted by hand in Valkey are not seen until T.)
  */
-import type { CheckPlan, CheckResult } from '../store/types.js';
-import { Outcome } from '../store/types.js';
+import type { CheckPlan, CheckResult, EntryResult } from '../store/types.js';
+import { EntryKind, EntryStatus, Outcome } from '../store/types.js';
 
 interface Entry {
   until: number;
@@ -40,35 +50,61 @@ export class DenyCache {
     return out;
   }
 
-  /** A still-valid cached deny for this plan, aged to now; undefined on a miss. */
-  get(key: string, plan: CheckPlan, now = performance.now()): CheckResult | undefined {
+  /**
+   * A still-valid cached deny for this plan, aged to now; undefined on a miss (no entry, expired, or
+   * this call's costs do not prove a deny: see the file comment). Builds no key while the cache is empty.
+   */
+  lookup(plan: CheckPlan, now = performance.now()): CheckResult | undefined {
+    if (this.map.size === 0) return undefined;
+    const key = DenyCache.keyOf(plan);
+    if (key === undefined) return undefined;
     const e = this.map.get(key);
     if (!e) return undefined;
     if (now >= e.until) {
       this.map.delete(key);
       return undefined;
     }
-    const costs = DenyCache.costs(plan);
-    // Only the very same call (same costs on every limit): a costlier one could be "never fits" or
-    // need longer, and the cached retry time would be wrong for it.
-    for (let i = 0; i < costs.length; i++) if (costs[i] !== e.costs[i]) return undefined;
-    this.hits++;
     const elapsed = Math.max(0, Math.floor(now - e.sentAt));
     const r = e.result;
+    let k = 0;
+    let retry = -1;
+    const candidates: EntryResult[][] = [];
+    for (let c = 0; c < plan.candidates.length; c++) {
+      const out: EntryResult[] = [];
+      let blocked = false;
+      let candRetry = 0;
+      for (let j = 0; j < plan.candidates[c].length; j++) {
+        const pe = plan.candidates[c][j];
+        const was = r.candidates[c][j];
+        const e0 = entryFor(pe, was, e.costs[k++]);
+        if (!e0) return undefined;
+        if (!pe.shadow && e0.status === EntryStatus.Exceeded) {
+          if (e0.blockedMs > elapsed) blocked = true;
+          if (e0.result.retryMs > candRetry) candRetry = e0.result.retryMs;
+        }
+        const x = e0.result;
+        out.push({ ...x, retryMs: x.retryMs > 0 ? Math.max(1, x.retryMs - elapsed) : x.retryMs });
+      }
+      if (!blocked) return undefined; // this candidate may fit now: Valkey decides
+      if (retry < 0 || candRetry < retry) retry = candRetry;
+      candidates.push(out);
+    }
+    this.hits++;
     return {
-      outcome: r.outcome,
-      chosen: r.chosen,
-      retryMs: Math.max(1, r.retryMs - elapsed),
+      outcome: Outcome.Denied,
+      chosen: -1,
+      retryMs: Math.max(1, retry - elapsed),
       nowMs: r.nowMs + elapsed,
-      candidates: r.candidates.map((c) =>
-        c.map((x) => ({ ...x, retryMs: x.retryMs > 0 ? Math.max(1, x.retryMs - elapsed) : x.retryMs })),
-      ),
+      candidates,
     };
   }
 
   /** Remember a Valkey deny; `sentAt` is performance.now() taken just before the call was sent. */
-  put(key: string, plan: CheckPlan, result: CheckResult, sentAt: number): void {
+  remember(plan: CheckPlan, result: CheckResult, sentAt: number): void {
     if (result.outcome !== Outcome.Denied || result.retryMs <= 0) return;
+    for (const cand of result.candidates) for (const x of cand) if (x.status === EntryStatus.Never) return;
+    const key = DenyCache.keyOf(plan);
+    if (key === undefined) return;
     if (this.map.size >= MAX_ENTRIES) {
       const oldest = this.map.keys().next().value;
       if (oldest !== undefined) this.map.delete(oldest);
@@ -84,4 +120,44 @@ export class DenyCache {
   get size(): number {
     return this.map.size;
   }
+}
+
+/**
+ * One entry of a call with cost `cost` (from the plan), derived from the cached answer `was` for a call
+ * that cost `cost0` on the same entry (both at the cached call's send time). `blockedMs`: how long the
+ * entry provably does not fit this cost. undefined = cannot tell from the cache.
+ */
+function entryFor(
+  pe: CheckPlan['candidates'][number][number],
+  was: EntryResult,
+  cost0: number,
+): { status: EntryStatus; blockedMs: number; result: EntryResult } | undefined {
+  const cost = pe.cost;
+  if (cost === cost0)
+    return {
+      status: was.status,
+      blockedMs: was.status === EntryStatus.Exceeded ? was.retryMs : 0,
+      result: was,
+    };
+  if (!Number.isInteger(cost) || !Number.isInteger(cost0) || cost > pe.capacity) return undefined;
+  const left = was.remaining; // rolling: ⌊level⌋; calendar: capacity − used
+  if (left >= cost) {
+    const below = pe.downgradeAt > 0 && left - cost < pe.downgradeAt;
+    const status = below ? EntryStatus.BelowDowngrade : EntryStatus.Fits;
+    return { status, blockedMs: 0, result: { ...was, status, retryMs: 0 } };
+  }
+  const status = EntryStatus.Exceeded;
+  if (pe.kind === EntryKind.Calendar) {
+    // does not fit before the window ends (debits only add to `used`)
+    return { status, blockedMs: was.resetMs, result: { ...was, status, retryMs: was.resetMs } };
+  }
+  // rolling: level < cost (level < ⌊level⌋ + 1 ≤ cost); the refill rate is capacity per period
+  const rate = pe.capacity / pe.period;
+  if (was.status === EntryStatus.Exceeded && cost > cost0) {
+    const retryMs = was.retryMs + Math.ceil((cost - cost0) / rate);
+    return { status, blockedMs: was.retryMs, result: { ...was, status, retryMs } };
+  }
+  const retryMs = Math.ceil((cost - left) / rate);
+  const blockedMs = Math.max(0, Math.floor((cost - left - 1) / rate));
+  return { status, blockedMs, result: { ...was, status, retryMs } };
 }
