@@ -110,6 +110,17 @@ describe('deny cache', () => {
     const t = Number(truth.headers['retry-after-ms']);
     expect(c).toBeGreaterThan(Number(first.headers['retry-after-ms']) + 400);
     expect(Math.abs(c - t)).toBeLessThan(100);
+    // cheaper than the denied call but more than the 100 left: still blocked for ~4 s, from the cache
+    const cheaper = chat('m', 'x', { max_tokens: 492 }); // 500 tokens
+    const cachedCheaper = await client.check({ headers: h, body: cheaper });
+    expect(cachedCheaper.allowed).toBe(false);
+    expect(app.decider.denyCache.hits).toBe(2);
+    const truthCheaper = await direct.check({ headers: h, body: cheaper });
+    expect(truthCheaper.allowed).toBe(false);
+    const cc = Number(cachedCheaper.headers['retry-after-ms']);
+    expect(cc).toBeLessThan(Number(first.headers['retry-after-ms']) - 3000);
+    expect(Math.abs(cc - Number(truthCheaper.headers['retry-after-ms']))).toBeLessThan(100);
+    expect(await evalshaCalls()).toBe(before + 2); // the two direct calls only
   });
 
   it('calendar quotas: other costs are denied from the cache until the window ends; one that fits asks Valkey', async () => {

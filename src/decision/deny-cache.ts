@@ -153,10 +153,15 @@ function entryFor(
   }
   // rolling: level < cost (level < ⌊level⌋ + 1 ≤ cost); the refill rate is capacity per period
   const rate = pe.capacity / pe.period;
-  if (was.status === EntryStatus.Exceeded && cost > cost0) {
-    const retryMs = was.retryMs + Math.ceil((cost - cost0) / rate);
-    return { status, blockedMs: was.retryMs, result: { ...was, status, retryMs } };
+  if (was.status === EntryStatus.Exceeded) {
+    // The script's retry for cost0 is exact to the ms: shift it by the refill time of the difference
+    // (rounded towards a later Retry-After, and towards a shorter proven block).
+    const shift = (cost - cost0) / rate;
+    const retryMs = Math.max(1, was.retryMs + Math.ceil(shift));
+    const blockedMs = cost > cost0 ? was.retryMs : Math.max(0, Math.floor(was.retryMs - 1 + shift));
+    return { status, blockedMs, result: { ...was, status, retryMs } };
   }
+  // it fitted cost0 but not this cost: only ⌊level⌋ is known
   const retryMs = Math.ceil((cost - left) / rate);
   const blockedMs = Math.max(0, Math.floor((cost - left - 1) / rate));
   return { status, blockedMs, result: { ...was, status, retryMs } };
