@@ -8,9 +8,9 @@
  * The next call of an offender rarely costs the same (another prompt, another max_tokens), so a
  * cached answer also serves calls with other costs, entry by entry, from the levels the script
  * reported (integer costs only; anything else must cost the same as the cached call):
- *  - rolling window: the script reports ⌊level⌋; an integer cost fits iff ⌊level⌋ ≥ cost. A costlier
- *    call than the cached one on an exceeded entry is blocked at least as long (T is a lower bound);
- *    its Retry-After adds (Δcost · window / capacity) to the script's.
+ *  - rolling window: the script reports ⌊level⌋; an integer cost fits iff ⌊level⌋ ≥ cost. On an
+ *    exceeded entry, the script's exact retry for the cached cost is shifted by the refill time of the
+ *    cost difference (Δcost · window / capacity), later for a costlier call, earlier for a cheaper one.
  *  - calendar quota: remaining = capacity − used (exact); blocked until the window's end.
  * The call is denied from the cache only if every candidate has a (non-shadow) entry that provably
  * does not fit yet; otherwise — a cheaper call that may fit now, a call that can never fit — it asks
