@@ -75,6 +75,20 @@ describe('ValkeyStore batching', () => {
     }
   });
 
+  it('a batch whose script was flushed from Valkey reloads it, and every check of the batch is answered', async () => {
+    await vk.client.script('FLUSH');
+    const w = watchWrites();
+    try {
+      const results = await Promise.all(
+        Array.from({ length: 8 }, (_, i) => store.check(plan(`noscript:${i}`))),
+      );
+      expect(results.map((r) => r.outcome)).toEqual(Array(8).fill(Outcome.Allowed));
+      expect(w.writes()).toBeGreaterThanOrEqual(2); // the NOSCRIPT batch, then the reload and retries
+    } finally {
+      w.stop();
+    }
+  });
+
   it('a second batch is written while the first still waits for its replies', async () => {
     const { busy, done } = stallValkey();
     const w = watchWrites();
