@@ -53,13 +53,21 @@ export function tightest(rows: Row[]): Row | undefined {
  * (OpenAI's x-ratelimit-reset-*): when the row is over its limit, the time until this call would fit;
  * otherwise the time until the limit is whole again (rolling) or the window ends (calendar).
  */
+/** Header names per kind, built once (a computed name would be a new string to intern on every call). */
+const KIND_HEADERS = (['requests', 'tokens'] as const).map((kind) => ({
+  kind,
+  limit: `x-ratelimit-limit-${kind}`,
+  remaining: `x-ratelimit-remaining-${kind}`,
+  reset: `x-ratelimit-reset-${kind}`,
+}));
+
 export function rateLimitHeaders(h: Headers, rows: Row[], nowMs: number, binding?: Row): void {
-  for (const kind of ['requests', 'tokens'] as const) {
-    const row = least(rows, kind);
+  for (const k of KIND_HEADERS) {
+    const row = least(rows, k.kind);
     if (!row) continue;
-    h[`x-ratelimit-limit-${kind}`] = String(row.meta.limit.amount);
-    h[`x-ratelimit-remaining-${kind}`] = String(Math.max(0, row.r.remaining));
-    h[`x-ratelimit-reset-${kind}`] = openAiDuration(row.r.retryMs > 0 ? row.r.retryMs : row.r.resetMs);
+    h[k.limit] = String(row.meta.limit.amount);
+    h[k.remaining] = String(Math.max(0, row.r.remaining));
+    h[k.reset] = openAiDuration(row.r.retryMs > 0 ? row.r.retryMs : row.r.resetMs);
   }
   const b = binding ?? tightest(rows);
   if (b) {
