@@ -40,6 +40,8 @@ const OPEN_ROUNDS = Math.max(1, Number(env.BENCH_OPEN_ROUNDS ?? 3));
 /** Workloads whose open-loop p99 is a target: measured in OPEN_ROUNDS interleaved rounds. */
 const OPEN_ROUNDS_FOR: ReadonlySet<WorkloadName> = new Set(['small', 'mix']);
 const CONFIG = join(ROOT, 'bench', 'configs', 'bench.yaml');
+/** Node flags of `npm start` and the container image's CMD, given to every server (null included). */
+const NODE_FLAGS = ['--max-semi-space-size=8'];
 
 type ServerName = 'null' | 'memory' | 'valkey';
 
@@ -145,7 +147,7 @@ async function startServer(name: ServerName, valkeyUrl?: string): Promise<Server
   const httpPort = await freePort();
   const script = name === 'null' ? join(HERE, 'null-server.js') : join(ROOT, 'dist', 'src', 'cli.js');
   const t0 = performance.now();
-  const proc = spawn(process.execPath, name === 'null' ? [script] : [script, 'serve'], {
+  const proc = spawn(process.execPath, [...NODE_FLAGS, ...(name === 'null' ? [script] : [script, 'serve'])], {
     cwd: ROOT,
     env: {
       ...env,

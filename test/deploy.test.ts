@@ -562,7 +562,7 @@ describe('deploy/Dockerfile', () => {
     expect(runtime).toMatch(/^USER node$/m);
     expect(runtime).toMatch(/^EXPOSE 9191 8181$/m);
     expect(runtime).toMatch(/^HEALTHCHECK [\s\S]*fetch\('http:\/\/127\.0\.0\.1:8181\/healthz'\)/m);
-    expect(runtime).toMatch(/^CMD \["node", "dist\/src\/cli\.js", "serve"\]$/m);
+    expect(runtime).toMatch(/^CMD \["node", "--max-semi-space-size=8", "dist\/src\/cli\.js", "serve"\]$/m);
     expect(text).toMatch(/docker build -f deploy\/Dockerfile/);
   });
 });
