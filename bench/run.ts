@@ -393,11 +393,14 @@ function medianOpenRows(rounds: RunRow[][]): RunRow[] {
   });
 }
 
+/** Per-round p99 ratios of an open-loop row measured in more than one round, else undefined. */
+const roundRatios = (o: RunRow) =>
+  o.rounds_p99_vs_null && o.rounds_p99_vs_null.length > 1 ? o.rounds_p99_vs_null : undefined;
+
 /** Open-loop p99 of `o` over the null row `no`: the median per-round ratio when there were rounds. */
 function p99Ratio(o: RunRow, no: RunRow): number {
-  return o.rounds_p99_vs_null && o.rounds_p99_vs_null.length > 1
-    ? median(o.rounds_p99_vs_null)
-    : o.result.smallLatency.p99 / no.result.smallLatency.p99;
+  const rounds = roundRatios(o);
+  return rounds ? median(rounds) : o.result.smallLatency.p99 / no.result.smallLatency.p99;
 }
 
 interface Check {
@@ -421,9 +424,7 @@ function summarize(rows: RunRow[], servers: Server[]) {
       ratios[`${w}/${s}`] = {
         throughput_vs_null: Math.round((c.result.perSecond / n.result.perSecond) * 1000) / 1000,
         open_p99_vs_null: Math.round(p99Ratio(o, no) * 100) / 100,
-        ...(o.rounds_p99_vs_null && o.rounds_p99_vs_null.length > 1
-          ? { open_p99_vs_null_rounds: o.rounds_p99_vs_null }
-          : {}),
+        ...(roundRatios(o) ? { open_p99_vs_null_rounds: roundRatios(o) } : {}),
       };
     }
   }
@@ -460,7 +461,7 @@ function summarize(rows: RunRow[], servers: Server[]) {
     const no = get('small', 'open', 'null');
     if (o && no) {
       const r = p99Ratio(o, no);
-      const rounds = o.rounds_p99_vs_null ?? [];
+      const rounds = roundRatios(o) ?? [];
       checks.push({
         target: `small chat open-loop p99 (${s}) ≤ 1.5× null's`,
         value:
@@ -512,7 +513,7 @@ function printTable(report: any): void {
         ? '—'
         : r.mode === 'closed'
           ? pct(r.result.perSecond / n.result.perSecond)
-          : `p99 ${fx(p99Ratio(r, n))}${r.rounds_p99_vs_null && r.rounds_p99_vs_null.length > 1 ? ` (median of ${r.rounds_p99_vs_null.map(fx).join(', ')})` : ''}`;
+          : `p99 ${fx(p99Ratio(r, n))}${roundRatios(r) ? ` (median of ${roundRatios(r)!.map(fx).join(', ')})` : ''}`;
     out.push(
       `| ${r.workload}${r.workload === 'mix' ? ' (small calls)' : ''} | ${r.mode}${r.rate ? ` @${r.rate}/s` : ` c=${CONCURRENCY}`} | ${r.server} | ${r.result.perSecond} | ${l.p50} | ${l.p99} | ${l.p999} | ${r.server_usage.cpuPercent}%${r.valkey_usage ? ` (+valkey ${r.valkey_usage.cpuPercent}%)` : ''} | ${r.server_usage.rssMaxMb} | ${vs} |`,
     );

@@ -78,7 +78,7 @@ export class DenyCache {
         const was = r.candidates[c][j];
         const e0 = entryFor(pe, was, e.costs[k++]);
         if (!e0) return undefined;
-        if (!pe.shadow && e0.status === EntryStatus.Exceeded) {
+        if (!pe.shadow && e0.result.status === EntryStatus.Exceeded) {
           if (e0.blockedMs > elapsed) blocked = true;
           if (e0.result.retryMs > candRetry) candRetry = e0.result.retryMs;
         }
@@ -131,25 +131,21 @@ function entryFor(
   pe: CheckPlan['candidates'][number][number],
   was: EntryResult,
   cost0: number,
-): { status: EntryStatus; blockedMs: number; result: EntryResult } | undefined {
+): { blockedMs: number; result: EntryResult } | undefined {
   const cost = pe.cost;
   if (cost === cost0)
-    return {
-      status: was.status,
-      blockedMs: was.status === EntryStatus.Exceeded ? was.retryMs : 0,
-      result: was,
-    };
+    return { blockedMs: was.status === EntryStatus.Exceeded ? was.retryMs : 0, result: was };
   if (!Number.isInteger(cost) || !Number.isInteger(cost0) || cost > pe.capacity) return undefined;
   const left = was.remaining; // rolling: ⌊level⌋; calendar: capacity − used
   if (left >= cost) {
     const below = pe.downgradeAt > 0 && left - cost < pe.downgradeAt;
     const status = below ? EntryStatus.BelowDowngrade : EntryStatus.Fits;
-    return { status, blockedMs: 0, result: { ...was, status, retryMs: 0 } };
+    return { blockedMs: 0, result: { ...was, status, retryMs: 0 } };
   }
   const status = EntryStatus.Exceeded;
   if (pe.kind === EntryKind.Calendar) {
     // does not fit before the window ends (debits only add to `used`)
-    return { status, blockedMs: was.resetMs, result: { ...was, status, retryMs: was.resetMs } };
+    return { blockedMs: was.resetMs, result: { ...was, status, retryMs: was.resetMs } };
   }
   // rolling: level < cost (level < ⌊level⌋ + 1 ≤ cost); the refill rate is capacity per period
   const rate = pe.capacity / pe.period;
@@ -159,10 +155,10 @@ function entryFor(
     const shift = (cost - cost0) / rate;
     const retryMs = Math.max(1, was.retryMs + Math.ceil(shift));
     const blockedMs = cost > cost0 ? was.retryMs : Math.max(0, Math.floor(was.retryMs - 1 + shift));
-    return { status, blockedMs, result: { ...was, status, retryMs } };
+    return { blockedMs, result: { ...was, status, retryMs } };
   }
   // it fitted cost0 but not this cost: only ⌊level⌋ is known
   const retryMs = Math.ceil((cost - left) / rate);
   const blockedMs = Math.max(0, Math.floor((cost - left - 1) / rate));
-  return { status, blockedMs, result: { ...was, status, retryMs } };
+  return { blockedMs, result: { ...was, status, retryMs } };
 }
