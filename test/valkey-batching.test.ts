@@ -44,7 +44,7 @@ const plan = (key: string): CheckPlan => ({
 
 /** The store's socket, with a count of write() calls made on it from now on. */
 function watchWrites(): { writes: () => number; bytes: () => number; stop: () => void } {
-  const socket = (store.client as unknown as { stream: import('node:net').Socket }).stream;
+  const socket = store.conn.socket as import('node:net').Socket;
   const original = socket.write;
   let writes = 0;
   socket.write = function (this: typeof socket, ...args: Parameters<typeof original>) {

@@ -1,24 +1,14 @@
 /**
- * Valkey store: one connection, the check script called by SHA, reloaded on NOSCRIPT. Checks issued in
- * one turn of the event loop go out together (one pipeline, one write), and a batch never waits for
- * the one before it (see `flush`).
+ * Valkey store: one connection (src/store/resp.ts), the check script called by SHA, reloaded on
+ * NOSCRIPT. Checks issued in one turn of the event loop go out together (one write), and a batch never
+ * waits for the one before it (see `flush`).
  */
 import { readFileSync } from 'node:fs';
-import { type RedisOptions, Valkey } from 'iovalkey';
+import type { RedisOptions } from 'iovalkey';
 import { withTimeout } from '../resilience/timeout.js';
+import { type RespCommand, RespConnection, type RespValue } from './resp.js';
 import { loadScript, type Script } from './scripts.js';
 import { type CheckPlan, type CheckResult, parseReply, planArgs, type Store } from './types.js';
-
-interface Pending {
-  argv: (string | number)[];
-  resolve: (reply: unknown) => void;
-  reject: (err: unknown) => void;
-}
-
-/** iovalkey's evalsha typed for one flat argument array (its Command flattens one level). */
-interface EvalSha {
-  evalsha(args: (string | number)[]): Promise<unknown>;
-}
 
 export interface ValkeyStoreOptions {
   url: string;
@@ -28,8 +18,17 @@ export interface ValkeyStoreOptions {
   caFile?: string;
 }
 
-/** valkey://, valkeys://, redis://, rediss:// (user:password@host:port/db) → iovalkey options. */
-export function valkeyOptions(opts: ValkeyStoreOptions): RedisOptions {
+/** Where and how to connect, from valkey://, valkeys://, redis://, rediss:// (user:password@host:port/db). */
+export interface ValkeyTarget {
+  host: string;
+  port: number;
+  username?: string;
+  password?: string;
+  db: number;
+  tls?: { servername: string; ca?: Buffer };
+}
+
+export function valkeyTarget(opts: ValkeyStoreOptions): ValkeyTarget {
   const u = new URL(opts.url);
   const tls = u.protocol === 'valkeys:' || u.protocol === 'rediss:';
   if (!['valkey:', 'valkeys:', 'redis:', 'rediss:'].includes(u.protocol)) {
@@ -47,31 +46,41 @@ export function valkeyOptions(opts: ValkeyStoreOptions): RedisOptions {
     tls: tls
       ? { servername: u.hostname, ...(opts.caFile ? { ca: readFileSync(opts.caFile) } : {}) }
       : undefined,
+  };
+}
+
+/** The same target as iovalkey options (the queue consumer's client). */
+export function valkeyOptions(opts: ValkeyStoreOptions): RedisOptions {
+  return {
+    ...valkeyTarget(opts),
     connectionName: 'tollgate',
-    // Batching is ours (ValkeyStore.flush): iovalkey's auto-pipelining keeps one batch in flight at a
-    // time, so under load every check waited for the previous batch's round trip.
     enableAutoPipelining: false,
     // Fail fast while disconnected: the breaker, not a hidden queue, decides what happens.
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
-    // Safety net only: our own timeout (below) answers first; this one frees commands stuck on a hung server.
-    commandTimeout: Math.max(1000, opts.timeoutMs * 20),
+    commandTimeout: replyTimeoutMs(opts.timeoutMs),
     connectTimeout: 2000,
     retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
     lazyConnect: true,
   };
 }
 
+/**
+ * Safety net only: the per-call timeout answers the check first; this one frees commands stuck on a
+ * hung server (and is when the breaker counts a silent store's timeouts, see resilience/breaker.ts).
+ */
+const replyTimeoutMs = (timeoutMs: number) => Math.max(1000, timeoutMs * 20);
+
 export class ValkeyStore implements Store {
   readonly kind = 'valkey' as const;
-  readonly client: Valkey;
+  readonly conn: RespConnection;
   private readonly script: Script = loadScript('check-limits');
 
   private timeoutMs: number;
   /** See Store.lastReplyAt (set even when the reply comes after the call timed out). */
   lastReplyAt?: number;
   /** EVALSHA calls of this turn of the event loop, sent by `flush`. */
-  private batch: Pending[] = [];
+  private batch: RespCommand[] = [];
   private flushScheduled = false;
 
   /** Per-call timeout (config reload). */
@@ -81,19 +90,22 @@ export class ValkeyStore implements Store {
 
   constructor(opts: ValkeyStoreOptions) {
     this.timeoutMs = opts.timeoutMs;
-    this.client = new Valkey(valkeyOptions(opts));
-    // errors surface through command failures and the breaker; avoid unhandled 'error' events
-    this.client.on('error', () => {});
+    this.conn = new RespConnection({
+      ...valkeyTarget(opts),
+      name: 'tollgate',
+      connectTimeoutMs: 2000,
+      replyTimeoutMs: replyTimeoutMs(opts.timeoutMs),
+    });
   }
 
   /** Connect (if not yet) and load the script; the returned SHA must equal ours. */
   async connect(): Promise<void> {
-    if (this.client.status === 'wait') await this.client.connect();
+    await this.conn.connect();
     await this.loadScripts();
   }
 
   async loadScripts(): Promise<void> {
-    const sha = (await this.client.script('LOAD', this.script.source)) as string;
+    const sha = (await this.conn.command(['SCRIPT', 'LOAD', this.script.source])) as string;
     if (sha !== this.script.sha)
       throw new Error(`script SHA mismatch: server ${sha}, local ${this.script.sha}`);
   }
@@ -104,9 +116,8 @@ export class ValkeyStore implements Store {
   }
 
   private async evalCheck(plan: CheckPlan): Promise<CheckResult> {
-    // One flat argument array (sha, numkeys, keys…, argv…) passed as a single argument (iovalkey's
-    // Command flattens one level): no spread copies per call; reused on NOSCRIPT.
-    const argv: (string | number)[] = [this.script.sha, plan.keys.length];
+    // One flat argument array (EVALSHA sha numkeys keys… args…), reused on NOSCRIPT.
+    const argv: (string | number)[] = ['EVALSHA', this.script.sha, plan.keys.length];
     for (const k of plan.keys) argv.push(k);
     for (const a of planArgs(plan)) argv.push(a);
     let reply: number[];
@@ -121,10 +132,10 @@ export class ValkeyStore implements Store {
     return parseReply(plan, reply);
   }
 
-  /** Queue one EVALSHA (sha, numkeys, keys…, args… as one array) for this turn's batch. */
-  private evalsha(argv: (string | number)[]): Promise<unknown> {
+  /** Queue one EVALSHA (the whole command as one array) for this turn's batch. */
+  private evalsha(args: (string | number)[]): Promise<RespValue> {
     return new Promise((resolve, reject) => {
-      this.batch.push({ argv, resolve, reject });
+      this.batch.push({ args, resolve, reject });
       if (!this.flushScheduled) {
         this.flushScheduled = true;
         // setImmediate, not nextTick: checks started by other I/O events of the same poll phase join.
@@ -134,41 +145,22 @@ export class ValkeyStore implements Store {
   }
 
   /**
-   * Send this turn's checks: one alone as a plain command, several as one pipeline (one write). Unlike
-   * iovalkey's auto-pipelining, a batch does not wait for the previous batch's replies; replies come
-   * back in order on the one connection either way.
+   * Send this turn's checks as one write. A batch does not wait for the previous batch's replies;
+   * replies come back in order on the one connection.
    */
   private readonly flush = (): void => {
     this.flushScheduled = false;
     const batch = this.batch;
     this.batch = [];
-    if (batch.length === 1) {
-      const c = batch[0];
-      (this.client as unknown as EvalSha).evalsha(c.argv).then(c.resolve, c.reject);
-      return;
-    }
-    const p = this.client.pipeline();
-    for (const c of batch) (p as unknown as EvalSha).evalsha(c.argv);
-    p.exec().then(
-      (results) => {
-        for (let i = 0; i < batch.length; i++) {
-          const r = results?.[i];
-          if (!r) batch[i].reject(new Error('valkey pipeline: no reply'));
-          else if (r[0]) batch[i].reject(r[0]);
-          else batch[i].resolve(r[1]);
-        }
-      },
-      (err) => {
-        for (const c of batch) c.reject(err);
-      },
-    );
+    this.conn.send(batch);
   };
 
   async ping(): Promise<void> {
-    await this.client.ping();
+    await this.conn.connect();
+    await this.conn.command(['PING']);
   }
 
   async close(): Promise<void> {
-    this.client.disconnect();
+    this.conn.close();
   }
 }
