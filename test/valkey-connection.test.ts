@@ -95,6 +95,18 @@ const plan = (key: string, capacity: number, cost = 1): CheckPlan => ({
   ],
 });
 
+/** A store connection to `port` with a short reply timeout and a fixed reconnect delay. */
+const connTo = (port: number, replyTimeoutMs: number, retryMs: number) =>
+  new RespConnection({
+    host: '127.0.0.1',
+    port,
+    db: 0,
+    name: 'tollgate-test',
+    connectTimeoutMs: 2000,
+    replyTimeoutMs,
+    retryDelayMs: () => retryMs,
+  });
+
 describe('the store connection (RESP, pipelined)', () => {
   it('replies split into one-byte reads give the same answers as a direct connection', async () => {
     const relay = new Relay(vk.port);
@@ -132,15 +144,7 @@ describe('the store connection (RESP, pipelined)', () => {
   it('a silent server: waiting commands fail after the reply timeout, the next ones get their own replies', async () => {
     const relay = new Relay(vk.port);
     await relay.listen();
-    const conn = new RespConnection({
-      host: '127.0.0.1',
-      port: relay.port,
-      db: 0,
-      name: 'tollgate-test',
-      connectTimeoutMs: 2000,
-      replyTimeoutMs: 300,
-      retryDelayMs: () => 20,
-    });
+    const conn = connTo(relay.port, 300, 20);
     try {
       await conn.connect();
       expect(await conn.command(['SET', 'silent:k', 'before'])).toBe('OK');
@@ -166,15 +170,7 @@ describe('the store connection (RESP, pipelined)', () => {
   it('while disconnected a command fails at once (no offline queue), and it reconnects by itself', async () => {
     const relay = new Relay(vk.port);
     await relay.listen();
-    const conn = new RespConnection({
-      host: '127.0.0.1',
-      port: relay.port,
-      db: 0,
-      name: 'tollgate-test',
-      connectTimeoutMs: 2000,
-      replyTimeoutMs: 1000,
-      retryDelayMs: () => 50,
-    });
+    const conn = connTo(relay.port, 1000, 50);
     try {
       await conn.connect();
       // drop the connection from the server side
@@ -189,6 +185,32 @@ describe('the store connection (RESP, pipelined)', () => {
     } finally {
       conn.close();
       await relay.close();
+    }
+  });
+
+  it('an ACL user that may not name its connection (no client|setname) still connects and checks', async () => {
+    await vk.client.call(
+      'ACL',
+      'SETUSER',
+      'plain-user',
+      'on',
+      '>plain-pw-1',
+      '~*',
+      '+@all',
+      '-client|setname',
+    );
+    const store = new ValkeyStore({
+      url: `valkey://plain-user:plain-pw-1@127.0.0.1:${vk.port}`,
+      timeoutMs: 2000,
+    });
+    try {
+      await store.connect();
+      const r = await store.check(plan('acl:nosetname', 3));
+      expect(r.outcome).toBe(Outcome.Allowed);
+      await expect(store.conn.command(['CLIENT', 'SETNAME', 'x'])).rejects.toThrow(/NOPERM|permission/i);
+    } finally {
+      await store.close();
+      await vk.client.call('ACL', 'DELUSER', 'plain-user');
     }
   });
 

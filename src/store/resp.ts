@@ -142,7 +142,13 @@ export class RespConnection {
         hs.push(new Promise((resolve, reject) => this.write(socket, [{ args, resolve, reject }])));
       if (o.password !== undefined) cmd(o.username ? ['AUTH', o.username, o.password] : ['AUTH', o.password]);
       if (o.db) cmd(['SELECT', o.db]);
-      cmd(['CLIENT', 'SETNAME', o.name]);
+      // The name is a courtesy for CLIENT LIST: an ACL that does not grant client|setname must not
+      // keep tollgate from connecting.
+      hs.push(
+        new Promise<RespValue>((resolve) =>
+          this.write(socket, [{ args: ['CLIENT', 'SETNAME', o.name], resolve, reject: () => resolve(null) }]),
+        ),
+      );
       Promise.all(hs).then(
         () => {
           if (this.socket !== socket || this.status === 'closed') return;
