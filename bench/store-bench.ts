@@ -1,8 +1,9 @@
 /**
  * Store-level benchmark against one valkey-server (its own process):
- *   - tollgate's check script through ValkeyStore (one connection, auto-pipelining, EVALSHA), with
+ *   - tollgate's check script through ValkeyStore (its one pipelined connection, EVALSHA), with
  *     the 3 limits of a small chat call and with 1 limit;
- *   - valkey-benchmark sending the same EVALSHA (3 keys) from 50 connections: the server's ceiling;
+ *   - valkey-benchmark sending the same EVALSHA (3 keys) from 50 connections, one command at a time
+ *     and 16 pipelined per connection (the server's ceiling for this script);
  *   - rate-limiter-flexible's RateLimiterRedis (a peer; 1 counter per call) on an iovalkey client.
  * Closed loop at fixed concurrency for a fixed time.
  * Usage: node dist/bench/store-bench.js '<json {port, durationMs, concurrency}>' → one JSON line.
@@ -97,42 +98,46 @@ async function main(): Promise<void> {
   const args = planArgs(p).map(String);
   const keys = p.keys.map((k) => k.replace('t0', 't__rand_int__'));
   const n = 200_000;
-  const out = execFileSync(
-    'valkey-benchmark',
-    [
-      '-p',
-      String(port),
-      '-c',
-      '50',
-      '-n',
-      String(n),
-      '-r',
-      String(TENANTS),
-      '--csv',
-      'EVALSHA',
-      sha,
-      '3',
-      ...keys,
-      ...args,
-    ],
-    { encoding: 'utf8', timeout: 120_000 },
-  );
-  // --csv: header line, then "test","rps","avg_latency_ms","min","p50","p95","p99","max"
-  const line = out.trim().split('\n').pop() ?? '';
-  const cols = line.split(',').map((c) => c.replace(/"/g, ''));
-  rows.push({
-    name: 'valkey-benchmark EVALSHA, 3 limits (50 connections)',
-    opsPerSecond: Math.round(Number(cols[1])),
-    latency: {
-      n,
-      p50: Number(cols[4]),
-      p99: Number(cols[6]),
-      p999: Number.NaN,
-      max: Number(cols[7]),
-      mean: Number(cols[2]),
-    },
-    note: 'server ceiling for this script',
-  });
+  for (const pipeline of [1, 16]) {
+    const out = execFileSync(
+      'valkey-benchmark',
+      [
+        '-p',
+        String(port),
+        '-c',
+        '50',
+        '-P',
+        String(pipeline),
+        '-n',
+        String(n),
+        '-r',
+        String(TENANTS),
+        '--csv',
+        'EVALSHA',
+        sha,
+        '3',
+        ...keys,
+        ...args,
+      ],
+      { encoding: 'utf8', timeout: 120_000 },
+    );
+    // --csv: header line, then "test","rps","avg_latency_ms","min","p50","p95","p99","max"
+    const line = out.trim().split('\n').pop() ?? '';
+    const cols = line.split(',').map((c) => c.replace(/"/g, ''));
+    rows.push({
+      name: `valkey-benchmark EVALSHA, 3 limits (50 connections${pipeline > 1 ? `, pipeline ${pipeline}` : ''})`,
+      opsPerSecond: Math.round(Number(cols[1])),
+      latency: {
+        n,
+        p50: Number(cols[4]),
+        p99: Number(cols[6]),
+        p999: Number.NaN,
+        max: Number(cols[7]),
+        mean: Number(cols[2]),
+      },
+      note: pipeline > 1 ? 'server ceiling for this script' : 'one command at a time per connection',
+    });
+  }
 
   // rate-limiter-flexible on the same server, iovalkey client with auto-pipelining (as ours).
   const client = new Valkey({ port, enableAutoPipelining: true });
