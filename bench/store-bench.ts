@@ -139,7 +139,7 @@ async function main(): Promise<void> {
     });
   }
 
-  // rate-limiter-flexible on the same server, iovalkey client with auto-pipelining (as ours).
+  // rate-limiter-flexible on the same server, on an iovalkey client with auto-pipelining (its usual setup).
   const client = new Valkey({ port, enableAutoPipelining: true });
   const rl = new RateLimiterRedis({
     storeClient: client,
