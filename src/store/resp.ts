@@ -56,6 +56,8 @@ interface InFlight {
 }
 
 const CRLF = '\r\n';
+/** Reconnect attempt n waits 50 ms, doubling, at most 2 s (also the queue consumer's iovalkey retryStrategy). */
+export const defaultRetryDelayMs = (n: number) => Math.min(50 * 2 ** Math.min(n, 6), 2000);
 const INCOMPLETE = Symbol('incomplete');
 
 export class RespConnection {
@@ -137,18 +139,19 @@ export class RespConnection {
     );
     socket.on(o.tls ? 'secureConnect' : 'connect', () => {
       // The handshake goes through the same in-order reply matching as every command.
+      // An optional step's error reply is ignored instead of failing the handshake.
       const hs: Promise<RespValue>[] = [];
-      const cmd = (args: (string | number)[]) =>
-        hs.push(new Promise((resolve, reject) => this.write(socket, [{ args, resolve, reject }])));
+      const cmd = (args: (string | number)[], optional = false) =>
+        hs.push(
+          new Promise((resolve, reject) =>
+            this.write(socket, [{ args, resolve, reject: optional ? () => resolve(null) : reject }]),
+          ),
+        );
       if (o.password !== undefined) cmd(o.username ? ['AUTH', o.username, o.password] : ['AUTH', o.password]);
       if (o.db) cmd(['SELECT', o.db]);
       // The name is a courtesy for CLIENT LIST: an ACL that does not grant client|setname must not
       // keep tollgate from connecting.
-      hs.push(
-        new Promise<RespValue>((resolve) =>
-          this.write(socket, [{ args: ['CLIENT', 'SETNAME', o.name], resolve, reject: () => resolve(null) }]),
-        ),
-      );
+      cmd(['CLIENT', 'SETNAME', o.name], true);
       Promise.all(hs).then(
         () => {
           if (this.socket !== socket || this.status === 'closed') return;
@@ -185,7 +188,7 @@ export class RespConnection {
     this.settleWaiters(err);
     if (this.status === 'closed') return;
     this.status = 'connecting';
-    const delay = (this.o.retryDelayMs ?? ((n) => Math.min(50 * 2 ** Math.min(n, 6), 2000)))(++this.attempts);
+    const delay = (this.o.retryDelayMs ?? defaultRetryDelayMs)(++this.attempts);
     this.retryTimer = setTimeout(() => {
       if (this.status !== 'closed') this.open();
     }, delay);

@@ -6,7 +6,7 @@
 import { readFileSync } from 'node:fs';
 import type { RedisOptions } from 'iovalkey';
 import { withTimeout } from '../resilience/timeout.js';
-import { type RespCommand, RespConnection, type RespValue } from './resp.js';
+import { defaultRetryDelayMs, type RespCommand, RespConnection, type RespValue } from './resp.js';
 import { loadScript, type Script } from './scripts.js';
 import { type CheckPlan, type CheckResult, parseReply, planArgs, type Store } from './types.js';
 
@@ -60,7 +60,7 @@ export function valkeyOptions(opts: ValkeyStoreOptions): RedisOptions {
     maxRetriesPerRequest: 0,
     commandTimeout: replyTimeoutMs(opts.timeoutMs),
     connectTimeout: 2000,
-    retryStrategy: (times: number) => Math.min(50 * 2 ** Math.min(times, 6), 2000),
+    retryStrategy: defaultRetryDelayMs,
     lazyConnect: true,
   };
 }
