@@ -7,8 +7,11 @@
   fit is returned. Time comes from the server (TIME), never from the caller.
 
   KEYS[1..N]  limit state keys (hashes), deduplicated across candidates
-                rolling (token bucket): v = level (units available), t = last update (ms)
-                calendar quota:         u = used units, e = window end (ms, epoch)
+                rolling (token bucket): v = level (units available), t = last update (ms),
+                                        x = when the key expires (ms, epoch): at least one period
+                                        after the last debit, when the bucket is full again
+                calendar quota:         u = used units, e = window end (ms, epoch; the key expires
+                                        1 s after it)
               when a queue is given (ARGV after the candidates), its stream key is KEYS[N]
   ARGV[1]     number of candidates C
   ARGV[2]     1 = dry run (decide, debit nothing), else 0
@@ -38,8 +41,9 @@
     retry_ms   ms until this entry would fit this cost (0 if it fits now, -1 never)
 ]]
 
+local floor, ceil, tonumber = math.floor, math.ceil, tonumber
 local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
 local ncand = tonumber(ARGV[1])
 local dry = ARGV[2] == '1'
 
@@ -73,103 +77,144 @@ local function window_end(now_ms, unit, off_min)
   return (era2 * 146097 + doe2 - 719468) * 86400000 - off
 end
 
--- current state per key, read once
-local cur = {}
-local function current(ki, kind, cap, period, tz)
-  local s = cur[ki]
-  if s then return s end
-  local h = redis.call('HMGET', KEYS[ki], 'v', 't', 'u', 'e')
-  if kind == 1 then
-    local v, ts = tonumber(h[1]), tonumber(h[2])
-    local level = cap
-    if v and ts then
-      local elapsed = now - ts
-      if elapsed < 0 then elapsed = 0 end -- server clock stepped back: no refill, no harm
-      if elapsed >= period then level = cap else
-        level = v + elapsed * cap / period
-        if level > cap then level = cap end
-      end
-    end
-    s = { level = level }
-  else
-    local u, e = tonumber(h[3]), tonumber(h[4])
-    if not u or not e or now >= e then
-      u = 0
-      e = window_end(now, period, tz)
-    end
-    s = { used = u, e = e }
-  end
-  cur[ki] = s
-  return s
-end
-
--- parse and evaluate every candidate
-local cands = {}
+-- Few tables, filled in ascending index order (Lua keeps them as plain arrays; a table per entry
+-- or per key would cost more than the checks themselves):
+-- A[ki], W[ki]  per key index (read once, shared by every candidate that names it): bucket level
+--               (rolling) or used units (calendar); window end (calendar)
+-- F[ki]         true when a calendar key starts a new window in this call (its expiry is then set
+--               on debit); created only when that happens
+-- E             per entry (numbered across candidates from 0), stride 8:
+--               key index, kind, capacity, period, cost, flags, retry_ms, status
+-- C             per candidate c, stride 6: first entry number, entry count, hard (every enforced
+--               limit fits), soft (and none is below its downgrade threshold), never (one can never
+--               fit), retry_ms
+local A, W, E, C, F = {}, {}, {}, {}, nil
+local n = 0
 local p = 3
 for c = 1, ncand do
   local ne = tonumber(ARGV[p]); p = p + 1
-  local cand = { entries = {}, hard = true, soft = true, never = false, retry = 0 }
-  for i = 1, ne do
-    local e = {
-      ki = tonumber(ARGV[p]), kind = tonumber(ARGV[p + 1]), cap = tonumber(ARGV[p + 2]),
-      period = tonumber(ARGV[p + 3]), tz = tonumber(ARGV[p + 4]), cost = tonumber(ARGV[p + 5]),
-      shadow = tonumber(ARGV[p + 6]) % 2 == 1, queueable = math.floor(tonumber(ARGV[p + 6]) / 2) % 2 == 1,
-      down = tonumber(ARGV[p + 7]),
-    }
+  local hard, soft, never, retry_c = true, true, false, 0
+  for _ = 1, ne do
+    local ki, kind, cap, period = tonumber(ARGV[p]), tonumber(ARGV[p + 1]), tonumber(ARGV[p + 2]), tonumber(ARGV[p + 3])
+    local cost, flags, down = tonumber(ARGV[p + 5]), tonumber(ARGV[p + 6]), tonumber(ARGV[p + 7])
+    local a = A[ki]
+    if a == nil then
+      if kind == 1 then
+        local h = redis.call('HMGET', KEYS[ki], 'v', 't', 'x')
+        local v, ts = tonumber(h[1]), tonumber(h[2])
+        W[ki] = tonumber(h[3]) or 0
+        a = cap
+        if v and ts then
+          local elapsed = now - ts
+          if elapsed < 0 then elapsed = 0 end -- server clock stepped back: no refill, no harm
+          if elapsed < period then
+            a = v + elapsed * cap / period
+            if a > cap then a = cap end
+          end
+        end
+      else
+        local h = redis.call('HMGET', KEYS[ki], 'u', 'e')
+        local u, e = tonumber(h[1]), tonumber(h[2])
+        if not u or not e or now >= e then
+          u = 0
+          e = window_end(now, period, tonumber(ARGV[p + 4]))
+          F = F or {}
+          F[ki] = true
+        end
+        a = u
+        W[ki] = e
+      end
+      A[ki] = a
+    end
     p = p + 8
-    local s = current(e.ki, e.kind, e.cap, e.period, e.tz)
-    if e.kind == 1 then
-      e.fits = s.level >= e.cost
-      e.avail = s.level
-      if e.fits then e.retry = 0 else
-        e.retry = math.ceil((e.cost - s.level) * e.period / e.cap)
+    local fits, avail, retry
+    if kind == 1 then
+      avail = a
+      fits = a >= cost
+      if fits then retry = 0 else
+        retry = ceil((cost - a) * period / cap)
         -- floating point: waiting exactly retry ms must be enough (the refill check uses the same formula)
-        if s.level + e.retry * e.cap / e.period < e.cost then e.retry = e.retry + 1 end
+        if a + retry * cap / period < cost then retry = retry + 1 end
       end
     else
-      e.avail = e.cap - s.used
-      e.fits = s.used + e.cost <= e.cap
-      if e.fits then e.retry = 0 else e.retry = s.e - now end
+      avail = cap - a
+      fits = a + cost <= cap
+      if fits then retry = 0 else retry = W[ki] - now end
     end
-    e.never = e.cost > e.cap
-    e.below = e.fits and e.down > 0 and (e.avail - e.cost) < e.down
-    if not e.shadow then
-      if not e.fits then
-        cand.hard = false
-        if e.never then cand.never = true elseif e.retry > cand.retry then cand.retry = e.retry end
-      elseif e.below then
-        cand.soft = false
+    local status = 0
+    if cost > cap then status = 2 elseif not fits then status = 1
+    elseif down > 0 and (avail - cost) < down then status = 3 end
+    if flags % 2 == 0 then -- enforced (not shadow)
+      if not fits then
+        hard = false
+        if status == 2 then never = true elseif retry > retry_c then retry_c = retry end
+      elseif status == 3 then
+        soft = false
       end
     end
-    cand.entries[i] = e
+    local b = n * 8
+    E[b + 1] = ki
+    E[b + 2] = kind
+    E[b + 3] = cap
+    E[b + 4] = period
+    E[b + 5] = cost
+    E[b + 6] = flags
+    E[b + 7] = retry
+    E[b + 8] = status
+    n = n + 1
   end
-  if not cand.hard then cand.soft = false end
-  cands[c] = cand
+  local cb = 6 * c
+  C[cb - 5] = n - ne
+  C[cb - 4] = ne
+  C[cb - 3] = hard
+  C[cb - 2] = hard and soft
+  C[cb - 1] = never
+  C[cb] = retry_c
 end
 
 local chosen = 0
 for c = 1, ncand do
-  if cands[c].soft or (c == ncand and cands[c].hard) then chosen = c; break end
+  if C[6 * c - 2] or (c == ncand and C[6 * c - 3]) then chosen = c; break end
 end
 if chosen == 0 then
   -- every candidate is either over a limit or below a downgrade threshold: prefer serving over denying
   for c = 1, ncand do
-    if cands[c].hard then chosen = c; break end
+    if C[6 * c - 3] then chosen = c; break end
   end
 end
 
+-- status 0 (fits) and 3 (fits, below the downgrade threshold) are the entries that fit
 if chosen > 0 and not dry then
-  for _, e in ipairs(cands[chosen].entries) do
-    if e.fits then
-      local s = cur[e.ki]
-      if e.kind == 1 then
-        s.level = s.level - e.cost
-        redis.call('HSET', KEYS[e.ki], 'v', s.level, 't', now)
-        redis.call('PEXPIRE', KEYS[e.ki], e.period)
+  local first = C[6 * chosen - 5]
+  for j = first, first + C[6 * chosen - 4] - 1 do
+    local b = j * 8
+    local status = E[b + 8]
+    if status == 0 or status == 3 then
+      local ki = E[b + 1]
+      if E[b + 2] == 1 then
+        local level = A[ki] - E[b + 5]
+        A[ki] = level
+        local period = E[b + 4]
+        if W[ki] - now < period then
+          -- The key must outlive now + period (when the bucket is full again, so losing it loses
+          -- nothing). Its expiry goes a quarter period beyond that, so a busy key moves it about once
+          -- per quarter period instead of on every call.
+          local ttl = period + ceil(period / 4)
+          W[ki] = now + ttl
+          redis.call('HSET', KEYS[ki], 'v', level, 't', now, 'x', W[ki])
+          redis.call('PEXPIRE', KEYS[ki], ttl)
+        else
+          redis.call('HSET', KEYS[ki], 'v', level, 't', now)
+        end
       else
-        s.used = s.used + e.cost
-        redis.call('HSET', KEYS[e.ki], 'u', s.used, 'e', s.e)
-        redis.call('PEXPIRE', KEYS[e.ki], s.e - now + 1000)
+        local used = A[ki] + E[b + 5]
+        A[ki] = used
+        redis.call('HSET', KEYS[ki], 'u', used, 'e', W[ki])
+        if F and F[ki] then
+          -- the window's end does not move within the window, so neither does the key's expiry
+          redis.call('PEXPIRE', KEYS[ki], W[ki] - now + 1000)
+          F[ki] = nil
+        end
       end
     end
   end
@@ -180,15 +225,18 @@ if chosen == 0 then
   outcome = 2
   retry = -1
   for c = 1, ncand do
-    if not cands[c].never and (retry < 0 or cands[c].retry < retry) then retry = cands[c].retry; outcome = 1 end
+    if not C[6 * c - 1] and (retry < 0 or C[6 * c] < retry) then retry = C[6 * c]; outcome = 1 end
   end
 end
 
 local stream_id
 if outcome == 1 and ARGV[p] == '1' then
+  -- queueable when every enforced limit that blocks the first candidate is (flags bit 2)
   local queueable = true
-  for _, e in ipairs(cands[1].entries) do
-    if not e.shadow and not e.fits and not e.queueable then queueable = false end
+  for j = 0, C[2] - 1 do
+    local b = j * 8
+    local flags, status = E[b + 6], E[b + 8]
+    if flags % 2 == 0 and status ~= 0 and status ~= 3 and floor(flags / 2) % 2 == 0 then queueable = false end
   end
   if queueable then
     local qkey = KEYS[#KEYS]
@@ -207,30 +255,32 @@ if outcome == 1 and ARGV[p] == '1' then
 end
 
 local out = { outcome, chosen, retry, now }
+local o = 4
 for c = 1, ncand do
-  for _, e in ipairs(cands[c].entries) do
-    local s = cur[e.ki]
-    local debited = (c == chosen and e.fits and not dry)
-    local status = 0
-    if e.never then status = 2 elseif not e.fits then status = 1 elseif e.below then status = 3 end
+  local first = C[6 * c - 5]
+  for j = first, first + C[6 * c - 4] - 1 do
+    local b = j * 8
+    local ki, cap, cost, status = E[b + 1], E[b + 3], E[b + 5], E[b + 8]
+    -- a dry run reports what the chosen candidate's limits would have left
+    local pending = dry and c == chosen and (status == 0 or status == 3)
     local remaining, reset
-    if e.kind == 1 then
-      remaining = s.level
-      if debited then remaining = s.level end
-      if not debited and c == chosen and e.fits and dry then remaining = s.level - e.cost end
-      reset = math.ceil((e.cap - remaining) * e.period / e.cap)
+    if E[b + 2] == 1 then
+      remaining = A[ki]
+      if pending then remaining = remaining - cost end
+      reset = ceil((cap - remaining) * E[b + 4] / cap)
     else
-      remaining = e.cap - s.used
-      if not debited and c == chosen and e.fits and dry then remaining = remaining - e.cost end
-      reset = s.e - now
+      remaining = cap - A[ki]
+      if pending then remaining = remaining - cost end
+      reset = W[ki] - now
     end
-    local r = e.retry
-    if e.never then r = -1 end
-    out[#out + 1] = status
-    out[#out + 1] = math.floor(remaining)
-    out[#out + 1] = reset
-    out[#out + 1] = r
+    local r = E[b + 7]
+    if status == 2 then r = -1 end
+    out[o + 1] = status
+    out[o + 2] = floor(remaining)
+    out[o + 3] = reset
+    out[o + 4] = r
+    o = o + 4
   end
 end
-if stream_id then out[#out + 1] = stream_id end
+if stream_id then out[o + 1] = stream_id end
 return out

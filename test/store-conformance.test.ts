@@ -234,11 +234,50 @@ describe('valkey specifics', () => {
     const k = [`test:${randomUUID()}:ttl`];
     await valkeyStore.check({ keys: k, candidates: [[rolling(0, 10, 60_000, 1)]] });
     const ttl = await vk.client.pttl(k[0]);
-    expect(ttl).toBeGreaterThan(0);
-    expect(ttl).toBeLessThanOrEqual(60_000);
+    // a period and a quarter: the key outlives the time its bucket is full again
+    expect(ttl).toBeGreaterThan(60_000);
+    expect(ttl).toBeLessThanOrEqual(75_000);
     const kc = [`test:${randomUUID()}:cal`];
     await valkeyStore.check({ keys: kc, candidates: [[calendar(0, 10, 1, 1)]] });
-    expect(await vk.client.pttl(kc[0])).toBeGreaterThan(0);
+    const cttl = await vk.client.pttl(kc[0]);
+    const end = Number(await vk.client.hget(kc[0], 'e'));
+    // the window's end plus 1 s, set when the window starts; later debits leave it alone
+    expect(Math.abs(Date.now() + cttl - (end + 1000))).toBeLessThan(2000);
+    await valkeyStore.check({ keys: kc, candidates: [[calendar(0, 10, 1, 1)]] });
+    expect(await vk.client.pttl(kc[0])).toBeLessThanOrEqual(cttl);
+    expect(await vk.client.hget(kc[0], 'u')).toBe('2');
+  });
+
+  it('a rolling key outlives every debit by at least one period, without moving its expiry on every call', async () => {
+    // period 1 s: the expiry is set to 1.25 s and moved only once less than 1 s is left
+    const k = [`test:${randomUUID()}:ttl-rolling`];
+    const debit = () => valkeyStore.check({ keys: k, candidates: [[rolling(0, 1000, 1_000, 1)]] });
+    await debit();
+    const x0 = Number(await vk.client.hget(k[0], 'x'));
+    expect(await vk.client.pttl(k[0])).toBeGreaterThan(1_000);
+    let moved = 0;
+    let last = x0;
+    const started = Date.now();
+    while (Date.now() - started < 1_500) {
+      await debit();
+      const [pttl, x, t] = await Promise.all([
+        vk.client.pttl(k[0]),
+        vk.client.hget(k[0], 'x').then(Number),
+        vk.client.hget(k[0], 't').then(Number),
+      ]);
+      // the invariant: the key lives until at least one period after the last debit
+      expect(x - t).toBeGreaterThanOrEqual(1_000);
+      expect(pttl).toBeGreaterThan(0);
+      if (x !== last) moved++;
+      last = x;
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    // ~50 debits in 1.5 s moved the expiry a handful of times (about every 250 ms), not every time
+    expect(moved).toBeGreaterThanOrEqual(2);
+    expect(moved).toBeLessThanOrEqual(12);
+    // and the level is right: 1000 capacity, refilling 1/ms, so it never ran dry
+    const r = await valkeyStore.check({ keys: k, candidates: [[rolling(0, 1000, 1_000, 0)]] });
+    expect(r.candidates[0][0].remaining).toBeGreaterThan(900);
   });
 
   it('a calendar window that has ended resets the quota', async () => {

@@ -313,7 +313,7 @@ describe('fuzzing the Check handler', () => {
     for (const k of keys) {
       expect(k).toMatch(KEY_SHAPE);
       const h = await vk.client.hgetall(k);
-      const fields = k.startsWith('tollgate:r:') ? ['v', 't'] : ['u', 'e'];
+      const fields = k.startsWith('tollgate:r:') ? ['v', 't', 'x'] : ['u', 'e'];
       expect(Object.keys(h).sort()).toEqual(fields.sort());
       for (const f of fields) expect(Number.isFinite(Number(h[f]))).toBe(true);
       if (k.startsWith('tollgate:r:')) expect(Number(h.v)).toBeGreaterThanOrEqual(0);
