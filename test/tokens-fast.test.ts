@@ -6,6 +6,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { pieceCacheSlot } from '../src/tokens/bpe.js';
 import {
   countText,
   ENCODINGS,
@@ -170,6 +171,45 @@ describe('fast tokenizer equals tiktoken', () => {
           }),
           { numRuns: 400, seed: 42 },
         );
+      });
+
+      it('the piece cache answers only for the exact pre-token it holds (colliding entries, same length and prefix)', () => {
+        // Words of the same length and first four characters that map to the same cache entry,
+        // with different token counts, counted alternately: each must keep its own count. (The
+        // entry's full hash tells these apart; its stored characters settle a 32-bit hash collision,
+        // which none of 4 million such words produced, so no test word can show that part.)
+        const letters = fc.constantFrom(...'abcdefghijklmnopqrstuvwxyz');
+        for (const [prefix, tail] of [
+          [' spec', 3],
+          [' specific', 3],
+          [' specificatio', 3],
+        ] as const) {
+          const tails = fc.sample(fc.string({ unit: letters, minLength: tail, maxLength: tail }), {
+            numRuns: 20000,
+            seed: prefix.length,
+          });
+          const bySlot = new Map<number, string>();
+          const pairs: [string, string][] = [];
+          for (const t of tails) {
+            const w = `${prefix}${t}`; // a leading space, as in prose: the hot path's commonest pre-token
+            const other = bySlot.get(pieceCacheSlot(w));
+            if (other && other !== w && ref.encode_ordinary(other).length !== ref.encode_ordinary(w).length)
+              pairs.push([other, w]);
+            else bySlot.set(pieceCacheSlot(w), w);
+            if (pairs.length >= 40) break;
+          }
+          expect(pairs.length, prefix).toBeGreaterThanOrEqual(10);
+          for (const [a, b] of pairs)
+            for (const w of [a, b, a, b, `${a}${b}`, a])
+              expect(fast.count(w), JSON.stringify(w)).toBe(ref.encode_ordinary(w).length);
+        }
+        // And a stream of many distinct words (far more than the cache holds), in two orders.
+        const words = fc
+          .sample(fc.string({ unit: letters, minLength: 1, maxLength: 18 }), { numRuns: 8000, seed: 7 })
+          .map((t, i) => (i % 3 === 0 ? t : i % 3 === 1 ? ` ${t}` : ` ${t.toUpperCase()}`));
+        const text = words.join('');
+        const reversed = [...words].reverse().join('');
+        for (const t of [text, reversed, text]) expect(fast.count(t)).toBe(ref.encode_ordinary(t).length);
       });
 
       it('random strings over the characters where pre-tokenizer rules meet (ASCII fast path vs regex)', () => {
