@@ -80,7 +80,8 @@ end
 -- Few tables, filled in ascending index order (Lua keeps them as plain arrays; a table per entry
 -- or per key would cost more than the checks themselves):
 -- A[ki], W[ki]  per key index (read once, shared by every candidate that names it): bucket level
---               (rolling) or used units (calendar); window end (calendar)
+--               (rolling) or used units (calendar); when the key expires (rolling: field x, 0 if
+--               unknown) or the window end (calendar)
 -- F[ki]         true when a calendar key starts a new window in this call (its expiry is then set
 --               on debit); created only when that happens
 -- E             per entry (numbered across candidates from 0), stride 8:
