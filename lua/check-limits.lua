@@ -47,6 +47,7 @@ local now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
 local ncand = tonumber(ARGV[1])
 local dry = ARGV[2] == '1'
 
+-- (math.floor spelled out here: test/trust-model.test.ts runs this function on its own)
 local function window_end(now_ms, unit, off_min)
   local off = off_min * 60000
   local lm = now_ms + off

@@ -482,16 +482,19 @@ const ASCII_MATCHERS: Record<string, ((text: string, i: number) => number) | und
  * token is copied out for merging.
  */
 function countAsciiPiece(t: BpeTable, text: string, start: number, end: number): number {
+  return countAsciiHashed(t, text, start, end, fnvAscii(text, start, end));
+}
+
+/** FNV-1a of the ASCII characters text[start, end) (their UTF-8 bytes are their char codes). */
+function fnvAscii(text: string, start: number, end: number): number {
   let h = 0x811c9dc5;
   for (let i = start; i < end; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
-  return countAsciiHashed(t, text, start, end, h >>> 0);
+  return h >>> 0;
 }
 
 /** The piece-cache entry an ASCII pre-token maps to (tests use it to make entries collide). */
 export function pieceCacheSlot(piece: string): number {
-  let h = 0x811c9dc5;
-  for (let i = 0; i < piece.length; i++) h = Math.imul(h ^ piece.charCodeAt(i), 0x01000193);
-  return ((h >>> 0) >>> PIECE_CACHE_BITS) & PIECE_CACHE_MASK;
+  return (fnvAscii(piece, 0, piece.length) >>> PIECE_CACHE_BITS) & PIECE_CACHE_MASK;
 }
 
 /** Four ASCII characters text[i, min(i + 4, end)) packed little-endian (zero-padded). */
