@@ -171,6 +171,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
   metrics.breakerSource = () => decider.breaker.current;
   metrics.inflightSource = () => inflight;
   metrics.forgivenSource = () => decider.breaker.forgiven;
+  metrics.deferredSource = () => decider.pacer.deferred;
   let started = false;
   if (!storeUp) {
     storeUp = true;

@@ -91,6 +91,20 @@ export class Metrics {
     },
   });
 
+  /** Checks that waited for a later event-loop turn (server.checks_per_turn): read at scrape time. */
+  deferredSource?: () => number;
+  private deferredSeen = 0;
+  readonly deferred = new client.Counter({
+    name: 'tollgate_checks_deferred_total',
+    help: 'Checks that arrived in a burst larger than server.checks_per_turn and were decided in a later event-loop turn (first come, first served)',
+    registers: [this.registry],
+    collect: () => {
+      const v = this.deferredSource?.() ?? 0;
+      if (v > this.deferredSeen) this.deferred.inc(v - this.deferredSeen);
+      this.deferredSeen = v;
+    },
+  });
+
   readonly decisions = new client.Counter({
     name: 'tollgate_decisions_total',
     help: 'Decisions by outcome (allow, reroute, degraded, queued, deny, bad_request), reason, binding limit and model',

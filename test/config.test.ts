@@ -173,6 +173,11 @@ const bad: [string, string, RegExp][] = [
     /server\.max_concurrent_streams: expected an integer from 1 to 100000, got 0/,
   ],
   [
+    'negative checks_per_turn',
+    'server:\n  checks_per_turn: -1',
+    /server\.checks_per_turn: expected an integer from 0 to 100000, got -1/,
+  ],
+  [
     'http2 window below the protocol minimum',
     'server:\n  http2_stream_window: 1024',
     /server\.http2_stream_window: expected an integer from 65535 to 2147483647, got 1024/,

@@ -21,6 +21,11 @@ import { parseDuration, parseShare, usdToMicros } from './units.js';
 /** HTTP/2's initial flow-control window (RFC 9113; Node's default) and its maximum. */
 export const DEFAULT_WINDOW = 65_535;
 const MAX_WINDOW = 2 ** 31 - 1;
+/**
+ * Decisions started per event-loop turn (server.checks_per_turn). Bench, small chat closed loop, 64
+ * in flight: 2 to 6 all ran 20-25% more checks/s than no pacing (README, Performance).
+ */
+export const DEFAULT_CHECKS_PER_TURN = 4;
 
 export const ENCODINGS = ['o200k_base', 'cl100k_base', 'p50k_base', 'r50k_base'] as const;
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -534,6 +539,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
     'max_concurrent_streams',
     'http2_stream_window',
     'http2_connection_window',
+    'checks_per_turn',
   ]);
   const deadline = sv.decision_deadline === undefined ? 50 : parseDuration(sv.decision_deadline);
   if (deadline === undefined)
@@ -565,6 +571,10 @@ export function validateConfig(raw: unknown, file?: string): Config {
       sv.max_concurrent_streams === undefined
         ? 128
         : (c.int('server.max_concurrent_streams', sv.max_concurrent_streams, 1, 100_000) ?? 128),
+    checksPerTurn:
+      sv.checks_per_turn === undefined
+        ? DEFAULT_CHECKS_PER_TURN
+        : (c.int('server.checks_per_turn', sv.checks_per_turn, 0, 100_000) ?? DEFAULT_CHECKS_PER_TURN),
     http2StreamWindow:
       sv.http2_stream_window === undefined
         ? DEFAULT_WINDOW

@@ -94,6 +94,11 @@ export interface ServerConfig {
    * are decided; the rest wait in the client.
    */
   maxConcurrentStreams: number;
+  /**
+   * At most this many decisions start per event-loop turn; later checks of a burst wait for the next
+   * turns, so the answers decided so far go out meanwhile (src/decision/pacer.ts). 0 = no pacing.
+   */
+  checksPerTurn: number;
   /** HTTP/2 initial stream window advertised to gRPC clients (bytes; Node's default 65535). */
   http2StreamWindow: number;
   /** HTTP/2 connection window (bytes; Node's default 65535). */

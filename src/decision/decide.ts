@@ -28,6 +28,7 @@ import type { TokenPool } from '../tokens/pool.js';
 import type { EncodingPlan } from '../tokens/worker.js';
 import { DenyCache } from './deny-cache.js';
 import { type Row, rateLimitHeaders } from './headers.js';
+import { TurnPacer } from './pacer.js';
 import type { AllowDecision, Decision, DecisionStats, DenyDecision, Headers } from './types.js';
 
 export interface CheckInput {
@@ -172,7 +173,12 @@ export class Decider {
     this.denyCache.clear();
   }
 
+  /** Decisions started per event-loop turn (server.checks_per_turn; see pacer.ts). */
+  readonly pacer = new TurnPacer();
+
   async decide(input: CheckInput): Promise<Decision> {
+    const wait = this.pacer.enter(this.cfg.server.checksPerTurn);
+    if (wait) await wait;
     const cfg = this.cfg; // one config for the whole decision, even if a reload lands meanwhile
     const removeHeaders = clientTollgateHeaders(input.headers);
     const route = classifyPath(input.path);
