@@ -1,11 +1,12 @@
 /**
  * The null ext_authz server: grpc-js, the same protos and server options as tollgate, answers every
- * Check with OK at once. The floor for any Node.js ext_authz server; tollgate's numbers are reported
+ * Check with OK at once (unless NULL_CHECKS_PER_TURN is set, below). The floor for any Node.js ext_authz server; tollgate's numbers are reported
  * as ratios to it. Also serves grpc.health.v1 and GET /readyz so it is started like tollgate.
  *   TOLLGATE_GRPC_PORT, TOLLGATE_HTTP_PORT
  */
 import { createServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
+import { TurnPacer } from '../src/decision/pacer.js';
 import { HealthService } from '../src/grpc/health.js';
 import { loadGrpcPackages } from '../src/grpc/protos.js';
 
@@ -16,8 +17,16 @@ const server = new grpc.Server({
   'grpc.max_concurrent_streams': 128,
 });
 const OK = { status: { code: 0 }, ok_response: {} };
+// NULL_CHECKS_PER_TURN (default 0, answer at once): pace the answers of a burst like tollgate's
+// server.checks_per_turn, to see how much of a closed-loop difference is scheduling, not CPU.
+const perTurn = Number(process.env.NULL_CHECKS_PER_TURN ?? 0);
+const pacer = new TurnPacer();
 server.addService(pk.authorization, {
-  Check: (_call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => cb(null, OK),
+  Check: (_call: grpc.ServerUnaryCall<any, any>, cb: grpc.sendUnaryData<any>) => {
+    const wait = pacer.enter(perTurn);
+    if (wait) void wait.then(() => cb(null, OK));
+    else cb(null, OK);
+  },
 });
 const health = new HealthService();
 server.addService(pk.health, health.handlers());

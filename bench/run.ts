@@ -273,6 +273,8 @@ async function main(): Promise<void> {
     valkey: execFileSync('valkey-server', ['--version'], { encoding: 'utf8' }).trim(),
     date: new Date().toISOString(),
     loadavg_at_start: loadavg().map((x) => Math.round(x * 100) / 100),
+    /** 0: the null server answers every check in the turn it arrived (the floor the issue defines). */
+    null_checks_per_turn: Number(env.NULL_CHECKS_PER_TURN ?? 0),
   };
   console.error(`machine: ${machine.nproc} cores, ${machine.cpu_model}, node ${machine.node}`);
   const vk = await startValkey();
@@ -554,6 +556,9 @@ function printTable(report: any): void {
   out.push(
     '',
     `machine: ${report.machine.nproc} cores, ${report.machine.cpu_model}, node ${report.machine.node}, ${report.machine.valkey}; bench took ${report.bench_seconds} s`,
+    report.machine.null_checks_per_turn > 0
+      ? `null server paced like tollgate: NULL_CHECKS_PER_TURN=${report.machine.null_checks_per_turn}`
+      : 'null server answers every check at once (NULL_CHECKS_PER_TURN unset)',
   );
   process.stdout.write(`${out.join('\n')}\n`);
 }
