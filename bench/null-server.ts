@@ -1,7 +1,8 @@
 /**
  * The null ext_authz server: grpc-js, the same protos and server options as tollgate, answers every
- * Check with OK at once (unless NULL_CHECKS_PER_TURN is set, below). The floor for any Node.js ext_authz server; tollgate's numbers are reported
- * as ratios to it. Also serves grpc.health.v1 and GET /readyz so it is started like tollgate.
+ * Check with OK at once (unless NULL_CHECKS_PER_TURN is set, below). The floor for any Node.js
+ * ext_authz server; tollgate's numbers are reported as ratios to it. Also serves grpc.health.v1 and
+ * GET /readyz so it is started like tollgate.
  *   TOLLGATE_GRPC_PORT, TOLLGATE_HTTP_PORT
  */
 import { createServer } from 'node:http';

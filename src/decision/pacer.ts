@@ -11,7 +11,7 @@
  * served, for the next turns: the answers decided so far are written out between them, and the client
  * works on those while the rest are decided. No check is dropped or reordered, and each waits at most
  * ceil(queued / perTurn) turns. When fewer than `perTurn` checks arrive per turn (light load), nothing
- * waits and nothing is allocated.
+ * waits: the cost is one setImmediate per turn that starts a decision (it resets the count).
  */
 export class TurnPacer {
   /** Decisions started in the current turn. */
