@@ -38,6 +38,27 @@ export interface MetricsOptions {
   tenantLabel?: boolean;
 }
 
+/** A counter that mirrors a running total kept elsewhere (`read`), brought up to date at scrape time. */
+function mirrorCounter(
+  registry: client.Registry,
+  name: string,
+  help: string,
+  read: () => number | undefined,
+): client.Counter {
+  let seen = 0;
+  const counter: client.Counter = new client.Counter({
+    name,
+    help,
+    registers: [registry],
+    collect: () => {
+      const v = read() ?? 0;
+      if (v > seen) counter.inc(v - seen);
+      seen = v;
+    },
+  });
+  return counter;
+}
+
 export class Metrics {
   /**
    * Per label combination (bounded by the config): the prom-client children plus counts not yet
@@ -79,31 +100,21 @@ export class Metrics {
   inflightSource?: () => number;
   /** Store timeouts the breaker forgave (the reply came late): read at scrape time. */
   forgivenSource?: () => number;
-  private forgivenSeen = 0;
-  readonly forgiven = new client.Counter({
-    name: 'tollgate_store_timeouts_forgiven_total',
-    help: 'Store calls that timed out but whose reply arrived late (store slow, not down): answered per on_store_failure, not counted by the breaker',
-    registers: [this.registry],
-    collect: () => {
-      const v = this.forgivenSource?.() ?? 0;
-      if (v > this.forgivenSeen) this.forgiven.inc(v - this.forgivenSeen);
-      this.forgivenSeen = v;
-    },
-  });
+  readonly forgiven = mirrorCounter(
+    this.registry,
+    'tollgate_store_timeouts_forgiven_total',
+    'Store calls that timed out but whose reply arrived late (store slow, not down): answered per on_store_failure, not counted by the breaker',
+    () => this.forgivenSource?.(),
+  );
 
   /** Checks that waited for a later event-loop turn (server.checks_per_turn): read at scrape time. */
   deferredSource?: () => number;
-  private deferredSeen = 0;
-  readonly deferred = new client.Counter({
-    name: 'tollgate_checks_deferred_total',
-    help: 'Checks that arrived in a burst larger than server.checks_per_turn and were decided in a later event-loop turn (first come, first served)',
-    registers: [this.registry],
-    collect: () => {
-      const v = this.deferredSource?.() ?? 0;
-      if (v > this.deferredSeen) this.deferred.inc(v - this.deferredSeen);
-      this.deferredSeen = v;
-    },
-  });
+  readonly deferred = mirrorCounter(
+    this.registry,
+    'tollgate_checks_deferred_total',
+    'Checks that arrived in a burst larger than server.checks_per_turn and were decided in a later event-loop turn (first come, first served)',
+    () => this.deferredSource?.(),
+  );
 
   readonly decisions = new client.Counter({
     name: 'tollgate_decisions_total',
