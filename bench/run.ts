@@ -8,12 +8,19 @@
  *      BENCH_WORKLOADS (small,mix,deny,medium: medium last, its open loop overloads tollgate and the
  *      heap it grows stays resident for later workloads), BENCH_SOAK=1 (5-minute soak, BENCH_SOAK_S to change,
  *      BENCH_SOAK_RATE for its open-loop rate, default 500/s),
- *      BENCH_SKIP_STORE=1 (no store-level run), BENCH_SKIP_TOKENIZERS=1 (no token counter comparison), BENCH_ROUNDS (2): closed-loop rounds per server,
- *      interleaved across servers; the best round counts (damps noise from other load on the machine).
- *      BENCH_OPEN_ROUNDS (3): open-loop rounds of the small and mix workloads (the ones with p99
- *      targets), interleaved null → memory → valkey; each round's p99 is divided by the null server's
- *      p99 of the same round and the median of those ratios is the result (one burst of load from
- *      outside then moves one round, not the verdict). deny and medium run one open-loop round.
+ *      BENCH_SKIP_STORE=1 (no store-level run), BENCH_SKIP_TOKENIZERS=1 (no token counter comparison).
+ *
+ * Rounds. This machine's speed drifts by ±20% from one minute to the next (other tenants): the load
+ * generator's own CPU per call, identical work, read 297-427 µs within five minutes. So a ratio is
+ * only taken between servers measured side by side: rounds run interleaved null → memory → valkey,
+ * each round's tollgate figure is divided by the null server's figure of the same round, and the
+ * median of those per-round ratios is the result (one burst of outside load then moves one round,
+ * not the verdict). Every round is kept in the JSON and printed.
+ *      BENCH_ROUNDS (3): closed-loop rounds of the small workload (its throughput is a target; the
+ *      null server's median round is the "measured maximum" that sets the open-loop rate). The other
+ *      workloads run one closed-loop round (reported, no target).
+ *      BENCH_OPEN_ROUNDS (3): open-loop rounds of the small and mix workloads (p99 targets); deny and
+ *      medium run one.
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -35,8 +42,10 @@ const DURATION_MS = Number(env.BENCH_DURATION_S ?? 8) * 1000;
 const WARMUP_MS = Number(env.BENCH_WARMUP_S ?? 2) * 1000;
 const CONCURRENCY = Number(env.BENCH_CONCURRENCY ?? 64);
 const WORKLOADS = (env.BENCH_WORKLOADS ?? 'small,mix,deny,medium').split(',') as WorkloadName[];
-const ROUNDS = Math.max(1, Number(env.BENCH_ROUNDS ?? 2));
+const ROUNDS = Math.max(1, Number(env.BENCH_ROUNDS ?? 3));
 const OPEN_ROUNDS = Math.max(1, Number(env.BENCH_OPEN_ROUNDS ?? 3));
+/** Workloads whose closed-loop throughput is a target: measured in ROUNDS interleaved rounds. */
+const CLOSED_ROUNDS_FOR: ReadonlySet<WorkloadName> = new Set(['small']);
 /** Workloads whose open-loop p99 is a target: measured in OPEN_ROUNDS interleaved rounds. */
 const OPEN_ROUNDS_FOR: ReadonlySet<WorkloadName> = new Set(['small', 'mix']);
 const CONFIG = join(ROOT, 'bench', 'configs', 'bench.yaml');
@@ -69,8 +78,10 @@ interface RunRow {
   server_usage: ProcUsage;
   valkey_usage?: ProcUsage;
   loadgen_cpu_percent: number;
-  /** Closed loop: checks/s of every round (the row is the best one). */
+  /** Closed loop: checks/s of every round, in order (the row is the median round). */
   rounds_per_second?: number[];
+  /** Closed loop, tollgate rows: this server's checks/s over the null server's, per round. */
+  rounds_vs_null?: number[];
   /** Open loop: p99 (ms, small calls) of every round, in order (the row is the median round). */
   rounds_p99?: number[];
   /** Open loop, tollgate rows: this server's p99 over the null server's, per round. */
@@ -300,15 +311,15 @@ async function main(): Promise<void> {
     const rows: RunRow[] = [];
     const rates: Partial<Record<WorkloadName, number>> = {};
     for (const w of WORKLOADS) {
-      const rounds: RunRow[] = [];
-      for (let i = 0; i < ROUNDS; i++)
-        for (const s of servers) rounds.push(await load(s, w, 'closed', vk.proc.pid));
-      for (const s of servers) {
-        const mine = rounds.filter((r) => r.server === s.name);
-        const best = mine.reduce((a, b) => (b.result.perSecond > a.result.perSecond ? b : a));
-        best.rounds_per_second = mine.map((r) => r.result.perSecond);
-        rows.push(best);
+      const closedRounds: RunRow[][] = [];
+      for (let i = 0; i < (CLOSED_ROUNDS_FOR.has(w) ? ROUNDS : 1); i++) {
+        const round: RunRow[] = [];
+        for (const s of servers) round.push(await load(s, w, 'closed', vk.proc.pid));
+        closedRounds.push(round);
       }
+      rows.push(...medianClosedRows(closedRounds));
+      // The null server's maximum: its median closed-loop round (one lucky round must not set a rate
+      // that a slower minute of this machine then cannot carry).
       const nullMax = rows.find((r) => r.workload === w && r.mode === 'closed' && r.server === 'null')!;
       // mix runs at the small workload's rate, so its small-call p99 compares with the all-small run.
       const base = w === 'mix' && rates.small ? rates.small * 2 : nullMax.result.perSecond;
@@ -375,6 +386,32 @@ const median = (xs: number[]) => {
 };
 
 /**
+ * One closed-loop row per server from interleaved rounds: the round with the median checks/s,
+ * carrying every round's checks/s and, for tollgate, the per-round ratio to the null server's.
+ */
+function medianClosedRows(rounds: RunRow[][]): RunRow[] {
+  const names = rounds[0].map((r) => r.server);
+  return names.map((name) => {
+    const mine = rounds.map((round) => round.find((r) => r.server === name)!);
+    const perS = mine.map((r) => r.result.perSecond);
+    const row = [...mine].sort((a, b) => a.result.perSecond - b.result.perSecond)[(mine.length - 1) >> 1];
+    row.rounds_per_second = perS;
+    if (name !== 'null')
+      row.rounds_vs_null = rounds.map((round, i) => {
+        const n = round.find((r) => r.server === 'null')!;
+        return Math.round((perS[i] / n.result.perSecond) * 1000) / 1000;
+      });
+    return row;
+  });
+}
+
+/** Closed-loop checks/s of `c` over the null row `n`: the median per-round ratio when there were rounds. */
+function throughputRatio(c: RunRow, n: RunRow): number {
+  const r = c.rounds_vs_null;
+  return r && r.length > 1 ? median(r) : c.result.perSecond / n.result.perSecond;
+}
+
+/**
  * One open-loop row per server from interleaved rounds: the round with the median p99 (small calls),
  * carrying every round's p99 and, for tollgate, the per-round ratio to the null server's p99.
  */
@@ -424,7 +461,10 @@ function summarize(rows: RunRow[], servers: Server[]) {
       const o = get(w, 'open', s);
       if (!n || !c || !no || !o) continue;
       ratios[`${w}/${s}`] = {
-        throughput_vs_null: Math.round((c.result.perSecond / n.result.perSecond) * 1000) / 1000,
+        throughput_vs_null: Math.round(throughputRatio(c, n) * 1000) / 1000,
+        ...(c.rounds_vs_null && c.rounds_vs_null.length > 1
+          ? { throughput_vs_null_rounds: c.rounds_vs_null }
+          : {}),
         open_p99_vs_null: Math.round(p99Ratio(o, no) * 100) / 100,
         ...(roundRatios(o) ? { open_p99_vs_null_rounds: roundRatios(o) } : {}),
       };
@@ -450,10 +490,14 @@ function summarize(rows: RunRow[], servers: Server[]) {
   ] as const) {
     const c = get('small', 'closed', s);
     if (sm && c) {
-      const r = c.result.perSecond / sm.result.perSecond;
+      const r = throughputRatio(c, sm);
+      const rounds = c.rounds_vs_null ?? [];
       checks.push({
         target: `small chat throughput, ${s} ≥ ${pct(min)} of null`,
-        value: pct(r),
+        value:
+          rounds.length > 1
+            ? `${pct(r)} (median of ${rounds.length} interleaved rounds: ${rounds.map(pct).join(', ')}; ${c.rounds_per_second!.join('/')} vs null ${sm.rounds_per_second!.join('/')} checks/s)`
+            : pct(r),
         pass: r >= min,
       });
     }
@@ -514,7 +558,7 @@ function printTable(report: any): void {
       r.server === 'null'
         ? '—'
         : r.mode === 'closed'
-          ? pct(r.result.perSecond / n.result.perSecond)
+          ? `${pct(throughputRatio(r, n))}${r.rounds_vs_null && r.rounds_vs_null.length > 1 ? ` (median of ${r.rounds_vs_null.map(pct).join(', ')})` : ''}`
           : `p99 ${fx(p99Ratio(r, n))}${roundRatios(r) ? ` (median of ${roundRatios(r)!.map(fx).join(', ')})` : ''}`;
     out.push(
       `| ${r.workload}${r.workload === 'mix' ? ' (small calls)' : ''} | ${r.mode}${r.rate ? ` @${r.rate}/s` : ` c=${CONCURRENCY}`} | ${r.server} | ${r.result.perSecond} | ${l.p50} | ${l.p99} | ${l.p999} | ${r.server_usage.cpuPercent}%${r.valkey_usage ? ` (+valkey ${r.valkey_usage.cpuPercent}%)` : ''} | ${r.server_usage.rssMaxMb} | ${vs} |`,
