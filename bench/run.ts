@@ -39,10 +39,16 @@ const HERE = dirname(fileURLToPath(import.meta.url)); // dist/bench
 const ROOT = resolve(HERE, '..', '..');
 const CLK_TCK = 100;
 const env = process.env;
-const DURATION_MS = Number(env.BENCH_DURATION_S ?? 8) * 1000;
-const WARMUP_MS = Number(env.BENCH_WARMUP_S ?? 2) * 1000;
+/** A non-negative number of seconds from the environment, in ms (a typo must not hang a run). */
+function envSeconds(name: string, def: number): number {
+  const v = Number(env[name] ?? def);
+  if (!Number.isFinite(v) || v < 0) throw new Error(`${name}: expected seconds ≥ 0, got "${env[name]}"`);
+  return v * 1000;
+}
+const DURATION_MS = envSeconds('BENCH_DURATION_S', 8);
+const WARMUP_MS = envSeconds('BENCH_WARMUP_S', 2);
 /** Open loops: the load generator ramps up over the first half of this (bench/loadgen.ts). */
-const OPEN_WARMUP_MS = Number(env.BENCH_OPEN_WARMUP_S ?? 3) * 1000;
+const OPEN_WARMUP_MS = envSeconds('BENCH_OPEN_WARMUP_S', 3);
 const CONCURRENCY = Number(env.BENCH_CONCURRENCY ?? 64);
 const WORKLOADS = (env.BENCH_WORKLOADS ?? 'small,mix,deny,medium').split(',') as WorkloadName[];
 const ROUNDS = Math.max(1, Number(env.BENCH_ROUNDS ?? 3));
@@ -270,7 +276,8 @@ async function load(
   console.error(
     `  ${workload.padEnd(6)} ${mode.padEnd(6)} ${s.name.padEnd(6)} ${String(out.perSecond).padStart(6)}/s` +
       ` p50 ${l.p50} p99 ${l.p99} p999 ${l.p999} ms  ok ${out.ok} denied ${out.denied} degraded ${out.degraded} err ${out.errors}` +
-      `  cpu ${row.server_usage.cpuPercent}% (loadgen ${cpuPercent}%) rss ${row.server_usage.rssMaxMb} MB${out.firstError ? `  (${out.firstError})` : ''}`,
+      `  cpu ${row.server_usage.cpuPercent}% (loadgen ${cpuPercent}%) rss ${row.server_usage.rssMaxMb} MB` +
+      `${out.lateSends !== undefined ? `  late sends ${out.lateSends}` : ''}${out.firstError ? `  (${out.firstError})` : ''}`,
   );
   return row;
 }
@@ -312,6 +319,8 @@ async function main(): Promise<void> {
     }
     const byName = (n: ServerName) => servers.find((s) => s.name === n)!;
     const rows: RunRow[] = [];
+    /** Every round of every server (rows keeps the median one): RSS and degraded checks read all. */
+    const all: RunRow[] = [];
     const rates: Partial<Record<WorkloadName, number>> = {};
     for (const w of WORKLOADS) {
       const closedRounds: RunRow[][] = [];
@@ -319,6 +328,7 @@ async function main(): Promise<void> {
         const round: RunRow[] = [];
         for (const s of servers) round.push(await load(s, w, 'closed', vk.proc.pid));
         closedRounds.push(round);
+        all.push(...round);
       }
       rows.push(...medianClosedRows(closedRounds));
       // The null server's maximum: its median closed-loop round (one lucky round must not set a rate
@@ -332,6 +342,7 @@ async function main(): Promise<void> {
         const round: RunRow[] = [];
         for (const s of servers) round.push(await load(s, w, 'open', vk.proc.pid, rates[w]));
         openRounds.push(round);
+        all.push(...round);
       }
       rows.push(...medianOpenRows(openRounds));
     }
@@ -356,7 +367,7 @@ async function main(): Promise<void> {
       tokenizers = runTokenizerBench();
     }
 
-    const summary = summarize(rows, servers);
+    const summary = summarize(rows, all, servers);
     const report = {
       machine,
       settings: {
@@ -371,6 +382,19 @@ async function main(): Promise<void> {
       rates,
       summary,
       runs: rows,
+      // every round, compact (runs holds each server's median round in full)
+      all_rounds: all.map((r) => ({
+        workload: r.workload,
+        mode: r.mode,
+        server: r.server,
+        per_second: r.result.perSecond,
+        p99_ms: r.result.smallLatency.p99,
+        calls: r.result.calls,
+        degraded: r.result.degraded,
+        late_sends: r.result.lateSends,
+        rss_max_mb: r.server_usage.rssMaxMb,
+        cpu_percent: r.server_usage.cpuPercent,
+      })),
       store,
       tokenizers,
       soak,
@@ -394,8 +418,10 @@ const median = (xs: number[]) => {
 };
 
 /**
- * One closed-loop row per server from interleaved rounds: the round with the median checks/s,
- * carrying every round's checks/s and, for tollgate, the per-round ratio to the null server's.
+ * One closed-loop row per server from interleaved rounds: the round with the median checks/s (with
+ * an even number of rounds, the slower of the two middle ones), carrying every round's checks/s and,
+ * for tollgate, the per-round ratio to the null server's. The verdict is the median of those ratios,
+ * so it need not equal the row's checks/s over the null row's (the median rounds can differ).
  */
 function medianClosedRows(rounds: RunRow[][]): RunRow[] {
   const names = rounds[0].map((r) => r.server);
@@ -420,8 +446,9 @@ function throughputRatio(c: RunRow, n: RunRow): number {
 }
 
 /**
- * One open-loop row per server from interleaved rounds: the round with the median p99 (small calls),
- * carrying every round's p99 and, for tollgate, the per-round ratio to the null server's p99.
+ * One open-loop row per server from interleaved rounds: the round with the median p99 (small calls;
+ * with an even number of rounds, the lower of the two middle ones), carrying every round's p99 and,
+ * for tollgate, the per-round ratio to the null server's p99.
  */
 function medianOpenRows(rounds: RunRow[][]): RunRow[] {
   const names = rounds[0].map((r) => r.server);
@@ -456,7 +483,7 @@ interface Check {
   pass: boolean;
 }
 
-function summarize(rows: RunRow[], servers: Server[]) {
+function summarize(rows: RunRow[], all: RunRow[], servers: Server[]) {
   const get = (w: WorkloadName, mode: 'closed' | 'open', s: ServerName) =>
     rows.find((r) => r.workload === w && r.mode === mode && r.server === s);
   const checks: Check[] = [];
@@ -481,7 +508,7 @@ function summarize(rows: RunRow[], servers: Server[]) {
   // A Valkey row only measures the store if the store decided: answers marked x-tollgate-degraded
   // (store call timed out, breaker open) skipped it. A few timeouts at saturation are expected on this
   // machine (Valkey shares the cores); more than 1% would make the row a fail-open measurement.
-  const valkeyRows = rows.filter((r) => r.server === 'valkey');
+  const valkeyRows = all.filter((r) => r.server === 'valkey');
   if (valkeyRows.length > 0) {
     const degraded = valkeyRows.reduce((a, r) => a + (r.result.degraded ?? 0), 0);
     const calls = valkeyRows.reduce((a, r) => a + r.result.calls, 0);
@@ -538,7 +565,7 @@ function summarize(rows: RunRow[], servers: Server[]) {
     }
   }
   for (const s of ['memory', 'valkey'] as const) {
-    const max = Math.max(0, ...rows.filter((r) => r.server === s).map((r) => r.server_usage.rssMaxMb));
+    const max = Math.max(0, ...all.filter((r) => r.server === s).map((r) => r.server_usage.rssMaxMb));
     checks.push({ target: `RSS under load (${s}) ≤ 200 MB`, value: `${max} MB`, pass: max <= 200 });
   }
   for (const s of servers.filter((x) => x.name !== 'null'))
@@ -572,6 +599,12 @@ function printTable(report: any): void {
       `| ${r.workload}${r.workload === 'mix' ? ' (small calls)' : ''} | ${r.mode}${r.rate ? ` @${r.rate}/s` : ` c=${CONCURRENCY}`} | ${r.server} | ${r.result.perSecond} | ${l.p50} | ${l.p99} | ${l.p999} | ${r.server_usage.cpuPercent}%${r.valkey_usage ? ` (+valkey ${r.valkey_usage.cpuPercent}%)` : ''} | ${r.server_usage.rssMaxMb} | ${vs} |`,
     );
   }
+  out.push(
+    '',
+    'Rows: each server\'s median round. "vs null": the median of per-round ratios to the null server\'s',
+    'round run next to it (closed: checks/s; open: p99 of small calls), so it need not equal the ratio of',
+    "the two rows shown. The mix target below compares tollgate's mix p99 with its own all-small p99.",
+  );
   out.push('');
   out.push('| target | measured | |');
   out.push('|---|---|---|');
