@@ -418,23 +418,37 @@ const median = (xs: number[]) => {
 };
 
 /**
+ * Interleaved rounds (each: one row per server) → per server: the round whose `figure` is the median
+ * (with an even number of rounds, the lower of the two middle ones), every round's figure, and for
+ * tollgate each round's figure over the null server's figure of the same round (rounded to `digits`).
+ */
+function pairRounds(rounds: RunRow[][], figure: (r: RunRow) => number, digits: number) {
+  const scale = 10 ** digits;
+  return rounds[0].map(({ server }) => {
+    const mine = rounds.map((round) => round.find((r) => r.server === server)!);
+    const figures = mine.map(figure);
+    const row = [...mine].sort((x, y) => figure(x) - figure(y))[(mine.length - 1) >> 1];
+    const ratios =
+      server === 'null'
+        ? undefined
+        : rounds.map(
+            (round, i) =>
+              Math.round((figures[i] / figure(round.find((r) => r.server === 'null')!)) * scale) / scale,
+          );
+    return { row, figures, ratios };
+  });
+}
+
+/**
  * One closed-loop row per server from interleaved rounds: the round with the median checks/s (with
  * an even number of rounds, the slower of the two middle ones), carrying every round's checks/s and,
  * for tollgate, the per-round ratio to the null server's. The verdict is the median of those ratios,
  * so it need not equal the row's checks/s over the null row's (the median rounds can differ).
  */
 function medianClosedRows(rounds: RunRow[][]): RunRow[] {
-  const names = rounds[0].map((r) => r.server);
-  return names.map((name) => {
-    const mine = rounds.map((round) => round.find((r) => r.server === name)!);
-    const perS = mine.map((r) => r.result.perSecond);
-    const row = [...mine].sort((a, b) => a.result.perSecond - b.result.perSecond)[(mine.length - 1) >> 1];
-    row.rounds_per_second = perS;
-    if (name !== 'null')
-      row.rounds_vs_null = rounds.map((round, i) => {
-        const n = round.find((r) => r.server === 'null')!;
-        return Math.round((perS[i] / n.result.perSecond) * 1000) / 1000;
-      });
+  return pairRounds(rounds, (r) => r.result.perSecond, 3).map(({ row, figures, ratios }) => {
+    row.rounds_per_second = figures;
+    if (ratios) row.rounds_vs_null = ratios;
     return row;
   });
 }
@@ -451,18 +465,9 @@ function throughputRatio(c: RunRow, n: RunRow): number {
  * for tollgate, the per-round ratio to the null server's p99.
  */
 function medianOpenRows(rounds: RunRow[][]): RunRow[] {
-  const names = rounds[0].map((r) => r.server);
-  return names.map((name) => {
-    const mine = rounds.map((round) => round.find((r) => r.server === name)!);
-    const p99s = mine.map((r) => r.result.smallLatency.p99);
-    const byP99 = [...mine].sort((a, b) => a.result.smallLatency.p99 - b.result.smallLatency.p99);
-    const row = byP99[(byP99.length - 1) >> 1];
-    row.rounds_p99 = p99s;
-    if (name !== 'null')
-      row.rounds_p99_vs_null = rounds.map((round, i) => {
-        const n = round.find((r) => r.server === 'null')!;
-        return Math.round((p99s[i] / n.result.smallLatency.p99) * 100) / 100;
-      });
+  return pairRounds(rounds, (r) => r.result.smallLatency.p99, 2).map(({ row, figures, ratios }) => {
+    row.rounds_p99 = figures;
+    if (ratios) row.rounds_p99_vs_null = ratios;
     return row;
   });
 }
