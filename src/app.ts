@@ -10,11 +10,12 @@ import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { type CheckInput, Decider } from './decision/decide.js';
 import type { Decision } from './decision/types.js';
+import { type DirectAnswer, serveCheckDirectly } from './grpc/direct.js';
 import { tuneFlowControl } from './grpc/flow-control.js';
 import { HealthService } from './grpc/health.js';
 import { loadGrpcPackages } from './grpc/protos.js';
 import { type GrpcTlsFiles, grpcServerCredentials, grpcTlsFromEnv } from './grpc/tls.js';
-import { encodeCheckResponse, leanAuthorization } from './grpc/wire.js';
+import { decodeCheckInput, encodeCheckResponse, leanAuthorization } from './grpc/wire.js';
 import { startHttp } from './http.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics, outcomeOf } from './metrics.js';
@@ -114,11 +115,12 @@ export async function startApp(opts: AppOptions): Promise<App> {
   await decider.warm(); // before SERVING: the first checks must not pay for worker start-up
   const health = new HealthService();
   const pk = loadGrpcPackages();
+  const maxReceive = 2 * cfg.server.maxBodyBytes + 1024 * 1024;
   const server = new grpc.Server({
     // grpc-js refuses messages over 4 MiB by default; a big prompt would become an RPC error that
     // Envoy's failure_mode_allow lets through unmetered. Accept the largest body plus headroom.
     // Bodies above max_body_bytes (and below this) are answered with an estimate from their size.
-    'grpc.max_receive_message_length': 2 * cfg.server.maxBodyBytes + 1024 * 1024,
+    'grpc.max_receive_message_length': maxReceive,
     'grpc.max_send_message_length': 4 * 1024 * 1024,
     // Overload bound: without it a client sending faster than checks are decided keeps opening
     // streams, and every received body waits here (medium bench at 1.4x capacity: RSS 110 -> 310 MB
@@ -204,33 +206,32 @@ export async function startApp(opts: AppOptions): Promise<App> {
     else log.debug(line, 'decision');
   };
 
-  // Lean codec on Check (src/grpc/wire.ts): bytes → CheckInput, Decision → bytes.
+  /** One decided Check: CheckInput → CheckResponse bytes. Never rejects; call between begin() and end(). */
+  const answerCheck = async (input: CheckInput, t0: number): Promise<Buffer> => {
+    const requestId = input.headers['x-request-id'];
+    let d: Decision;
+    try {
+      d = await decider.decide(input);
+    } catch (err) {
+      log.error({ err: (err as Error).message, request_id: requestId }, 'decision failed unexpectedly');
+      d = internalErrorDecision(decider.config);
+    }
+    try {
+      observe(d, (performance.now() - t0) / 1000, requestId);
+      return encodeCheckResponse(d);
+    } catch (err) {
+      log.error({ err: (err as Error).message, request_id: requestId }, 'answering failed unexpectedly');
+      return encodeCheckResponse(internalErrorDecision(decider.config));
+    }
+  };
+
+  // Lean codec on Check (src/grpc/wire.ts): bytes → CheckInput, Decision → bytes. grpc-js serves it
+  // when server.grpc_direct_check is off, and the calls the direct path hands back (compressed ones).
   server.addService(leanAuthorization(pk.authorization), {
     Check: (call: grpc.ServerUnaryCall<CheckInput, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       if (!begin()) return cb({ code: grpc.status.UNAVAILABLE, details: 'tollgate is shutting down' });
-      const t0 = performance.now();
-      let requestId: string | undefined;
-      void (async () => {
-        let d: Decision;
-        try {
-          const input = call.request;
-          requestId = input.headers['x-request-id'];
-          d = await decider.decide(input);
-        } catch (err) {
-          log.error({ err: (err as Error).message, request_id: requestId }, 'decision failed unexpectedly');
-          d = internalErrorDecision(decider.config);
-        }
-        let response: Buffer;
-        try {
-          observe(d, (performance.now() - t0) / 1000, requestId);
-          response = encodeCheckResponse(d);
-        } catch (err) {
-          log.error({ err: (err as Error).message, request_id: requestId }, 'answering failed unexpectedly');
-          response = encodeCheckResponse(internalErrorDecision(decider.config));
-        }
-        cb(null, response);
-      })()
-        .catch(() => {})
+      answerCheck(call.request, performance.now())
+        .then((response) => cb(null, response))
         .finally(end);
     },
   });
@@ -245,6 +246,35 @@ export async function startApp(opts: AppOptions): Promise<App> {
   );
   if (!tuneFlowControl(server, cfg.server.http2StreamWindow, cfg.server.http2ConnectionWindow))
     log.warn('could not set the HTTP/2 flow-control windows (grpc-js internals changed): using 64 KiB');
+  // Check straight from HTTP/2 (src/grpc/direct.ts): same answers, without grpc-js's per-call layer.
+  if (
+    cfg.server.grpcDirectCheck &&
+    !serveCheckDirectly(
+      server,
+      async (message: Buffer): Promise<DirectAnswer> => {
+        const t0 = performance.now();
+        let input: CheckInput;
+        try {
+          input = decodeCheckInput(message);
+        } catch (err) {
+          return {
+            ok: false,
+            code: grpc.status.INTERNAL,
+            details: `Error deserializing request: ${(err as Error).message}`,
+          };
+        }
+        if (!begin())
+          return { ok: false, code: grpc.status.UNAVAILABLE, details: 'tollgate is shutting down' };
+        try {
+          return { ok: true, message: await answerCheck(input, t0) };
+        } finally {
+          end();
+        }
+      },
+      maxReceive,
+    )
+  )
+    log.warn('could not serve Check directly (grpc-js internals changed): grpc-js serves it');
 
   let loadedAt = new Date();
   let closed: Promise<void> | undefined;
@@ -403,6 +433,7 @@ function restartRequired(a: Config, b: Config): string[] {
     a.server.http2ConnectionWindow !== b.server.http2ConnectionWindow
   )
     out.push('server.http2_stream_window / http2_connection_window');
+  if (a.server.grpcDirectCheck !== b.server.grpcDirectCheck) out.push('server.grpc_direct_check');
   return out;
 }
 

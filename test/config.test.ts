@@ -178,6 +178,11 @@ const bad: [string, string, RegExp][] = [
     /server\.checks_per_turn: expected an integer from 0 to 100000, got -1/,
   ],
   [
+    'grpc_direct_check not a boolean',
+    'server:\n  grpc_direct_check: yes please',
+    /server\.grpc_direct_check: expected true or false, got "yes please"/,
+  ],
+  [
     'http2 window below the protocol minimum',
     'server:\n  http2_stream_window: 1024',
     /server\.http2_stream_window: expected an integer from 65535 to 2147483647, got 1024/,

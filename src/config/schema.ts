@@ -540,7 +540,10 @@ export function validateConfig(raw: unknown, file?: string): Config {
     'http2_stream_window',
     'http2_connection_window',
     'checks_per_turn',
+    'grpc_direct_check',
   ]);
+  if (sv.grpc_direct_check !== undefined && typeof sv.grpc_direct_check !== 'boolean')
+    c.fail('server.grpc_direct_check', 'true or false', sv.grpc_direct_check);
   const deadline = sv.decision_deadline === undefined ? 50 : parseDuration(sv.decision_deadline);
   if (deadline === undefined)
     c.fail('server.decision_deadline', 'a duration like 50ms', sv.decision_deadline);
@@ -575,6 +578,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
       sv.checks_per_turn === undefined
         ? DEFAULT_CHECKS_PER_TURN
         : (c.int('server.checks_per_turn', sv.checks_per_turn, 0, 100_000) ?? DEFAULT_CHECKS_PER_TURN),
+    grpcDirectCheck: sv.grpc_direct_check !== false,
     http2StreamWindow:
       sv.http2_stream_window === undefined
         ? DEFAULT_WINDOW

@@ -99,6 +99,8 @@ export interface ServerConfig {
    * turns, so the answers decided so far go out meanwhile (src/decision/pacer.ts). 0 = no pacing.
    */
   checksPerTurn: number;
+  /** server.grpc_direct_check: Check answered straight from HTTP/2, not through grpc-js's call layer. */
+  grpcDirectCheck: boolean;
   /** HTTP/2 initial stream window advertised to gRPC clients (bytes; Node's default 65535). */
   http2StreamWindow: number;
   /** HTTP/2 connection window (bytes; Node's default 65535). */

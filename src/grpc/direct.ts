@@ -1,0 +1,158 @@
+/**
+ * Check served straight from grpc-js's HTTP/2 server (server.grpc_direct_check).
+ *
+ * grpc-js's server layer costs about as much per call as everything tollgate adds (README,
+ * Performance: a null ext_authz server on node:http2 spends 95-110 µs per check against 162-279 µs
+ * on grpc-js): a Metadata object built from the headers, an interceptor chain, a deadline timer, a
+ * message decoder and a compression filter with their promise hops, channelz counters, and the same
+ * again on the way out. The one hot RPC needs none of that: one length-prefixed message in, one out.
+ *
+ * So grpc-js still owns the listening socket, TLS, sessions (keepalive, max_concurrent_streams,
+ * GOAWAY and shutdown, which close our streams with their sessions) and every other RPC (health,
+ * anything unknown). Only a stream that is a plain Check call (path
+ * /envoy.service.auth.v3.Authorization/Check, content-type application/grpc[+proto], no
+ * grpc-encoding other than identity) is answered here; everything else, compressed calls included, is
+ * handed to grpc-js's own stream handler unchanged.
+ *
+ * What a client sees is what grpc-js would answer: 200 with content-type application/grpc+proto, one
+ * message, trailers grpc-status 0; a message over the size limit gets RESOURCE_EXHAUSTED, a
+ * malformed or missing one INTERNAL, as grpc-js does. `grpc-timeout` is not enforced here: the
+ * decision has its own bound (server.decision_deadline for the store), and a client that gave up
+ * has reset the stream, so its answer is dropped (the debit stands, as with grpc-js, which also let
+ * a timed-out handler run to its end).
+ */
+import {
+  type Http2Server,
+  constants as h2,
+  type IncomingHttpHeaders,
+  type ServerHttp2Stream,
+} from 'node:http2';
+import type { Server } from '@grpc/grpc-js';
+
+export const CHECK_PATH = '/envoy.service.auth.v3.Authorization/Check';
+
+/** gRPC status codes used here. */
+const INTERNAL = 13;
+const RESOURCE_EXHAUSTED = 8;
+
+/** Answers one Check: the request message's bytes in, the response message's bytes out (never rejects). */
+export type DirectHandler = (message: Buffer) => Promise<DirectAnswer>;
+export type DirectAnswer = { ok: true; message: Buffer } | { ok: false; code: number; details: string };
+
+/** Bodies from this size up get their own buffer (see tokens/pool.ts `movable`), never a shared chunk's. */
+const OWN_BUFFER_BYTES = 64 * 1024;
+
+const OK_HEADERS = {
+  [h2.HTTP2_HEADER_STATUS]: 200,
+  [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc+proto',
+  'grpc-accept-encoding': 'identity',
+};
+const OK_TRAILERS = { 'grpc-status': '0' };
+const noop = () => {};
+
+/** A plain Check call that this module answers; anything else goes to grpc-js. */
+function isDirect(headers: IncomingHttpHeaders): boolean {
+  if (headers[h2.HTTP2_HEADER_PATH] !== CHECK_PATH) return false;
+  if (headers[h2.HTTP2_HEADER_METHOD] !== 'POST') return false;
+  const ct = headers[h2.HTTP2_HEADER_CONTENT_TYPE];
+  if (ct !== 'application/grpc' && ct !== 'application/grpc+proto') return false;
+  const enc = headers['grpc-encoding'];
+  return enc === undefined || enc === 'identity';
+}
+
+/** Percent-encode a grpc-message value (gRPC over HTTP/2: printable ASCII except '%'). */
+function grpcMessage(s: string): string {
+  return s.replace(/[^\x20-\x24\x26-\x7e]/g, (c) =>
+    Array.from(Buffer.from(c, 'utf8'), (b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''),
+  );
+}
+
+function fail(stream: ServerHttp2Stream, code: number, details: string): void {
+  if (stream.destroyed || stream.headersSent) return;
+  stream.respond(
+    {
+      [h2.HTTP2_HEADER_STATUS]: 200,
+      [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc+proto',
+      'grpc-status': String(code),
+      'grpc-message': grpcMessage(details),
+    },
+    { endStream: true },
+  );
+  stream.resume(); // discard whatever the client still sends
+}
+
+function answer(stream: ServerHttp2Stream, a: DirectAnswer): void {
+  if (!a.ok) {
+    fail(stream, a.code, a.details);
+    return;
+  }
+  if (stream.destroyed || stream.headersSent) return; // the client reset the call (e.g. its timeout)
+  const frame = Buffer.allocUnsafe(5 + a.message.length);
+  frame[0] = 0;
+  frame.writeUInt32BE(a.message.length, 1);
+  a.message.copy(frame, 5);
+  stream.respond(OK_HEADERS, { waitForTrailers: true });
+  stream.once('wantTrailers', () => stream.sendTrailers(OK_TRAILERS));
+  stream.end(frame);
+}
+
+function serve(stream: ServerHttp2Stream, handle: DirectHandler, maxMessageBytes: number): void {
+  stream.on('error', noop); // every error also closes the stream; there is no one left to answer
+  const chunks: Buffer[] = [];
+  let size = 0;
+  let refused = false;
+  stream.on('data', (chunk: Buffer) => {
+    if (refused) return;
+    size += chunk.length;
+    if (size > maxMessageBytes + 5) {
+      refused = true;
+      chunks.length = 0;
+      fail(
+        stream,
+        RESOURCE_EXHAUSTED,
+        `Received message larger than max (${size - 5}+ vs. ${maxMessageBytes})`,
+      );
+      return;
+    }
+    chunks.push(chunk);
+  });
+  stream.on('end', () => {
+    if (refused) return;
+    const only = chunks.length === 1 ? chunks[0] : undefined;
+    const buf = only && size < OWN_BUFFER_BYTES ? only : Buffer.concat(chunks, size);
+    chunks.length = 0;
+    if (size < 5) return fail(stream, INTERNAL, 'Expected one request message, got none');
+    if (buf[0] !== 0)
+      return fail(stream, INTERNAL, 'Received compressed message but "grpc-encoding" header was identity');
+    const len = buf.readUInt32BE(1);
+    if (5 + len !== size) return fail(stream, INTERNAL, 'Expected exactly one complete request message');
+    handle(buf.subarray(5)).then(
+      (a) => answer(stream, a),
+      (err: Error) => fail(stream, INTERNAL, err.message),
+    );
+  });
+}
+
+/**
+ * Take over Check streams on every HTTP/2 server of a bound grpc-js Server. True when installed;
+ * false if grpc-js's servers or its stream handler could not be found (grpc-js internals changed):
+ * then grpc-js serves Check as before.
+ */
+export function serveCheckDirectly(server: Server, handle: DirectHandler, maxMessageBytes: number): boolean {
+  const servers = (server as unknown as { http2Servers?: Map<Http2Server, unknown> }).http2Servers;
+  if (!(servers instanceof Map) || servers.size === 0) return false;
+  const found: [Http2Server, (...args: unknown[]) => void][] = [];
+  for (const h2s of servers.keys()) {
+    const listeners = h2s.listeners('stream');
+    if (listeners.length !== 1) return false;
+    found.push([h2s, listeners[0] as (...args: unknown[]) => void]);
+  }
+  for (const [h2s, grpcHandler] of found) {
+    h2s.removeListener('stream', grpcHandler);
+    h2s.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ...rest: unknown[]) => {
+      if (isDirect(headers)) serve(stream, handle, maxMessageBytes);
+      else grpcHandler.call(h2s, stream, headers, ...rest);
+    });
+  }
+  return true;
+}
