@@ -256,12 +256,8 @@ export async function startApp(opts: AppOptions): Promise<App> {
         let input: CheckInput;
         try {
           input = decodeCheckInput(message);
-        } catch (err) {
-          return {
-            ok: false,
-            code: grpc.status.INTERNAL,
-            details: `Error deserializing request: ${(err as Error).message}`,
-          };
+        } catch {
+          return { ok: false, code: grpc.status.INTERNAL, details: 'Error deserializing request' }; // as grpc-js
         }
         if (!begin())
           return { ok: false, code: grpc.status.UNAVAILABLE, details: 'tollgate is shutting down' };

@@ -110,8 +110,8 @@ describe('Check over HTTP/2 directly', () => {
     expect(b.status).toBe(0);
     expect(a.body.length).toBeGreaterThan(5);
     expect(a.body.readUInt32BE(1)).toBe(a.body.length - 5);
-    // Same decision, same bytes (the first call of the tenant on each server; no clock in the answer
-    // at this resolution except reset seconds, which both computed within the same second or two).
+    // Same decision (the first call of the tenant on each server), same bytes.
+    expect(a.body.equals(b.body)).toBe(true);
     const decode = (buf: Buffer) => AuthorizationClient.service.Check.responseDeserialize(buf.subarray(5));
     const da = decode(a.body);
     const db = decode(b.body);
@@ -143,28 +143,34 @@ describe('Check over HTTP/2 directly', () => {
     }
   });
 
-  it('bad input gets grpc-js statuses: malformed 13, compressed flag without encoding 13, no message 13, too large 8', async () => {
-    const a = await app();
-    const malformed = await rawCall(a.grpcPort, frame(Buffer.from([0xff, 0xff, 0xff])));
-    expect(malformed.status).toBe(13);
-    expect(malformed.message).toMatch(/^Error deserializing request/);
-    const flagged = await rawCall(a.grpcPort, frame(Buffer.alloc(0), 1));
-    expect(flagged.status).toBe(13);
-    expect(flagged.message).toMatch(/compressed/);
-    const none = await rawCall(a.grpcPort, Buffer.alloc(0));
-    expect(none.status).toBe(13);
-    const truncated = await rawCall(a.grpcPort, frame(Buffer.alloc(10)).subarray(0, 9));
-    expect(truncated.status).toBe(13);
-    // max_body_bytes 4096: messages up to 2 × 4096 + 1 MiB are read (bigger bodies are estimated).
-    const huge = await rawCall(a.grpcPort, frame(Buffer.alloc(2 * 4096 + 1024 * 1024 + 1)));
-    expect(huge.status).toBe(8);
-    expect(huge.message).toMatch(/larger than max/);
+  it('bad input gets the status grpc-js gives it (each case sent to both paths)', async () => {
+    const direct = await app();
+    const viaGrpcJs = await app('  grpc_direct_check: false');
+    const valid = serializeCheck({ headers: { 'x-tenant-id': 'bad-input' }, body: chat('gpt-4o-mini', 'x') });
+    const limit = 2 * 4096 + 1024 * 1024; // max_body_bytes 4096: messages up to 2 × 4096 + 1 MiB are read
+    const declaredHuge = Buffer.alloc(5);
+    declaredHuge.writeUInt32BE(limit + 1, 1);
+    const cases: [string, Buffer, number][] = [
+      ['malformed protobuf', frame(Buffer.from([0xff, 0xff, 0xff])), 13],
+      ['no message at all', Buffer.alloc(0), 12],
+      ['a truncated message', frame(valid).subarray(0, 20), 12],
+      ['two messages', Buffer.concat([frame(valid), frame(valid)]), 12],
+      ['over the receive limit', frame(Buffer.alloc(limit + 1)), 8],
+      ['a length prefix over the limit, nothing after it', declaredHuge, 8],
+      ['compressed flag with identity encoding (read as identity)', frame(valid, 1), 0],
+    ];
+    for (const [what, body, code] of cases) {
+      const a = await rawCall(direct.grpcPort, body);
+      const b = await rawCall(viaGrpcJs.grpcPort, body);
+      expect(b.status, `grpc-js, ${what}`).toBe(code);
+      expect(a.status, `direct, ${what}`).toBe(code);
+    }
+    const malformed = await rawCall(direct.grpcPort, frame(Buffer.from([0xff, 0xff, 0xff])));
+    expect(malformed.message).toBe('Error deserializing request'); // no parser detail, as grpc-js
     // The server is fine afterwards.
-    const ok = await rawCall(
-      a.grpcPort,
-      frame(serializeCheck({ headers: { 'x-tenant-id': 'after' }, body: chat('gpt-4o-mini', 'x') })),
-    );
+    const ok = await rawCall(direct.grpcPort, frame(valid));
     expect(ok.status).toBe(0);
+    expect(ok.headers['grpc-accept-encoding']).toBe('identity');
   });
 
   it('hands everything else to grpc-js: gzip-compressed calls, health, unknown methods', async () => {
@@ -199,29 +205,38 @@ describe('Check over HTTP/2 directly', () => {
     expect(unknown.status).toBe(12); // UNIMPLEMENTED, from grpc-js
   });
 
-  it('a client that resets its calls mid-decision: no crash, every call still counted and finished', async () => {
+  it('clients that reset their calls, before or after sending them: no crash, every decision debited once', async () => {
     const a = await app();
     const session = http2.connect(`http://127.0.0.1:${a.grpcPort}`);
     const request = frame(
       serializeCheck({ headers: { 'x-tenant-id': 'gone' }, body: chat('gpt-4o-mini', 'bye') }),
     );
-    await Promise.all(
-      Array.from(
-        { length: 20 },
-        () =>
-          new Promise<void>((resolve) => {
-            const s = session.request({
-              ':method': 'POST',
-              ':path': CHECK,
-              'content-type': 'application/grpc',
-              te: 'trailers',
-            });
-            s.on('error', () => {});
-            s.on('close', () => resolve());
-            s.end(request, () => s.close(http2.constants.NGHTTP2_CANCEL));
-          }),
-      ),
-    );
+    const calls: Promise<void>[] = [];
+    for (let i = 0; i < 30; i++) {
+      const s = session.request({
+        ':method': 'POST',
+        ':path': CHECK,
+        'content-type': 'application/grpc',
+        te: 'trailers',
+      });
+      s.on('error', () => {});
+      calls.push(new Promise<void>((resolve) => s.on('close', () => resolve())));
+      if (i % 3 === 0) {
+        // part of a message, then RST_STREAM(NO_ERROR) without ever ending the stream
+        // (closed at once: the server sees the reset before the end, so the stream is closed when it
+        // would answer; answering a closed stream throws in Node)
+        s.write(request.subarray(0, 3));
+        s.close(http2.constants.NGHTTP2_NO_ERROR);
+      } else if (i % 3 === 1) {
+        // the whole message, not ended, then RST_STREAM(NO_ERROR)
+        s.write(request);
+        s.close(http2.constants.NGHTTP2_NO_ERROR);
+      } else {
+        // the whole call, cancelled as soon as it is sent (before or after its answer)
+        s.end(request, () => s.close(http2.constants.NGHTTP2_CANCEL));
+      }
+    }
+    await Promise.all(calls);
     session.close();
     const client = new EnvoyClient(a.grpcPort);
     try {
@@ -230,12 +245,15 @@ describe('Check over HTTP/2 directly', () => {
         body: chat('gpt-4o-mini', 'again'),
       });
       expect(next.allowed).toBe(true);
-      // The reset calls were decided (and debited) or never read: at most 20 went before this one.
-      const remaining = Number(next.headers['x-ratelimit-remaining-requests']);
-      expect(remaining).toBeGreaterThanOrEqual(99 - 20);
-      expect(remaining).toBeLessThanOrEqual(99);
       const metrics = await (await fetch(`http://127.0.0.1:${a.httpPort}/metrics`)).text();
       expect(metrics).toMatch(/^tollgate_inflight_checks 0$/m);
+      // Every decision made (the reset calls that were read, plus this one) was debited exactly once.
+      let decided = 0;
+      for (const m of metrics.matchAll(/^tollgate_decisions_total\{[^}]*\} (\d+)$/gm))
+        decided += Number(m[1]);
+      expect(decided).toBeGreaterThanOrEqual(1);
+      expect(decided).toBeLessThanOrEqual(31);
+      expect(Number(next.headers['x-ratelimit-remaining-requests'])).toBe(100 - decided);
     } finally {
       client.close();
     }

@@ -15,8 +15,10 @@
  * handed to grpc-js's own stream handler unchanged.
  *
  * What a client sees is what grpc-js would answer: 200 with content-type application/grpc+proto, one
- * message, trailers grpc-status 0; a message over the size limit gets RESOURCE_EXHAUSTED, a
- * malformed or missing one INTERNAL, as grpc-js does. `grpc-timeout` is not enforced here: the
+ * message, trailers grpc-status 0; and for bad input grpc-js's status codes (test/grpc-direct.test.ts
+ * sends each case to both paths): RESOURCE_EXHAUSTED when the length prefix is over the receive limit,
+ * UNIMPLEMENTED when there is no complete message or a second one, INTERNAL when the message does not
+ * decode. The details text may differ. `grpc-timeout` is not enforced here: the
  * decision has its own bound (server.decision_deadline for the store), and a client that gave up
  * has reset the stream, so its answer is dropped (the debit stands, as with grpc-js, which also let
  * a timed-out handler run to its end).
@@ -28,19 +30,18 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Server } from '@grpc/grpc-js';
+import { MOVE_MIN_BYTES } from '../tokens/pool.js';
 
 export const CHECK_PATH = '/envoy.service.auth.v3.Authorization/Check';
 
-/** gRPC status codes used here. */
-const INTERNAL = 13;
-const RESOURCE_EXHAUSTED = 8;
+/** gRPC status codes used here, and what grpc-js (1.14) answers a unary call with in each case. */
+const RESOURCE_EXHAUSTED = 8; // the message's length prefix is over the receive limit
+const UNIMPLEMENTED = 12; // no complete message, or more than one
+export const INTERNAL = 13; // a message that does not decode
 
 /** Answers one Check: the request message's bytes in, the response message's bytes out (never rejects). */
 export type DirectHandler = (message: Buffer) => Promise<DirectAnswer>;
 export type DirectAnswer = { ok: true; message: Buffer } | { ok: false; code: number; details: string };
-
-/** Bodies from this size up get their own buffer (see tokens/pool.ts `movable`), never a shared chunk's. */
-const OWN_BUFFER_BYTES = 64 * 1024;
 
 const OK_HEADERS = {
   [h2.HTTP2_HEADER_STATUS]: 200,
@@ -62,23 +63,33 @@ function isDirect(headers: IncomingHttpHeaders): boolean {
 
 /** Percent-encode a grpc-message value (gRPC over HTTP/2: printable ASCII except '%'). */
 function grpcMessage(s: string): string {
-  return s.replace(/[^\x20-\x24\x26-\x7e]/g, (c) =>
+  return s.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) =>
     Array.from(Buffer.from(c, 'utf8'), (b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''),
   );
 }
 
-function fail(stream: ServerHttp2Stream, code: number, details: string): void {
-  if (stream.destroyed || stream.headersSent) return;
-  stream.respond(
-    {
-      [h2.HTTP2_HEADER_STATUS]: 200,
-      [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc+proto',
-      'grpc-status': String(code),
-      'grpc-message': grpcMessage(details),
-    },
-    { endStream: true },
-  );
-  stream.resume(); // discard whatever the client still sends
+/** The stream can still take an answer (the client has not reset it, nothing was sent yet). */
+function answerable(stream: ServerHttp2Stream): boolean {
+  return !stream.destroyed && !stream.closed && !stream.headersSent;
+}
+
+/** A trailers-only error answer. `early`: the client may still be sending; stop reading its stream. */
+function fail(stream: ServerHttp2Stream, code: number, details: string, early = false): void {
+  if (!answerable(stream)) return;
+  try {
+    stream.respond(
+      {
+        [h2.HTTP2_HEADER_STATUS]: 200,
+        [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc+proto',
+        'grpc-status': String(code),
+        'grpc-message': grpcMessage(details),
+      },
+      { endStream: true },
+    );
+    if (early) stream.close(h2.NGHTTP2_NO_ERROR); // after the answer: RST_STREAM(NO_ERROR), RFC 9113 §8.1
+  } catch {
+    // closed between the check and the write: the client is gone, nobody to answer
+  }
 }
 
 function answer(stream: ServerHttp2Stream, a: DirectAnswer): void {
@@ -86,50 +97,75 @@ function answer(stream: ServerHttp2Stream, a: DirectAnswer): void {
     fail(stream, a.code, a.details);
     return;
   }
-  if (stream.destroyed || stream.headersSent) return; // the client reset the call (e.g. its timeout)
+  if (!answerable(stream)) return; // the client reset the call (e.g. its timeout): the answer is dropped
   const frame = Buffer.allocUnsafe(5 + a.message.length);
   frame[0] = 0;
   frame.writeUInt32BE(a.message.length, 1);
   a.message.copy(frame, 5);
-  stream.respond(OK_HEADERS, { waitForTrailers: true });
-  stream.once('wantTrailers', () => stream.sendTrailers(OK_TRAILERS));
-  stream.end(frame);
+  try {
+    stream.respond(OK_HEADERS, { waitForTrailers: true });
+    stream.once('wantTrailers', () => {
+      try {
+        stream.sendTrailers(OK_TRAILERS);
+      } catch {
+        // reset after the message was queued
+      }
+    });
+    stream.end(frame);
+  } catch {
+    // closed between the check and the write
+  }
 }
 
 function serve(stream: ServerHttp2Stream, handle: DirectHandler, maxMessageBytes: number): void {
   stream.on('error', noop); // every error also closes the stream; there is no one left to answer
   const chunks: Buffer[] = [];
   let size = 0;
+  let declared = -1; // the message's length prefix, once 5 bytes are in
   let refused = false;
   stream.on('data', (chunk: Buffer) => {
     if (refused) return;
-    size += chunk.length;
-    if (size > maxMessageBytes + 5) {
-      refused = true;
-      chunks.length = 0;
-      fail(
-        stream,
-        RESOURCE_EXHAUSTED,
-        `Received message larger than max (${size - 5}+ vs. ${maxMessageBytes})`,
-      );
-      return;
-    }
     chunks.push(chunk);
+    size += chunk.length;
+    if (declared < 0 && size >= 5) {
+      const head = chunks[0].length >= 5 ? chunks[0] : Buffer.concat(chunks, size);
+      declared = head.readUInt32BE(1);
+      if (declared > maxMessageBytes) {
+        refused = true;
+        chunks.length = 0;
+        fail(
+          stream,
+          RESOURCE_EXHAUSTED,
+          `Received message larger than max (${declared} vs ${maxMessageBytes})`,
+          true,
+        );
+      }
+    }
   });
   stream.on('end', () => {
     if (refused) return;
-    const only = chunks.length === 1 ? chunks[0] : undefined;
-    const buf = only && size < OWN_BUFFER_BYTES ? only : Buffer.concat(chunks, size);
+    if (declared < 0 || size < 5 + declared) {
+      chunks.length = 0;
+      fail(stream, UNIMPLEMENTED, `Received no request message for unary method ${CHECK_PATH}`);
+      return;
+    }
+    if (size > 5 + declared) {
+      chunks.length = 0;
+      fail(stream, UNIMPLEMENTED, `Received a second request message for unary method ${CHECK_PATH}`);
+      return;
+    }
+    // A body the token pool may move to its worker (≥ MOVE_MIN_BYTES) must own its ArrayBuffer:
+    // concatenated, never a received chunk's. The compressed flag is ignored, as grpc-js does when
+    // grpc-encoding is identity.
+    const only = chunks.length === 1 && size < MOVE_MIN_BYTES ? chunks[0] : undefined;
+    const buf = only ?? Buffer.concat(chunks, size);
     chunks.length = 0;
-    if (size < 5) return fail(stream, INTERNAL, 'Expected one request message, got none');
-    if (buf[0] !== 0)
-      return fail(stream, INTERNAL, 'Received compressed message but "grpc-encoding" header was identity');
-    const len = buf.readUInt32BE(1);
-    if (5 + len !== size) return fail(stream, INTERNAL, 'Expected exactly one complete request message');
-    handle(buf.subarray(5)).then(
-      (a) => answer(stream, a),
-      (err: Error) => fail(stream, INTERNAL, err.message),
-    );
+    handle(buf.subarray(5))
+      .then(
+        (a) => answer(stream, a),
+        (err: Error) => fail(stream, INTERNAL, err.message),
+      )
+      .catch(noop);
   });
 }
 
@@ -139,7 +175,12 @@ function serve(stream: ServerHttp2Stream, handle: DirectHandler, maxMessageBytes
  * then grpc-js serves Check as before.
  */
 export function serveCheckDirectly(server: Server, handle: DirectHandler, maxMessageBytes: number): boolean {
-  const servers = (server as unknown as { http2Servers?: Map<Http2Server, unknown> }).http2Servers;
+  const internals = server as unknown as {
+    http2Servers?: Map<Http2Server, unknown>;
+    /** Counts the stream for grpc.max_connection_idle_ms (a no-op unless that is set). */
+    onStreamOpened?: (stream: ServerHttp2Stream) => void;
+  };
+  const servers = internals.http2Servers;
   if (!(servers instanceof Map) || servers.size === 0) return false;
   const found: [Http2Server, (...args: unknown[]) => void][] = [];
   for (const h2s of servers.keys()) {
@@ -147,11 +188,17 @@ export function serveCheckDirectly(server: Server, handle: DirectHandler, maxMes
     if (listeners.length !== 1) return false;
     found.push([h2s, listeners[0] as (...args: unknown[]) => void]);
   }
+  const opened =
+    typeof internals.onStreamOpened === 'function' ? internals.onStreamOpened.bind(server) : noop;
   for (const [h2s, grpcHandler] of found) {
     h2s.removeListener('stream', grpcHandler);
     h2s.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ...rest: unknown[]) => {
-      if (isDirect(headers)) serve(stream, handle, maxMessageBytes);
-      else grpcHandler.call(h2s, stream, headers, ...rest);
+      if (!isDirect(headers)) {
+        grpcHandler.call(h2s, stream, headers, ...rest);
+        return;
+      }
+      opened(stream);
+      serve(stream, handle, maxMessageBytes);
     });
   }
   return true;

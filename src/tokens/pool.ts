@@ -312,5 +312,5 @@ export function movable(body: Uint8Array): boolean {
   );
 }
 
-const MOVE_MIN_BYTES = 64 * 1024;
+export const MOVE_MIN_BYTES = 64 * 1024;
 const MOVE_MAX_EXTRA_BYTES = 64 * 1024;
