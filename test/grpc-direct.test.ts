@@ -155,6 +155,12 @@ describe('Check over HTTP/2 directly', () => {
       ['no message at all', Buffer.alloc(0), 12],
       ['a truncated message', frame(valid).subarray(0, 20), 12],
       ['two messages', Buffer.concat([frame(valid), frame(valid)]), 12],
+      ['a message and 3 stray bytes', Buffer.concat([frame(valid), Buffer.alloc(3)]), 0],
+      [
+        'two messages, the second one over the limit',
+        Buffer.concat([frame(valid), frame(Buffer.alloc(limit + 1))]),
+        8,
+      ],
       ['over the receive limit', frame(Buffer.alloc(limit + 1)), 8],
       ['a length prefix over the limit, nothing after it', declaredHuge, 8],
       ['compressed flag with identity encoding (read as identity)', frame(valid, 1), 0],

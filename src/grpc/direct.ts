@@ -139,7 +139,25 @@ function serve(stream: ServerHttp2Stream, handle: DirectHandler, maxMessageBytes
           `Received message larger than max (${declared} vs ${maxMessageBytes})`,
           true,
         );
+        return;
       }
+    }
+    // A second message: refused once its length prefix is in (as grpc-js: 8 if that is over the
+    // limit, else 12), without waiting for its bytes, so what is held stays within the limit.
+    if (declared >= 0 && size >= 5 + declared + 5) {
+      const all = Buffer.concat(chunks, size);
+      const second = all.readUInt32BE(5 + declared + 1);
+      refused = true;
+      chunks.length = 0;
+      if (second > maxMessageBytes)
+        fail(
+          stream,
+          RESOURCE_EXHAUSTED,
+          `Received message larger than max (${second} vs ${maxMessageBytes})`,
+          true,
+        );
+      else
+        fail(stream, UNIMPLEMENTED, `Received a second request message for unary method ${CHECK_PATH}`, true);
     }
   });
   stream.on('end', () => {
@@ -149,18 +167,14 @@ function serve(stream: ServerHttp2Stream, handle: DirectHandler, maxMessageBytes
       fail(stream, UNIMPLEMENTED, `Received no request message for unary method ${CHECK_PATH}`);
       return;
     }
-    if (size > 5 + declared) {
-      chunks.length = 0;
-      fail(stream, UNIMPLEMENTED, `Received a second request message for unary method ${CHECK_PATH}`);
-      return;
-    }
     // A body the token pool may move to its worker (≥ MOVE_MIN_BYTES) must own its ArrayBuffer:
     // concatenated, never a received chunk's. The compressed flag is ignored, as grpc-js does when
     // grpc-encoding is identity.
     const only = chunks.length === 1 && size < MOVE_MIN_BYTES ? chunks[0] : undefined;
     const buf = only ?? Buffer.concat(chunks, size);
     chunks.length = 0;
-    handle(buf.subarray(5))
+    // (1-4 stray bytes after the message, too few for a second prefix, are dropped, as grpc-js does)
+    handle(buf.subarray(5, 5 + declared))
       .then(
         (a) => answer(stream, a),
         (err: Error) => fail(stream, INTERNAL, err.message),
