@@ -119,62 +119,92 @@ function answer(stream: ServerHttp2Stream, a: DirectAnswer): void {
 
 function serve(stream: ServerHttp2Stream, handle: DirectHandler, maxMessageBytes: number): void {
   stream.on('error', noop); // every error also closes the stream; there is no one left to answer
-  const chunks: Buffer[] = [];
-  let size = 0;
+  // Until the message is known to span several chunks, they are kept as received (a small check
+  // usually arrives in one chunk and is used in place). Once it does, the message gets one buffer of
+  // its declared size and every chunk is copied in on arrival, so received chunks (and the read
+  // buffers behind them) are not held for the whole body, and a body the token pool may move to its
+  // worker owns its ArrayBuffer (allocUnsafe never pools sizes like MOVE_MIN_BYTES).
+  let chunks: Buffer[] = [];
+  let size = 0; // bytes in `chunks`
   let declared = -1; // the message's length prefix, once 5 bytes are in
+  let msg: Buffer | undefined; // 5 + declared bytes, filled up to `got`
+  let got = 0;
   let refused = false;
+  const refuse = (code: number, details: string) => {
+    refused = true;
+    chunks = [];
+    msg = undefined;
+    fail(stream, code, details, true);
+  };
+  /** A second message's prefix is in (bytes past the first): refuse as grpc-js does, 8 or 12. */
+  const second = (after: Buffer) => {
+    const n = after.readUInt32BE(1);
+    if (n > maxMessageBytes)
+      refuse(RESOURCE_EXHAUSTED, `Received message larger than max (${n} vs ${maxMessageBytes})`);
+    else refuse(UNIMPLEMENTED, `Received a second request message for unary method ${CHECK_PATH}`);
+  };
   stream.on('data', (chunk: Buffer) => {
     if (refused) return;
+    if (msg) {
+      const take = Math.min(chunk.length, msg.length - got);
+      chunk.copy(msg, got, 0, take);
+      got += take;
+      if (take < chunk.length) {
+        chunks.push(chunk.subarray(take)); // past the message
+        size += chunk.length - take;
+        if (size >= 5) second(Buffer.concat(chunks, size));
+      }
+      return;
+    }
     chunks.push(chunk);
     size += chunk.length;
-    if (declared < 0 && size >= 5) {
-      const head = chunks[0].length >= 5 ? chunks[0] : Buffer.concat(chunks, size);
-      declared = head.readUInt32BE(1);
+    if (declared < 0) {
+      if (size < 5) return;
+      declared = (chunks[0].length >= 5 ? chunks[0] : Buffer.concat(chunks, size)).readUInt32BE(1);
       if (declared > maxMessageBytes) {
-        refused = true;
-        chunks.length = 0;
-        fail(
-          stream,
-          RESOURCE_EXHAUSTED,
-          `Received message larger than max (${declared} vs ${maxMessageBytes})`,
-          true,
-        );
+        refuse(RESOURCE_EXHAUSTED, `Received message larger than max (${declared} vs ${maxMessageBytes})`);
         return;
       }
     }
-    // A second message: refused once its length prefix is in (as grpc-js: 8 if that is over the
-    // limit, else 12), without waiting for its bytes, so what is held stays within the limit.
-    if (declared >= 0 && size >= 5 + declared + 5) {
-      const all = Buffer.concat(chunks, size);
-      const second = all.readUInt32BE(5 + declared + 1);
-      refused = true;
-      chunks.length = 0;
-      if (second > maxMessageBytes)
-        fail(
-          stream,
-          RESOURCE_EXHAUSTED,
-          `Received message larger than max (${second} vs ${maxMessageBytes})`,
-          true,
-        );
-      else
-        fail(stream, UNIMPLEMENTED, `Received a second request message for unary method ${CHECK_PATH}`, true);
+    if (size >= 5 + declared + 5) {
+      second(Buffer.concat(chunks, size).subarray(5 + declared));
+    } else if (size < 5 + declared && chunks.length > 1) {
+      // More chunks to come: one buffer for the message from now on.
+      msg = Buffer.allocUnsafe(5 + declared);
+      for (const c of chunks) {
+        c.copy(msg, got);
+        got += c.length;
+      }
+      chunks = [];
+      size = 0;
     }
   });
   stream.on('end', () => {
     if (refused) return;
-    if (declared < 0 || size < 5 + declared) {
-      chunks.length = 0;
-      fail(stream, UNIMPLEMENTED, `Received no request message for unary method ${CHECK_PATH}`);
-      return;
+    let message: Buffer;
+    if (msg) {
+      if (got < msg.length) {
+        fail(stream, UNIMPLEMENTED, `Received no request message for unary method ${CHECK_PATH}`);
+        return;
+      }
+      message = msg.subarray(5);
+    } else {
+      if (declared < 0 || size < 5 + declared) {
+        chunks = [];
+        fail(stream, UNIMPLEMENTED, `Received no request message for unary method ${CHECK_PATH}`);
+        return;
+      }
+      // One chunk (the common small check) is used in place; several are joined once. A body the
+      // token pool may move is never a received chunk's bytes (see above).
+      const whole =
+        chunks.length === 1 && declared < MOVE_MIN_BYTES ? chunks[0] : Buffer.concat(chunks, size);
+      message = whole.subarray(5, 5 + declared);
     }
-    // A body the token pool may move to its worker (≥ MOVE_MIN_BYTES) must own its ArrayBuffer:
-    // concatenated, never a received chunk's. The compressed flag is ignored, as grpc-js does when
-    // grpc-encoding is identity.
-    const only = chunks.length === 1 && size < MOVE_MIN_BYTES ? chunks[0] : undefined;
-    const buf = only ?? Buffer.concat(chunks, size);
-    chunks.length = 0;
-    // (1-4 stray bytes after the message, too few for a second prefix, are dropped, as grpc-js does)
-    handle(buf.subarray(5, 5 + declared))
+    chunks = [];
+    msg = undefined;
+    // (1-4 stray bytes after the message, too few for a second prefix, are dropped, as grpc-js does.
+    // The compressed flag is ignored, as grpc-js does when grpc-encoding is identity.)
+    handle(message)
       .then(
         (a) => answer(stream, a),
         (err: Error) => fail(stream, INTERNAL, err.message),
