@@ -147,6 +147,10 @@ describe('Check over HTTP/2 directly', () => {
     const direct = await app();
     const viaGrpcJs = await app('  grpc_direct_check: false');
     const valid = serializeCheck({ headers: { 'x-tenant-id': 'bad-input' }, body: chat('gpt-4o-mini', 'x') });
+    const large = serializeCheck({
+      headers: { 'x-tenant-id': 'bad-input-large' },
+      body: chat('gpt-4o-mini', 'word '.repeat(60_000)),
+    });
     const limit = 2 * 4096 + 1024 * 1024; // max_body_bytes 4096: messages up to 2 × 4096 + 1 MiB are read
     const declaredHuge = Buffer.alloc(5);
     declaredHuge.writeUInt32BE(limit + 1, 1);
@@ -156,6 +160,10 @@ describe('Check over HTTP/2 directly', () => {
       ['a truncated message', frame(valid).subarray(0, 20), 12],
       ['two messages', Buffer.concat([frame(valid), frame(valid)]), 12],
       ['a message and 3 stray bytes', Buffer.concat([frame(valid), Buffer.alloc(3)]), 0],
+      // ~300 KB: many HTTP/2 DATA frames, so the message is assembled from many chunks
+      ['a large message (many chunks)', frame(large), 0],
+      ['a large message, then a second one', Buffer.concat([frame(large), frame(valid)]), 12],
+      ['a large message cut short', frame(large).subarray(0, 200_000), 12],
       [
         'two messages, the second one over the limit',
         Buffer.concat([frame(valid), frame(Buffer.alloc(limit + 1))]),
