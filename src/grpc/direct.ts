@@ -18,7 +18,9 @@
  * message, trailers grpc-status 0; and for bad input grpc-js's status codes (test/grpc-direct.test.ts
  * sends each case to both paths): RESOURCE_EXHAUSTED when the length prefix is over the receive limit,
  * UNIMPLEMENTED when there is no complete message or a second one, INTERNAL when the message does not
- * decode. The details text may differ. `grpc-timeout` is not enforced here: the
+ * decode. The details text may differ. One difference on purpose: a second message is refused as
+ * soon as its length prefix arrives (so a stream never holds more than one message), where grpc-js
+ * waits for it to complete and, if the client ends the stream before that, answers the first. `grpc-timeout` is not enforced here: the
  * decision has its own bound (server.decision_deadline for the store), and a client that gave up
  * has reset the stream, so its answer is dropped (the debit stands, as with grpc-js, which also let
  * a timed-out handler run to its end).
@@ -119,11 +121,11 @@ function answer(stream: ServerHttp2Stream, a: DirectAnswer): void {
 
 function serve(stream: ServerHttp2Stream, handle: DirectHandler, maxMessageBytes: number): void {
   stream.on('error', noop); // every error also closes the stream; there is no one left to answer
-  // Until the message is known to span several chunks, they are kept as received (a small check
-  // usually arrives in one chunk and is used in place). Once it does, the message gets one buffer of
-  // its declared size and every chunk is copied in on arrival, so received chunks (and the read
-  // buffers behind them) are not held for the whole body, and a body the token pool may move to its
-  // worker owns its ArrayBuffer (allocUnsafe never pools sizes like MOVE_MIN_BYTES).
+  // Chunks are kept as received up to MOVE_MIN_BYTES (a small check usually arrives in one chunk and
+  // is used in place; a few are joined at the end). A larger message then gets one buffer of its
+  // declared size and every chunk is copied in on arrival, so received chunks (and the read buffers
+  // behind them) are not held for the whole body, and a body the token pool may move to its worker
+  // owns its ArrayBuffer (allocUnsafe never pools sizes like MOVE_MIN_BYTES).
   let chunks: Buffer[] = [];
   let size = 0; // bytes in `chunks`
   let declared = -1; // the message's length prefix, once 5 bytes are in
@@ -168,8 +170,9 @@ function serve(stream: ServerHttp2Stream, handle: DirectHandler, maxMessageBytes
     }
     if (size >= 5 + declared + 5) {
       second(Buffer.concat(chunks, size).subarray(5 + declared));
-    } else if (size < 5 + declared && chunks.length > 1) {
-      // More chunks to come: one buffer for the message from now on.
+    } else if (size < 5 + declared && size >= MOVE_MIN_BYTES) {
+      // A large message with more to come: one buffer for it from now on (allocated only once 64 KiB
+      // have arrived, so a bare length prefix cannot make us reserve the receive limit per stream).
       msg = Buffer.allocUnsafe(5 + declared);
       for (const c of chunks) {
         c.copy(msg, got);
