@@ -206,8 +206,11 @@ export async function startApp(opts: AppOptions): Promise<App> {
     else log.debug(line, 'decision');
   };
 
-  /** One decided Check: CheckInput → CheckResponse bytes. Never rejects; call between begin() and end(). */
-  const answerCheck = async (input: CheckInput, t0: number): Promise<Buffer> => {
+  /**
+   * One decided Check: CheckInput → CheckResponse bytes (`framed`: as a gRPC message frame, for the
+   * direct path). Never rejects; call between begin() and end().
+   */
+  const answerCheck = async (input: CheckInput, t0: number, framed: boolean): Promise<Buffer> => {
     const requestId = input.headers['x-request-id'];
     let d: Decision;
     try {
@@ -218,10 +221,10 @@ export async function startApp(opts: AppOptions): Promise<App> {
     }
     try {
       observe(d, (performance.now() - t0) / 1000, requestId);
-      return encodeCheckResponse(d);
+      return encodeCheckResponse(d, framed);
     } catch (err) {
       log.error({ err: (err as Error).message, request_id: requestId }, 'answering failed unexpectedly');
-      return encodeCheckResponse(internalErrorDecision(decider.config));
+      return encodeCheckResponse(internalErrorDecision(decider.config), framed);
     }
   };
 
@@ -230,7 +233,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
   server.addService(leanAuthorization(pk.authorization), {
     Check: (call: grpc.ServerUnaryCall<CheckInput, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
       if (!begin()) return cb({ code: grpc.status.UNAVAILABLE, details: 'tollgate is shutting down' });
-      answerCheck(call.request, performance.now())
+      answerCheck(call.request, performance.now(), false)
         .then((response) => cb(null, response))
         .finally(end);
     },
@@ -262,7 +265,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
         if (!begin())
           return { ok: false, code: grpc.status.UNAVAILABLE, details: 'tollgate is shutting down' };
         try {
-          return { ok: true, message: await answerCheck(input, t0) };
+          return { ok: true, frame: await answerCheck(input, t0, true) };
         } finally {
           end();
         }

@@ -20,10 +20,11 @@
  * UNIMPLEMENTED when there is no complete message or a second one, INTERNAL when the message does not
  * decode. The details text may differ. One difference on purpose: a second message is refused as
  * soon as its length prefix arrives (so a stream never holds more than one message), where grpc-js
- * waits for it to complete and, if the client ends the stream before that, answers the first. `grpc-timeout` is not enforced here: the
- * decision has its own bound (server.decision_deadline for the store), and a client that gave up
- * has reset the stream, so its answer is dropped (the debit stands, as with grpc-js, which also let
- * a timed-out handler run to its end).
+ * waits for it to complete and, if the client ends the stream before that, answers the first.
+ *
+ * `grpc-timeout` is not enforced here: the decision has its own bound (server.decision_deadline for
+ * the store), and a client that gave up has reset the stream, so its answer is dropped (the debit
+ * stands, as with grpc-js, which also let a timed-out handler run to its end).
  */
 import {
   type Http2Server,
@@ -34,16 +35,19 @@ import {
 import type { Server } from '@grpc/grpc-js';
 import { MOVE_MIN_BYTES } from '../tokens/pool.js';
 
-export const CHECK_PATH = '/envoy.service.auth.v3.Authorization/Check';
+const CHECK_PATH = '/envoy.service.auth.v3.Authorization/Check';
 
 /** gRPC status codes used here, and what grpc-js (1.14) answers a unary call with in each case. */
 const RESOURCE_EXHAUSTED = 8; // the message's length prefix is over the receive limit
 const UNIMPLEMENTED = 12; // no complete message, or more than one
-export const INTERNAL = 13; // a message that does not decode
+const INTERNAL = 13; // a message that does not decode
 
-/** Answers one Check: the request message's bytes in, the response message's bytes out (never rejects). */
+/**
+ * Answers one Check: the request message's bytes in, the response as one gRPC message frame out
+ * (encodeCheckResponse(d, true)). Never rejects.
+ */
 export type DirectHandler = (message: Buffer) => Promise<DirectAnswer>;
-export type DirectAnswer = { ok: true; message: Buffer } | { ok: false; code: number; details: string };
+export type DirectAnswer = { ok: true; frame: Buffer } | { ok: false; code: number; details: string };
 
 const OK_HEADERS = {
   [h2.HTTP2_HEADER_STATUS]: 200,
@@ -100,10 +104,6 @@ function answer(stream: ServerHttp2Stream, a: DirectAnswer): void {
     return;
   }
   if (!answerable(stream)) return; // the client reset the call (e.g. its timeout): the answer is dropped
-  const frame = Buffer.allocUnsafe(5 + a.message.length);
-  frame[0] = 0;
-  frame.writeUInt32BE(a.message.length, 1);
-  a.message.copy(frame, 5);
   try {
     stream.respond(OK_HEADERS, { waitForTrailers: true });
     stream.once('wantTrailers', () => {
@@ -113,7 +113,7 @@ function answer(stream: ServerHttp2Stream, a: DirectAnswer): void {
         // reset after the message was queued
       }
     });
-    stream.end(frame);
+    stream.end(a.frame);
   } catch {
     // closed between the check and the write
   }

@@ -286,7 +286,8 @@ export function decodeCheckInput(buf: Buffer): CheckInput {
 /** Growable output buffer with protobuf primitives; nested messages are length-patched. */
 class Writer {
   buf = Buffer.allocUnsafe(1024);
-  pos = 0;
+  /** `pos`: bytes reserved at the start (5 for a gRPC frame header, see encodeCheckResponse). */
+  constructor(public pos = 0) {}
 
   private ensure(n: number): void {
     if (this.pos + n <= this.buf.length) return;
@@ -347,6 +348,13 @@ class Writer {
   result(): Buffer {
     return this.buf.subarray(0, this.pos);
   }
+
+  /** The bytes after 5 reserved ones, framed as one gRPC message (flag 0, big-endian length). */
+  framed(): Buffer {
+    this.buf[0] = 0;
+    this.buf.writeUInt32BE(this.pos - 5, 1);
+    return this.buf.subarray(0, this.pos);
+  }
 }
 
 const OVERWRITE_IF_EXISTS_OR_ADD = 2;
@@ -378,9 +386,12 @@ function headerOptions(w: Writer, field: number, h: Headers): void {
   }
 }
 
-/** Decision → CheckResponse bytes (same message as toCheckResponse, encoded). */
-export function encodeCheckResponse(d: Decision): Buffer {
-  const w = new Writer();
+/**
+ * Decision → CheckResponse bytes (same message as toCheckResponse, encoded). `framed`: as one gRPC
+ * message frame (5-byte header first), ready to write to an HTTP/2 stream (src/grpc/direct.ts).
+ */
+export function encodeCheckResponse(d: Decision, framed = false): Buffer {
+  const w = new Writer(framed ? 5 : 0);
   if (d.kind === 'allow') {
     const st = w.begin(1); // status {} (code 0)
     w.end(st);
@@ -389,7 +400,7 @@ export function encodeCheckResponse(d: Decision): Buffer {
     for (const name of d.removeHeaders) w.string(5, name);
     headerOptions(w, 6, d.responseHeaders);
     w.end(ok);
-    return w.result();
+    return framed ? w.framed() : w.result();
   }
   const st = w.begin(1);
   w.tag(1, 0);
@@ -404,7 +415,7 @@ export function encodeCheckResponse(d: Decision): Buffer {
   headerOptions(w, 2, d.headers);
   if (d.body) w.string(3, d.body);
   w.end(den);
-  return w.result();
+  return framed ? w.framed() : w.result();
 }
 
 /**
