@@ -1,16 +1,24 @@
-/** The configuration examples in README.md are real: every tollgate YAML block there validates. */
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+/** The configuration examples in README.md and docs/ are real: every tollgate YAML block there validates. */
+import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 
-const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8');
+const docsDir = new URL('../docs/', import.meta.url);
+const docFiles = existsSync(docsDir)
+  ? readdirSync(docsDir)
+      .filter((f) => f.endsWith('.md'))
+      .map((f) => new URL(f, docsDir))
+  : [];
+const readme = [new URL('../README.md', import.meta.url), ...docFiles]
+  .map((u) => readFileSync(u, 'utf8'))
+  .join('\n');
 const blocks = [...readme.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]);
 const TOP = /^(identity|models|limits|queues|tool_weights|mode|server|store):/m;
 const configs = blocks.filter((b) => TOP.test(b) && !/http_filters|^keys:/m.test(b));
 
-describe('README configuration examples', () => {
+describe('README and docs/ configuration examples', () => {
   it('has examples to check', () => {
     expect(configs.length).toBeGreaterThanOrEqual(8);
   });
