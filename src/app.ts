@@ -19,9 +19,9 @@ import { decodeCheckInput, encodeCheckResponse, leanAuthorization } from './grpc
 import { startHttp } from './http.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics, outcomeOf } from './metrics.js';
+import { createValkeyStore } from './store/connect.js';
 import { MemoryStore } from './store/memory.js';
 import type { Store } from './store/types.js';
-import { ValkeyStore } from './store/valkey.js';
 import { TokenPool } from './tokens/pool.js';
 
 export interface AppOptions {
@@ -74,14 +74,14 @@ export async function startApp(opts: AppOptions): Promise<App> {
   let store: Store;
   if (opts.store) store = opts.store;
   else if (opts.valkeyUrl) {
-    const vs = new ValkeyStore({
+    const vs = createValkeyStore(cfg.store.client, {
       url: opts.valkeyUrl,
       timeoutMs: cfg.store.timeoutMs,
       caFile: opts.valkeyCaFile,
     });
     try {
       await vs.connect();
-      log.info({ store: 'valkey' }, 'connected to Valkey; check script loaded');
+      log.info({ store: 'valkey', client: cfg.store.client }, 'connected to Valkey; check script loaded');
     } catch (err) {
       storeUp = false;
       log.warn(
@@ -433,6 +433,7 @@ function restartRequired(a: Config, b: Config): string[] {
   )
     out.push('server.http2_stream_window / http2_connection_window');
   if (a.server.grpcDirectCheck !== b.server.grpcDirectCheck) out.push('server.grpc_direct_check');
+  if (a.store.client !== b.store.client) out.push('store.client');
   return out;
 }
 

@@ -123,11 +123,11 @@ async function check(args: string[]): Promise<void> {
   }
   if (!bodyFile) usage('check needs --body <request.json>');
   // Loaded here so that `validate` starts fast (no tokenizer, no Valkey client).
-  const [{ Decider }, { toCheckResponse }, { MemoryStore }, { ValkeyStore }] = await Promise.all([
+  const [{ Decider }, { toCheckResponse }, { MemoryStore }, { createValkeyStore }] = await Promise.all([
     import('./decision/decide.js'),
     import('./grpc/translate.js'),
     import('./store/memory.js'),
-    import('./store/valkey.js'),
+    import('./store/connect.js'),
   ]);
   const cfg = loadConfig(file);
   let body: Buffer;
@@ -141,7 +141,7 @@ async function check(args: string[]): Promise<void> {
 
   let store: Store = new MemoryStore();
   if (process.env.VALKEY_URL) {
-    const vs = new ValkeyStore({
+    const vs = createValkeyStore(cfg.store.client, {
       url: process.env.VALKEY_URL,
       timeoutMs: 2000,
       caFile: process.env.VALKEY_CA_FILE || undefined,

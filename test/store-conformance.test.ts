@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { windowEnd } from '../src/store/calendar.js';
+import { IovalkeyStore } from '../src/store/iovalkey.js';
 import { MemoryStore } from '../src/store/memory.js';
 import {
   type CheckPlan,
@@ -19,13 +20,17 @@ import { startValkey, type TestValkey } from './helpers/valkey.js';
 
 let vk: TestValkey;
 let valkeyStore: ValkeyStore;
+let iovalkeyStore: IovalkeyStore;
 beforeAll(async () => {
   vk = await startValkey();
   valkeyStore = new ValkeyStore({ url: vk.url, timeoutMs: 2000 });
   await valkeyStore.connect();
+  iovalkeyStore = new IovalkeyStore({ url: vk.url, timeoutMs: 2000 });
+  await iovalkeyStore.connect();
 });
 afterAll(async () => {
   await valkeyStore?.close();
+  await iovalkeyStore?.close();
   await vk?.close();
 });
 
@@ -66,7 +71,8 @@ const calendar = (
 
 const backends: [string, () => Store][] = [
   ['memory', () => new MemoryStore()],
-  ['valkey', () => valkeyStore],
+  ['valkey (store.client: resp)', () => valkeyStore],
+  ['valkey (store.client: iovalkey)', () => iovalkeyStore],
 ];
 
 describe.each(backends)('store conformance: %s', (_name, make) => {

@@ -15,6 +15,7 @@ import type {
   LimitWindow,
   ModelConfig,
   QueueConfig,
+  StoreClient,
 } from './types.js';
 import { parseDuration, parseShare, usdToMicros } from './units.js';
 
@@ -593,7 +594,15 @@ export function validateConfig(raw: unknown, file?: string): Config {
 
   // store
   const st = root.store === undefined ? {} : (c.obj('store', root.store) ?? {});
-  c.keys('store', st, ['prefix', 'timeout', 'breaker', 'on_store_failure', 'replicas', 'deny_cache']);
+  c.keys('store', st, [
+    'prefix',
+    'timeout',
+    'breaker',
+    'on_store_failure',
+    'replicas',
+    'deny_cache',
+    'client',
+  ]);
   const timeoutMs = st.timeout === undefined ? 25 : parseDuration(st.timeout);
   if (timeoutMs === undefined) c.fail('store.timeout', 'a duration like 25ms', st.timeout);
   const br = st.breaker === undefined ? {} : (c.obj('store.breaker', st.breaker) ?? {});
@@ -620,6 +629,9 @@ export function validateConfig(raw: unknown, file?: string): Config {
         'allow')) as FailurePolicy,
     replicas: st.replicas === undefined ? 1 : (c.int('store.replicas', st.replicas, 1, 10_000) ?? 1),
     denyCache: true,
+    client: (st.client === undefined
+      ? 'resp'
+      : (c.oneOf('store.client', st.client, ['resp', 'iovalkey'] as const) ?? 'resp')) as StoreClient,
   };
   if (st.deny_cache !== undefined) {
     if (typeof st.deny_cache !== 'boolean') c.fail('store.deny_cache', 'true or false', st.deny_cache);

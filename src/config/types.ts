@@ -117,7 +117,11 @@ export interface StoreConfig {
   replicas: number;
   /** Answer repeat denies from a local "denied until T" cache (T from the script). */
   denyCache: boolean;
+  /** Valkey client: tollgate's own RESP connection (default) or iovalkey. Restart to change. */
+  client: StoreClient;
 }
+
+export type StoreClient = 'resp' | 'iovalkey';
 
 export interface Config {
   identity: Record<string, IdentityDim>;
