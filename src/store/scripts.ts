@@ -1,8 +1,9 @@
-/** Lua scripts from lua/, read once at start-up, addressed by SHA-1. */
-import { createHash } from 'node:crypto';
-import { existsSync, readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+/**
+ * The Valkey scripts, assembled from lua/ (main scripts + lua/includes/) at build time by
+ * scripts/build-lua.mjs into lua.generated.ts: text and SHA-1 ship inside the module, so nothing is
+ * read from disk at run time.
+ */
+import * as generated from './lua.generated.js';
 
 export interface Script {
   name: string;
@@ -10,23 +11,10 @@ export interface Script {
   sha: string;
 }
 
-function luaDir(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'lua', 'check-limits.lua'))) return join(dir, 'lua');
-    dir = dirname(dir);
-  }
-  throw new Error('lua/ directory not found next to the package');
-}
-
-const cache = new Map<string, Script>();
+const byName = new Map<string, Script>(Object.values(generated).map((s) => [s.name, s]));
 
 export function loadScript(name: string): Script {
-  let s = cache.get(name);
-  if (!s) {
-    const source = readFileSync(join(luaDir(), `${name}.lua`), 'utf8');
-    s = { name, source, sha: createHash('sha1').update(source).digest('hex') };
-    cache.set(name, s);
-  }
+  const s = byName.get(name);
+  if (!s) throw new Error(`no Lua script "${name}" (lua/${name}.lua; run npm run gen)`);
   return s;
 }
