@@ -7,9 +7,9 @@
  */
 import { createServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
+import { HealthService } from '../src/authz/grpc/health.js';
+import { loadGrpcPackages } from '../src/authz/grpc/protos.js';
 import { TurnPacer } from '../src/decision/pacer.js';
-import { HealthService } from '../src/grpc/health.js';
-import { loadGrpcPackages } from '../src/grpc/protos.js';
 
 const pk = loadGrpcPackages();
 const server = new grpc.Server({

@@ -2,7 +2,7 @@
  * Benchmark workloads: pre-serialized Envoy CheckRequests (protobuf bytes), so the load generator
  * spends its CPU on the wire, not on building requests.
  */
-import { loadGrpcPackages } from '../src/grpc/protos.js';
+import { loadGrpcPackages } from '../src/authz/grpc/protos.js';
 
 export type WorkloadName = 'small' | 'medium' | 'mix' | 'deny';
 

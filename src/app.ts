@@ -6,19 +6,19 @@ import { createHash } from 'node:crypto';
 import { type FSWatcher, readFileSync, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import { type DirectAnswer, serveCheckDirectly } from './authz/grpc/direct.js';
+import { tuneFlowControl } from './authz/grpc/flow-control.js';
+import { HealthService } from './authz/grpc/health.js';
+import { loadGrpcPackages } from './authz/grpc/protos.js';
+import { type GrpcTlsFiles, grpcServerCredentials, grpcTlsFromEnv } from './authz/grpc/tls.js';
+import { decodeCheckInput, encodeCheckResponse, leanAuthorization } from './authz/grpc/wire.js';
 import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { type CheckInput, Decider } from './decision/decide.js';
 import type { Decision } from './decision/types.js';
-import { type DirectAnswer, serveCheckDirectly } from './grpc/direct.js';
-import { tuneFlowControl } from './grpc/flow-control.js';
-import { HealthService } from './grpc/health.js';
-import { loadGrpcPackages } from './grpc/protos.js';
-import { type GrpcTlsFiles, grpcServerCredentials, grpcTlsFromEnv } from './grpc/tls.js';
-import { decodeCheckInput, encodeCheckResponse, leanAuthorization } from './grpc/wire.js';
 import { startHttp } from './http.js';
-import { createLogger, type Logger } from './log.js';
-import { Metrics, outcomeOf } from './metrics.js';
+import { createLogger, type Logger } from './ops/log.js';
+import { Metrics, outcomeOf } from './ops/metrics.js';
 import { createValkeyStore } from './store/connect.js';
 import { MemoryStore } from './store/memory.js';
 import type { Store } from './store/types.js';
@@ -228,7 +228,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
     }
   };
 
-  // Lean codec on Check (src/grpc/wire.ts): bytes → CheckInput, Decision → bytes. grpc-js serves it
+  // Lean codec on Check (src/authz/grpc/wire.ts): bytes → CheckInput, Decision → bytes. grpc-js serves it
   // when server.grpc_direct_check is off, and the calls the direct path hands back (compressed ones).
   server.addService(leanAuthorization(pk.authorization), {
     Check: (call: grpc.ServerUnaryCall<CheckInput, Buffer>, cb: grpc.sendUnaryData<Buffer>) => {
@@ -249,7 +249,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
   );
   if (!tuneFlowControl(server, cfg.server.http2StreamWindow, cfg.server.http2ConnectionWindow))
     log.warn('could not set the HTTP/2 flow-control windows (grpc-js internals changed): using 64 KiB');
-  // Check straight from HTTP/2 (src/grpc/direct.ts): same answers, without grpc-js's per-call layer.
+  // Check straight from HTTP/2 (src/authz/grpc/direct.ts): same answers, without grpc-js's per-call layer.
   if (
     cfg.server.grpcDirectCheck &&
     !serveCheckDirectly(

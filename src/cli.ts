@@ -31,7 +31,7 @@ function usage(problem?: string): never {
 }
 
 async function serve(): Promise<void> {
-  const { createLogger } = await import('./log.js');
+  const { createLogger } = await import('./ops/log.js');
   const log = createLogger();
   const file = configPath();
   let config: Config;
@@ -125,7 +125,7 @@ async function check(args: string[]): Promise<void> {
   // Loaded here so that `validate` starts fast (no tokenizer, no Valkey client).
   const [{ Decider }, { toCheckResponse }, { MemoryStore }, { createValkeyStore }] = await Promise.all([
     import('./decision/decide.js'),
-    import('./grpc/translate.js'),
+    import('./authz/grpc/translate.js'),
     import('./store/memory.js'),
     import('./store/connect.js'),
   ]);

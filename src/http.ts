@@ -10,7 +10,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Decider } from './decision/decide.js';
 import type { Decision } from './decision/types.js';
-import type { Metrics } from './metrics.js';
+import type { Metrics } from './ops/metrics.js';
 
 export interface HttpOptions {
   port: number;

@@ -1,5 +1,5 @@
 /**
- * server.grpc_direct_check: Check answered straight from grpc-js's HTTP/2 server (src/grpc/direct.ts),
+ * server.grpc_direct_check: Check answered straight from grpc-js's HTTP/2 server (src/authz/grpc/direct.ts),
  * everything else (health, unknown methods, compressed calls) by grpc-js. The answers must be the ones
  * grpc-js gives: same message bytes, same statuses for bad input, and no crash on a client that goes
  * away. Which path answered shows in one response header: `grpc-accept-encoding` is `identity` on the
@@ -8,7 +8,7 @@
 import http2 from 'node:http2';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, describe, expect, it } from 'vitest';
-import { loadGrpcPackages } from '../src/grpc/protos.js';
+import { loadGrpcPackages } from '../src/authz/grpc/protos.js';
 import { startTestApp, type TestApp, valkeyApps } from './helpers/app.js';
 import { buildCheckRequest, type CheckOptions, chat, EnvoyClient } from './helpers/envoy.js';
 

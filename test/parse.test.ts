@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { MAX_DEPTH, parseCall, safeStringify } from '../src/parse/parse.js';
-import { classifyPath } from '../src/parse/route.js';
-import { type Dialect, isParseError, type ParsedCall } from '../src/parse/types.js';
+import { MAX_DEPTH, parseCall, safeStringify } from '../src/dialects/parse.js';
+import { classifyPath } from '../src/dialects/route.js';
+import { type Dialect, isParseError, type ParsedCall } from '../src/dialects/types.js';
 
 function ok(dialect: Dialect, body: unknown, azure?: string): ParsedCall {
   const r = parseCall(dialect, body, azure);

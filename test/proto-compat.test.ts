@@ -14,7 +14,7 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import protobuf from 'protobufjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { LOADER_OPTIONS, loadGrpcPackages, PROTO_DIR } from '../src/grpc/protos.js';
+import { LOADER_OPTIONS, loadGrpcPackages, PROTO_DIR } from '../src/authz/grpc/protos.js';
 
 const require = createRequire(import.meta.url);
 const XDS_DEPS = join(dirname(require.resolve('@grpc/grpc-js-xds/package.json')), 'deps');

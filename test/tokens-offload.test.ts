@@ -6,8 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { OFFLOAD_BYTES } from '../src/decision/decide.js';
-import { parseBody } from '../src/parse/body.js';
-import { isParseError, type ParsedCall } from '../src/parse/types.js';
+import { parseBody } from '../src/dialects/body.js';
+import { isParseError, type ParsedCall } from '../src/dialects/types.js';
 import { countPromptTokens } from '../src/tokens/count.js';
 import { chat, EnvoyClient } from './helpers/envoy.js';
 import { spawnTollgate, type TollgateProc } from './helpers/proc.js';

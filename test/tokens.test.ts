@@ -13,8 +13,8 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import fc from 'fast-check';
 import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseCall } from '../src/parse/parse.js';
-import { isParseError, type ParsedCall } from '../src/parse/types.js';
+import { parseCall } from '../src/dialects/parse.js';
+import { isParseError, type ParsedCall } from '../src/dialects/types.js';
 import { countPromptTokens } from '../src/tokens/count.js';
 import { CHUNK_CHARS, countText, ENCODINGS, getEncoder, MAX_RUN } from '../src/tokens/encoders.js';
 import { defaultPoolSize, TokenPool, workerExecArgv } from '../src/tokens/pool.js';
@@ -437,8 +437,8 @@ describe('countText', () => {
 
 /** Compile the worker and its imports with the TypeScript transpiler into a temp dir (plain JS). */
 function buildWorker(dir: string): URL {
-  // The worker and everything it imports (tokens/*, parse/*), transpiled as vitest would.
-  const files = ['src/tokens', 'src/parse'].flatMap((d) =>
+  // The worker and everything it imports (tokens/*, dialects/*), transpiled as vitest would.
+  const files = ['src/tokens', 'src/dialects'].flatMap((d) =>
     readdirSync(path.join(ROOT, d))
       .filter((f) => f.endsWith('.ts'))
       .map((f) => `${d}/${f}`),

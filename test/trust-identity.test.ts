@@ -6,7 +6,7 @@
 import { createHash, createHmac } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { safeId } from '../src/identity.js';
+import { safeId } from '../src/identity/identity.js';
 import { startTestApp, type TestApp } from './helpers/app.js';
 import { type CheckAnswer, chat, EnvoyClient } from './helpers/envoy.js';
 import { spawnTollgate, type TollgateProc } from './helpers/proc.js';

@@ -4,7 +4,7 @@
  * certificates (mTLS), against real TLS clients. Certificates come from a CA made on the fly.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { grpcServerCredentials, grpcTlsFromEnv } from '../src/grpc/tls.js';
+import { grpcServerCredentials, grpcTlsFromEnv } from '../src/authz/grpc/tls.js';
 import { startTestApp, type TestApp } from './helpers/app.js';
 import { makeCa, makeCert, type TestCa, type TestCert } from './helpers/certs.js';
 import { chat, EnvoyClient } from './helpers/envoy.js';

@@ -1,15 +1,15 @@
 /**
- * The lean codec (src/grpc/wire.ts) must give exactly what the proto-loader path gives: for generated
+ * The lean codec (src/authz/grpc/wire.ts) must give exactly what the proto-loader path gives: for generated
  * CheckRequests (every field tollgate reads, plus fields it skips), decodeCheckInput(bytes) equals
  * toCheckInput(proto-loader decode); for generated Decisions, encodeCheckResponse(d) decodes to the
  * same message as toCheckResponse(d) encoded by proto-loader.
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { loadGrpcPackages } from '../src/authz/grpc/protos.js';
+import { toCheckInput, toCheckResponse } from '../src/authz/grpc/translate.js';
+import { decodeCheckInput, encodeCheckResponse } from '../src/authz/grpc/wire.js';
 import type { Decision } from '../src/decision/types.js';
-import { loadGrpcPackages } from '../src/grpc/protos.js';
-import { toCheckInput, toCheckResponse } from '../src/grpc/translate.js';
-import { decodeCheckInput, encodeCheckResponse } from '../src/grpc/wire.js';
 
 const { AuthorizationClient } = loadGrpcPackages();
 const check = (AuthorizationClient.service as any).Check;

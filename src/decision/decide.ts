@@ -5,11 +5,11 @@
 import { randomUUID } from 'node:crypto';
 import { fallbackChain } from '../config/schema.js';
 import type { Config } from '../config/types.js';
+import { parseBody } from '../dialects/body.js';
+import { classifyPath } from '../dialects/route.js';
+import { isParseError, type ParsedCall } from '../dialects/types.js';
 import { BreakerOpenError } from '../errors.js';
-import { type Identity, logTag, resolveIdentity } from '../identity.js';
-import { parseBody } from '../parse/body.js';
-import { classifyPath } from '../parse/route.js';
-import { isParseError, type ParsedCall } from '../parse/types.js';
+import { type Identity, logTag, resolveIdentity } from '../identity/identity.js';
 import {
   type BuiltPlan,
   buildPlan,
@@ -18,7 +18,7 @@ import {
   priceMicros,
   requestWeight,
   reservedOutput,
-} from '../policy.js';
+} from '../policy/plan.js';
 import { Breaker, type BreakerState } from '../resilience/breaker.js';
 import { MemoryStore } from '../store/memory.js';
 import { type CheckResult, EntryStatus, Outcome, type Store } from '../store/types.js';

@@ -1,5 +1,5 @@
 /** Rate-limit response headers: X-RateLimit-*, OpenAI's x-ratelimit-*-{requests,tokens}, Retry-After. */
-import type { PlanMeta } from '../policy.js';
+import type { PlanMeta } from '../policy/plan.js';
 import type { EntryResult } from '../store/types.js';
 import type { Headers } from './types.js';
 

@@ -22,7 +22,7 @@
  * Anthropic uses its own (unpublished) tokenizer, so this is an estimate only.
  */
 
-import type { ParsedCall, Prompt, ToolDef } from '../parse/types.js';
+import type { ParsedCall, Prompt, ToolDef } from '../dialects/types.js';
 import { countText, getCounter, type TokenCounter } from './encoders.js';
 
 export interface CountOptions {

@@ -15,7 +15,7 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
-import type { Dialect, ParsedCall } from '../parse/types.js';
+import type { Dialect, ParsedCall } from '../dialects/types.js';
 import { type CountOptions, countPromptTokens } from './count.js';
 import { sharedTable, usesSharedTable } from './encoders.js';
 import {
@@ -299,7 +299,7 @@ export class TokenPool {
 
 /**
  * Whether a body can be moved to a worker instead of copied: it is large (so Node never took it from
- * its shared 8 KiB Buffer pool) and its ArrayBuffer holds little else (grpc-js and src/grpc/direct.ts
+ * its shared 8 KiB Buffer pool) and its ArrayBuffer holds little else (grpc-js and src/authz/grpc/direct.ts
  * allocate one buffer per received message: the body plus the rest of the CheckRequest, which
  * tollgate has already decoded into strings). Moving saves one copy of every large prompt (bench mix: RSS max 157-166 vs
  * 171-177 MB).

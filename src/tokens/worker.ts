@@ -7,8 +7,8 @@
  * cached per thread by encoders.ts.
  */
 import { parentPort } from 'node:worker_threads';
-import { parseBody } from '../parse/body.js';
-import { type Dialect, isParseError, type ParsedCall } from '../parse/types.js';
+import { parseBody } from '../dialects/body.js';
+import { type Dialect, isParseError, type ParsedCall } from '../dialects/types.js';
 import { type CountOptions, countPromptTokens } from './count.js';
 import { type EncodingName, installTable, isEncodingName } from './encoders.js';
 

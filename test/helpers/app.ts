@@ -3,7 +3,7 @@ import { Writable } from 'node:stream';
 import { afterAll, beforeAll } from 'vitest';
 import { type App, type AppOptions, startApp } from '../../src/app.js';
 import { parseConfigText } from '../../src/config/load.js';
-import { createLogger } from '../../src/log.js';
+import { createLogger } from '../../src/ops/log.js';
 import { EnvoyClient } from './envoy.js';
 import { startValkey, type TestValkey } from './valkey.js';
 

@@ -1,6 +1,6 @@
 /** A gRPC client that speaks to tollgate the way Envoy's ext_authz filter does. */
 import * as grpc from '@grpc/grpc-js';
-import { loadGrpcPackages } from '../../src/grpc/protos.js';
+import { loadGrpcPackages } from '../../src/authz/grpc/protos.js';
 
 export interface CheckOptions {
   path?: string;

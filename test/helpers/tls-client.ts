@@ -1,7 +1,7 @@
 /** An Envoy-like ext_authz client over TLS (optionally presenting a client certificate). */
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { loadGrpcPackages } from '../../src/grpc/protos.js';
+import { loadGrpcPackages } from '../../src/authz/grpc/protos.js';
 import { EnvoyClient } from './envoy.js';
 
 export interface TlsClientOptions {

@@ -10,7 +10,7 @@
  */
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
-import { ConfigError } from '../errors.js';
+import { ConfigError } from '../../errors.js';
 
 export interface GrpcTlsFiles {
   cert: string;

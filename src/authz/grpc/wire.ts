@@ -11,8 +11,8 @@
  * remain the readable reference) on generated requests and decisions.
  */
 import type { ServiceDefinition } from '@grpc/grpc-js';
-import type { CheckInput } from '../decision/decide.js';
-import type { Decision, Headers } from '../decision/types.js';
+import type { CheckInput } from '../../decision/decide.js';
+import type { Decision, Headers } from '../../decision/types.js';
 import { rpcFor } from './translate.js';
 
 /** Struct/ListValue nesting beyond this is dropped (as structToJson does). */
@@ -388,7 +388,7 @@ function headerOptions(w: Writer, field: number, h: Headers): void {
 
 /**
  * Decision → CheckResponse bytes (same message as toCheckResponse, encoded). `framed`: as one gRPC
- * message frame (5-byte header first), ready to write to an HTTP/2 stream (src/grpc/direct.ts).
+ * message frame (5-byte header first), ready to write to an HTTP/2 stream (src/authz/grpc/direct.ts).
  */
 export function encodeCheckResponse(d: Decision, framed = false): Buffer {
   const w = new Writer(framed ? 5 : 0);

@@ -17,7 +17,7 @@
  */
 import type { Http2Server, Http2Session } from 'node:http2';
 import type { Server } from '@grpc/grpc-js';
-import { DEFAULT_WINDOW } from '../config/schema.js';
+import { DEFAULT_WINDOW } from '../../config/schema.js';
 
 /**
  * Apply the windows to every HTTP/2 server of a bound grpc-js Server. True when there was nothing to

@@ -3,7 +3,7 @@
  * present. API keys are hashed (HMAC-SHA256 with a secret when configured) and never kept raw.
  */
 import { createHash, createHmac } from 'node:crypto';
-import type { Config, IdentitySource } from './config/types.js';
+import type { Config, IdentitySource } from '../config/types.js';
 
 export interface RequestView {
   path: string;

@@ -1,10 +1,10 @@
 /**
  * Policy: which limits apply to a call, what it costs on each, and the store plan that checks them all.
  */
-import type { Config, LimitConfig, ModelConfig } from './config/types.js';
-import { type Identity, safeId } from './identity.js';
-import { tzOffsetMinutes } from './store/calendar.js';
-import { CALENDAR_CODE, type CheckPlan, EntryKind, type PlanEntry } from './store/types.js';
+import type { Config, LimitConfig, ModelConfig } from '../config/types.js';
+import { type Identity, safeId } from '../identity/identity.js';
+import { tzOffsetMinutes } from '../store/calendar.js';
+import { CALENDAR_CODE, type CheckPlan, EntryKind, type PlanEntry } from '../store/types.js';
 
 /** What one candidate model would cost. */
 export interface CandidateCost {

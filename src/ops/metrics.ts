@@ -7,9 +7,9 @@
  * separate series tollgate_tenant_decisions_total{tenant=<12-hex hash of the tenant id>}.
  */
 import client from 'prom-client';
-import type { Config } from './config/types.js';
-import type { Decision } from './decision/types.js';
-import type { BreakerState } from './resilience/breaker.js';
+import type { Config } from '../config/types.js';
+import type { Decision } from '../decision/types.js';
+import type { BreakerState } from '../resilience/breaker.js';
 
 /**
  * What happened to the call, one value per decision (the series sum to all decisions):
