@@ -14,8 +14,8 @@ import { type GrpcTlsFiles, grpcServerCredentials, grpcTlsFromEnv } from './auth
 import { decodeCheckInput, encodeCheckResponse, leanAuthorization } from './authz/grpc/wire.js';
 import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
-import { type CheckInput, Decider } from './decision/decide.js';
-import type { Decision } from './decision/types.js';
+import { Decider } from './decision/decide.js';
+import type { CheckInput, Decision } from './decision/types.js';
 import { startHttp } from './http.js';
 import { createLogger, type Logger } from './ops/log.js';
 import { Metrics, outcomeOf } from './ops/metrics.js';

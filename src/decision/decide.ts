@@ -29,18 +29,7 @@ import type { EncodingPlan } from '../tokens/worker.js';
 import { DenyCache } from './deny-cache.js';
 import { type Row, rateLimitHeaders } from './headers.js';
 import { TurnPacer } from './pacer.js';
-import type { AllowDecision, Decision, DecisionStats, DenyDecision, Headers } from './types.js';
-
-export interface CheckInput {
-  method: string;
-  path: string;
-  /** Lower-case header names. */
-  headers: Record<string, string>;
-  /** Raw body bytes (pack_as_bytes) or the body string; undefined when Envoy sent none. */
-  body?: Buffer | string;
-  /** filter_metadata as plain JSON. */
-  metadata?: Record<string, unknown>;
-}
+import type { AllowDecision, CheckInput, Decision, DecisionStats, DenyDecision, Headers } from './types.js';
 
 export interface DeciderDeps {
   store: Store;

@@ -2,6 +2,18 @@
 
 export type Headers = Record<string, string>;
 
+/** What the decision needs to know of one request, whichever protocol brought it (gRPC Check or HTTP). */
+export interface CheckInput {
+  method: string;
+  path: string;
+  /** Lower-case header names. */
+  headers: Record<string, string>;
+  /** Raw body bytes (pack_as_bytes) or the body string; undefined when Envoy sent none. */
+  body?: Buffer | string;
+  /** filter_metadata as plain JSON. */
+  metadata?: Record<string, unknown>;
+}
+
 export type AllowReason = 'ok' | 'rerouted' | 'not-llm' | 'degraded' | 'shadow';
 export type DenyReason =
   | 'rate-limited'

@@ -17,7 +17,9 @@
  */
 import type { Http2Server, Http2Session } from 'node:http2';
 import type { Server } from '@grpc/grpc-js';
-import { DEFAULT_WINDOW } from '../../config/schema.js';
+
+/** HTTP/2's initial flow-control window (RFC 9113 §6.9.2; Node's default). */
+const DEFAULT_WINDOW = 65_535;
 
 /**
  * Apply the windows to every HTTP/2 server of a bound grpc-js Server. True when there was nothing to

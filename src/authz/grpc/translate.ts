@@ -2,8 +2,7 @@
  * Translation between Envoy's CheckRequest/CheckResponse (proto-loader objects) and tollgate's
  * CheckInput/Decision. No policy lives here.
  */
-import type { CheckInput } from '../../decision/decide.js';
-import type { Decision, Headers } from '../../decision/types.js';
+import type { CheckInput, Decision, Headers } from '../../decision/types.js';
 
 /** google.rpc.Code values we answer with. */
 export const RpcCode = {

@@ -11,8 +11,7 @@
  * remain the readable reference) on generated requests and decisions.
  */
 import type { ServiceDefinition } from '@grpc/grpc-js';
-import type { CheckInput } from '../../decision/decide.js';
-import type { Decision, Headers } from '../../decision/types.js';
+import type { CheckInput, Decision, Headers } from '../../decision/types.js';
 import { rpcFor } from './translate.js';
 
 /** Struct/ListValue nesting beyond this is dropped (as structToJson does). */

@@ -1,0 +1,142 @@
+/**
+ * The import graph obeys the design's rules (README, Development): the parts are folders, and some
+ * arrows between them must never exist. Each rule below names why. Imports are read from the source
+ * text (static `import … from`, `export … from`, side-effect `import '…'` and dynamic `import('…')`).
+ */
+import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { dirname, join, normalize, relative } from 'node:path';
+import { describe, expect, it } from 'vitest';
+
+const ROOT = join(dirname(new URL(import.meta.url).pathname), '..');
+
+interface Rule {
+  /** Files under this folder (or this file) … */
+  from: string;
+  /** … must not import anything under these (repo paths, or package names / node: modules). */
+  not: string[];
+  why: string;
+}
+
+const IO = [
+  'node:fs',
+  'node:net',
+  'node:http',
+  'node:http2',
+  'node:https',
+  'node:dgram',
+  'node:child_process',
+];
+const NETWORK_LIBS = ['iovalkey', '@grpc/grpc-js', '@grpc/proto-loader'];
+
+const RULES: Rule[] = [
+  {
+    from: 'src/decision/',
+    not: ['src/authz/', 'src/http.ts', 'src/app.ts'],
+    why: 'decisions are protocol-free',
+  },
+  {
+    from: 'src/settle/',
+    not: ['src/authz/', 'src/http.ts', 'src/app.ts'],
+    why: 'settlement is protocol-free',
+  },
+  {
+    from: 'src/store/',
+    not: ['src/authz/', 'src/dialects/', 'src/decision/', 'src/identity/', 'src/http.ts', 'src/app.ts'],
+    why: 'the store encodes and runs what it is given; it knows no protocol or dialect',
+  },
+  {
+    from: 'src/dialects/',
+    not: [...IO, ...NETWORK_LIBS, 'src/store/', 'src/decision/', 'src/authz/'],
+    why: 'dialects are pure parsing: no I/O',
+  },
+  {
+    from: 'src/policy/',
+    not: [...IO, ...NETWORK_LIBS, 'src/decision/', 'src/authz/', 'src/dialects/'],
+    why: 'policy computes: no I/O, no protocol',
+  },
+  {
+    from: 'src/tokens/',
+    not: [
+      'node:net',
+      'node:http',
+      'node:http2',
+      ...NETWORK_LIBS,
+      'src/store/',
+      'src/decision/',
+      'src/authz/',
+    ],
+    why: 'token counting does no network I/O (it reads rank files at start-up only)',
+  },
+  {
+    from: 'src/config/',
+    not: ['src/authz/', 'src/decision/', 'src/store/', 'src/http.ts', 'src/app.ts'],
+    why: 'config is data and its validation',
+  },
+  {
+    from: 'src/resilience/',
+    not: ['src/authz/', 'src/decision/', 'src/http.ts', 'src/app.ts'],
+    why: 'resilience wraps a store; it decides nothing',
+  },
+  {
+    from: 'src/authz/',
+    not: ['src/config/schema.ts'],
+    why: 'Envoy-facing code reads validated config, not the validator',
+  },
+];
+
+/** Files allowed to speak gRPC / HTTP/2: the Envoy-facing folder and the composition root. */
+const GRPC_ALLOWED = ['src/authz/', 'src/app.ts'];
+
+function walk(dir: string): string[] {
+  return readdirSync(join(ROOT, dir)).flatMap((f) => {
+    const p = `${dir}/${f}`;
+    return statSync(join(ROOT, p)).isDirectory() ? walk(p) : p.endsWith('.ts') ? [p] : [];
+  });
+}
+
+const SPEC = /(?:\bfrom\s*|\bimport\s*\(\s*|^\s*import\s+)['"]([^'"]+)['"]/gm;
+
+/** Repo paths (for relative imports) or bare specifiers a file imports. */
+export function importsOf(file: string, text: string): string[] {
+  return [...text.matchAll(SPEC)].map((m) => {
+    const s = m[1];
+    if (!s.startsWith('.')) return s;
+    return relative(ROOT, normalize(join(ROOT, dirname(file), s))).replace(/\.js$/, '.ts');
+  });
+}
+
+function violations(files: Record<string, string>): string[] {
+  const out: string[] = [];
+  for (const [file, text] of Object.entries(files)) {
+    const imports = importsOf(file, text);
+    for (const r of RULES) {
+      if (!file.startsWith(r.from)) continue;
+      for (const i of imports)
+        if (r.not.some((n) => i === n || i.startsWith(n))) out.push(`${file} imports ${i}: ${r.why}`);
+    }
+    if (!GRPC_ALLOWED.some((a) => file.startsWith(a)))
+      for (const i of imports)
+        if (i.startsWith('@grpc/') || i === 'node:http2')
+          out.push(`${file} imports ${i}: only src/authz/ (and the composition root) speaks gRPC`);
+  }
+  return out;
+}
+
+describe('architecture', () => {
+  it('no source file imports across a forbidden arrow', () => {
+    const files = Object.fromEntries(walk('src').map((f) => [f, readFileSync(join(ROOT, f), 'utf8')]));
+    expect(Object.keys(files).length).toBeGreaterThan(30);
+    expect(violations(files)).toEqual([]);
+  });
+
+  it('the checker catches each kind of forbidden import', () => {
+    expect(
+      violations({
+        'src/decision/x.ts': "import { a } from '../authz/grpc/wire.js';",
+        'src/store/y.ts': "export { b } from '../dialects/parse.js';",
+        'src/policy/z.ts': "const fs = await import('node:fs');",
+        'src/ops/w.ts': "import * as grpc from '@grpc/grpc-js';",
+      }),
+    ).toHaveLength(4);
+  });
+});
