@@ -19,6 +19,7 @@ import type { CheckInput, Decision } from './decision/types.js';
 import { startHttp } from './http.js';
 import { createLogger, type Logger } from './ops/log.js';
 import { Metrics, outcomeOf } from './ops/metrics.js';
+import { settings } from './settings.js';
 import { createValkeyStore } from './store/connect.js';
 import { MemoryStore } from './store/memory.js';
 import type { Store } from './store/types.js';
@@ -65,7 +66,7 @@ const AUTHZ_SERVICE = 'envoy.service.auth.v3.Authorization';
 
 export async function startApp(opts: AppOptions): Promise<App> {
   const log = opts.logger ?? createLogger();
-  const metrics = new Metrics({ tenantLabel: process.env.TOLLGATE_METRICS_TENANT_LABEL === 'true' });
+  const metrics = new Metrics({ tenantLabel: settings().metricsTenantLabel });
   let cfg = opts.config;
   metrics.configLoaded(cfg);
   /** Last known store reachability: start-up connect, breaker transitions, probes while down. */

@@ -14,6 +14,7 @@ import { configPath, loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import type { Decision } from './decision/types.js';
 import { ConfigError } from './errors.js';
+import { settings } from './settings.js';
 import type { CheckPlan, Store } from './store/types.js';
 
 const USAGE = `usage:
@@ -48,15 +49,15 @@ async function serve(): Promise<void> {
     config,
     configFile: file,
     watchConfig: true,
-    valkeyUrl: process.env.VALKEY_URL || undefined,
-    valkeyCaFile: process.env.VALKEY_CA_FILE || undefined,
+    valkeyUrl: settings().valkeyUrl,
+    valkeyCaFile: settings().valkeyCaFile,
     logger: log,
   });
   process.on('SIGHUP', () => {
     log.info({ signal: 'SIGHUP' }, 'reloading configuration');
     app.reload();
   });
-  const grace = Number(process.env.TOLLGATE_SHUTDOWN_GRACE_MS || 10_000);
+  const grace = settings().shutdownGraceMs;
   const stop = async (sig: string) => {
     log.info({ signal: sig, grace_ms: grace }, 'shutting down: draining in-flight checks');
     let code = 0;
@@ -140,17 +141,18 @@ async function check(args: string[]): Promise<void> {
   headers['content-type'] ??= 'application/json';
 
   let store: Store = new MemoryStore();
-  if (process.env.VALKEY_URL) {
+  const { valkeyUrl, valkeyCaFile } = settings();
+  if (valkeyUrl) {
     const vs = createValkeyStore(cfg.store.client, {
-      url: process.env.VALKEY_URL,
+      url: valkeyUrl,
       timeoutMs: 2000,
-      caFile: process.env.VALKEY_CA_FILE || undefined,
+      caFile: valkeyCaFile,
     });
     try {
       await vs.connect();
     } catch (err) {
       await vs.close();
-      throw new Error(`cannot reach Valkey at ${safeUrl(process.env.VALKEY_URL)}: ${(err as Error).message}`);
+      throw new Error(`cannot reach Valkey at ${safeUrl(valkeyUrl)}: ${(err as Error).message}`);
     }
     store = vs;
   }

@@ -129,6 +129,13 @@ describe('architecture', () => {
     expect(violations(files)).toEqual([]);
   });
 
+  it('only src/settings.ts reads the environment', () => {
+    const readers = walk('src').filter(
+      (f) => f !== 'src/settings.ts' && /process\.env\b/.test(readFileSync(join(ROOT, f), 'utf8')),
+    );
+    expect(readers).toEqual([]);
+  });
+
   it('the checker catches each kind of forbidden import', () => {
     expect(
       violations({

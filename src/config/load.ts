@@ -3,11 +3,12 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { load as yamlLoad } from 'js-yaml';
 import { ConfigError } from '../errors.js';
+import { readSettings, settings } from '../settings.js';
 import { validateConfig } from './schema.js';
 import type { Config } from './types.js';
 
 export function configPath(): string {
-  return process.env.TOLLGATE_CONFIG || './tollgate.yaml';
+  return settings().configFile;
 }
 
 export function parseConfigText(text: string, file?: string): Config {
@@ -22,7 +23,7 @@ export function parseConfigText(text: string, file?: string): Config {
 }
 
 /** Read, validate and apply TOLLGATE_GRPC_PORT / TOLLGATE_HTTP_PORT overrides. */
-export function loadConfig(file = configPath(), env: NodeJS.ProcessEnv = process.env): Config {
+export function loadConfig(file = configPath(), env?: Record<string, string | undefined>): Config {
   let text: string;
   try {
     text = readFileSync(file, 'utf8');
@@ -37,16 +38,9 @@ export function loadConfig(file = configPath(), env: NodeJS.ProcessEnv = process
     cfg.keyMap.file = resolve(dirname(file), cfg.keyMap.file);
     cfg.keyMap.entries = loadKeyMap(cfg.keyMap.file);
   }
-  const port = (name: string, fallback: number) => {
-    const v = env[name];
-    if (v === undefined || v === '') return fallback;
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < 0 || n > 65535)
-      throw new ConfigError([`${name}: expected a port number, got "${v}"`]);
-    return n;
-  };
-  cfg.server.grpcPort = port('TOLLGATE_GRPC_PORT', cfg.server.grpcPort);
-  cfg.server.httpPort = port('TOLLGATE_HTTP_PORT', cfg.server.httpPort);
+  const s = env ? readSettings(env) : settings();
+  cfg.server.grpcPort = s.grpcPort ?? cfg.server.grpcPort;
+  cfg.server.httpPort = s.httpPort ?? cfg.server.httpPort;
   return cfg;
 }
 

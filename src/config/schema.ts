@@ -4,6 +4,7 @@
  * (a typo must never silently disable a limit).
  */
 import { ConfigError } from '../errors.js';
+import { envValue, settings } from '../settings.js';
 import type {
   CalendarUnit,
   Config,
@@ -386,7 +387,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
 
   // identity
   const identity: Record<string, IdentityDim> = {};
-  let apiKeySecret = process.env.TOLLGATE_API_KEY_SECRET ?? '';
+  let apiKeySecret = settings().apiKeySecret;
   let keyMapFile: string | undefined;
   if (root.identity !== undefined) {
     const id = c.obj('identity', root.identity);
@@ -395,7 +396,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
         const p = join('identity', dim);
         if (dim === 'api_key_secret_env') {
           const envName = c.str(p, v, /^[A-Z_][A-Z0-9_]*$/, 'an environment variable name');
-          if (envName) apiKeySecret = process.env[envName] ?? '';
+          if (envName) apiKeySecret = envValue(envName);
           continue;
         }
         if (dim === 'key_map') {

@@ -4,10 +4,11 @@
  * Never log prompt text or raw API keys: decision lines carry the tenant as a 12-hex hash only.
  */
 import pino from 'pino';
+import { settings } from '../settings.js';
 
 export type Logger = pino.Logger;
 
-export function createLogger(level = process.env.LOG_LEVEL || 'info', dest?: pino.DestinationStream): Logger {
+export function createLogger(level = settings().logLevel, dest?: pino.DestinationStream): Logger {
   const lvl = level.toLowerCase();
   const known = lvl === 'silent' || lvl in pino.levels.values;
   const log = pino(

@@ -4,6 +4,7 @@
  *   [--min-idle 60000] [--max-deliveries 5] [--prefix tollgate]      (VALKEY_URL names the server)
  */
 import { hostname } from 'node:os';
+import { settings } from '../settings.js';
 import { consumeLoop } from './consumer.js';
 
 const args = process.argv.slice(2);
@@ -12,7 +13,7 @@ const opt = (name: string, def?: string) => {
   return i >= 0 ? args[i + 1] : def;
 };
 const queue = opt('queue');
-const url = process.env.VALKEY_URL;
+const url = settings().valkeyUrl;
 if (!queue || !url) {
   process.stderr.write(
     'usage: VALKEY_URL=valkey://host:6379 tollgate-queue --queue <name> [--group g] [--consumer c] [--exec cmd] [--once]\n',

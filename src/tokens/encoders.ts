@@ -13,6 +13,7 @@
  */
 import { createRequire } from 'node:module';
 import type { Tiktoken, TiktokenEncoding } from 'tiktoken';
+import { settings } from '../settings.js';
 import { type BpeTable, buildTable, countBpe, view } from './bpe.js';
 
 export const ENCODINGS = ['o200k_base', 'cl100k_base', 'p50k_base', 'r50k_base'] as const;
@@ -64,7 +65,7 @@ const counters = new Map<EncodingName, TokenCounter>();
 const tables = new Map<EncodingName, SharedArrayBuffer>();
 
 function fastEnabled(): boolean {
-  return process.env.TOLLGATE_TOKENIZER !== 'tiktoken';
+  return settings().tokenizer !== 'tiktoken';
 }
 
 /** Whether the hot path counts `name` with the shared-table counter (else with tiktoken). */

@@ -11,6 +11,7 @@
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { ConfigError } from '../../errors.js';
+import { readSettings, settings } from '../../settings.js';
 
 export interface GrpcTlsFiles {
   cert: string;
@@ -20,10 +21,11 @@ export interface GrpcTlsFiles {
 }
 
 /** What the environment asks for: undefined = plaintext. Throws ConfigError on a half-set pair. */
-export function grpcTlsFromEnv(env: NodeJS.ProcessEnv = process.env): GrpcTlsFiles | undefined {
-  const cert = env.TOLLGATE_TLS_CERT || undefined;
-  const key = env.TOLLGATE_TLS_KEY || undefined;
-  const clientCa = env.TOLLGATE_TLS_CLIENT_CA || undefined;
+export function grpcTlsFromEnv(env?: Record<string, string | undefined>): GrpcTlsFiles | undefined {
+  const s = env ? readSettings(env) : settings();
+  const cert = s.tlsCert;
+  const key = s.tlsKey;
+  const clientCa = s.tlsClientCa;
   if (!cert && !key) {
     if (clientCa)
       throw new ConfigError([
@@ -61,6 +63,6 @@ export function grpcServerCredentials(files: GrpcTlsFiles | undefined): grpc.Ser
 }
 
 /** Server credentials as the environment configures them (see the module comment). */
-export function serverCredentialsFromEnv(env: NodeJS.ProcessEnv = process.env): grpc.ServerCredentials {
+export function serverCredentialsFromEnv(env?: Record<string, string | undefined>): grpc.ServerCredentials {
   return grpcServerCredentials(grpcTlsFromEnv(env));
 }
