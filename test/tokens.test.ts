@@ -437,12 +437,14 @@ describe('countText', () => {
 
 /** Compile the worker and its imports with the TypeScript transpiler into a temp dir (plain JS). */
 function buildWorker(dir: string): URL {
-  // The worker and everything it imports (tokens/*, dialects/*), transpiled as vitest would.
-  const files = ['src/tokens', 'src/dialects'].flatMap((d) =>
-    readdirSync(path.join(ROOT, d))
-      .filter((f) => f.endsWith('.ts'))
-      .map((f) => `${d}/${f}`),
-  );
+  // The worker and everything it imports (tokens/*, dialects/*, settings), transpiled as vitest would.
+  const files = ['src/tokens', 'src/dialects']
+    .flatMap((d) =>
+      readdirSync(path.join(ROOT, d))
+        .filter((f) => f.endsWith('.ts'))
+        .map((f) => `${d}/${f}`),
+    )
+    .concat(['src/settings.ts', 'src/errors.ts']);
   for (const f of files) {
     const src = readFileSync(path.join(ROOT, f), 'utf8');
     const out = ts.transpileModule(src, {
