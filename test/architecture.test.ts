@@ -1,5 +1,5 @@
 /**
- * The import graph obeys the design's rules (README, Development): the parts are folders, and some
+ * The import graph obeys the design's rules (docs/development.md): the parts are folders, and some
  * arrows between them must never exist. Each rule below names why. Imports are read from the source
  * text (static `import … from`, `export … from`, side-effect `import '…'` and dynamic `import('…')`).
  */
