@@ -4,9 +4,9 @@
  * commands in order, fail fast while disconnected, reconnect in the background.
  *
  * Why not the general client (iovalkey) on this path: per command it builds a Command object, a
- * promise with two wrappers, a timer and a Pipeline per batch. Measured at 1,163 checks/s on the
- * bench's small workload (same session, 4 alternating A/B pairs): 514 vs 553 µs of tollgate CPU per
- * check. iovalkey still serves the queue consumer, and tests.
+ * promise with two wrappers, a timer and a Pipeline per batch, which costs measurable CPU per check
+ * and old-generation garbage (docs/performance.md). iovalkey serves the queue consumer, tests and
+ * `store.client: iovalkey`.
  *
  * Failure model (what the breaker relies on):
  * - not connected → a command is rejected at once (no hidden offline queue);

@@ -5,10 +5,8 @@
  * Node's defaults are 64 KiB per stream and per connection: a client may have at most 64 KiB of
  * request bodies in flight on a connection before tollgate's WINDOW_UPDATE frames come back. Larger
  * windows cost no memory by themselves (Node reads and consumes DATA as it arrives; what bounds the
- * bodies held here is server.max_concurrent_streams). Measured in the bench (README, Performance):
- * with 1 MiB / 4 MiB windows the 20 KB-body closed loop ran 4-25% more checks/s at 10-25% less CPU per
- * check, but the ~1 KB closed loop ran 15-20 points lower against the null server, so the default
- * stays Node's.
+ * bodies held here is server.max_concurrent_streams). Larger windows help large bodies and hurt
+ * small ones (less batching; docs/performance.md), so the default stays Node's.
  *
  * grpc-js (1.14) has no server option for this, so the windows are applied to each HTTP/2 server it
  * created (its `http2Servers` map) after bind: the stream window as a server setting, the connection
