@@ -12,9 +12,8 @@ import {
   own,
   stringifyOrFail,
 } from './json.js';
-import type { CallShape } from './parse.js';
 import { parseTools } from './tools.js';
-import type { PromptMessage } from './types.js';
+import type { CallShape, PromptMessage } from './types.js';
 
 /** Anthropic content: string | array of blocks. `depth` 0 = message content, 1 = inside tool_result. */
 export function anthropicContent(

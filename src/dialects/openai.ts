@@ -13,9 +13,8 @@ import {
   optString,
   own,
 } from './json.js';
-import type { CallShape } from './parse.js';
 import { parseTools, pushToolCall } from './tools.js';
-import type { PromptMessage } from './types.js';
+import type { CallShape, PromptMessage } from './types.js';
 
 /** OpenAI chat / responses content: string | null | array of parts. Appends text to `parts`. */
 export function openaiContent(ctx: Ctx, content: unknown, parts: string[], where: string): void {

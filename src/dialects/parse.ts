@@ -15,7 +15,7 @@
 import { readAnthropic } from './anthropic.js';
 import { Ctx, Fail, fail, isObj, type Obj, optString } from './json.js';
 import { readChat, readCompletions, readEmbeddings, readResponses } from './openai.js';
-import type { Dialect, ParsedCall, ParseError, Prompt } from './types.js';
+import type { CallShape, Dialect, ParsedCall, ParseError } from './types.js';
 
 export { MAX_DEPTH, MAX_ITEMS, MAX_N, MAX_NODES, MAX_OUTPUT_TOKENS, safeStringify } from './json.js';
 export type { ParsedCall, ParseError } from './types.js';
@@ -40,14 +40,6 @@ export function parseCall(
     // RangeError (e.g. allocation failure) or anything unexpected from hostile input.
     return { error: `unparseable request body: ${e instanceof Error ? e.message : String(e)}` };
   }
-}
-
-/** What a dialect reads besides the prompt (the prompt goes into the Ctx). */
-export interface CallShape {
-  n: number;
-  requestedOutput?: number;
-  stream: boolean;
-  kind: Prompt['kind'];
 }
 
 const DIALECTS: Record<Dialect, (ctx: Ctx, body: Obj) => CallShape> = {

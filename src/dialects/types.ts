@@ -77,3 +77,11 @@ export interface ParseError {
 export function isParseError(x: ParsedCall | ParseError): x is ParseError {
   return typeof (x as ParseError).error === 'string';
 }
+
+/** What a dialect reads besides the prompt (the prompt goes into the Ctx). */
+export interface CallShape {
+  n: number;
+  requestedOutput?: number;
+  stream: boolean;
+  kind: Prompt['kind'];
+}
