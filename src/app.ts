@@ -17,13 +17,13 @@ import type { Config } from './config/types.js';
 import { Decider } from './decision/decide.js';
 import type { CheckInput, Decision } from './decision/types.js';
 import { startHttp } from './http.js';
+import { TokenPool } from './offload/pool.js';
 import { createLogger, type Logger } from './ops/log.js';
 import { Metrics, outcomeOf } from './ops/metrics.js';
 import { settings } from './settings.js';
 import { createValkeyStore } from './store/connect.js';
 import { MemoryStore } from './store/memory.js';
 import type { Store } from './store/types.js';
-import { TokenPool } from './tokens/pool.js';
 
 export interface AppOptions {
   config: Config;

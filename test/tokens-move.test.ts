@@ -12,9 +12,9 @@ import { parseConfigText } from '../src/config/load.js';
 import { Decider } from '../src/decision/decide.js';
 import { parseBody } from '../src/dialects/body.js';
 import { isParseError, type ParsedCall } from '../src/dialects/types.js';
+import { movable, TokenPool } from '../src/offload/pool.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { countPromptTokens } from '../src/tokens/count.js';
-import { movable, TokenPool } from '../src/tokens/pool.js';
 
 const ROOT = path.join(path.dirname(fileURLToPath(import.meta.url)), '..');
 // A worker that throws on every parse job (it expects count jobs): the pool sees a crashed worker.

@@ -15,9 +15,9 @@ import ts from 'typescript';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseCall } from '../src/dialects/parse.js';
 import { isParseError, type ParsedCall } from '../src/dialects/types.js';
+import { defaultPoolSize, TokenPool, workerExecArgv } from '../src/offload/pool.js';
 import { countPromptTokens } from '../src/tokens/count.js';
 import { CHUNK_CHARS, countText, ENCODINGS, getEncoder, MAX_RUN } from '../src/tokens/encoders.js';
-import { defaultPoolSize, TokenPool, workerExecArgv } from '../src/tokens/pool.js';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const OPTS = { imageTokens: 85 };
@@ -438,7 +438,7 @@ describe('countText', () => {
 /** Compile the worker and its imports with the TypeScript transpiler into a temp dir (plain JS). */
 function buildWorker(dir: string): URL {
   // The worker and everything it imports (tokens/*, dialects/*, settings), transpiled as vitest would.
-  const files = ['src/tokens', 'src/dialects']
+  const files = ['src/tokens', 'src/dialects', 'src/offload']
     .flatMap((d) =>
       readdirSync(path.join(ROOT, d))
         .filter((f) => f.endsWith('.ts'))
@@ -456,7 +456,7 @@ function buildWorker(dir: string): URL {
   }
   writeFileSync(path.join(dir, 'package.json'), '{"type":"module"}');
   symlinkSync(path.join(ROOT, 'node_modules'), path.join(dir, 'node_modules'), 'dir');
-  return pathToFileURL(path.join(dir, 'src/tokens/worker.js'));
+  return pathToFileURL(path.join(dir, 'src/offload/worker.js'));
 }
 
 describe('TokenPool', () => {

@@ -10,6 +10,8 @@ import { classifyPath } from '../dialects/route.js';
 import { isParseError, type ParsedCall } from '../dialects/types.js';
 import { BreakerOpenError } from '../errors.js';
 import { type Identity, logTag, resolveIdentity } from '../identity/identity.js';
+import type { TokenPool } from '../offload/pool.js';
+import type { EncodingPlan } from '../offload/worker.js';
 import {
   type BuiltPlan,
   buildPlan,
@@ -24,8 +26,6 @@ import { MemoryStore } from '../store/memory.js';
 import { type CheckResult, EntryStatus, Outcome, type Store } from '../store/types.js';
 import { countPromptTokens } from '../tokens/count.js';
 import { getCounter } from '../tokens/encoders.js';
-import type { TokenPool } from '../tokens/pool.js';
-import type { EncodingPlan } from '../tokens/worker.js';
 import { DenyCache } from './deny-cache.js';
 import { type Row, rateLimitHeaders } from './headers.js';
 import { TurnPacer } from './pacer.js';

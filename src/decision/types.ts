@@ -2,6 +2,12 @@
 
 export type Headers = Record<string, string>;
 
+/**
+ * Bodies of at least this many bytes are moved (not copied) to a token worker when their buffer holds
+ * nothing else: the gRPC receive path gives such bodies a buffer of their own.
+ */
+export { MOVE_MIN_BYTES } from '../offload/pool.js';
+
 /** What the decision needs to know of one request, whichever protocol brought it (gRPC Check or HTTP). */
 export interface CheckInput {
   method: string;

@@ -32,7 +32,7 @@ import {
   type ServerHttp2Stream,
 } from 'node:http2';
 import type { Server } from '@grpc/grpc-js';
-import { MOVE_MIN_BYTES } from '../../tokens/pool.js';
+import { MOVE_MIN_BYTES } from '../../decision/types.js';
 
 const CHECK_PATH = '/envoy.service.auth.v3.Authorization/Check';
 

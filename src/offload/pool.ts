@@ -1,9 +1,9 @@
 /**
  * A small worker_threads pool that counts tokens of large prompts off the event loop.
  *
- * Worker script: `new URL('./worker.js', import.meta.url)`, i.e. dist/src/tokens/worker.js next to the
+ * Worker script: `new URL('./worker.js', import.meta.url)`, i.e. dist/src/offload/worker.js next to the
  * compiled pool.js. When that file does not exist — notably when the TypeScript sources are run
- * directly (vitest runs src/tokens/pool.ts, and there is no src/tokens/worker.js) — the pool runs in
+ * directly (vitest runs src/offload/pool.ts, and there is no src/offload/worker.js) — the pool runs in
  * `inline` mode: count() counts synchronously on the calling thread and resolves with the result.
  * A different worker script can be passed via `options.workerUrl` (tests use a compiled copy).
  *
@@ -16,8 +16,8 @@ import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { Dialect, ParsedCall } from '../dialects/types.js';
-import { type CountOptions, countPromptTokens } from './count.js';
-import { sharedTable, usesSharedTable } from './encoders.js';
+import { type CountOptions, countPromptTokens } from '../tokens/count.js';
+import { sharedTable, usesSharedTable } from '../tokens/encoders.js';
 import {
   type EncodingPlan,
   type ParsedBody,

@@ -1,5 +1,5 @@
 /**
- * Token worker thread (compiled to dist/src/tokens/worker.js and started by TokenPool). Two jobs:
+ * Token worker thread (compiled to dist/src/offload/worker.js and started by TokenPool). Two jobs:
  *  - count: the prompt tokens of an already parsed call;
  *  - parse: parse a large raw body and count its prompt for the encodings its model needs, so the
  *    event loop neither parses nor holds the big strings (it gets back the call without its texts).
@@ -9,8 +9,8 @@
 import { parentPort } from 'node:worker_threads';
 import { parseBody } from '../dialects/body.js';
 import { type Dialect, isParseError, type ParsedCall } from '../dialects/types.js';
-import { type CountOptions, countPromptTokens } from './count.js';
-import { type EncodingName, installTable, isEncodingName } from './encoders.js';
+import { type CountOptions, countPromptTokens } from '../tokens/count.js';
+import { type EncodingName, installTable, isEncodingName } from '../tokens/encoders.js';
 
 /** Encodings to count a parsed call with: those of its model's fallback chain. */
 export interface EncodingPlan {
