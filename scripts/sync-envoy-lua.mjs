@@ -21,7 +21,8 @@ export function withLua(text, lua) {
     throw new Error('expected exactly one "inline_string: |"');
   const indent = lines[at].match(/^\s*/)[0].length + 2;
   let end = at + 1;
-  while (end < lines.length && (lines[end].trim() === '' || lines[end].match(/^\s*/)[0].length >= indent)) end++;
+  while (end < lines.length && (lines[end].trim() === '' || lines[end].match(/^\s*/)[0].length >= indent))
+    end++;
   // keep the blank lines that separate the block from what follows
   while (end > at + 1 && lines[end - 1].trim() === '') end--;
   const body = lua
