@@ -14,7 +14,7 @@
  *  - a few protoc-gen-validate rules Envoy enforces at load time (required messages/durations,
  *    required oneofs, at most one member per oneof, string min_len) and deprecated fields.
  * Limitation: the protos come from whatever envoy-api commit grpc-js-xds vendors, which may be
- * newer than the Envoy image we deploy (v1.31): a field added after v1.31 would pass here and
+ * newer or older than the Envoy image we deploy (v1.40.0): a field added after that would pass here and
  * fail in Envoy.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
