@@ -13,9 +13,9 @@
  *    it; an unresolvable type is an error;
  *  - a few protoc-gen-validate rules Envoy enforces at load time (required messages/durations,
  *    required oneofs, at most one member per oneof, string min_len) and deprecated fields.
- * Limitation: the protos come from whatever envoy-api commit grpc-js-xds vendors, which may be
- * newer or older than the Envoy image we deploy (v1.40.0): a field added after that would pass here and
- * fail in Envoy.
+ * Limitation: the protos come from whatever envoy-api commit grpc-js-xds vendors, which need not be
+ * the Envoy image we deploy (v1.40.0): a field those protos have and that image lacks would pass here
+ * and fail in Envoy.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
