@@ -805,6 +805,10 @@ describe('envoy.yaml: streams, breakers, health, leaks (both copies)', () => {
       const max = Number(heap.typed_config.max_heap_size_bytes);
       expect(max, label).toBeLessThan(limit);
       expect(max, label).toBeGreaterThan(limit * 0.8);
+      // without buffer tracking reset_high_memory_stream has no stream to reset
+      expect(om.buffer_factory_config.minimum_account_to_track_power_of_two, label).toBeGreaterThanOrEqual(
+        10,
+      );
       const actions = om.actions.map((a: any) => a.name);
       expect(actions, label).toEqual(
         expect.arrayContaining([
