@@ -15,7 +15,7 @@
 --    after unescaping ("\u006dodel" is "model"), so duplicate keys cannot split what tollgate
 --    counted (a last-key-wins parser) from what the provider reads (first or last key);
 --  * each such value is replaced by the rerouted model (JSON-escaped); nested keys
---    (metadata.model, tools[].model) are left alone;
+--    (metadata.model, tools[].model) are left alone; content-length is set to the new length;
 --  * if that cannot be done (not JSON, not an object, no top-level "model", a non-string "model",
 --    no body) the request is refused here with a local JSON reply: fail closed, never forwarded
 --    unrewritten. Envoy itself answers 413 if the body exceeds the connection's buffer limit.
@@ -192,6 +192,7 @@ function envoy_on_request(request_handle)
   local ok, out, why = pcall(tollgate_rewrite_model, body:getBytes(0, body:length()), model)
   if not ok then return refuse(request_handle, "500", "internal error") end
   if out == nil then return refuse(request_handle, "400", why) end
+  -- setBytes also sets content-length (Envoy's BufferWrapper::luaSetBytes, filters/common/lua/wrappers.cc)
   body:setBytes(out)
-  if headers:get("content-length") ~= nil then headers:replace("content-length", tostring(#out)) end
+  if headers:get("content-length") ~= tostring(#out) then headers:replace("content-length", tostring(#out)) end
 end
