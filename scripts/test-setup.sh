@@ -2,6 +2,8 @@
 # Run by `npm test` before anything else: makes sure the real tools the tests use are here.
 #   valkey-server 8  (tests start private servers; never a mock)  -> scripts/install-valkey.sh
 #   kubectl          (renders deploy/kubernetes with kustomize)   -> Debian's kubernetes-client
+#   lua5.1, luajit   (run the shipped Envoy Lua filter; Envoy's own engine is LuaJIT)
+#   promtool         (checks and unit-tests deploy/'s alert rules) -> Debian's prometheus
 # Missing tools are installed when we are root or have passwordless sudo; otherwise this stops with
 # the one command to run. It never skips: a test suite that silently drops its Valkey tests lies.
 set -euo pipefail
@@ -10,6 +12,9 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v valkey-server >/dev/null 2>&1 || missing+=(valkey)
 command -v "${KUBECTL:-kubectl}" >/dev/null 2>&1 || missing+=(kubectl)
+command -v lua5.1 >/dev/null 2>&1 || missing+=(lua5.1)
+command -v luajit >/dev/null 2>&1 || missing+=(luajit)
+command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 SUDO=""
@@ -27,10 +32,14 @@ echo "test set-up: installing ${missing[*]}" >&2
 for m in "${missing[@]}"; do
   case "$m" in
     valkey) $SUDO bash scripts/install-valkey.sh >&2 ;;
-    kubectl)
+    *)
+      pkg="$m"
+      [ "$m" = kubectl ] && pkg=kubernetes-client
       export DEBIAN_FRONTEND=noninteractive
-      $SUDO apt-get install -y -q kubernetes-client >&2 ||
-        { $SUDO apt-get update -q >&2 && $SUDO apt-get install -y -q kubernetes-client >&2; }
+      $SUDO apt-get install -y -q --no-install-recommends "$pkg" >&2 ||
+        { $SUDO apt-get update -q >&2 && $SUDO apt-get install -y -q --no-install-recommends "$pkg" >&2; }
+      # Debian's prometheus package starts a server; tests only need promtool
+      [ "$m" = prometheus ] && { $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; }
       ;;
   esac
 done

@@ -82,7 +82,13 @@ describe('allow', () => {
     // unsuffixed: the limit with the smallest remaining share (requests: 59/60 vs tokens)
     expect(a.headers['x-ratelimit-limit']).toBe('60');
     expect(Number(a.headers['x-ratelimit-reset'])).toBeGreaterThanOrEqual(Math.floor(Date.now() / 1000));
-    expect(new Set(a.appendActions)).toEqual(new Set(['OVERWRITE_IF_EXISTS_OR_ADD']));
+    // headers for the client's response never overwrite the provider's own (ADD_IF_ABSENT);
+    // upstream request headers, if any, overwrite (docs/envoy-and-istio.md, "Response headers")
+    expect(new Set(a.raw.ok_response.response_headers_to_add.map((h: any) => h.append_action))).toEqual(
+      new Set(['ADD_IF_ABSENT']),
+    );
+    for (const h of a.raw.ok_response.headers ?? [])
+      expect(h.append_action).toBe('OVERWRITE_IF_EXISTS_OR_ADD');
     // the debit is in Valkey under the prefix
     const keys = await vk.client.keys('tollgate:*');
     expect(keys).toContain(`tollgate:r:tenant-tokens:${t}`);

@@ -8,7 +8,7 @@
  * never skipped silently. KUBECTL / VALKEY_SERVER may point at a specific binary.
  */
 import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
@@ -16,7 +16,9 @@ import { fileURLToPath } from 'node:url';
 import { Valkey } from 'iovalkey';
 import { loadAll as loadAllYaml, load as loadYaml } from 'js-yaml';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadConfig } from '../src/config/load.js';
 import { validateConfig } from '../src/config/schema.js';
+import type { IdentitySource } from '../src/config/types.js';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DEPLOY = join(REPO, 'deploy');
@@ -78,6 +80,7 @@ describe('deploy/ YAML files', () => {
       'Deployment',
       'Service',
       'PodMonitor',
+      'PrometheusRule',
       'StatefulSet',
       'IstioOperator',
       'AuthorizationPolicy',
@@ -90,18 +93,21 @@ describe('deploy/ YAML files', () => {
 
 describe('Kubernetes base: Deployment llm-gateway', () => {
   const dep = () => find('Deployment', 'llm-gateway')!;
-  const container = (name: string) => dep().spec.template.spec.containers.find((c: any) => c.name === name);
+  const allContainers = () => [
+    ...(dep().spec.template.spec.initContainers ?? []),
+    ...dep().spec.template.spec.containers,
+  ];
+  const container = (name: string) => allContainers().find((c: any) => c.name === name);
   const portNumber = (c: any, port: number | string) =>
     typeof port === 'number' ? port : c.ports.find((p: any) => p.name === port)?.containerPort;
 
   it('has the envoy and tollgate containers', () => {
     expect(dep()).toBeDefined();
     expect(
-      dep()
-        .spec.template.spec.containers.map((c: any) => c.name)
+      allContainers()
+        .map((c: any) => c.name)
         .sort(),
     ).toEqual(['envoy', 'tollgate']);
-    expect(container('envoy').image).toBe('envoyproxy/envoy:v1.31-latest');
     expect(portNumber(container('envoy'), 'http')).toBe(10000);
     expect(portNumber(container('tollgate'), 'grpc')).toBe(9191);
     expect(portNumber(container('tollgate'), 'http-metrics')).toBe(8181);
@@ -120,7 +126,7 @@ describe('Kubernetes base: Deployment llm-gateway', () => {
   it('runs non-root with a read-only root filesystem and resource limits', () => {
     const spec = dep().spec.template.spec;
     expect(spec.securityContext.runAsNonRoot).toBe(true);
-    for (const c of spec.containers) {
+    for (const c of allContainers()) {
       expect(c.securityContext.readOnlyRootFilesystem, c.name).toBe(true);
       expect(c.securityContext.allowPrivilegeEscalation, c.name).toBe(false);
       expect(c.securityContext.runAsUser, c.name).toBeGreaterThan(0);
@@ -250,11 +256,13 @@ describe('kustomizations render with kubectl', () => {
       expect(() => validateConfig(loadYaml(tgCm.data['tollgate.yaml']))).not.toThrow();
       expect(byKind('Service').map((s) => s.metadata.name)).toContain('llm-gateway');
       expect(byKind('PodMonitor')).toHaveLength(1);
+      expect(byKind('PrometheusRule')).toHaveLength(1);
+      expect(tgCm.data['keys.yaml']).toContain('keys:');
       if (dir.endsWith('with-valkey')) {
         expect(byKind('StatefulSet').map((s) => s.metadata.name)).toEqual(['valkey']);
         const secret = byKind('Secret').find((s) => s.metadata.name.startsWith('tollgate-valkey'))!;
         expect(secret).toBeDefined();
-        const tollgate = dep.spec.template.spec.containers.find((c: any) => c.name === 'tollgate');
+        const tollgate = dep.spec.template.spec.initContainers.find((c: any) => c.name === 'tollgate');
         const ref = tollgate.env.find((e: any) => e.name === 'VALKEY_URL').valueFrom.secretKeyRef;
         expect(ref.name).toBe(secret.metadata.name);
         const url = Buffer.from(secret.data.url, 'base64').toString();
@@ -509,21 +517,341 @@ describe('deploy/istio', () => {
     expect(ap.spec.rules.flatMap((r: any) => r.to.flatMap((t: any) => t.operation.paths))).toContain('/v1/*');
   });
 
-  it('EnvoyFilter: same workload; clear_route_cache on ext_authz; header strip inserted before it', () => {
+  it('EnvoyFilter: same workload; all patches pinned to a proxyVersion; clear_route_cache, strip before, Lua after', () => {
     const ef = find('EnvoyFilter')!;
+    expect(ef.file).toBe('deploy/istio/envoyfilter-tollgate.yaml');
     expect(ef.spec.workloadSelector.labels).toEqual(find('AuthorizationPolicy')!.spec.selector.matchLabels);
     const patches = ef.spec.configPatches;
+    expect(patches).toHaveLength(3);
     for (const p of patches) {
       expect(p.applyTo).toBe('HTTP_FILTER');
       expect(p.match.listener.filterChain.filter.subFilter.name).toBe('envoy.filters.http.ext_authz');
+      // item 4: pinned (Istio's EnvoyFilter guidance), to Istio releases whose proxy is Envoy >= 1.35
+      const re = new RegExp(p.match.proxy.proxyVersion);
+      for (const v of ['1.27.0', '1.28.3', '1.30.1']) expect(re.test(v), v).toBe(true);
+      for (const v of ['1.26.4', '1.24.0', '1.31.0', '2.0.0']) expect(re.test(v), v).toBe(false);
     }
     const merge = patches.find((p: any) => p.patch.operation === 'MERGE');
     expect(merge.patch.value.typed_config.clear_route_cache).toBe(true);
     const insert = patches.find((p: any) => p.patch.operation === 'INSERT_BEFORE');
     expect(insert.patch.value.typed_config['@type']).toMatch(/header_mutation\.v3\.HeaderMutation$/);
-    expect(insert.patch.value.typed_config.mutations.request_mutations.map((m: any) => m.remove)).toContain(
-      'x-tollgate-model',
+    // item 4/11: the same strip list as envoy.yaml's (x-tollgate-*, identity headers, fail-open marker)
+    const envoy = loadYaml(readFileSync(join(REPO, 'envoy.yaml'), 'utf8')) as any;
+    const envoyStrip =
+      envoy.static_resources.listeners[0].filter_chains[0].filters[0].typed_config.http_filters
+        .find((f: any) => f.name === 'envoy.filters.http.header_mutation')
+        .typed_config.mutations.request_mutations.map((m: any) => m.remove);
+    const strip = insert.patch.value.typed_config.mutations.request_mutations.map((m: any) => m.remove);
+    expect([...strip].sort()).toEqual([...envoyStrip].sort());
+    for (const h of ['x-tollgate-model', 'x-tenant-id', 'x-team-id', 'x-envoy-auth-failure-mode-allowed'])
+      expect(strip).toContain(h);
+    const lua = patches.find((p: any) => p.patch.operation === 'INSERT_AFTER');
+    expect(lua.patch.value.typed_config['@type']).toBe(
+      'type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua',
     );
+    // (its code is checked against deploy/lua/model-rewrite.lua by test/envoy-lua.test.ts)
+  });
+
+  it('mesh-config and docs no longer call the EnvoyFilter redundant (istiod does not emit clearRouteCache)', () => {
+    const meshText = readFileSync(join(DEPLOY, 'istio/mesh-config.yaml'), 'utf8');
+    expect(meshText).toMatch(/61558/);
+    expect(meshText).not.toMatch(/redundant/);
+    for (const f of ['README.md', 'docs/envoy-and-istio.md'])
+      expect(readFileSync(join(REPO, f), 'utf8')).not.toMatch(/redundant but\s+harmless/);
+  });
+
+  it('item 5: the provider Service ships: tollgate.<ns>.svc on the provider port, port named grpc', () => {
+    const grpc = provider().envoyExtAuthzGrpc;
+    const m = /^([a-z0-9-]+)\.([a-z0-9-]+)\.svc\.cluster\.local$/.exec(grpc.service);
+    expect(m).not.toBeNull();
+    const svc = objects.find(
+      (o) => o.kind === 'Service' && o.metadata.name === m![1] && o.metadata.namespace === m![2],
+    );
+    expect(svc?.file).toBe('deploy/istio/tollgate-service.yaml');
+    const port = svc!.spec.ports.find((p: any) => p.port === grpc.port);
+    expect(port.name).toBe('grpc');
+    expect(port.appProtocol).toBe('grpc');
+    expect(Object.keys(svc!.spec.selector).length).toBeGreaterThan(0);
+  });
+});
+
+// ------------------------------------------------------------------------------------------------
+// Issue 26: identity that arrives, lifecycle, fail-open that is seen
+// ------------------------------------------------------------------------------------------------
+
+const API_KEY_HEADERS = ['authorization', 'x-api-key', 'api-key'];
+
+/**
+ * Whether `src` can yield a value given what the Envoy config sends to ext_authz: client headers it
+ * strips never arrive, and the ones it does not strip are the client's own (not identity) unless a
+ * filter before ext_authz sets them; metadata arrives only for namespaces ext_authz forwards
+ * (metadata_context_namespaces) AND that a filter before it produces; the API key headers carry the
+ * key for api_key and key_map sources (key_map: only for fields the shipped key map has).
+ */
+function producible(src: IdentitySource, envoy: any, keyMapFields: Set<string>): boolean {
+  const filters: any[] = envoy.static_resources.listeners.find((l: any) => l.name === 'llm_ingress')
+    .filter_chains[0].filters[0].typed_config.http_filters;
+  const ea = filters.findIndex((f) => f.name === 'envoy.filters.http.ext_authz');
+  const before = filters.slice(0, ea);
+  const mutations = before
+    .filter((f) => f.name === 'envoy.filters.http.header_mutation')
+    .flatMap((f) => f.typed_config.mutations.request_mutations);
+  const stripped = new Set(mutations.filter((m: any) => m.remove).map((m: any) => m.remove.toLowerCase()));
+  const setByEnvoy = new Set(
+    mutations.filter((m: any) => m.append).map((m: any) => m.append.header.key.toLowerCase()),
+  );
+  const keyArrives = API_KEY_HEADERS.some((h) => !stripped.has(h));
+  if ('header' in src) return setByEnvoy.has(src.header);
+  if ('api_key' in src) return keyArrives;
+  if ('key_map' in src) return keyArrives && keyMapFields.has(src.key_map);
+  if ('metadata' in src)
+    return (
+      (filters[ea].typed_config.metadata_context_namespaces ?? []).includes(src.metadata.filter) &&
+      before.some((f) => f.name === src.metadata.filter)
+    );
+  return true; // path_segment, default
+}
+
+describe('item 3: the shipped Kubernetes tollgate.yaml gets every identity it limits by from the shipped envoy.yaml', () => {
+  const envoy = () => loadYaml(readFileSync(join(K8S, 'base/envoy.yaml'), 'utf8')) as any;
+  const usedDims = (cfg: ReturnType<typeof loadConfig>) =>
+    new Set(cfg.limits.flatMap((l) => [...l.per, ...Object.keys(l.when ?? {})]));
+
+  it('every dimension a limit uses (per, when) has a source Envoy can produce', () => {
+    const cfg = loadConfig(join(K8S, 'base/tollgate.yaml'));
+    const fields = new Set([...(cfg.keyMap?.entries.values() ?? [])].flatMap((e) => Object.keys(e)));
+    const dims = usedDims(cfg);
+    expect([...dims].sort()).toEqual(['team', 'tenant']);
+    for (const d of dims) {
+      const sources = cfg.identity[d]?.sources ?? [];
+      expect(
+        sources.some((s) => producible(s, envoy(), fields)),
+        `${d}: ${JSON.stringify(sources)}`,
+      ).toBe(true);
+    }
+    // No identity source reads a header a client controls, nor one Envoy strips (dead config).
+    for (const [d, dim] of Object.entries(cfg.identity))
+      for (const s of dim.sources) if ('header' in s) expect(producible(s, envoy(), fields), d).toBe(true);
+  });
+
+  it('the check tells a dead source from a live one', () => {
+    const e = envoy();
+    const none = new Set<string>();
+    expect(producible({ header: 'x-team-id' }, e, none)).toBe(false); // stripped before ext_authz
+    expect(producible({ header: 'x-anything' }, e, none)).toBe(false); // client-controlled
+    expect(producible({ metadata: { filter: 'envoy.filters.http.jwt_authn', path: ['sub'] } }, e, none)).toBe(
+      false,
+    ); // no jwt_authn filter, namespace not forwarded
+    expect(producible({ api_key: true }, e, none)).toBe(true);
+    expect(producible({ key_map: 'team' }, e, none)).toBe(false); // no such field in the key map
+    expect(producible({ key_map: 'team' }, e, new Set(['team']))).toBe(true);
+  });
+
+  it('the key map ships in the same ConfigMap directory as tollgate.yaml', () => {
+    const k = docsByFile.get('deploy/kubernetes/base/kustomization.yaml')![0];
+    const gen = k.configMapGenerator.find((g: any) => g.name === 'llm-gateway-tollgate');
+    expect(gen.files).toEqual(expect.arrayContaining(['tollgate.yaml', 'keys.yaml']));
+  });
+});
+
+describe('item 10: Kubernetes lifecycle (drain, start/stop order, concurrency, pinned Envoy)', () => {
+  const spec = () => find('Deployment', 'llm-gateway')!.spec.template.spec;
+  const envoy = () => spec().containers.find((c: any) => c.name === 'envoy');
+
+  it('tollgate is a native sidecar (init container, restartPolicy Always, startupProbe): up before Envoy, down after it', () => {
+    const tg = spec().initContainers.find((c: any) => c.name === 'tollgate');
+    expect(tg.restartPolicy).toBe('Always');
+    expect(tg.startupProbe.grpc.port).toBe(9191);
+    expect(spec().containers.map((c: any) => c.name)).toEqual(['envoy']);
+  });
+
+  it("Envoy's preStop drains its listeners, then waits, within terminationGracePeriodSeconds", () => {
+    const cmd: string[] = envoy().lifecycle.preStop.exec.command;
+    const script = cmd.at(-1)!;
+    expect(cmd[0]).toBe('/bin/bash');
+    expect(script).toMatch(/\/dev\/tcp\/127\.0\.0\.1\/9901/);
+    expect(script).toMatch(/POST \/drain_listeners\?graceful HTTP\/1\.1/);
+    const sleep = Number(/sleep (\d+)/.exec(script)![1]);
+    expect(sleep).toBeGreaterThanOrEqual(60);
+    const args: string[] = envoy().args;
+    const drain = Number(args[args.indexOf('--drain-time-s') + 1]);
+    expect(drain).toBeLessThan(sleep);
+    // the grace period covers Envoy's wait and then tollgate's own shutdown
+    expect(spec().terminationGracePeriodSeconds).toBeGreaterThanOrEqual(sleep + 20);
+    // the drain goes to the admin address envoy.yaml configures
+    const e = loadYaml(readFileSync(join(K8S, 'base/envoy.yaml'), 'utf8')) as any;
+    expect(e.admin.address.socket_address).toEqual({ address: '127.0.0.1', port_value: 9901 });
+  });
+
+  it('--concurrency equals the container CPU limit', () => {
+    const args: string[] = envoy().args;
+    const n = Number(args[args.indexOf('--concurrency') + 1]);
+    expect(n).toBeGreaterThan(0);
+    expect(n).toBe(Number(envoy().resources.limits.cpu));
+  });
+
+  it('the Envoy image is a pinned, supported release >= 1.35 (no -latest, no dev)', () => {
+    const m = /^envoyproxy\/envoy:v(\d+)\.(\d+)\.(\d+)(@sha256:[0-9a-f]{64})?$/.exec(envoy().image);
+    expect(m, envoy().image).not.toBeNull();
+    expect(Number(m![1])).toBe(1);
+    expect(Number(m![2])).toBeGreaterThanOrEqual(35);
+  });
+
+  it('the stats port is exposed and scraped', () => {
+    const port = envoy().ports.find((p: any) => p.name === 'envoy-metrics');
+    expect(port.containerPort).toBe(9902);
+    const pm = find('PodMonitor')!;
+    expect(pm.spec.podMetricsEndpoints).toEqual(
+      expect.arrayContaining([expect.objectContaining({ port: 'envoy-metrics', path: '/stats/prometheus' })]),
+    );
+  });
+});
+
+describe('item 6: alert rules on fail-open and overflow (promtool)', () => {
+  const PROMTOOL = process.env.PROMTOOL || 'promtool';
+  const PROMTOOL_HELP =
+    'promtool is required for this test: `apt-get install -y --no-install-recommends prometheus` (Debian) or set PROMTOOL';
+  const rule = () => find('PrometheusRule')!;
+  const dir = mkdtempSync(join(tmpdir(), 'tollgate-promtool-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const rulesFile = () => {
+    const f = join(dir, 'rules.yaml');
+    writeFileSync(f, JSON.stringify({ groups: rule().spec.groups }));
+    return f;
+  };
+
+  it('alerts exist for failure_mode_allowed, ext_authz errors, breaker overflow (both counter names), no healthy tollgate', () => {
+    const exprs = Object.fromEntries(
+      rule()
+        .spec.groups.flatMap((g: any) => g.rules)
+        .map((r: any) => [r.alert, String(r.expr)]),
+    );
+    expect(exprs.TollgateChecksFailingOpen).toMatch(/envoy_cluster_ext_authz_failure_mode_allowed/);
+    expect(exprs.TollgateExtAuthzErrors).toMatch(/envoy_cluster_ext_authz_error/);
+    expect(exprs.TollgateCheckOverflow).toMatch(/upstream_rq_pending_overflow/);
+    expect(exprs.TollgateCheckOverflow).toMatch(/upstream_rq_active_overflow/);
+    expect(exprs.TollgateCheckOverflow).toMatch(/envoy_cluster_name="tollgate"/);
+    expect(exprs.TollgateNotServingEnvoy).toMatch(/envoy_cluster_membership_healthy/);
+  });
+
+  it('promtool check rules accepts them', () => {
+    const r = spawnSync(PROMTOOL, ['check', 'rules', rulesFile()], { encoding: 'utf8' });
+    if (r.error) throw new Error(PROMTOOL_HELP);
+    expect(r.stdout + r.stderr).toMatch(/SUCCESS: 6 rules found|SUCCESS: 5 rules found/);
+    expect(r.status).toBe(0);
+  });
+
+  it('promtool test rules: they fire on the series Envoy exports, and stay quiet without them', () => {
+    const rules = Object.fromEntries(
+      rule()
+        .spec.groups.flatMap((g: any) => g.rules)
+        .map((r: any) => [r.alert, r]),
+    );
+    // the alert as promtool renders it: severity, the series' labels, annotations with templates filled
+    const fired = (alert: string, pod: string, value = '') => ({
+      exp_labels: { severity: rules[alert].labels.severity, namespace: 'ns', pod },
+      exp_annotations: Object.fromEntries(
+        Object.entries(rules[alert].annotations ?? {}).map(([k, v]) => [
+          k,
+          String(v).replaceAll('{{ $labels.pod }}', pod).replaceAll('{{ $value | humanize }}', value),
+        ]),
+      ),
+    });
+    const test = {
+      rule_files: [rulesFile()],
+      evaluation_interval: '1m',
+      tests: [
+        {
+          interval: '1m',
+          input_series: [
+            {
+              series:
+                'envoy_cluster_ext_authz_failure_mode_allowed{envoy_cluster_name="openai",namespace="ns",pod="p1"}',
+              values: '0+60x15',
+            },
+            {
+              series: 'envoy_cluster_ext_authz_ok{envoy_cluster_name="openai",namespace="ns",pod="p1"}',
+              values: '0+600x15',
+            },
+            {
+              series: 'envoy_cluster_ext_authz_error{envoy_cluster_name="openai",namespace="ns",pod="p1"}',
+              values: '0+60x15',
+            },
+            {
+              series:
+                'envoy_cluster_upstream_rq_active_overflow{envoy_cluster_name="tollgate",namespace="ns",pod="p1"}',
+              values: '0+30x15',
+            },
+            {
+              series:
+                'envoy_cluster_upstream_rq_pending_overflow{envoy_cluster_name="tollgate",namespace="ns",pod="p1"}',
+              values: '0x15',
+            },
+            {
+              series:
+                'envoy_cluster_upstream_rq_pending_overflow{envoy_cluster_name="openai",namespace="ns",pod="p2"}',
+              values: '0+30x15',
+            },
+            {
+              series:
+                'envoy_cluster_membership_healthy{envoy_cluster_name="tollgate",namespace="ns",pod="p1"}',
+              values: '0x15',
+            },
+          ],
+          alert_rule_test: [
+            // 60 fail-opens a minute = 1/s
+            {
+              eval_time: '10m',
+              alertname: 'TollgateChecksFailingOpen',
+              exp_alerts: [fired('TollgateChecksFailingOpen', 'p1', '1')],
+            },
+            ...['TollgateChecksFailingOpenHigh', 'TollgateExtAuthzErrors', 'TollgateNotServingEnvoy'].map(
+              (a) => ({
+                eval_time: '10m',
+                alertname: a,
+                exp_alerts: [fired(a, 'p1')],
+              }),
+            ),
+            // only the tollgate cluster's overflow counts (p2's is a provider cluster's)
+            {
+              eval_time: '10m',
+              alertname: 'TollgateCheckOverflow',
+              exp_alerts: [fired('TollgateCheckOverflow', 'p1')],
+            },
+          ],
+        },
+        {
+          interval: '1m',
+          input_series: [
+            {
+              series: 'envoy_cluster_ext_authz_failure_mode_allowed{namespace="ns",pod="p1"}',
+              values: '5x15',
+            },
+            { series: 'envoy_cluster_ext_authz_ok{namespace="ns",pod="p1"}', values: '0+600x15' },
+            {
+              series:
+                'envoy_cluster_membership_healthy{envoy_cluster_name="tollgate",namespace="ns",pod="p1"}',
+              values: '1x15',
+            },
+          ],
+          alert_rule_test: [
+            'TollgateChecksFailingOpen',
+            'TollgateCheckOverflow',
+            'TollgateNotServingEnvoy',
+          ].map((a) => ({
+            eval_time: '10m',
+            alertname: a,
+            exp_alerts: [],
+          })),
+        },
+      ],
+    };
+    const f = join(dir, 'test.yaml');
+    writeFileSync(f, JSON.stringify(test));
+    const r = spawnSync(PROMTOOL, ['test', 'rules', f], { encoding: 'utf8' });
+    if (r.error) throw new Error(PROMTOOL_HELP);
+    expect(r.stdout + r.stderr).toMatch(/SUCCESS/);
+    expect(r.status).toBe(0);
   });
 });
 

@@ -14,7 +14,10 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import protobuf from 'protobufjs';
 import { beforeAll, describe, expect, it } from 'vitest';
+import type { Decision } from '../src/decision/types.js';
 import { LOADER_OPTIONS, loadGrpcPackages, PROTO_DIR } from '../src/authz/grpc/protos.js';
+import { toCheckResponse } from '../src/authz/grpc/translate.js';
+import { encodeCheckResponse } from '../src/authz/grpc/wire.js';
 
 const require = createRequire(import.meta.url);
 const XDS_DEPS = join(dirname(require.resolve('@grpc/grpc-js-xds/package.json')), 'deps');
@@ -286,6 +289,73 @@ describe('server-side proto-loader definitions', () => {
       const expected = encode(official, 'envoy.service.auth.v3.CheckResponse', res);
       expect(Buffer.from(wire).equals(Buffer.from(expected))).toBe(true);
       expect(resType.toObject(resType.decode(wire), CONVERSION)).toEqual(check.responseDeserialize(wire));
+    }
+  });
+});
+
+describe("tollgate's own CheckResponses, read with the official protos", () => {
+  const stats = {} as Decision['stats'];
+  const allow: Decision = {
+    kind: 'allow',
+    reason: 'rerouted',
+    upstreamHeaders: { 'x-tollgate-model': 'gpt-4o-mini', 'x-tollgate-rerouted-from': 'gpt-4o' },
+    removeHeaders: ['x-tollgate-degraded'],
+    responseHeaders: {
+      'x-ratelimit-remaining-tokens': '9000',
+      'x-ratelimit-limit-tokens': '30000',
+      'x-tollgate-model': 'gpt-4o-mini',
+    },
+    stats,
+  };
+  const deny: Decision = {
+    kind: 'deny',
+    reason: 'rate-limited',
+    httpStatus: 429,
+    headers: { 'retry-after': '4', 'x-ratelimit-remaining-tokens': '0' },
+    body: '{"error":{}}',
+    stats,
+  };
+  const resType = () => official.lookupType('envoy.service.auth.v3.CheckResponse');
+  const read = (bytes: Buffer) => resType().toObject(resType().decode(bytes), CONVERSION) as any;
+
+  it('allow: response_headers_to_add are ADD_IF_ABSENT (the provider keeps its own x-ratelimit-*), upstream headers overwrite', () => {
+    const ok = read(encodeCheckResponse(allow)).ok_response;
+    expect(ok.response_headers_to_add.map((h: any) => [h.header.key, h.append_action])).toEqual([
+      ['x-ratelimit-remaining-tokens', 'ADD_IF_ABSENT'],
+      ['x-ratelimit-limit-tokens', 'ADD_IF_ABSENT'],
+      ['x-tollgate-model', 'ADD_IF_ABSENT'],
+    ]);
+    // the deprecated `append` stays unset, so Envoy reads append_action (ext_authz_grpc_impl.cc)
+    for (const h of [...ok.response_headers_to_add, ...ok.headers]) expect(h.append).toBeUndefined();
+    expect(ok.headers.map((h: any) => h.append_action)).toEqual([
+      'OVERWRITE_IF_EXISTS_OR_ADD',
+      'OVERWRITE_IF_EXISTS_OR_ADD',
+    ]);
+    expect(ok.headers_to_remove).toEqual(['x-tollgate-degraded']);
+  });
+
+  it("deny: tollgate's own reply, its headers overwrite", () => {
+    const d = read(encodeCheckResponse(deny)).denied_response;
+    expect(new Set(d.headers.map((h: any) => h.append_action))).toEqual(
+      new Set(['OVERWRITE_IF_EXISTS_OR_ADD']),
+    );
+  });
+
+  it('the lean encoder (direct and grpc-js paths, framed or not) and toCheckResponse agree under the official protos', () => {
+    const { authorization } = loadGrpcPackages();
+    for (const d of [allow, deny]) {
+      const lean = encodeCheckResponse(d);
+      const viaGrpcJs = Buffer.from(authorization.Check.responseSerialize(toCheckResponse(d)));
+      const viaOfficial = Buffer.from(
+        encode(official, 'envoy.service.auth.v3.CheckResponse', toCheckResponse(d)),
+      );
+      // the lean bytes leave out the empty status message proto-loader writes; same message otherwise
+      const full = (b: Buffer) => resType().toObject(resType().decode(b), { ...CONVERSION, defaults: true });
+      expect(full(lean)).toEqual(full(viaOfficial));
+      expect(viaGrpcJs.equals(viaOfficial)).toBe(true);
+      const framed = encodeCheckResponse(d, true);
+      expect(framed.readUInt32BE(1)).toBe(lean.length);
+      expect(framed.subarray(5).equals(lean)).toBe(true);
     }
   });
 });

@@ -55,7 +55,7 @@ export interface AllowDecision {
   upstreamHeaders: Headers;
   /** Headers removed from the request to upstream (client-sent x-tollgate-*). */
   removeHeaders: string[];
-  /** Headers added to the client's response (overwrite). */
+  /** Headers added to the client's response, only where the provider sent none of that name (ADD_IF_ABSENT). */
   responseHeaders: Headers;
   stats: DecisionStats;
 }

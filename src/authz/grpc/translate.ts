@@ -73,13 +73,15 @@ export function toCheckInput(req: any): CheckInput {
 }
 
 // Envoy reads HeaderValueOption defaults differently across versions, and the default for
-// response_headers_to_add appends (duplicating headers); so every header we send states
-// OVERWRITE_IF_EXISTS_OR_ADD explicitly (envoy/config/core/v3/base.proto, HeaderAppendAction).
-const opts = (h: Headers) =>
-  Object.entries(h).map(([key, value]) => ({
-    header: { key, value },
-    append_action: 'OVERWRITE_IF_EXISTS_OR_ADD',
-  }));
+// response_headers_to_add appends (duplicating headers); so every header we send states its
+// append_action explicitly (envoy/config/core/v3/base.proto, HeaderAppendAction):
+// OVERWRITE_IF_EXISTS_OR_ADD for upstream request headers and deny headers, ADD_IF_ABSENT for the
+// headers ext_authz adds to the provider's response on an allow (the provider's own x-ratelimit-*,
+// on its 429s and 5xx too, must not be overwritten). Envoy honours append_action on
+// response_headers_to_add since v1.31 (changelogs/1.31.0.yaml, ext_authz "Handle append_action");
+// older Envoys treat an unset `append` as overwrite. docs/envoy-and-istio.md, "Response headers".
+const opts = (h: Headers, append_action = 'OVERWRITE_IF_EXISTS_OR_ADD') =>
+  Object.entries(h).map(([key, value]) => ({ header: { key, value }, append_action }));
 
 /** google.rpc.Code of a deny with HTTP status `status`. */
 export const rpcFor = (status: number): number =>
@@ -102,7 +104,7 @@ export function toCheckResponse(d: Decision): any {
       ok_response: {
         headers: opts(d.upstreamHeaders),
         headers_to_remove: d.removeHeaders,
-        response_headers_to_add: opts(d.responseHeaders),
+        response_headers_to_add: opts(d.responseHeaders, 'ADD_IF_ABSENT'),
       },
     };
   }

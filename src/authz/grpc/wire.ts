@@ -356,6 +356,14 @@ class Writer {
   }
 }
 
+/**
+ * HeaderValueOption.HeaderAppendAction (envoy/config/core/v3/base.proto). Upstream request headers and
+ * deny headers overwrite (tollgate's x-tollgate-model must replace a client's; a deny is tollgate's own
+ * reply). Headers for the client's response on an allow are ADD_IF_ABSENT: ext_authz applies
+ * response_headers_to_add to whatever the provider answers, its 429s and 5xx included, and the
+ * provider's own x-ratelimit-* must win over tollgate's (docs/envoy-and-istio.md, "Response headers").
+ */
+const ADD_IF_ABSENT = 1;
 const OVERWRITE_IF_EXISTS_OR_ADD = 2;
 
 function varintSize(v: number): number {
@@ -366,7 +374,7 @@ function varintSize(v: number): number {
  * repeated HeaderValueOption { header = 1 { key = 1; value = 2 }; append_action = 3 }, with the
  * lengths computed up front (the bulk of every answer; no back-patching).
  */
-function headerOptions(w: Writer, field: number, h: Headers): void {
+function headerOptions(w: Writer, field: number, h: Headers, action = OVERWRITE_IF_EXISTS_OR_ADD): void {
   for (const key in h) {
     const value = h[key];
     const kl = Buffer.byteLength(key);
@@ -381,7 +389,7 @@ function headerOptions(w: Writer, field: number, h: Headers): void {
     w.tag(2, 2);
     w.raw(value, vl);
     w.tag(3, 0);
-    w.varint(OVERWRITE_IF_EXISTS_OR_ADD);
+    w.varint(action);
   }
 }
 
@@ -397,7 +405,7 @@ export function encodeCheckResponse(d: Decision, framed = false): Buffer {
     const ok = w.begin(3);
     headerOptions(w, 2, d.upstreamHeaders);
     for (const name of d.removeHeaders) w.string(5, name);
-    headerOptions(w, 6, d.responseHeaders);
+    headerOptions(w, 6, d.responseHeaders, ADD_IF_ABSENT);
     w.end(ok);
     return framed ? w.framed() : w.result();
   }
