@@ -1,146 +1,99 @@
 /**
- * HTTP port: /healthz (liveness), /readyz (readiness), /metrics (Prometheus), and the HTTP authorization
- * mode (Envoy ext_authz `http_service`): any other path is a check of that method, path, headers and
- * body; 200 = allow (headers to add upstream returned as response headers), anything else = deny with
- * its status, headers and body. An optional "/authz" prefix (Envoy's `path_prefix`) is stripped.
- *
- * Bodies larger than server.max_body_bytes are handled like Envoy's allow_partial_message: the first
- * max_body_bytes are decided on, marked partial, and the cost is estimated from the full size.
+ * The metrics/probe port: GET (or HEAD) /healthz (liveness), /readyz (readiness), /metrics
+ * (Prometheus), and nothing else: 404 for any other path, 405 for another method. It decides and
+ * debits nothing, so it can be exposed to the cluster (the Service, the PodMonitor, the kubelet).
+ * The HTTP authorization mode has its own listener (src/http-authz.ts, server.http_authz).
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { Decider } from './decision/decide.js';
-import type { Decision } from './decision/types.js';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { Metrics } from './metrics.js';
 
 export interface HttpOptions {
   port: number;
+  /** Bind address; undefined = every interface. */
   host?: string;
   metrics: Metrics;
   /** Readiness: the same answer grpc.health.v1 gives. */
   ready: () => boolean;
   /** Details for the /readyz JSON. */
   status?: () => Record<string, unknown>;
-  decider: Decider;
-  observe: (d: Decision, seconds: number, requestId: string | undefined) => void;
-  /** Count an authz check in flight; false = draining, refuse it. */
-  begin?: () => boolean;
-  end?: () => void;
 }
 
-export interface ReadBody {
-  /** At most `limit` bytes; undefined when the request had no body. */
-  body?: Buffer;
-  /** Bytes the client sent in total. */
-  size: number;
-  truncated: boolean;
+export interface HttpListener {
+  port: number;
+  /** Stop listening, let requests being answered finish (up to graceMs), then drop every connection. */
+  close(graceMs?: number): Promise<void>;
 }
 
-export function readBody(req: IncomingMessage, limit: number): Promise<ReadBody> {
-  return new Promise((resolve, reject) => {
-    const chunks: Buffer[] = [];
-    let kept = 0;
-    let size = 0;
-    req.on('data', (c: Buffer) => {
-      size += c.length;
-      if (kept >= limit) return; // keep reading (the client is still sending) but store no more
-      const part = kept + c.length > limit ? c.subarray(0, limit - kept) : c;
-      chunks.push(part);
-      kept += part.length;
-    });
-    req.on('end', () =>
-      resolve({ body: kept > 0 ? Buffer.concat(chunks) : undefined, size, truncated: size > kept }),
-    );
-    req.on('error', reject);
-  });
+export function sendJson(
+  res: ServerResponse,
+  status: number,
+  body: unknown,
+  extra: Record<string, string> = {},
+): void {
+  res.writeHead(status, { 'content-type': 'application/json', ...extra });
+  res.end(JSON.stringify(body));
+}
+
+export function errorJson(message: string, type: string, code: string) {
+  return { error: { message, type, code, param: null } };
 }
 
 const PROBES = new Set(['/healthz', '/readyz', '/metrics']);
 
-export async function startHttp(
-  opts: HttpOptions,
-): Promise<{ port: number; close(graceMs?: number): Promise<void> }> {
-  const json = (res: ServerResponse, status: number, body: unknown, extra: Record<string, string> = {}) => {
-    res.writeHead(status, { 'content-type': 'application/json', ...extra });
-    res.end(JSON.stringify(body));
-  };
+export async function startHttp(opts: HttpOptions): Promise<HttpListener> {
   const server = createServer(async (req, res) => {
-    const url = req.url ?? '/';
-    const pathOnly = url.split('?', 1)[0];
+    const pathOnly = (req.url ?? '/').split('?', 1)[0];
+    req.resume(); // a body sent here is never read
     try {
-      if (PROBES.has(pathOnly) && (req.method === 'GET' || req.method === 'HEAD')) {
-        if (pathOnly === '/healthz') return json(res, 200, { status: 'ok' });
-        if (pathOnly === '/readyz') {
-          const ok = opts.ready();
-          return json(res, ok ? 200 : 503, { status: ok ? 'ready' : 'not-ready', ...opts.status?.() });
-        }
-        const text = await opts.metrics.registry.metrics();
-        res.writeHead(200, { 'content-type': opts.metrics.registry.contentType });
-        return res.end(text);
-      }
-      if (opts.begin && !opts.begin()) {
-        req.resume();
-        return json(
+      if (!PROBES.has(pathOnly))
+        return sendJson(
           res,
-          503,
-          {
-            error: {
-              message: 'tollgate is shutting down',
-              type: 'server_error',
-              code: 'unavailable',
-              param: null,
-            },
-          },
-          { connection: 'close' },
+          404,
+          errorJson(
+            'Not found: this port serves /metrics, /healthz and /readyz only (the HTTP authorization mode, when enabled, has its own port: server.http_authz).',
+            'invalid_request_error',
+            'not_found',
+          ),
         );
+      if (req.method !== 'GET' && req.method !== 'HEAD')
+        return sendJson(
+          res,
+          405,
+          errorJson('Method not allowed', 'invalid_request_error', 'method_not_allowed'),
+          {
+            allow: 'GET, HEAD',
+          },
+        );
+      if (pathOnly === '/healthz') return sendJson(res, 200, { status: 'ok' });
+      if (pathOnly === '/readyz') {
+        const ok = opts.ready();
+        return sendJson(res, ok ? 200 : 503, { status: ok ? 'ready' : 'not-ready', ...opts.status?.() });
       }
-      try {
-        const t0 = performance.now();
-        const headers: Record<string, string> = {};
-        for (const [k, v] of Object.entries(req.headers))
-          if (v !== undefined) headers[k] = Array.isArray(v) ? v.join(',') : v;
-        const { body, size, truncated } = await readBody(req, opts.decider.config.server.maxBodyBytes);
-        if (truncated) {
-          // As Envoy does with allow_partial_message: a prefix of the body, flagged partial.
-          headers['x-envoy-auth-partial-body'] = 'true';
-          if (!(Number(headers['content-length']) > 0)) headers['content-length'] = String(size);
-        }
-        const path = url.startsWith('/authz/') ? url.slice('/authz'.length) : url;
-        const d = await opts.decider.decide({ method: req.method ?? 'GET', path, headers, body });
-        opts.observe(d, (performance.now() - t0) / 1000, headers['x-request-id']);
-        if (d.kind === 'allow') {
-          // Envoy's http_service removes the headers named here from the upstream request
-          // (client-sent x-tollgate-*: no spoofing in HTTP mode either).
-          const remove = d.removeHeaders.length
-            ? { 'x-envoy-auth-headers-to-remove': d.removeHeaders.join(',') }
-            : {};
-          res.writeHead(200, { ...d.upstreamHeaders, ...d.responseHeaders, ...remove });
-          return res.end();
-        }
-        res.writeHead(d.httpStatus, d.headers);
-        res.end(d.body);
-      } finally {
-        opts.end?.();
-      }
+      const text = await opts.metrics.registry.metrics();
+      res.writeHead(200, { 'content-type': opts.metrics.registry.contentType });
+      res.end(text);
     } catch {
       if (res.headersSent) return res.destroy();
-      json(res, 500, {
-        error: { message: 'internal error', type: 'server_error', code: 'internal_error', param: null },
-      });
+      sendJson(res, 500, errorJson('internal error', 'server_error', 'internal_error'));
     }
   });
+  return listen(server, opts.port, opts.host);
+}
+
+/** Listen on host:port (every interface when host is undefined) and hand back the bound port and a close(). */
+export async function listen(server: Server, port: number, host?: string): Promise<HttpListener> {
   server.keepAliveTimeout = 65_000;
-  const port = await new Promise<number>((resolve, reject) => {
+  const bound = await new Promise<number>((resolve, reject) => {
     server.once('error', reject);
     const done = () => {
       const a = server.address();
-      resolve(typeof a === 'object' && a ? a.port : opts.port);
+      resolve(typeof a === 'object' && a ? a.port : port);
     };
-    if (opts.host) server.listen(opts.port, opts.host, done);
-    else server.listen(opts.port, done);
+    if (host) server.listen(port, host, done);
+    else server.listen(port, done);
   });
   return {
-    port,
-    /** Stop listening, let requests being answered finish (up to graceMs), then drop every connection. */
+    port: bound,
     close: (graceMs = 1000) =>
       new Promise<void>((resolve) => {
         const timer = setTimeout(() => server.closeAllConnections(), graceMs);

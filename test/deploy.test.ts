@@ -82,6 +82,7 @@ describe('deploy/ YAML files', () => {
       'IstioOperator',
       'AuthorizationPolicy',
       'EnvoyFilter',
+      'NetworkPolicy',
     ]) {
       expect(kinds, k).toContain(k);
     }
@@ -103,13 +104,15 @@ describe('Kubernetes base: Deployment llm-gateway', () => {
     ).toEqual(['envoy', 'tollgate']);
     expect(container('envoy').image).toBe('envoyproxy/envoy:v1.31-latest');
     expect(portNumber(container('envoy'), 'http')).toBe(10000);
-    expect(portNumber(container('tollgate'), 'grpc')).toBe(9191);
+    // gRPC :9191 is bound to the Pod's loopback (issue 19): not a container port any more
+    expect(container('tollgate').ports.map((p: any) => p.containerPort)).toEqual([8181]);
     expect(portNumber(container('tollgate'), 'http-metrics')).toBe(8181);
   });
 
-  it('probes: tollgate readiness over gRPC :9191, liveness GET /healthz :8181; envoy probed too', () => {
+  it('probes: tollgate readiness GET /readyz :8181 (gRPC is loopback-only), liveness GET /healthz :8181; envoy probed too', () => {
     const t = container('tollgate');
-    expect(t.readinessProbe.grpc.port).toBe(9191);
+    expect(t.readinessProbe.httpGet.path).toBe('/readyz');
+    expect(portNumber(t, t.readinessProbe.httpGet.port)).toBe(8181);
     expect(t.livenessProbe.httpGet.path).toBe('/healthz');
     expect(portNumber(t, t.livenessProbe.httpGet.port)).toBe(8181);
     const e = container('envoy');
@@ -165,9 +168,30 @@ describe('Kubernetes base: Deployment llm-gateway', () => {
     expect(cfg.models.get('gpt-4o-mini')?.encoding).toBe('o200k_base');
     expect(cfg.defaultModel.defaultMaxOutputTokens).toBe(1024);
     expect(cfg.limits.map((l) => l.name)).toEqual(['tenant-requests', 'tenant-tokens', 'team-spend']);
-    expect(cfg.server).toMatchObject({ grpcPort: 9191, httpPort: 8181, decisionDeadlineMs: 50 });
+    expect(cfg.server).toMatchObject({
+      grpcHost: '127.0.0.1',
+      grpcPort: 9191,
+      httpPort: 8181,
+      decisionDeadlineMs: 50,
+    });
+    expect(cfg.server.httpAuthz).toBeUndefined(); // the HTTP authorization mode stays off
+    // no client-settable header outranks the API key
+    const tenant = cfg.identity.tenant.sources;
+    expect(tenant.findIndex((x) => 'api_key' in x)).toBeLessThan(tenant.findIndex((x) => 'header' in x));
     expect(cfg.store.prefix).toBe('tollgate');
     expect(cfg.store.replicas).toBe(find('Deployment', 'llm-gateway')!.spec.replicas);
+  });
+
+  it('a NetworkPolicy admits remote peers only to Envoy :10000 and the metrics port :8181, never to the authorization ports', () => {
+    const np = find('NetworkPolicy', 'llm-gateway')!;
+    expect(np).toBeDefined();
+    expect(np.spec.podSelector.matchLabels).toEqual(dep().spec.selector.matchLabels);
+    expect(np.spec.policyTypes).toEqual(['Ingress']);
+    const ports = np.spec.ingress.flatMap((r: any) => (r.ports ?? []).map((p: any) => p.port));
+    expect(ports.sort()).toEqual([10000, 8181]);
+    // every rule names its ports (a rule without ports would admit every port, 9191 included)
+    for (const r of np.spec.ingress) expect(r.ports?.length).toBeGreaterThan(0);
+    expect(readFileSync(join(K8S, 'base/kustomization.yaml'), 'utf8')).toMatch(/- networkpolicy\.yaml/);
   });
 
   it('the Valkey StatefulSet runs valkey/valkey:8 non-root with the valkey.conf ConfigMap', () => {
@@ -250,6 +274,7 @@ describe('kustomizations render with kubectl', () => {
       expect(() => validateConfig(loadYaml(tgCm.data['tollgate.yaml']))).not.toThrow();
       expect(byKind('Service').map((s) => s.metadata.name)).toContain('llm-gateway');
       expect(byKind('PodMonitor')).toHaveLength(1);
+      expect(byKind('NetworkPolicy').map((n) => n.metadata.name)).toEqual(['llm-gateway']);
       if (dir.endsWith('with-valkey')) {
         expect(byKind('StatefulSet').map((s) => s.metadata.name)).toEqual(['valkey']);
         const secret = byKind('Secret').find((s) => s.metadata.name.startsWith('tollgate-valkey'))!;

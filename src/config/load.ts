@@ -3,6 +3,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { load as yamlLoad } from 'js-yaml';
 import { ConfigError } from '../errors.js';
+import { AUTHZ_DEFAULT_HOST } from './listeners.js';
 import { validateConfig } from './schema.js';
 import type { Config } from './types.js';
 
@@ -21,7 +22,7 @@ export function parseConfigText(text: string, file?: string): Config {
   return validateConfig(raw, file);
 }
 
-/** Read, validate and apply TOLLGATE_GRPC_PORT / TOLLGATE_HTTP_PORT overrides. */
+/** Read, validate and apply TOLLGATE_GRPC_PORT / TOLLGATE_HTTP_PORT / TOLLGATE_HTTP_AUTHZ_PORT overrides. */
 export function loadConfig(file = configPath(), env: NodeJS.ProcessEnv = process.env): Config {
   let text: string;
   try {
@@ -47,6 +48,11 @@ export function loadConfig(file = configPath(), env: NodeJS.ProcessEnv = process
   };
   cfg.server.grpcPort = port('TOLLGATE_GRPC_PORT', cfg.server.grpcPort);
   cfg.server.httpPort = port('TOLLGATE_HTTP_PORT', cfg.server.httpPort);
+  // The HTTP authorization mode's port; setting it turns the mode on (bound to server.http_authz.host,
+  // 127.0.0.1 unless the config says otherwise).
+  const authz = port('TOLLGATE_HTTP_AUTHZ_PORT', -1);
+  if (authz >= 0)
+    cfg.server.httpAuthz = { host: cfg.server.httpAuthz?.host ?? AUTHZ_DEFAULT_HOST, port: authz };
   return cfg;
 }
 

@@ -4,6 +4,7 @@
  * (a typo must never silently disable a limit).
  */
 import { ConfigError } from '../errors.js';
+import { checkPortClash, parseListeners } from './listeners.js';
 import type {
   CalendarUnit,
   Config,
@@ -529,7 +530,9 @@ export function validateConfig(raw: unknown, file?: string): Config {
   c.keys('server', sv, [
     'grpc_host',
     'grpc_port',
+    'http_host',
     'http_port',
+    'http_authz',
     'max_body_bytes',
     'decision_deadline',
     'non_llm_paths',
@@ -548,7 +551,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
   if (deadline === undefined)
     c.fail('server.decision_deadline', 'a duration like 50ms', sv.decision_deadline);
   const server = {
-    grpcHost: sv.grpc_host === undefined ? '0.0.0.0' : (c.str('server.grpc_host', sv.grpc_host) ?? '0.0.0.0'),
+    ...parseListeners(c, sv),
     grpcPort: sv.grpc_port === undefined ? 9191 : (c.int('server.grpc_port', sv.grpc_port, 0, 65535) ?? 9191),
     httpPort: sv.http_port === undefined ? 8181 : (c.int('server.http_port', sv.http_port, 0, 65535) ?? 8181),
     maxBodyBytes:
@@ -590,6 +593,8 @@ export function validateConfig(raw: unknown, file?: string): Config {
         : (c.int('server.http2_connection_window', sv.http2_connection_window, DEFAULT_WINDOW, MAX_WINDOW) ??
           DEFAULT_WINDOW),
   };
+
+  checkPortClash(c, server);
 
   // store
   const st = root.store === undefined ? {} : (c.obj('store', root.store) ?? {});

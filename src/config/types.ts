@@ -1,4 +1,5 @@
 /** The validated, normalized configuration every other module reads. Plain data. */
+import type { HttpAuthzListener } from './listeners.js';
 
 export type IdentitySource =
   | { header: string }
@@ -73,9 +74,15 @@ export interface LimitConfig {
 export type FailurePolicy = 'allow' | 'deny' | 'local';
 
 export interface ServerConfig {
+  /** Bind address of the gRPC port (server.grpc_host). */
   grpcHost: string;
   grpcPort: number;
+  /** Bind address of the metrics/probe port (server.http_host); undefined = every interface. */
+  httpHost?: string;
+  /** The metrics/probe port: /metrics, /healthz, /readyz only. */
   httpPort: number;
+  /** The HTTP authorization mode's own listener (server.http_authz); undefined = off. */
+  httpAuthz?: HttpAuthzListener;
   /** Largest request body we accept (bytes); the gRPC receive limit is set above it. */
   maxBodyBytes: number;
   /** The whole decision answers within this many ms, even when the store hangs. */
