@@ -21,6 +21,7 @@ import { startHttp } from './http.js';
 import { startAuthzHttp } from './http-authz.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics, outcomeOf } from './metrics.js';
+import { registerMemoryStoreMetrics } from './metrics-memory.js';
 import { MemoryStore } from './store/memory.js';
 import type { Store } from './store/types.js';
 import { ValkeyStore } from './store/valkey.js';
@@ -96,7 +97,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
     }
     store = vs;
   } else {
-    store = new MemoryStore();
+    store = new MemoryStore(Date.now, 1, cfg.store.memoryMaxKeys);
     log.warn('no VALKEY_URL: using the in-memory store (single replica only: limits are per process)');
   }
 
@@ -179,6 +180,10 @@ export async function startApp(opts: AppOptions): Promise<App> {
   metrics.inflightSource = () => inflight;
   metrics.forgivenSource = () => decider.breaker.forgiven;
   metrics.deferredSource = () => decider.pacer.deferred;
+  registerMemoryStoreMetrics(metrics.registry, () => ({
+    memory: store instanceof MemoryStore ? store : undefined,
+    local: decider.config.store.onStoreFailure === 'local' ? decider.localStore : undefined,
+  }));
   let started = false;
   if (!storeUp) {
     storeUp = true;

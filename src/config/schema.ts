@@ -4,6 +4,7 @@
  * (a typo must never silently disable a limit).
  */
 import { ConfigError } from '../errors.js';
+import { parseSourceIp, parseUnknownKeys } from './identity-options.js';
 import { checkPortClash, parseListeners } from './listeners.js';
 import type {
   CalendarUnit,
@@ -16,6 +17,7 @@ import type {
   LimitWindow,
   ModelConfig,
   QueueConfig,
+  UnknownKeys,
 } from './types.js';
 import { parseDuration, parseShare, usdToMicros } from './units.js';
 
@@ -27,6 +29,12 @@ const MAX_WINDOW = 2 ** 31 - 1;
  * in flight: 2 to 6 all ran 20-25% more checks/s than no pacing (README, Performance).
  */
 export const DEFAULT_CHECKS_PER_TURN = 4;
+/**
+ * Limit keys the in-memory store holds at once (store.memory_max_keys): ~200 bytes each, so ~20 MB.
+ * At the bound, keys whose state equals no state (bucket full again, window over) are evicted; if
+ * none is, a call that needs a new key is answered per on_store_failure (src/store/memory.ts).
+ */
+export const DEFAULT_MEMORY_MAX_KEYS = 100_000;
 
 export const ENCODINGS = ['o200k_base', 'cl100k_base', 'p50k_base', 'r50k_base'] as const;
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -93,7 +101,7 @@ function identitySource(c: Checker, path: string, v: unknown): IdentitySource | 
   if (!o) return undefined;
   const keys = Object.keys(o);
   if (keys.length !== 1) {
-    c.fail(path, 'exactly one of header, api_key, metadata, path_segment, key_map, default', v);
+    c.fail(path, 'exactly one of header, api_key, metadata, path_segment, key_map, default, source_ip', v);
     return undefined;
   }
   const k = keys[0];
@@ -124,9 +132,13 @@ function identitySource(c: Checker, path: string, v: unknown): IdentitySource | 
       const d = c.str(join(path, k), o[k], /^.{1,256}$/s, 'a non-empty string');
       return d ? { default: d } : undefined;
     }
+    case 'source_ip': {
+      const from = parseSourceIp(c, join(path, k), o[k]);
+      return from ? { source_ip: from } : undefined;
+    }
     default:
       c.problems.push(
-        `${join(path, k)}: unknown identity source (allowed: header, api_key, metadata, path_segment, key_map, default)`,
+        `${join(path, k)}: unknown identity source (allowed: header, api_key, metadata, path_segment, key_map, default, source_ip)`,
       );
       return undefined;
   }
@@ -388,6 +400,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
   const identity: Record<string, IdentityDim> = {};
   let apiKeySecret = process.env.TOLLGATE_API_KEY_SECRET ?? '';
   let keyMapFile: string | undefined;
+  let unknownKeys: UnknownKeys | undefined;
   if (root.identity !== undefined) {
     const id = c.obj('identity', root.identity);
     if (id) {
@@ -400,6 +413,10 @@ export function validateConfig(raw: unknown, file?: string): Config {
         }
         if (dim === 'key_map') {
           keyMapFile = c.str(p, v, /^.{1,4096}$/, 'a file path');
+          continue;
+        }
+        if (dim === 'unknown_keys') {
+          unknownKeys = parseUnknownKeys(c, p, v);
           continue;
         }
         if (!DIM.test(dim) || dim === 'model') {
@@ -450,6 +467,8 @@ export function validateConfig(raw: unknown, file?: string): Config {
   const usesKeyMap = Object.values(identity).some((d) => d.sources.some((s) => 'key_map' in s));
   if (usesKeyMap && !keyMapFile)
     c.problems.push('identity.key_map: expected a file path (a source uses key_map)');
+  if (unknownKeys && !keyMapFile)
+    c.problems.push('identity.unknown_keys: only valid with identity.key_map (which keys are known)');
 
   // tool weights
   const toolWeights = new Map<string, number>();
@@ -598,7 +617,15 @@ export function validateConfig(raw: unknown, file?: string): Config {
 
   // store
   const st = root.store === undefined ? {} : (c.obj('store', root.store) ?? {});
-  c.keys('store', st, ['prefix', 'timeout', 'breaker', 'on_store_failure', 'replicas', 'deny_cache']);
+  c.keys('store', st, [
+    'prefix',
+    'timeout',
+    'breaker',
+    'on_store_failure',
+    'replicas',
+    'deny_cache',
+    'memory_max_keys',
+  ]);
   const timeoutMs = st.timeout === undefined ? 25 : parseDuration(st.timeout);
   if (timeoutMs === undefined) c.fail('store.timeout', 'a duration like 25ms', st.timeout);
   const br = st.breaker === undefined ? {} : (c.obj('store.breaker', st.breaker) ?? {});
@@ -625,6 +652,10 @@ export function validateConfig(raw: unknown, file?: string): Config {
         'allow')) as FailurePolicy,
     replicas: st.replicas === undefined ? 1 : (c.int('store.replicas', st.replicas, 1, 10_000) ?? 1),
     denyCache: true,
+    memoryMaxKeys:
+      st.memory_max_keys === undefined
+        ? DEFAULT_MEMORY_MAX_KEYS
+        : (c.int('store.memory_max_keys', st.memory_max_keys, 100, 100_000_000) ?? DEFAULT_MEMORY_MAX_KEYS),
   };
   if (st.deny_cache !== undefined) {
     if (typeof st.deny_cache !== 'boolean') c.fail('store.deny_cache', 'true or false', st.deny_cache);
@@ -639,7 +670,9 @@ export function validateConfig(raw: unknown, file?: string): Config {
   if (c.problems.length > 0) throw new ConfigError(c.problems, file);
   return {
     identity,
-    keyMap: keyMapFile ? { file: keyMapFile, entries: new Map() } : undefined,
+    keyMap: keyMapFile
+      ? { file: keyMapFile, entries: new Map(), unknownKeys: unknownKeys ?? 'own' }
+      : undefined,
     toolWeights,
     apiKeySecret,
     models,

@@ -7,7 +7,14 @@ export type IdentitySource =
   | { metadata: { filter: string; path: string[] } }
   | { path_segment: number }
   | { key_map: string }
-  | { default: string };
+  | { default: string }
+  /** The client's address: Envoy's attributes.source.address, or the right hop of x-forwarded-for. */
+  | { source_ip: SourceIpFrom };
+
+export type SourceIpFrom = { from: 'envoy' } | { from: 'xff'; trustedHops: number };
+
+/** What an API key missing from the key map becomes (identity.unknown_keys). */
+export type UnknownKeys = 'own' | 'shared' | 'deny';
 
 export interface IdentityDim {
   sources: IdentitySource[];
@@ -20,6 +27,8 @@ export interface IdentityDim {
 export interface KeyMap {
   file: string;
   entries: Map<string, Record<string, string>>;
+  /** own: its own id (key_<hash>); shared: one id for every unknown key; deny: 401. */
+  unknownKeys: UnknownKeys;
 }
 
 export interface ModelConfig {
@@ -124,6 +133,8 @@ export interface StoreConfig {
   replicas: number;
   /** Answer repeat denies from a local "denied until T" cache (T from the script). */
   denyCache: boolean;
+  /** In-memory store (and on_store_failure: local): most limit keys held at once (store.memory_max_keys). */
+  memoryMaxKeys: number;
 }
 
 export interface Config {

@@ -5,7 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { fallbackChain } from '../config/schema.js';
 import type { Config } from '../config/types.js';
-import { BreakerOpenError } from '../errors.js';
+import { BreakerOpenError, StoreFullError } from '../errors.js';
 import { type Identity, logTag, resolveIdentity } from '../identity.js';
 import { parseBody } from '../parse/body.js';
 import { classifyPath } from '../parse/route.js';
@@ -30,6 +30,7 @@ import { DenyCache } from './deny-cache.js';
 import { type Row, rateLimitHeaders } from './headers.js';
 import { TurnPacer } from './pacer.js';
 import type { AllowDecision, Decision, DecisionStats, DenyDecision, Headers } from './types.js';
+import { unknownKeyGate } from './unknown-key.js';
 
 export interface CheckInput {
   method: string;
@@ -40,6 +41,8 @@ export interface CheckInput {
   body?: Buffer | string;
   /** filter_metadata as plain JSON. */
   metadata?: Record<string, unknown>;
+  /** attributes.source.address.socket_address.address: the downstream peer Envoy saw. */
+  sourceAddress?: string;
 }
 
 export interface DeciderDeps {
@@ -143,7 +146,7 @@ export class Decider {
       Date.now,
       (since) => (store.lastReplyAt ?? Number.NEGATIVE_INFINITY) >= since,
     );
-    this.local = new MemoryStore(Date.now, cfg.store.replicas);
+    this.local = new MemoryStore(Date.now, cfg.store.replicas, cfg.store.memoryMaxKeys);
   }
 
   /** Load every encoding the config uses (here and in the token workers), so no call pays for it. */
@@ -167,8 +170,10 @@ export class Decider {
     this.deps.store.setTimeoutMs?.(cfg.store.timeoutMs);
     if (cfg.store.replicas !== this.cfg.store.replicas) {
       void this.local.close();
-      this.local = new MemoryStore(Date.now, cfg.store.replicas);
+      this.local = new MemoryStore(Date.now, cfg.store.replicas, cfg.store.memoryMaxKeys);
     }
+    this.local.setMaxKeys(cfg.store.memoryMaxKeys);
+    if (this.deps.store instanceof MemoryStore) this.deps.store.setMaxKeys(cfg.store.memoryMaxKeys);
     this.cfg = cfg;
     this.denyCache.clear();
   }
@@ -196,6 +201,10 @@ export class Decider {
         {},
       );
     }
+
+    // identity.unknown_keys: deny — refused before any work is spent on the call
+    const gate = unknownKeyGate(cfg, input.headers);
+    if (gate && 'denied' in gate) return gate.denied;
 
     // --- body -------------------------------------------------------------------------------------
     const body = input.body;
@@ -265,7 +274,13 @@ export class Decider {
     if (model === undefined) return badRequest('model is required');
 
     // --- identity, candidates, costs ---------------------------------------------------------------
-    const id = resolveIdentity(cfg, { path: input.path, headers: input.headers, metadata: input.metadata });
+    const id = resolveIdentity(cfg, {
+      path: input.path,
+      headers: input.headers,
+      metadata: input.metadata,
+      sourceAddress: input.sourceAddress,
+      keyDigest: gate?.digest,
+    });
     const names = this.candidatesOf(cfg, model);
     const tokensByEncoding = new Map<string, number>();
     const costs: CandidateCost[] = [];
@@ -341,7 +356,9 @@ export class Decider {
         result = await this.storeCheck(built);
         if (cacheable) this.denyCache.remember(built.plan, result, sentAt);
       }
-    } catch {
+    } catch (err) {
+      // Valkey unreachable or slow, or the in-memory store at its bound (store.memory_max_keys)
+      const why = err instanceof StoreFullError ? 'store-full' : 'store-unavailable';
       const policy = cfg.store.onStoreFailure;
       if (policy === 'deny') {
         return deny(
@@ -356,14 +373,29 @@ export class Decider {
           stats,
         );
       }
-      if (policy === 'allow') {
-        const h = { ...marks, 'x-tollgate-degraded': 'store-unavailable' };
+      const local = policy === 'local' ? this.localCheck(built) : undefined;
+      if (!local) {
+        const h = { ...marks, 'x-tollgate-degraded': why };
         return allow('degraded', h, { ...h }, removeHeaders, stats);
       }
-      result = this.local.checkSync(built.plan);
-      degraded = 'store-unavailable;local';
+      result = local;
+      degraded = `${why};local`;
     }
     return this.interpret(built, costs, result, stats, marks, removeHeaders, degraded, id);
+  }
+
+  /** The on_store_failure: local store (for its metrics). */
+  get localStore(): MemoryStore {
+    return this.local;
+  }
+
+  /** on_store_failure: local — the per-replica share; undefined when that store is full too. */
+  private localCheck(built: BuiltPlan): CheckResult | undefined {
+    try {
+      return this.local.checkSync(built.plan);
+    } catch {
+      return undefined;
+    }
   }
 
   /**
