@@ -455,6 +455,17 @@ describe('valkey.conf ACL against a real valkey-server', () => {
             return "redis.call('XLEN', KEYS[2])";
           case 'xadd':
             return "redis.call('XADD', KEYS[2], '*', 'id', 'x')";
+          // the queue tier's byte accounting and the consumer's release (lua/queue-release.lua)
+          case 'xrange':
+            return "redis.call('XRANGE', KEYS[2], '-', '+')";
+          case 'xdel':
+            return "redis.call('XDEL', KEYS[2], '0-1')";
+          case 'xack':
+            return "redis.call('XACK', KEYS[2], 'g', '0-1')";
+          case 'hincrby':
+            return "redis.call('HINCRBY', KEYS[1], 'b', 1)";
+          case 'hdel':
+            return "redis.call('HDEL', KEYS[1], 'b')";
           default:
             throw new Error(`test: add a probe for ${cmd} (new command in lua/)`);
         }

@@ -6,6 +6,7 @@
 import { ConfigError } from '../errors.js';
 import { parseSourceIp, parseUnknownKeys } from './identity-options.js';
 import { checkPortClash, parseListeners } from './listeners.js';
+import { parseQueues } from './queues.js';
 import type {
   CalendarUnit,
   Config,
@@ -16,7 +17,6 @@ import type {
   LimitKind,
   LimitWindow,
   ModelConfig,
-  QueueConfig,
   UnknownKeys,
 } from './types.js';
 import { parseDuration, parseShare, usdToMicros } from './units.js';
@@ -352,22 +352,8 @@ export function validateConfig(raw: unknown, file?: string): Config {
   const root = c.obj('', raw ?? {}) ?? {};
   c.keys('', root, ['identity', 'models', 'limits', 'queues', 'tool_weights', 'mode', 'server', 'store']);
 
-  // queues (opt-in tier; needs Valkey)
-  const queues = new Map<string, QueueConfig>();
-  if (root.queues !== undefined) {
-    const qs = c.obj('queues', root.queues);
-    if (qs)
-      for (const [name, v] of Object.entries(qs)) {
-        const p = join('queues', name);
-        if (!NAME.test(name)) c.fail(p, 'a queue name of 1-64 letters, digits, "_", "-", "."', name);
-        const o = c.obj(p, v ?? {});
-        if (!o) continue;
-        c.keys(p, o, ['max_length']);
-        const maxLength =
-          o.max_length === undefined ? 10_000 : c.int(join(p, 'max_length'), o.max_length, 1, 100_000_000);
-        if (maxLength !== undefined) queues.set(name, { name, maxLength });
-      }
-  }
+  // queues (opt-in tier; needs Valkey): entries, bytes and a per-tenant share (src/config/queues.ts)
+  const queues = parseQueues(c, root.queues);
   const queueFor = (path: string, o: Obj): string | undefined => {
     if (o.when_exhausted === undefined || o.when_exhausted === 'deny') {
       if (o.queue !== undefined)

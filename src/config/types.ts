@@ -50,6 +50,11 @@ export interface QueueConfig {
   name: string;
   /** Entries the stream may hold; a full queue answers 429 (never trimmed). */
   maxLength: number;
+  /** Bytes the queued entries may take (bodies + fields + a fixed overhead per entry). */
+  maxBytes: number;
+  /** Entries / bytes one tenant may hold (queues.<name>.tenant_share of the two above). */
+  tenantMaxEntries: number;
+  tenantMaxBytes: number;
 }
 
 export type LimitKind = 'requests' | 'tokens' | 'usd';

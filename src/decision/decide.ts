@@ -2,7 +2,6 @@
  * The decision pipeline: CheckRequest attributes → parse → identity → tokens → cost → one atomic store
  * call → Decision. Pure of gRPC: the authz server and the HTTP mode only translate its result.
  */
-import { randomUUID } from 'node:crypto';
 import { fallbackChain } from '../config/schema.js';
 import type { Config } from '../config/types.js';
 import { BreakerOpenError, StoreFullError } from '../errors.js';
@@ -29,6 +28,7 @@ import type { EncodingPlan } from '../tokens/worker.js';
 import { DenyCache } from './deny-cache.js';
 import { type Row, rateLimitHeaders } from './headers.js';
 import { TurnPacer } from './pacer.js';
+import { queueFullText, queueKeys, queueRequest } from './queue-tier.js';
 import type { AllowDecision, Decision, DecisionStats, DenyDecision, Headers } from './types.js';
 import { unknownKeyGate } from './unknown-key.js';
 
@@ -323,17 +323,11 @@ export class Decider {
       cfg.limits.find((l) => l.queue && built.meta[0].some((m) => m.limit === l))?.queue;
     if (queueName && this.deps.store.kind === 'valkey' && call && body !== undefined) {
       // Queue tier: if no candidate fits, the script appends the call to this stream in the same step.
+      // Bounded in entries and bytes, per queue and per tenant (src/decision/queue-tier.ts).
       const q = cfg.queues.get(queueName)!;
-      built.plan.keys.push(`${cfg.store.prefix}:q:${q.name}`);
-      built.plan.queue = {
-        name: q.name,
-        maxLength: q.maxLength,
-        id: randomUUID(),
-        tenant: id.tenant ?? 'anonymous',
-        model,
-        cost: costs[0].promptTokens + costs[0].outputTokens,
-        body,
-      };
+      built.plan.keys.push(...queueKeys(cfg, q));
+      const cost = costs[0].promptTokens + costs[0].outputTokens;
+      built.plan.queue = queueRequest(q, id.tenant ?? 'anonymous', model, cost, body);
     }
     const marks: Headers = estimated ? { 'x-tollgate-estimated': 'true' } : {};
 
@@ -547,7 +541,7 @@ export class Decider {
       const q = built.plan.queue!;
       stats.queue = q.name;
       (body as Record<string, unknown>).queue = q.name;
-      body.error.message += ` The overflow queue "${q.name}" is full.`;
+      body.error.message += queueFullText(q.name, result.queueFull);
       return deny('queue-full', 429, h, JSON.stringify(body), stats);
     }
     return deny('rate-limited', 429, h, JSON.stringify(body), stats);
