@@ -117,6 +117,26 @@ store: { prefix: sip-envoy-${Date.now()} }
     // the same client as an IPv4-mapped IPv6 address is the same client
     expect((await from('::ffff:203.0.113.9', 9)).allowed).toBe(false);
     expect((await from('198.51.100.4', 0)).allowed).toBe(true); // another client
+    // IPv6: one client holds a /64, so its addresses are one client (source_ip's default ipv6_prefix)
+    const v6 = [];
+    for (let i = 1; i <= 4; i++) v6.push(await from(`2001:db8:aa:bb::${i.toString(16)}`, i));
+    expect(v6.map((x) => x.allowed)).toEqual([true, true, true, false]);
+    expect((await from('2001:DB8:AA:BB:0:0:0:99', 9)).allowed).toBe(false); // another spelling, same /64
+    expect((await from('2001:db8:aa:cc::1', 0)).allowed).toBe(true); // another /64
+  });
+
+  it('ipv6_prefix: 128 counts each IPv6 address on its own (one spelling per address)', async () => {
+    const { app } = await serve(`
+identity:
+  client: [{ source_ip: { ipv6_prefix: 128 } }]
+limits:
+  - { name: per-address, per: client, requests: 1, every: 1h }
+store: { prefix: sip-v6-${Date.now()} }
+`);
+    const from = (ip: string) => call(app.grpcPort, {}, ip);
+    expect((await from('2001:db8::1')).allowed).toBe(true);
+    expect((await from('2001:db8:0:0::1')).allowed).toBe(false); // the same address
+    expect((await from('2001:db8::2')).allowed).toBe(true);
   });
 
   it('x-forwarded-for: the hop the trusted proxy wrote; what the client wrote to its left is ignored', async () => {

@@ -11,7 +11,10 @@ export type IdentitySource =
   /** The client's address: Envoy's attributes.source.address, or the right hop of x-forwarded-for. */
   | { source_ip: SourceIpFrom };
 
-export type SourceIpFrom = { from: 'envoy' } | { from: 'xff'; trustedHops: number };
+/** Where the client address comes from; IPv6 addresses are grouped by their first `ipv6Prefix` bits. */
+export type SourceIpFrom = ({ from: 'envoy' } | { from: 'xff'; trustedHops: number }) & {
+  ipv6Prefix: number;
+};
 
 /** What an API key missing from the key map becomes (identity.unknown_keys). */
 export type UnknownKeys = 'own' | 'shared' | 'deny';
