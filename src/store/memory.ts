@@ -24,6 +24,11 @@ interface State {
   /** rolling: last update ms; calendar: window end ms */
   b: number;
   expiresAt: number;
+  /**
+   * From when this state equals no state (rolling: the bucket is full again; calendar: the window has
+   * ended): the earliest it may be evicted at the bound without changing any answer.
+   */
+  freeAt: number;
 }
 
 interface Evaluated {
@@ -83,8 +88,8 @@ export class MemoryStore implements Store {
 
   /**
    * Room for `fresh` new entries, or a StoreFullError. Only entries whose state equals no state are
-   * ever dropped: a rolling bucket a whole window past its last debit (full again) or a calendar
-   * window that has ended. Spend is never forgotten, so no tenant gets fresh budget from eviction.
+   * ever dropped: a rolling bucket that has refilled to full (its cost refilled: `freeAt`) or a
+   * calendar window that has ended. Spend is never forgotten, so no tenant gets fresh budget from eviction.
    * That sweep runs at most once a second at the bound; in between, calls needing a new key are
    * refused at once (O(1)), and answered per on_store_failure.
    */
@@ -92,7 +97,7 @@ export class MemoryStore implements Store {
     if (this.data.size + fresh <= this.maxKeys) return;
     if (now - this.lastRoomSweep >= 1000 || now < this.lastRoomSweep) {
       this.lastRoomSweep = now;
-      this.evictions += this.sweep(now);
+      this.evictions += this.sweep(now, true);
     }
     if (this.data.size + fresh <= this.maxKeys) return;
     this.refusals++;
@@ -180,6 +185,8 @@ export class MemoryStore implements Store {
         s.a += rolling ? -ev.e.cost : ev.e.cost;
         const b = rolling ? now : s.b;
         const expiresAt = rolling ? now + ev.e.period : s.b + 1000;
+        const cap = this.cap(ev.e.capacity);
+        const freeAt = rolling ? now + Math.ceil(((cap - s.a) * ev.e.period) / cap) : s.b;
         // Update in place: a state object lives as long as its key, so replacing it per call would
         // promote a stream of short-lived objects into the old generation.
         const st = this.data.get(key);
@@ -187,7 +194,8 @@ export class MemoryStore implements Store {
           st.a = s.a;
           st.b = b;
           st.expiresAt = expiresAt;
-        } else this.data.set(key, { a: s.a, b, expiresAt });
+          st.freeAt = freeAt;
+        } else this.data.set(key, { a: s.a, b, expiresAt, freeAt });
       }
     }
 
@@ -235,11 +243,14 @@ export class MemoryStore implements Store {
     return this.divisor === 1 ? capacity : Math.max(1, Math.floor(capacity / this.divisor));
   }
 
-  /** Drop the entries that have expired (their state equals no state); returns how many. */
-  private sweep(now = this.clock()): number {
+  /**
+   * Drop the entries that have expired (`atBound`: also those whose state already equals no state:
+   * bucket full again, window over); returns how many.
+   */
+  private sweep(now = this.clock(), atBound = false): number {
     let n = 0;
     for (const [k, v] of this.data)
-      if (v.expiresAt <= now) {
+      if (v.expiresAt <= now || (atBound && v.freeAt <= now)) {
         this.data.delete(k);
         n++;
       }
