@@ -12,7 +12,9 @@
                                         after the last debit, when the bucket is full again
                 calendar quota:         u = used units, e = window end (ms, epoch; the key expires
                                         1 s after it)
-              when a queue is given (ARGV after the candidates), its stream key is KEYS[N]
+              when a queue is given (ARGV after the candidates), its stream key is KEYS[N-1] and its
+              accounting hash KEYS[N]: b = bytes queued, n:<tenant> / b:<tenant> = one tenant's
+              entries / bytes (released by lua/queue-release.lua when a consumer is done)
   ARGV[1]     number of candidates C
   ARGV[2]     1 = dry run (decide, debit nothing), else 0
   then for each candidate:
@@ -28,12 +30,16 @@
 
   then, optionally, the queue tier (used only when no candidate fits and every enforced limit that
   blocks the first candidate is queueable):
-    Q = 1, max_length, id, tenant, model, cost, body
-    The call is appended to the stream KEYS[N] (XADD, never trimmed) if XLEN < max_length.
+    Q = 1, max_length, id, tenant, model, cost, body, max_bytes, tenant_max_entries, tenant_max_bytes,
+    tenant_key
+    The call is appended to the stream KEYS[N-1] (XADD, never trimmed) if the queue stays within
+    max_length entries and max_bytes bytes, and the tenant within its entries and bytes; its size
+    (field values + ENTRY_OVERHEAD) is stored in the entry and added to the accounting hash.
 
   Returns { outcome, chosen, retry_ms, now_ms, <per candidate, per entry: status, remaining, reset_ms, retry_ms>, stream_id? }
     outcome  0 = allowed, 1 = denied (retry later), 2 = denied (no candidate can ever fit),
-             3 = queued (stream id appended last), 4 = denied, queue full
+             3 = queued (stream id appended last), 4 = denied, queue full (appended last: 1 entries,
+             2 bytes, 3 the tenant's entries, 4 the tenant's bytes)
     chosen   1-based candidate index that was debited, 0 when denied
     status   0 = fits, 1 = does not fit now, 2 = can never fit (cost > capacity), 3 = fits but below downgrade
     remaining  units left after this call (if debited) or now
@@ -231,7 +237,11 @@ if chosen == 0 then
   end
 end
 
-local stream_id
+-- Bytes an entry is charged beyond its field values: the field names, enqueued_at, size, the stream
+-- id and the stream's own bookkeeping (lua/queue-release.lua releases exactly what was charged).
+local ENTRY_OVERHEAD = 128
+
+local stream_id, queue_full
 if outcome == 1 and ARGV[p] == '1' then
   -- queueable when every enforced limit that blocks the first candidate is (flags bit 2)
   local queueable = true
@@ -241,17 +251,35 @@ if outcome == 1 and ARGV[p] == '1' then
     if flags % 2 == 0 and status ~= 0 and status ~= 3 and floor(flags / 2) % 2 == 0 then queueable = false end
   end
   if queueable then
-    local qkey = KEYS[#KEYS]
-    if redis.call('XLEN', qkey) < tonumber(ARGV[p + 1]) then
+    local qkey, akey, tkey = KEYS[#KEYS - 1], KEYS[#KEYS], ARGV[p + 10]
+    local len = redis.call('XLEN', qkey)
+    local used, tn, tb = 0, 0, 0
+    if len == 0 then
+      -- an empty queue holds nothing: counters left by entries removed without the release script
+      -- (XDEL, XTRIM or DEL by hand) start again from zero
+      if not dry then redis.call('PEXPIRE', akey, 0) end
+    else
+      local h = redis.call('HMGET', akey, 'b', 'n:' .. tkey, 'b:' .. tkey)
+      used, tn, tb = tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[3]) or 0
+    end
+    local size = #ARGV[p + 2] + #ARGV[p + 3] + #ARGV[p + 4] + #ARGV[p + 5] + #ARGV[p + 6] + #tkey + ENTRY_OVERHEAD
+    if len >= tonumber(ARGV[p + 1]) then queue_full = 1
+    elseif used + size > tonumber(ARGV[p + 7]) then queue_full = 2
+    elseif tn + 1 > tonumber(ARGV[p + 8]) then queue_full = 3
+    elseif tb + size > tonumber(ARGV[p + 9]) then queue_full = 4 end
+    if queue_full then
+      outcome = 4
+    else
       if not dry then
         stream_id = redis.call('XADD', qkey, '*', 'id', ARGV[p + 2], 'tenant', ARGV[p + 3], 'model', ARGV[p + 4],
-          'cost', ARGV[p + 5], 'enqueued_at', now, 'body', ARGV[p + 6])
+          'cost', ARGV[p + 5], 'enqueued_at', now, 'body', ARGV[p + 6], 'size', size, 'tkey', tkey)
+        redis.call('HINCRBY', akey, 'b', size)
+        redis.call('HINCRBY', akey, 'n:' .. tkey, 1)
+        redis.call('HINCRBY', akey, 'b:' .. tkey, size)
       else
         stream_id = 'dry-run'
       end
       outcome = 3
-    else
-      outcome = 4
     end
   end
 end
@@ -284,5 +312,5 @@ for c = 1, ncand do
     o = o + 4
   end
 end
-if stream_id then out[o + 1] = stream_id end
+if stream_id then out[o + 1] = stream_id elseif queue_full then out[o + 1] = queue_full end
 return out

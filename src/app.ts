@@ -1,5 +1,6 @@
 /**
- * Assembly: config + store + decider + gRPC (ext_authz, health) + HTTP (health, metrics, HTTP authz).
+ * Assembly: config + store + decider + gRPC (ext_authz, health) + HTTP (health, metrics) + the HTTP
+ * authorization mode on its own listener when configured.
  * `startApp` is what `tollgate serve` and the tests run.
  */
 import { createHash } from 'node:crypto';
@@ -12,14 +13,16 @@ import { HealthService } from './authz/grpc/health.js';
 import { loadGrpcPackages } from './authz/grpc/protos.js';
 import { type GrpcTlsFiles, grpcServerCredentials, grpcTlsFromEnv } from './authz/grpc/tls.js';
 import { decodeCheckInput, encodeCheckResponse, leanAuthorization } from './authz/grpc/wire.js';
+import { startAuthzHttp } from './authz/http.js';
 import { loadConfig } from './config/load.js';
 import type { Config } from './config/types.js';
 import { Decider } from './decision/decide.js';
 import type { CheckInput, Decision } from './decision/types.js';
-import { startHttp } from './http.js';
 import { TokenPool } from './offload/pool.js';
+import { startHttp } from './ops/http.js';
 import { createLogger, type Logger } from './ops/log.js';
 import { Metrics, outcomeOf } from './ops/metrics.js';
+import { registerMemoryStoreMetrics } from './ops/metrics-memory.js';
 import { settings } from './settings.js';
 import { createValkeyStore } from './store/connect.js';
 import { MemoryStore } from './store/memory.js';
@@ -44,7 +47,10 @@ export interface AppOptions {
 
 export interface App {
   grpcPort: number;
+  /** The metrics/probe port (/metrics, /healthz, /readyz). */
   httpPort: number;
+  /** The HTTP authorization mode's port; undefined when it is off (server.http_authz unset). */
+  authzHttpPort?: number;
   decider: Decider;
   store: Store;
   metrics: Metrics;
@@ -92,7 +98,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
     }
     store = vs;
   } else {
-    store = new MemoryStore();
+    store = new MemoryStore(Date.now, 1, cfg.store.memoryMaxKeys);
     log.warn('no VALKEY_URL: using the in-memory store (single replica only: limits are per process)');
   }
 
@@ -175,6 +181,10 @@ export async function startApp(opts: AppOptions): Promise<App> {
   metrics.inflightSource = () => inflight;
   metrics.forgivenSource = () => decider.breaker.forgiven;
   metrics.deferredSource = () => decider.pacer.deferred;
+  registerMemoryStoreMetrics(metrics.registry, () => ({
+    memory: store instanceof MemoryStore ? store : undefined,
+    local: decider.config.store.onStoreFailure === 'local' ? decider.localStore : undefined,
+  }));
   let started = false;
   if (!storeUp) {
     storeUp = true;
@@ -280,6 +290,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
   let closed: Promise<void> | undefined;
   const http = await startHttp({
     port: cfg.server.httpPort,
+    host: cfg.server.httpHost,
     metrics,
     ready: serving,
     status: () => ({
@@ -289,15 +300,21 @@ export async function startApp(opts: AppOptions): Promise<App> {
       config: { limits: decider.config.limits.length, loaded_at: loadedAt.toISOString() },
       inflight,
     }),
-    decider,
-    observe,
-    begin,
-    end,
   });
+  // The HTTP authorization mode: its own listener, only when configured (server.http_authz).
+  const authzHttp = cfg.server.httpAuthz
+    ? await startAuthzHttp({ ...cfg.server.httpAuthz, decider, observe, begin, end })
+    : undefined;
   started = true;
   refreshHealth();
   log.info(
-    { grpc_port: grpcPort, http_port: http.port, store: store.kind, limits: cfg.limits.length },
+    {
+      grpc: `${cfg.server.grpcHost}:${grpcPort}`,
+      http: `${cfg.server.httpHost ?? '*'}:${http.port}`,
+      http_authz: authzHttp ? `${cfg.server.httpAuthz!.host}:${authzHttp.port}` : 'off',
+      store: store.kind,
+      limits: cfg.limits.length,
+    },
     'tollgate serving',
   );
 
@@ -366,6 +383,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
   return {
     grpcPort,
     httpPort: http.port,
+    authzHttpPort: authzHttp?.port,
     decider,
     store,
     metrics,
@@ -409,7 +427,8 @@ export async function startApp(opts: AppOptions): Promise<App> {
         drained = r;
         setTimeout(r, Math.max(0, graceMs - (Date.now() - t0))).unref();
       });
-    // 3. Then the HTTP port (/readyz said 503 and /metrics stayed scrapable during the drain).
+    // 3. Then the HTTP ports (/readyz said 503 and /metrics stayed scrapable during the drain).
+    await authzHttp?.close();
     await http.close();
     await pool?.close();
     await decider.close();
@@ -424,7 +443,10 @@ function restartRequired(a: Config, b: Config): string[] {
   const out: string[] = [];
   if (a.server.grpcPort !== b.server.grpcPort || a.server.grpcHost !== b.server.grpcHost)
     out.push('server.grpc_port');
-  if (a.server.httpPort !== b.server.httpPort) out.push('server.http_port');
+  if (a.server.httpPort !== b.server.httpPort || a.server.httpHost !== b.server.httpHost)
+    out.push('server.http_port / http_host');
+  if (JSON.stringify(a.server.httpAuthz) !== JSON.stringify(b.server.httpAuthz))
+    out.push('server.http_authz');
   if (a.server.maxBodyBytes !== b.server.maxBodyBytes) out.push('server.max_body_bytes (gRPC receive limit)');
   if (a.server.maxConcurrentStreams !== b.server.maxConcurrentStreams)
     out.push('server.max_concurrent_streams');

@@ -39,3 +39,10 @@ export class BreakerOpenError extends TollgateError {
     super('TG_BREAKER_OPEN', 'circuit breaker open: store calls suspended');
   }
 }
+
+/** The in-memory store is at store.memory_max_keys and no entry can be dropped without losing spend. */
+export class StoreFullError extends TollgateError {
+  constructor(max: number) {
+    super('TG_STORE_FULL', `in-memory store full (${max} keys, none idle enough to evict)`);
+  }
+}

@@ -8,7 +8,8 @@
  * |---------------------------------|----------------------|-------------------------------------------------|
  * | TOLLGATE_CONFIG                 | ./tollgate.yaml      | Config file (YAML)                              |
  * | TOLLGATE_GRPC_PORT              | server.grpc_port     | gRPC port (ext_authz + health)                  |
- * | TOLLGATE_HTTP_PORT              | server.http_port     | HTTP port                                       |
+ * | TOLLGATE_HTTP_PORT              | server.http_port     | metrics and probes port                         |
+ * | TOLLGATE_HTTP_AUTHZ_PORT        | unset: off           | HTTP authorization mode's port (turns it on)    |
  * | VALKEY_URL                      | unset: memory store  | valkey[s]://, redis[s]://, user:pass@host:port/db |
  * | VALKEY_CA_FILE                  | unset                | PEM CA bundle for TLS to Valkey                 |
  * | TOLLGATE_API_KEY_SECRET         | unset: plain SHA-256 | HMAC secret for API-key hashing                 |
@@ -26,6 +27,7 @@ export interface Settings {
   configFile: string;
   grpcPort?: number;
   httpPort?: number;
+  httpAuthzPort?: number;
   valkeyUrl?: string;
   valkeyCaFile?: string;
   apiKeySecret: string;
@@ -65,6 +67,7 @@ export function readSettings(env: Env = process.env): Settings {
     configFile: set(env, 'TOLLGATE_CONFIG') ?? './tollgate.yaml',
     grpcPort: port(env, 'TOLLGATE_GRPC_PORT'),
     httpPort: port(env, 'TOLLGATE_HTTP_PORT'),
+    httpAuthzPort: port(env, 'TOLLGATE_HTTP_AUTHZ_PORT'),
     valkeyUrl: set(env, 'VALKEY_URL'),
     valkeyCaFile: set(env, 'VALKEY_CA_FILE'),
     apiKeySecret: env.TOLLGATE_API_KEY_SECRET ?? '',

@@ -112,7 +112,7 @@ describe('queue tier', () => {
   it('queues calls that do not fit (202), answers 429 when full, never trims accepted entries', async () => {
     const { client } = await serve(`
 queues:
-  overflow: { max_length: 3 }
+  overflow: { max_length: 3, tenant_share: 100% }   # one tenant may fill it (default share: 25%)
 limits:
   - { name: tiny, per: tenant, requests: 1, every: 1h, when_exhausted: queue }
 `);

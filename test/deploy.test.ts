@@ -85,6 +85,7 @@ describe('deploy/ YAML files', () => {
       'IstioOperator',
       'AuthorizationPolicy',
       'EnvoyFilter',
+      'NetworkPolicy',
     ]) {
       expect(kinds, k).toContain(k);
     }
@@ -109,13 +110,15 @@ describe('Kubernetes base: Deployment llm-gateway', () => {
         .sort(),
     ).toEqual(['envoy', 'tollgate']);
     expect(portNumber(container('envoy'), 'http')).toBe(10000);
-    expect(portNumber(container('tollgate'), 'grpc')).toBe(9191);
+    // gRPC :9191 is bound to the Pod's loopback (issue 19): not a container port any more
+    expect(container('tollgate').ports.map((p: any) => p.containerPort)).toEqual([8181]);
     expect(portNumber(container('tollgate'), 'http-metrics')).toBe(8181);
   });
 
-  it('probes: tollgate readiness over gRPC :9191, liveness GET /healthz :8181; envoy probed too', () => {
+  it('probes: tollgate readiness GET /readyz :8181 (gRPC is loopback-only), liveness GET /healthz :8181; envoy probed too', () => {
     const t = container('tollgate');
-    expect(t.readinessProbe.grpc.port).toBe(9191);
+    expect(t.readinessProbe.httpGet.path).toBe('/readyz');
+    expect(portNumber(t, t.readinessProbe.httpGet.port)).toBe(8181);
     expect(t.livenessProbe.httpGet.path).toBe('/healthz');
     expect(portNumber(t, t.livenessProbe.httpGet.port)).toBe(8181);
     const e = container('envoy');
@@ -171,9 +174,33 @@ describe('Kubernetes base: Deployment llm-gateway', () => {
     expect(cfg.models.get('gpt-4o-mini')?.encoding).toBe('o200k_base');
     expect(cfg.defaultModel.defaultMaxOutputTokens).toBe(1024);
     expect(cfg.limits.map((l) => l.name)).toEqual(['tenant-requests', 'tenant-tokens', 'team-spend']);
-    expect(cfg.server).toMatchObject({ grpcPort: 9191, httpPort: 8181, decisionDeadlineMs: 50 });
+    expect(cfg.server).toMatchObject({
+      grpcHost: '127.0.0.1',
+      grpcPort: 9191,
+      httpPort: 8181,
+      decisionDeadlineMs: 50,
+    });
+    expect(cfg.server.httpAuthz).toBeUndefined(); // the HTTP authorization mode stays off
+    // no client-settable header outranks the API key
+    const tenant = cfg.identity.tenant.sources;
+    const header = tenant.findIndex((x) => 'header' in x);
+    if (header >= 0) expect(tenant.findIndex((x) => 'api_key' in x)).toBeLessThan(header);
+    for (const dim of Object.values(cfg.identity))
+      for (const src of dim.sources) if ('header' in src) expect(src.header).not.toMatch(/^x-(tenant|team)-id$/);
     expect(cfg.store.prefix).toBe('tollgate');
     expect(cfg.store.replicas).toBe(find('Deployment', 'llm-gateway')!.spec.replicas);
+  });
+
+  it('a NetworkPolicy admits remote peers only to Envoy :10000 and the metrics port :8181, never to the authorization ports', () => {
+    const np = find('NetworkPolicy', 'llm-gateway')!;
+    expect(np).toBeDefined();
+    expect(np.spec.podSelector.matchLabels).toEqual(dep().spec.selector.matchLabels);
+    expect(np.spec.policyTypes).toEqual(['Ingress']);
+    const ports = np.spec.ingress.flatMap((r: any) => (r.ports ?? []).map((p: any) => p.port));
+    expect(ports.sort()).toEqual([10000, 8181]);
+    // every rule names its ports (a rule without ports would admit every port, 9191 included)
+    for (const r of np.spec.ingress) expect(r.ports?.length).toBeGreaterThan(0);
+    expect(readFileSync(join(K8S, 'base/kustomization.yaml'), 'utf8')).toMatch(/- networkpolicy\.yaml/);
   });
 
   it('the Valkey StatefulSet runs valkey/valkey:8 non-root with the valkey.conf ConfigMap', () => {
@@ -258,6 +285,7 @@ describe('kustomizations render with kubectl', () => {
       expect(byKind('PodMonitor')).toHaveLength(1);
       expect(byKind('PrometheusRule')).toHaveLength(1);
       expect(tgCm.data['keys.yaml']).toContain('keys:');
+      expect(byKind('NetworkPolicy').map((n) => n.metadata.name)).toEqual(['llm-gateway']);
       if (dir.endsWith('with-valkey')) {
         expect(byKind('StatefulSet').map((s) => s.metadata.name)).toEqual(['valkey']);
         const secret = byKind('Secret').find((s) => s.metadata.name.startsWith('tollgate-valkey'))!;
@@ -438,6 +466,17 @@ describe('valkey.conf ACL against a real valkey-server', () => {
             return "redis.call('XLEN', KEYS[2])";
           case 'xadd':
             return "redis.call('XADD', KEYS[2], '*', 'id', 'x')";
+          // the queue tier's byte accounting and the consumer's release (lua/queue-release.lua)
+          case 'xrange':
+            return "redis.call('XRANGE', KEYS[2], '-', '+')";
+          case 'xdel':
+            return "redis.call('XDEL', KEYS[2], '0-1')";
+          case 'xack':
+            return "redis.call('XACK', KEYS[2], 'g', '0-1')";
+          case 'hincrby':
+            return "redis.call('HINCRBY', KEYS[1], 'b', 1)";
+          case 'hdel':
+            return "redis.call('HDEL', KEYS[1], 'b')";
           default:
             throw new Error(`test: add a probe for ${cmd} (new command in lua/)`);
         }
@@ -661,7 +700,8 @@ describe('item 10: Kubernetes lifecycle (drain, start/stop order, concurrency, p
   it('tollgate is a native sidecar (init container, restartPolicy Always, startupProbe): up before Envoy, down after it', () => {
     const tg = spec().initContainers.find((c: any) => c.name === 'tollgate');
     expect(tg.restartPolicy).toBe('Always');
-    expect(tg.startupProbe.grpc.port).toBe(9191);
+    // the kubelet probes the Pod IP; gRPC is bound to the Pod's loopback, so the probe is /readyz
+    expect(tg.startupProbe.httpGet).toEqual({ path: '/readyz', port: 'http-metrics' });
     expect(spec().containers.map((c: any) => c.name)).toEqual(['envoy']);
   });
 

@@ -13,6 +13,7 @@ import { chat, EnvoyClient } from './helpers/envoy.js';
 import { freePort, startValkey, type TestValkey } from './helpers/valkey.js';
 
 const CONFIG = `
+server: { http_authz: { port: 0 } }
 models:
   gpt-4o:
     encoding: o200k_base
@@ -317,7 +318,8 @@ describe('health', () => {
 });
 
 describe('HTTP authorization mode (what curl sees)', () => {
-  const url = (p: string) => `http://127.0.0.1:${app.httpPort}${p}`;
+  // The HTTP authorization mode has its own port since issue 19 (it used to share the metrics port).
+  const url = (p: string) => `http://127.0.0.1:${app.authzHttpPort}${p}`;
   const post = (p: string, body: string, headers: Record<string, string>) =>
     fetch(url(p), { method: 'POST', body, headers: { 'content-type': 'application/json', ...headers } });
 
@@ -349,14 +351,14 @@ describe('HTTP authorization mode (what curl sees)', () => {
 
   it('a body over server.max_body_bytes (chunked, no content-length) is estimated from its full size', async () => {
     const small = await startTestApp(
-      `limits:\n  - { name: tok, per: tenant, tokens: 100000, reset: daily }\nserver: { max_body_bytes: 4096 }\n`,
+      `limits:\n  - { name: tok, per: tenant, tokens: 100000, reset: daily }\nserver: { max_body_bytes: 4096, http_authz: { port: 0 } }\n`,
     );
     try {
       const body = JSON.stringify(chat('gpt-4o', 'w'.repeat(40_000), { max_tokens: 7 }));
       const res = await new Promise<{ status: number; headers: Record<string, any> }>((resolve, reject) => {
         const req = request(
           {
-            port: small.httpPort,
+            port: small.authzHttpPort,
             host: '127.0.0.1',
             method: 'POST',
             path: '/v1/chat/completions',

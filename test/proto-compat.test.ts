@@ -14,10 +14,10 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import protobuf from 'protobufjs';
 import { beforeAll, describe, expect, it } from 'vitest';
-import type { Decision } from '../src/decision/types.js';
 import { LOADER_OPTIONS, loadGrpcPackages, PROTO_DIR } from '../src/authz/grpc/protos.js';
 import { toCheckResponse } from '../src/authz/grpc/translate.js';
 import { encodeCheckResponse } from '../src/authz/grpc/wire.js';
+import type { Decision } from '../src/decision/types.js';
 
 const require = createRequire(import.meta.url);
 const XDS_DEPS = join(dirname(require.resolve('@grpc/grpc-js-xds/package.json')), 'deps');

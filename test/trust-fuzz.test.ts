@@ -48,7 +48,7 @@ let p: TollgateProc;
 let client: EnvoyClient;
 beforeAll(async () => {
   vk = await startValkey();
-  p = await spawnTollgate({ yaml: CONFIG, env: { VALKEY_URL: vk.url } });
+  p = await spawnTollgate({ yaml: CONFIG, env: { VALKEY_URL: vk.url }, authzHttp: true });
   client = new EnvoyClient(p.grpcPort);
 }, 30_000);
 afterAll(async () => {
@@ -399,7 +399,7 @@ describe('fuzzing the Check handler', () => {
     for (let i = 0; i < 3; i++) {
       const payload = JSON.stringify(chat('gpt-4o-mini', big(5_000_000, 'b '), { max_tokens: 1 }));
       const t0 = performance.now();
-      const r = await fetch(`http://127.0.0.1:${p.httpPort}/v1/chat/completions`, {
+      const r = await fetch(`http://127.0.0.1:${p.authzHttpPort}/v1/chat/completions`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', 'x-tenant-id': `ten-mb-${i}` },
         body: payload,

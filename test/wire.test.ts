@@ -106,6 +106,8 @@ describe('decodeCheckInput equals toCheckInput(proto-loader decode)', () => {
       fc.property(request, (g) => {
         const bytes = reqSer(build(g));
         expect(decodeCheckInput(bytes)).toEqual(toCheckInput(reqDe(bytes)));
+        // attributes.source.address (the source_ip identity source) is read by both
+        expect(decodeCheckInput(bytes).sourceAddress).toBe(g.extras ? '10.0.0.1' : undefined);
       }),
       { numRuns: 1500, seed: 99 },
     );

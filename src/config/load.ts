@@ -4,6 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { load as yamlLoad } from 'js-yaml';
 import { ConfigError } from '../errors.js';
 import { readSettings, settings } from '../settings.js';
+import { AUTHZ_DEFAULT_HOST } from './listeners.js';
 import { validateConfig } from './schema.js';
 import type { Config } from './types.js';
 
@@ -22,7 +23,7 @@ export function parseConfigText(text: string, file?: string): Config {
   return validateConfig(raw, file);
 }
 
-/** Read, validate and apply TOLLGATE_GRPC_PORT / TOLLGATE_HTTP_PORT overrides. */
+/** Read, validate and apply TOLLGATE_GRPC_PORT / TOLLGATE_HTTP_PORT / TOLLGATE_HTTP_AUTHZ_PORT overrides. */
 export function loadConfig(file = configPath(), env?: Record<string, string | undefined>): Config {
   let text: string;
   try {
@@ -41,6 +42,10 @@ export function loadConfig(file = configPath(), env?: Record<string, string | un
   const s = env ? readSettings(env) : settings();
   cfg.server.grpcPort = s.grpcPort ?? cfg.server.grpcPort;
   cfg.server.httpPort = s.httpPort ?? cfg.server.httpPort;
+  // The HTTP authorization mode's port; setting it turns the mode on (bound to server.http_authz.host,
+  // 127.0.0.1 unless the config says otherwise).
+  if (s.httpAuthzPort !== undefined)
+    cfg.server.httpAuthz = { host: cfg.server.httpAuthz?.host ?? AUTHZ_DEFAULT_HOST, port: s.httpAuthzPort };
   return cfg;
 }
 

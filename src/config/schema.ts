@@ -5,6 +5,9 @@
  */
 import { ConfigError } from '../errors.js';
 import { envValue, settings } from '../settings.js';
+import { parseSourceIp, parseUnknownKeys } from './identity-options.js';
+import { checkPortClash, parseListeners } from './listeners.js';
+import { parseQueues } from './queues.js';
 import type {
   CalendarUnit,
   Config,
@@ -15,8 +18,8 @@ import type {
   LimitKind,
   LimitWindow,
   ModelConfig,
-  QueueConfig,
   StoreClient,
+  UnknownKeys,
 } from './types.js';
 import { parseDuration, parseShare, usdToMicros } from './units.js';
 
@@ -28,6 +31,12 @@ const MAX_WINDOW = 2 ** 31 - 1;
  * in flight: 2 to 6 all ran 20-25% more checks/s than no pacing (README, Performance).
  */
 export const DEFAULT_CHECKS_PER_TURN = 4;
+/**
+ * Limit keys the in-memory store holds at once (store.memory_max_keys): ~200 bytes each, so ~20 MB.
+ * At the bound, keys whose state equals no state (bucket full again, window over) are evicted; if
+ * none is, a call that needs a new key is answered per on_store_failure (src/store/memory.ts).
+ */
+export const DEFAULT_MEMORY_MAX_KEYS = 100_000;
 
 export const ENCODINGS = ['o200k_base', 'cl100k_base', 'p50k_base', 'r50k_base'] as const;
 const NAME = /^[A-Za-z0-9_.-]{1,64}$/;
@@ -94,7 +103,7 @@ function identitySource(c: Checker, path: string, v: unknown): IdentitySource | 
   if (!o) return undefined;
   const keys = Object.keys(o);
   if (keys.length !== 1) {
-    c.fail(path, 'exactly one of header, api_key, metadata, path_segment, key_map, default', v);
+    c.fail(path, 'exactly one of header, api_key, metadata, path_segment, key_map, default, source_ip', v);
     return undefined;
   }
   const k = keys[0];
@@ -125,9 +134,13 @@ function identitySource(c: Checker, path: string, v: unknown): IdentitySource | 
       const d = c.str(join(path, k), o[k], /^.{1,256}$/s, 'a non-empty string');
       return d ? { default: d } : undefined;
     }
+    case 'source_ip': {
+      const from = parseSourceIp(c, join(path, k), o[k]);
+      return from ? { source_ip: from } : undefined;
+    }
     default:
       c.problems.push(
-        `${join(path, k)}: unknown identity source (allowed: header, api_key, metadata, path_segment, key_map, default)`,
+        `${join(path, k)}: unknown identity source (allowed: header, api_key, metadata, path_segment, key_map, default, source_ip)`,
       );
       return undefined;
   }
@@ -341,22 +354,8 @@ export function validateConfig(raw: unknown, file?: string): Config {
   const root = c.obj('', raw ?? {}) ?? {};
   c.keys('', root, ['identity', 'models', 'limits', 'queues', 'tool_weights', 'mode', 'server', 'store']);
 
-  // queues (opt-in tier; needs Valkey)
-  const queues = new Map<string, QueueConfig>();
-  if (root.queues !== undefined) {
-    const qs = c.obj('queues', root.queues);
-    if (qs)
-      for (const [name, v] of Object.entries(qs)) {
-        const p = join('queues', name);
-        if (!NAME.test(name)) c.fail(p, 'a queue name of 1-64 letters, digits, "_", "-", "."', name);
-        const o = c.obj(p, v ?? {});
-        if (!o) continue;
-        c.keys(p, o, ['max_length']);
-        const maxLength =
-          o.max_length === undefined ? 10_000 : c.int(join(p, 'max_length'), o.max_length, 1, 100_000_000);
-        if (maxLength !== undefined) queues.set(name, { name, maxLength });
-      }
-  }
+  // queues (opt-in tier; needs Valkey): entries, bytes and a per-tenant share (src/config/queues.ts)
+  const queues = parseQueues(c, root.queues);
   const queueFor = (path: string, o: Obj): string | undefined => {
     if (o.when_exhausted === undefined || o.when_exhausted === 'deny') {
       if (o.queue !== undefined)
@@ -389,6 +388,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
   const identity: Record<string, IdentityDim> = {};
   let apiKeySecret = settings().apiKeySecret;
   let keyMapFile: string | undefined;
+  let unknownKeys: UnknownKeys | undefined;
   if (root.identity !== undefined) {
     const id = c.obj('identity', root.identity);
     if (id) {
@@ -401,6 +401,10 @@ export function validateConfig(raw: unknown, file?: string): Config {
         }
         if (dim === 'key_map') {
           keyMapFile = c.str(p, v, /^.{1,4096}$/, 'a file path');
+          continue;
+        }
+        if (dim === 'unknown_keys') {
+          unknownKeys = parseUnknownKeys(c, p, v);
           continue;
         }
         if (!DIM.test(dim) || dim === 'model') {
@@ -451,6 +455,8 @@ export function validateConfig(raw: unknown, file?: string): Config {
   const usesKeyMap = Object.values(identity).some((d) => d.sources.some((s) => 'key_map' in s));
   if (usesKeyMap && !keyMapFile)
     c.problems.push('identity.key_map: expected a file path (a source uses key_map)');
+  if (unknownKeys && !keyMapFile)
+    c.problems.push('identity.unknown_keys: only valid with identity.key_map (which keys are known)');
 
   // tool weights
   const toolWeights = new Map<string, number>();
@@ -531,7 +537,9 @@ export function validateConfig(raw: unknown, file?: string): Config {
   c.keys('server', sv, [
     'grpc_host',
     'grpc_port',
+    'http_host',
     'http_port',
+    'http_authz',
     'max_body_bytes',
     'decision_deadline',
     'non_llm_paths',
@@ -550,7 +558,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
   if (deadline === undefined)
     c.fail('server.decision_deadline', 'a duration like 50ms', sv.decision_deadline);
   const server = {
-    grpcHost: sv.grpc_host === undefined ? '0.0.0.0' : (c.str('server.grpc_host', sv.grpc_host) ?? '0.0.0.0'),
+    ...parseListeners(c, sv),
     grpcPort: sv.grpc_port === undefined ? 9191 : (c.int('server.grpc_port', sv.grpc_port, 0, 65535) ?? 9191),
     httpPort: sv.http_port === undefined ? 8181 : (c.int('server.http_port', sv.http_port, 0, 65535) ?? 8181),
     maxBodyBytes:
@@ -593,6 +601,8 @@ export function validateConfig(raw: unknown, file?: string): Config {
           DEFAULT_WINDOW),
   };
 
+  checkPortClash(c, server);
+
   // store
   const st = root.store === undefined ? {} : (c.obj('store', root.store) ?? {});
   c.keys('store', st, [
@@ -603,6 +613,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
     'replicas',
     'deny_cache',
     'client',
+    'memory_max_keys',
   ]);
   const timeoutMs = st.timeout === undefined ? 25 : parseDuration(st.timeout);
   if (timeoutMs === undefined) c.fail('store.timeout', 'a duration like 25ms', st.timeout);
@@ -633,6 +644,10 @@ export function validateConfig(raw: unknown, file?: string): Config {
     client: (st.client === undefined
       ? 'resp'
       : (c.oneOf('store.client', st.client, ['resp', 'iovalkey'] as const) ?? 'resp')) as StoreClient,
+    memoryMaxKeys:
+      st.memory_max_keys === undefined
+        ? DEFAULT_MEMORY_MAX_KEYS
+        : (c.int('store.memory_max_keys', st.memory_max_keys, 100, 100_000_000) ?? DEFAULT_MEMORY_MAX_KEYS),
   };
   if (st.deny_cache !== undefined) {
     if (typeof st.deny_cache !== 'boolean') c.fail('store.deny_cache', 'true or false', st.deny_cache);
@@ -647,7 +662,9 @@ export function validateConfig(raw: unknown, file?: string): Config {
   if (c.problems.length > 0) throw new ConfigError(c.problems, file);
   return {
     identity,
-    keyMap: keyMapFile ? { file: keyMapFile, entries: new Map() } : undefined,
+    keyMap: keyMapFile
+      ? { file: keyMapFile, entries: new Map(), unknownKeys: unknownKeys ?? 'own' }
+      : undefined,
     toolWeights,
     apiKeySecret,
     models,

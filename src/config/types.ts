@@ -1,4 +1,5 @@
 /** The validated, normalized configuration every other module reads. Plain data. */
+import type { HttpAuthzListener } from './listeners.js';
 
 export type IdentitySource =
   | { header: string }
@@ -6,7 +7,17 @@ export type IdentitySource =
   | { metadata: { filter: string; path: string[] } }
   | { path_segment: number }
   | { key_map: string }
-  | { default: string };
+  | { default: string }
+  /** The client's address: Envoy's attributes.source.address, or the right hop of x-forwarded-for. */
+  | { source_ip: SourceIpFrom };
+
+/** Where the client address comes from; IPv6 addresses are grouped by their first `ipv6Prefix` bits. */
+export type SourceIpFrom = ({ from: 'envoy' } | { from: 'xff'; trustedHops: number }) & {
+  ipv6Prefix: number;
+};
+
+/** What an API key missing from the key map becomes (identity.unknown_keys). */
+export type UnknownKeys = 'own' | 'shared' | 'deny';
 
 export interface IdentityDim {
   sources: IdentitySource[];
@@ -19,6 +30,8 @@ export interface IdentityDim {
 export interface KeyMap {
   file: string;
   entries: Map<string, Record<string, string>>;
+  /** own: its own id (key_<hash>); shared: one id for every unknown key; deny: 401. */
+  unknownKeys: UnknownKeys;
 }
 
 export interface ModelConfig {
@@ -40,6 +53,11 @@ export interface QueueConfig {
   name: string;
   /** Entries the stream may hold; a full queue answers 429 (never trimmed). */
   maxLength: number;
+  /** Bytes the queued entries may take (bodies + fields + a fixed overhead per entry). */
+  maxBytes: number;
+  /** Entries / bytes one tenant may hold (queues.<name>.tenant_share of the two above). */
+  tenantMaxEntries: number;
+  tenantMaxBytes: number;
 }
 
 export type LimitKind = 'requests' | 'tokens' | 'usd';
@@ -73,9 +91,15 @@ export interface LimitConfig {
 export type FailurePolicy = 'allow' | 'deny' | 'local';
 
 export interface ServerConfig {
+  /** Bind address of the gRPC port (server.grpc_host). */
   grpcHost: string;
   grpcPort: number;
+  /** Bind address of the metrics/probe port (server.http_host); undefined = every interface. */
+  httpHost?: string;
+  /** The metrics/probe port: /metrics, /healthz, /readyz only. */
   httpPort: number;
+  /** The HTTP authorization mode's own listener (server.http_authz); undefined = off. */
+  httpAuthz?: HttpAuthzListener;
   /** Largest request body we accept (bytes); the gRPC receive limit is set above it. */
   maxBodyBytes: number;
   /** The whole decision answers within this many ms, even when the store hangs. */
@@ -119,6 +143,8 @@ export interface StoreConfig {
   denyCache: boolean;
   /** Valkey client: tollgate's own RESP connection (default) or iovalkey. Restart to change. */
   client: StoreClient;
+  /** In-memory store (and on_store_failure: local): most limit keys held at once (store.memory_max_keys). */
+  memoryMaxKeys: number;
 }
 
 export type StoreClient = 'resp' | 'iovalkey';

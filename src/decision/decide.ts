@@ -2,13 +2,12 @@
  * The decision pipeline: CheckRequest attributes → parse → identity → tokens → cost → one atomic store
  * call → Decision. Pure of gRPC: the authz server and the HTTP mode only translate its result.
  */
-import { randomUUID } from 'node:crypto';
 import { fallbackChain } from '../config/schema.js';
 import type { Config } from '../config/types.js';
 import { parseBody } from '../dialects/body.js';
 import { classifyPath } from '../dialects/route.js';
 import { isParseError, type ParsedCall } from '../dialects/types.js';
-import { BreakerOpenError } from '../errors.js';
+import { BreakerOpenError, StoreFullError } from '../errors.js';
 import { type Identity, logTag, resolveIdentity } from '../identity/identity.js';
 import type { TokenPool } from '../offload/pool.js';
 import type { EncodingPlan } from '../offload/worker.js';
@@ -29,7 +28,9 @@ import { getCounter } from '../tokens/encoders.js';
 import { DenyCache } from './deny-cache.js';
 import { type Row, rateLimitHeaders } from './headers.js';
 import { TurnPacer } from './pacer.js';
+import { queueFullText, queueKeys, queueRequest } from './queue-tier.js';
 import type { AllowDecision, CheckInput, Decision, DecisionStats, DenyDecision, Headers } from './types.js';
+import { unknownKeyGate } from './unknown-key.js';
 
 export interface DeciderDeps {
   store: Store;
@@ -132,7 +133,7 @@ export class Decider {
       Date.now,
       (since) => (store.lastReplyAt ?? Number.NEGATIVE_INFINITY) >= since,
     );
-    this.local = new MemoryStore(Date.now, cfg.store.replicas);
+    this.local = new MemoryStore(Date.now, cfg.store.replicas, cfg.store.memoryMaxKeys);
   }
 
   /** Load every encoding the config uses (here and in the token workers), so no call pays for it. */
@@ -156,8 +157,10 @@ export class Decider {
     this.deps.store.setTimeoutMs?.(cfg.store.timeoutMs);
     if (cfg.store.replicas !== this.cfg.store.replicas) {
       void this.local.close();
-      this.local = new MemoryStore(Date.now, cfg.store.replicas);
+      this.local = new MemoryStore(Date.now, cfg.store.replicas, cfg.store.memoryMaxKeys);
     }
+    this.local.setMaxKeys(cfg.store.memoryMaxKeys);
+    if (this.deps.store instanceof MemoryStore) this.deps.store.setMaxKeys(cfg.store.memoryMaxKeys);
     this.cfg = cfg;
     this.denyCache.clear();
   }
@@ -185,6 +188,10 @@ export class Decider {
         {},
       );
     }
+
+    // identity.unknown_keys: deny — refused before any work is spent on the call
+    const gate = unknownKeyGate(cfg, input.headers);
+    if (gate && 'denied' in gate) return gate.denied;
 
     // --- body -------------------------------------------------------------------------------------
     const body = input.body;
@@ -254,7 +261,13 @@ export class Decider {
     if (model === undefined) return badRequest('model is required');
 
     // --- identity, candidates, costs ---------------------------------------------------------------
-    const id = resolveIdentity(cfg, { path: input.path, headers: input.headers, metadata: input.metadata });
+    const id = resolveIdentity(cfg, {
+      path: input.path,
+      headers: input.headers,
+      metadata: input.metadata,
+      sourceAddress: input.sourceAddress,
+      keyDigest: gate?.digest,
+    });
     const names = this.candidatesOf(cfg, model);
     const tokensByEncoding = new Map<string, number>();
     const costs: CandidateCost[] = [];
@@ -297,17 +310,11 @@ export class Decider {
       cfg.limits.find((l) => l.queue && built.meta[0].some((m) => m.limit === l))?.queue;
     if (queueName && this.deps.store.kind === 'valkey' && call && body !== undefined) {
       // Queue tier: if no candidate fits, the script appends the call to this stream in the same step.
+      // Bounded in entries and bytes, per queue and per tenant (src/decision/queue-tier.ts).
       const q = cfg.queues.get(queueName)!;
-      built.plan.keys.push(`${cfg.store.prefix}:q:${q.name}`);
-      built.plan.queue = {
-        name: q.name,
-        maxLength: q.maxLength,
-        id: randomUUID(),
-        tenant: id.tenant ?? 'anonymous',
-        model,
-        cost: costs[0].promptTokens + costs[0].outputTokens,
-        body,
-      };
+      built.plan.keys.push(...queueKeys(cfg, q));
+      const cost = costs[0].promptTokens + costs[0].outputTokens;
+      built.plan.queue = queueRequest(q, id.tenant ?? 'anonymous', model, cost, body);
     }
     const marks: Headers = estimated ? { 'x-tollgate-estimated': 'true' } : {};
 
@@ -330,7 +337,9 @@ export class Decider {
         result = await this.storeCheck(built);
         if (cacheable) this.denyCache.remember(built.plan, result, sentAt);
       }
-    } catch {
+    } catch (err) {
+      // Valkey unreachable or slow, or the in-memory store at its bound (store.memory_max_keys)
+      const why = err instanceof StoreFullError ? 'store-full' : 'store-unavailable';
       const policy = cfg.store.onStoreFailure;
       if (policy === 'deny') {
         return deny(
@@ -345,14 +354,29 @@ export class Decider {
           stats,
         );
       }
-      if (policy === 'allow') {
-        const h = { ...marks, 'x-tollgate-degraded': 'store-unavailable' };
+      const local = policy === 'local' ? this.localCheck(built) : undefined;
+      if (!local) {
+        const h = { ...marks, 'x-tollgate-degraded': why };
         return allow('degraded', h, { ...h }, removeHeaders, stats);
       }
-      result = this.local.checkSync(built.plan);
-      degraded = 'store-unavailable;local';
+      result = local;
+      degraded = `${why};local`;
     }
     return this.interpret(built, costs, result, stats, marks, removeHeaders, degraded, id);
+  }
+
+  /** The on_store_failure: local store (for its metrics). */
+  get localStore(): MemoryStore {
+    return this.local;
+  }
+
+  /** on_store_failure: local — the per-replica share; undefined when that store is full too. */
+  private localCheck(built: BuiltPlan): CheckResult | undefined {
+    try {
+      return this.local.checkSync(built.plan);
+    } catch {
+      return undefined;
+    }
   }
 
   /**
@@ -504,7 +528,7 @@ export class Decider {
       const q = built.plan.queue!;
       stats.queue = q.name;
       (body as Record<string, unknown>).queue = q.name;
-      body.error.message += ` The overflow queue "${q.name}" is full.`;
+      body.error.message += queueFullText(q.name, result.queueFull);
       return deny('queue-full', 429, h, JSON.stringify(body), stats);
     }
     return deny('rate-limited', 429, h, JSON.stringify(body), stats);

@@ -18,6 +18,8 @@ export interface CheckInput {
   body?: Buffer | string;
   /** filter_metadata as plain JSON. */
   metadata?: Record<string, unknown>;
+  /** attributes.source.address.socket_address.address: the downstream peer Envoy saw. */
+  sourceAddress?: string;
 }
 
 export type AllowReason = 'ok' | 'rerouted' | 'not-llm' | 'degraded' | 'shadow';
@@ -28,7 +30,8 @@ export type DenyReason =
   | 'queue-full'
   | 'bad-request'
   | 'not-llm'
-  | 'store-unavailable';
+  | 'store-unavailable'
+  | 'unknown-key';
 
 export interface DecisionStats {
   /** Requested model and the one chosen (equal unless rerouted). */

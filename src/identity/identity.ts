@@ -4,12 +4,17 @@
  */
 import { createHash, createHmac } from 'node:crypto';
 import type { Config, IdentitySource } from '../config/types.js';
+import { knownKey, SHARED_UNKNOWN_KEY, sourceIp } from './sources.js';
 
 export interface RequestView {
   path: string;
   headers: Record<string, string>;
   /** Envoy metadata_context.filter_metadata, already converted from protobuf Struct to plain JSON. */
   metadata?: Record<string, unknown>;
+  /** Envoy's attributes.source.address (the downstream peer's IP), when sent. */
+  sourceAddress?: string;
+  /** The API key's digest when already computed (null: no key); undefined = compute it here. */
+  keyDigest?: string | null;
 }
 
 export type Identity = Record<string, string | undefined>;
@@ -41,12 +46,17 @@ interface Ctx {
   digest?: string | null;
 }
 
+/** The request's API key digest (null: it sent none). */
+export function requestKeyDigest(cfg: Config, headers: Record<string, string>): string | null {
+  const k = apiKeyOf(headers);
+  return k ? apiKeyDigest(k, cfg.apiKeySecret) : null;
+}
+
 /** The request's API key digest, computed at most once per request. */
 function digestOf(ctx: Ctx): string | undefined {
-  if (ctx.digest === undefined) {
-    const k = apiKeyOf(ctx.req.headers);
-    ctx.digest = k ? apiKeyDigest(k, ctx.cfg.apiKeySecret) : null;
-  }
+  if (ctx.digest === undefined)
+    ctx.digest =
+      ctx.req.keyDigest !== undefined ? ctx.req.keyDigest : requestKeyDigest(ctx.cfg, ctx.req.headers);
   return ctx.digest ?? undefined;
 }
 
@@ -58,8 +68,12 @@ function fromSource(src: IdentitySource, ctx: Ctx): string | undefined {
   }
   if ('api_key' in src) {
     const d = digestOf(ctx);
-    return d ? `key_${d.slice(0, 32)}` : undefined;
+    if (!d) return undefined;
+    // unknown_keys: shared — every key missing from the key map is one tenant, not one each
+    if (ctx.cfg.keyMap?.unknownKeys === 'shared' && !knownKey(ctx.cfg, d)) return SHARED_UNKNOWN_KEY;
+    return `key_${d.slice(0, 32)}`;
   }
+  if ('source_ip' in src) return sourceIp(src.source_ip, req.headers, req.sourceAddress);
   if ('key_map' in src) {
     const d = digestOf(ctx);
     const entries = ctx.cfg.keyMap?.entries;

@@ -39,7 +39,7 @@ export interface MetricsOptions {
 }
 
 /** A counter that mirrors a running total kept elsewhere (`read`), brought up to date at scrape time. */
-function mirrorCounter(
+export function mirrorCounter(
   registry: client.Registry,
   name: string,
   help: string,

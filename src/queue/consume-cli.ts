@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * tollgate-queue --queue <name> [--group tollgate] [--consumer <name>] [--exec "<command>"] [--once]
- *   [--min-idle 60000] [--max-deliveries 5] [--prefix tollgate]      (VALKEY_URL names the server)
+ *   [--min-idle 60000] [--max-deliveries 5] [--dead-max 1000] [--prefix tollgate]
+ *   (VALKEY_URL names the server)
  */
 import { hostname } from 'node:os';
 import { settings } from '../settings.js';
@@ -30,6 +31,7 @@ const handled = await consumeLoop({
   once: args.includes('--once'),
   minIdleMs: Number(opt('min-idle', '60000')),
   maxDeliveries: Number(opt('max-deliveries', '5')),
+  deadMax: Number(opt('dead-max', '1000')),
 });
 process.stderr.write(`handled ${handled} entries\n`);
 process.exit(0);

@@ -3,12 +3,18 @@
  *   stream   <prefix>:q:<queue>     fields: id, tenant, model, cost, enqueued_at, body
  *   group    XGROUP CREATE <stream> <group> 0 MKSTREAM   (created on start if missing)
  *   read     XREADGROUP GROUP <group> <consumer> COUNT n BLOCK ms STREAMS <stream> >
- *   ack      XACK then XDEL — the entry leaves the stream, freeing room (tollgate counts XLEN)
- *   retry    entries pending longer than --min-idle are reclaimed with XAUTOCLAIM and handled again;
- *            after --max-deliveries attempts an entry moves to <stream>:dead and is acked.
+ *   ack      lua/queue-release.lua: XACK, XDEL and the release of the entry's bytes and its tenant's
+ *            share from <stream>:acct, in one atomic step, at most once per entry (tollgate counts
+ *            XLEN and those bytes; an entry removed without it keeps its bytes counted until the
+ *            queue is empty)
+ *   retry    entries pending longer than --min-idle are reclaimed with XAUTOCLAIM and handled again
+ *            (a consumer that crashed mid-entry leaves it pending: still counted, reclaimed later);
+ *            after --max-deliveries attempts an entry moves to <stream>:dead (bounded by
+ *            --dead-max entries, oldest trimmed) and is released, in the same atomic step.
  */
 import { spawn } from 'node:child_process';
 import { Valkey } from 'iovalkey';
+import { loadScript } from '../store/scripts.js';
 import { valkeyOptions } from '../store/valkey.js';
 
 export interface QueueEntry {
@@ -32,7 +38,11 @@ export interface ConsumerOptions {
   blockMs?: number;
   minIdleMs?: number;
   maxDeliveries?: number;
+  /** Dead-letter stream bound (entries; the oldest are trimmed past it). Default 1000. */
+  deadMax?: number;
 }
+
+const release = loadScript('queue-release');
 
 function toEntry(streamId: string, fields: string[], deliveries: number): QueueEntry {
   const f: Record<string, string> = {};
@@ -112,30 +122,28 @@ export class QueueConsumer {
     return out;
   }
 
-  /** Done with an entry: acknowledge and delete it (frees queue capacity). */
-  async ack(e: QueueEntry): Promise<void> {
-    await this.client
-      .multi()
-      .xack(this.stream, this.o.group, e.streamId)
-      .xdel(this.stream, e.streamId)
-      .exec();
+  /** Done with an entry: acknowledge and delete it, releasing its bytes (frees queue capacity). */
+  async ack(e: QueueEntry): Promise<boolean> {
+    return this.release(e, 'ack');
   }
 
-  /** Give up on an entry: copy it to <stream>:dead, then ack. */
-  async deadLetter(e: QueueEntry): Promise<void> {
-    await this.client.xadd(
-      `${this.stream}:dead`,
-      '*',
-      'id',
-      e.id,
-      'tenant',
-      e.tenant,
-      'model',
-      e.model,
-      'body',
-      e.body,
-    );
-    await this.ack(e);
+  /** Give up on an entry: copy it to <stream>:dead, then acknowledge, delete and release it. */
+  async deadLetter(e: QueueEntry): Promise<boolean> {
+    return this.release(e, 'dead');
+  }
+
+  /** True when this call removed the entry (false: another consumer or an earlier try already did). */
+  private async release(e: QueueEntry, mode: 'ack' | 'dead'): Promise<boolean> {
+    const keys = [this.stream, `${this.stream}:acct`, `${this.stream}:dead`];
+    const args = [this.o.group, e.streamId, mode, String(this.o.deadMax ?? 1000)];
+    let r: unknown;
+    try {
+      r = await this.client.evalsha(release.sha, keys.length, ...keys, ...args);
+    } catch (err) {
+      if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
+      r = await this.client.eval(release.source, keys.length, ...keys, ...args);
+    }
+    return r === 1;
   }
 
   close(): void {

@@ -4,6 +4,8 @@
  * In-process store: the same algorithm as lua/check-limits.lua, in TypeScript, for single-replica use
  * and for `on_store_failure: local`. Answers are identical to the Valkey store's (one conformance suite).
  */
+import { DEFAULT_MEMORY_MAX_KEYS } from '../config/schema.js';
+import { StoreFullError } from '../errors.js';
 import { windowEnd } from './calendar.js';
 import {
   type CheckPlan,
@@ -22,6 +24,11 @@ interface State {
   /** rolling: last update ms; calendar: window end ms */
   b: number;
   expiresAt: number;
+  /**
+   * From when this state equals no state (rolling: the bucket is full again; calendar: the window has
+   * ended): the earliest it may be evicted at the bound without changing any answer.
+   */
+  freeAt: number;
 }
 
 interface Evaluated {
@@ -32,6 +39,18 @@ interface Evaluated {
   retry: number;
 }
 
+/** Keys the debit would add (distinct, not held yet). */
+function freshKeys(data: Map<string, State>, plan: CheckPlan, evals: Evaluated[]): number {
+  let n = 0;
+  const seen = new Set<number>();
+  for (const ev of evals) {
+    if (!ev.fits || seen.has(ev.e.key)) continue;
+    seen.add(ev.e.key);
+    if (!data.has(plan.keys[ev.e.key])) n++;
+  }
+  return n;
+}
+
 // (Valkey 8 converts the script's numbers with a shortest round-trip format, so the stored level is the
 // exact double on both sides: nothing to mirror here.)
 
@@ -39,11 +58,20 @@ export class MemoryStore implements Store {
   readonly kind = 'memory' as const;
   private readonly data = new Map<string, State>();
   private readonly sweeper: NodeJS.Timeout;
+  /** Entries dropped at the bound (all of them worth nothing: bucket full again or window over). */
+  evictions = 0;
+  /** Calls refused because they needed a new key and no entry could be dropped (StoreFullError). */
+  refusals = 0;
+  private lastRoomSweep = Number.NEGATIVE_INFINITY;
 
-  /** `clock` is injectable for tests; `divisor` scales every capacity down (per-replica share in local mode). */
+  /**
+   * `clock` is injectable for tests; `divisor` scales every capacity down (per-replica share in local
+   * mode); `maxKeys` bounds the entries held (store.memory_max_keys).
+   */
   constructor(
     private readonly clock: () => number = Date.now,
     private readonly divisor = 1,
+    private maxKeys = DEFAULT_MEMORY_MAX_KEYS,
   ) {
     this.sweeper = setInterval(() => this.sweep(), 10_000);
     this.sweeper.unref();
@@ -51,6 +79,29 @@ export class MemoryStore implements Store {
 
   get size(): number {
     return this.data.size;
+  }
+
+  /** Config reload: a new bound (entries above it stay until they expire; no new ones meanwhile). */
+  setMaxKeys(n: number): void {
+    this.maxKeys = n;
+  }
+
+  /**
+   * Room for `fresh` new entries, or a StoreFullError. Only entries whose state equals no state are
+   * ever dropped: a rolling bucket that has refilled to full (its cost refilled: `freeAt`) or a
+   * calendar window that has ended. Spend is never forgotten, so no tenant gets fresh budget from eviction.
+   * That sweep runs at most once a second at the bound; in between, calls needing a new key are
+   * refused at once (O(1)), and answered per on_store_failure.
+   */
+  private makeRoom(fresh: number, now: number): void {
+    if (this.data.size + fresh <= this.maxKeys) return;
+    if (now - this.lastRoomSweep >= 1000 || now < this.lastRoomSweep) {
+      this.lastRoomSweep = now;
+      this.evictions += this.sweep(now, true);
+    }
+    if (this.data.size + fresh <= this.maxKeys) return;
+    this.refusals++;
+    throw new StoreFullError(this.maxKeys);
   }
 
   async check(plan: CheckPlan): Promise<CheckResult> {
@@ -124,6 +175,8 @@ export class MemoryStore implements Store {
     if (chosen < 0) chosen = cands.findIndex((c) => c.hard);
 
     if (chosen >= 0 && !plan.dryRun) {
+      if (this.data.size + cands[chosen].evals.length > this.maxKeys)
+        this.makeRoom(freshKeys(this.data, plan, cands[chosen].evals), now); // before any debit
       for (const ev of cands[chosen].evals) {
         if (!ev.fits) continue;
         const s = cur.get(ev.e.key)!;
@@ -132,6 +185,8 @@ export class MemoryStore implements Store {
         s.a += rolling ? -ev.e.cost : ev.e.cost;
         const b = rolling ? now : s.b;
         const expiresAt = rolling ? now + ev.e.period : s.b + 1000;
+        const cap = this.cap(ev.e.capacity);
+        const freeAt = rolling ? now + Math.ceil(((cap - s.a) * ev.e.period) / cap) : s.b;
         // Update in place: a state object lives as long as its key, so replacing it per call would
         // promote a stream of short-lived objects into the old generation.
         const st = this.data.get(key);
@@ -139,7 +194,8 @@ export class MemoryStore implements Store {
           st.a = s.a;
           st.b = b;
           st.expiresAt = expiresAt;
-        } else this.data.set(key, { a: s.a, b, expiresAt });
+          st.freeAt = freeAt;
+        } else this.data.set(key, { a: s.a, b, expiresAt, freeAt });
       }
     }
 
@@ -187,9 +243,18 @@ export class MemoryStore implements Store {
     return this.divisor === 1 ? capacity : Math.max(1, Math.floor(capacity / this.divisor));
   }
 
-  private sweep(): void {
-    const now = this.clock();
-    for (const [k, v] of this.data) if (v.expiresAt <= now) this.data.delete(k);
+  /**
+   * Drop the entries that have expired (`atBound`: also those whose state already equals no state:
+   * bucket full again, window over); returns how many.
+   */
+  private sweep(now = this.clock(), atBound = false): number {
+    let n = 0;
+    for (const [k, v] of this.data)
+      if (v.expiresAt <= now || (atBound && v.freeAt <= now)) {
+        this.data.delete(k);
+        n++;
+      }
+    return n;
   }
 
   async ping(): Promise<void> {}

@@ -31,18 +31,35 @@ export interface CheckPlan {
   candidates: PlanEntry[][];
   /** Decide without debiting (dry runs). */
   dryRun?: boolean;
-  /** Queue tier: where to append a call that fits no candidate (its stream key is the last of `keys`). */
+  /**
+   * Queue tier: where to append a call that fits no candidate. Its stream key and its accounting
+   * hash (bytes, per-tenant entries and bytes) are the last two of `keys`.
+   */
   queue?: QueueRequest;
 }
 
 export interface QueueRequest {
   name: string;
   maxLength: number;
+  /** Bytes every queued entry of this queue may take together, and one tenant's share. */
+  maxBytes: number;
+  tenantMaxEntries: number;
+  tenantMaxBytes: number;
+  /** The tenant as a key part (safeId): the accounting hash's field names. */
+  tenantKey: string;
   id: string;
   tenant: string;
   model: string;
   cost: number;
   body: string | Buffer;
+}
+
+/** Why a queue refused an entry (the script's code, after outcome 4). */
+export enum QueueFullReason {
+  Entries = 1,
+  Bytes = 2,
+  TenantEntries = 3,
+  TenantBytes = 4,
 }
 
 /** Numeric results of the Lua script, mapped to names. */
@@ -82,6 +99,8 @@ export interface CheckResult {
   candidates: EntryResult[][];
   /** Stream entry id when outcome is Queued. */
   streamId?: string;
+  /** Which bound refused the entry when outcome is QueueFull. */
+  queueFull?: QueueFullReason;
 }
 
 export interface Store {
@@ -113,6 +132,7 @@ export function planArgs(plan: CheckPlan): (string | number)[] {
   if (q) {
     const body = typeof q.body === 'string' ? q.body : q.body.toString('utf8');
     args.push(1, q.maxLength, q.id, q.tenant, q.model, q.cost, body);
+    args.push(q.maxBytes, q.tenantMaxEntries, q.tenantMaxBytes, q.tenantKey);
   }
   return args;
 }
@@ -139,6 +159,9 @@ export function parseReply(plan: CheckPlan, reply: (number | string)[]): CheckRe
     nowMs: reply[3] as number,
     candidates,
   };
-  if (i < reply.length) res.streamId = String(reply[i]);
+  if (i < reply.length) {
+    if (res.outcome === Outcome.QueueFull) res.queueFull = reply[i] as number;
+    else res.streamId = String(reply[i]);
+  }
   return res;
 }

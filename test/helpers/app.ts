@@ -23,6 +23,7 @@ export async function startTestApp(yaml: string, opts: Partial<AppOptions> = {})
   config.server.grpcHost = '127.0.0.1';
   config.server.grpcPort = 0;
   config.server.httpPort = 0;
+  if (config.server.httpAuthz) config.server.httpAuthz.port = 0; // keeps its configured bind address
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {

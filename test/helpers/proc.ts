@@ -17,6 +17,8 @@ export interface TollgateProc {
   pid: number;
   grpcPort: number;
   httpPort: number;
+  /** The HTTP authorization mode's port, when spawned with `authzHttp: true`. */
+  authzHttpPort?: number;
   configFile: string;
   /** stdout + stderr so far (pino JSON lines, start-up errors). */
   output(): string;
@@ -33,6 +35,8 @@ export interface SpawnOptions {
   env?: Record<string, string | undefined>;
   grpcPort?: number;
   httpPort?: number;
+  /** Turn the HTTP authorization mode on, on a free port (TOLLGATE_HTTP_AUTHZ_PORT). */
+  authzHttp?: boolean;
   readyTimeoutMs?: number;
 }
 
@@ -45,6 +49,7 @@ export async function spawnTollgate(o: SpawnOptions): Promise<TollgateProc> {
   }
   const grpcPort = o.grpcPort ?? (await freePort());
   const httpPort = o.httpPort ?? (await freePort());
+  const authzHttpPort = o.authzHttp ? await freePort() : undefined;
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env))
     if (v !== undefined && !k.startsWith('VITEST')) env[k] = v;
@@ -56,6 +61,7 @@ export async function spawnTollgate(o: SpawnOptions): Promise<TollgateProc> {
     TOLLGATE_GRPC_PORT: String(grpcPort),
     TOLLGATE_HTTP_PORT: String(httpPort),
   });
+  if (authzHttpPort !== undefined) env.TOLLGATE_HTTP_AUTHZ_PORT = String(authzHttpPort);
   for (const [k, v] of Object.entries(o.env ?? {})) {
     if (v === undefined) delete env[k];
     else env[k] = v;
@@ -87,6 +93,7 @@ export async function spawnTollgate(o: SpawnOptions): Promise<TollgateProc> {
     pid: proc.pid!,
     grpcPort,
     httpPort,
+    authzHttpPort,
     configFile,
     output,
     exited,

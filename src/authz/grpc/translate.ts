@@ -63,13 +63,16 @@ export function toCheckInput(req: any): CheckInput {
     metadata = {};
     for (const [ns, s] of Object.entries(fm)) metadata[ns] = structToJson(s);
   }
-  return {
+  const input: CheckInput = {
     method: String(http.method ?? headers[':method'] ?? ''),
     path: String(http.path ?? headers[':path'] ?? ''),
     headers,
     body,
     metadata,
   };
+  const source = req?.attributes?.source?.address?.socket_address?.address;
+  if (typeof source === 'string' && source) input.sourceAddress = source;
+  return input;
 }
 
 // Envoy reads HeaderValueOption defaults differently across versions, and the default for

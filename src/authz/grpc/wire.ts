@@ -237,12 +237,17 @@ export function decodeCheckInput(buf: Buffer): CheckInput {
   const r = new Reader(buf, 0, buf.length);
   const http: HttpFields = { headers: {}, headerCount: 0 };
   let metadata: Record<string, unknown> | undefined;
+  let sourceAddress: string | undefined;
   fields(r, buf.length, (f, wt) => {
     if (f !== 1 || wt !== 2) return; // attributes
     const aEnd = r.lengthEnd();
     fields(r, aEnd, (af, awt) => {
       if (awt !== 2) return;
-      if (af === 4) {
+      if (af === 1) {
+        // source (Peer) { address = 1 (Address { socket_address = 1 (SocketAddress { address = 2 }) }) }
+        const v = readSourceAddress(r, r.lengthEnd());
+        if (v) sourceAddress = v;
+      } else if (af === 4) {
         // request { time = 1; http = 2 }
         const rqEnd = r.lengthEnd();
         fields(r, rqEnd, (qf, qwt) => {
@@ -271,13 +276,32 @@ export function decodeCheckInput(buf: Buffer): CheckInput {
       : http.body !== undefined && http.body.length > 0
         ? http.body
         : undefined;
-  return {
+  const input: CheckInput = {
     method: http.method ?? headers[':method'] ?? '',
     path: http.path ?? headers[':path'] ?? '',
     headers,
     body,
     metadata,
   };
+  if (sourceAddress) input.sourceAddress = sourceAddress;
+  return input;
+}
+
+/** attributes.source.address.socket_address.address, if present. */
+function readSourceAddress(r: Reader, end: number): string | undefined {
+  let out: string | undefined;
+  const nested = (e: number, field: number, inner: (e2: number) => void) =>
+    fields(r, e, (f, wt) => {
+      if (f === field && wt === 2) inner(r.lengthEnd());
+    });
+  nested(end, 1, (addrEnd) =>
+    nested(addrEnd, 1, (sockEnd) =>
+      fields(r, sockEnd, (f, wt) => {
+        if (f === 2 && wt === 2) out = r.string();
+      }),
+    ),
+  );
+  return out;
 }
 
 // ---- encoding -----------------------------------------------------------------------------------
