@@ -5,23 +5,45 @@
 import { createHash, createHmac } from 'node:crypto';
 import type { Config, IdentitySource } from './config/types.js';
 
+/** The header a provider authenticates a dialect's calls with (Anthropic x-api-key, Azure api-key). */
+export type KeyHeader = 'authorization' | 'x-api-key' | 'api-key';
+const KEY_HEADERS: readonly KeyHeader[] = ['authorization', 'x-api-key', 'api-key'];
+
 export interface RequestView {
   path: string;
   headers: Record<string, string>;
   /** Envoy metadata_context.filter_metadata, already converted from protobuf Struct to plain JSON. */
   metadata?: Record<string, unknown>;
+  /** The API-key header of the call's dialect: read first, so a client cannot outrank it with another. */
+  keyHeader?: KeyHeader;
 }
 
 export type Identity = Record<string, string | undefined>;
 
-/** The API key a client sent, if any: Authorization: Bearer …, x-api-key, api-key. */
-export function apiKeyOf(headers: Record<string, string>): string | undefined {
-  const auth = headers.authorization;
-  if (auth) {
-    const m = /^\s*Bearer\s+(\S+)\s*$/i.exec(auth);
-    if (m) return m[1];
+function keyFrom(headers: Record<string, string>, h: KeyHeader): string | undefined {
+  const v = headers[h];
+  if (!v) return undefined;
+  if (h !== 'authorization') return v;
+  return /^\s*Bearer\s+(\S+)\s*$/i.exec(v)?.[1];
+}
+
+/**
+ * The API key a client sent: the dialect's own header first (`first`), then the others
+ * (Authorization: Bearer …, x-api-key, api-key). On the Anthropic route the provider authenticates
+ * x-api-key, so a Bearer token there must not decide whose budget is spent.
+ */
+export function apiKeyOf(
+  headers: Record<string, string>,
+  first: KeyHeader = 'authorization',
+): string | undefined {
+  const k = keyFrom(headers, first);
+  if (k) return k;
+  for (const h of KEY_HEADERS) {
+    if (h === first) continue;
+    const v = keyFrom(headers, h);
+    if (v) return v;
   }
-  return headers['x-api-key'] || headers['api-key'] || undefined;
+  return undefined;
 }
 
 /** Full hex digest of an API key: HMAC-SHA256 with the secret, or plain SHA-256 without one. */
@@ -44,7 +66,7 @@ interface Ctx {
 /** The request's API key digest, computed at most once per request. */
 function digestOf(ctx: Ctx): string | undefined {
   if (ctx.digest === undefined) {
-    const k = apiKeyOf(ctx.req.headers);
+    const k = apiKeyOf(ctx.req.headers, ctx.req.keyHeader);
     ctx.digest = k ? apiKeyDigest(k, ctx.cfg.apiKeySecret) : null;
   }
   return ctx.digest ?? undefined;

@@ -4,6 +4,7 @@
  * (a typo must never silently disable a limit).
  */
 import { ConfigError } from '../errors.js';
+import { checkModels } from './models-check.js';
 import type {
   CalendarUnit,
   Config,
@@ -151,6 +152,7 @@ function model(
     'token_weight',
     'when_exhausted',
     'queue',
+    'aliases',
   ]);
   const m: ModelConfig = {
     name,
@@ -160,7 +162,17 @@ function model(
     defaultMaxOutputTokens: base?.defaultMaxOutputTokens ?? 0,
     fallback: [],
     tokenWeight: base?.tokenWeight ?? 1,
+    aliases: [],
   };
+  if (o.aliases !== undefined) {
+    const ap = join(path, 'aliases');
+    if (!Array.isArray(o.aliases) || name === '*')
+      c.fail(ap, name === '*' ? 'no aliases on "*"' : 'a list of model names', o.aliases);
+    else
+      o.aliases.forEach((a, i) => {
+        if (c.str(join(ap, i), a, /^[^\s]{1,256}$/, 'a model name')) m.aliases.push(a as string);
+      });
+  }
   if (o.token_weight !== undefined) {
     const w = c.num(join(path, 'token_weight'), o.token_weight, 0);
     if (w !== undefined) m.tokenWeight = w;
@@ -473,6 +485,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
     defaultMaxOutputTokens: 0,
     fallback: [],
     tokenWeight: 1,
+    aliases: [],
   };
   const defaultModel =
     rawModels['*'] !== undefined
@@ -521,6 +534,8 @@ export function validateConfig(raw: unknown, file?: string): Config {
     }
   }
 
+  checkModels(models, defaultModel ?? builtinDefault, limits, c.problems);
+
   const mode =
     root.mode === undefined ? 'enforce' : (c.oneOf('mode', root.mode, ['enforce', 'shadow']) ?? 'enforce');
 
@@ -541,6 +556,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
     'http2_connection_window',
     'checks_per_turn',
     'grpc_direct_check',
+    'partial_body',
   ]);
   if (sv.grpc_direct_check !== undefined && typeof sv.grpc_direct_check !== 'boolean')
     c.fail('server.grpc_direct_check', 'true or false', sv.grpc_direct_check);
@@ -579,6 +595,10 @@ export function validateConfig(raw: unknown, file?: string): Config {
         ? DEFAULT_CHECKS_PER_TURN
         : (c.int('server.checks_per_turn', sv.checks_per_turn, 0, 100_000) ?? DEFAULT_CHECKS_PER_TURN),
     grpcDirectCheck: sv.grpc_direct_check !== false,
+    partialBody:
+      sv.partial_body === undefined
+        ? 'costliest'
+        : (c.oneOf('server.partial_body', sv.partial_body, ['costliest', 'deny'] as const) ?? 'costliest'),
     http2StreamWindow:
       sv.http2_stream_window === undefined
         ? DEFAULT_WINDOW
