@@ -110,8 +110,10 @@ describe.each<Backend>(['memory', 'valkey'])('model names that escaped their mod
 });
 
 describe('matching rules (unit)', () => {
-  const cfg = parseConfigText(NAMES);
-  const r = new ModelResolver(cfg);
+  let r: ModelResolver;
+  beforeAll(() => {
+    r = new ModelResolver(parseConfigText(NAMES));
+  });
   it.each([
     ['gpt-4o', 'gpt-4o'],
     ['gpt-4o-2024-08-06', 'gpt-4o'],
