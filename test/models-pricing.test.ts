@@ -5,12 +5,15 @@
  * and the API key is read from the header the dialect's provider authenticates. Real gRPC with Envoy's
  * CheckRequest, on the memory store and on a real valkey-server.
  */
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfigText } from '../src/config/load.js';
 import { logTag } from '../src/identity.js';
 import { ModelResolver, resolveKey } from '../src/policy/models.js';
 import { parseAndCount } from '../src/tokens/worker.js';
-import { scrape } from './fixtures/ops/ops.js';
+import { runCli, scrape } from './fixtures/ops/ops.js';
 import { startTestApp, type TestApp } from './helpers/app.js';
 import { chat, EnvoyClient } from './helpers/envoy.js';
 import { startValkey, type TestValkey } from './helpers/valkey.js';
@@ -182,6 +185,14 @@ limits:
   - { name: spend, per: tenant, usd: 10, reset: daily }
 `),
     ).toThrow(/models\["free-model"\] has none/);
+  });
+
+  it('`tollgate validate` exits 1 for an unpriced "*" under a usd limit', async () => {
+    const file = join(mkdtempSync(join(tmpdir(), 'tollgate-unpriced-')), 'unpriced.yaml');
+    writeFileSync(file, 'limits:\n  - { name: spend, per: tenant, usd: 10, reset: daily }\n');
+    const r = await runCli(['validate', file]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/limits\[0\]\.usd: .*models\["\*"\] has none/);
   });
 
   it('refuses names and aliases that collide ignoring case', () => {

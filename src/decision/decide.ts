@@ -254,8 +254,9 @@ export class Decider {
     let refused = false;
     if (names.length > 1) {
       // A reroute makes Envoy rewrite the body's model: only for a body whose model key is unambiguous.
+      // (a token worker already checked the bytes it parsed: they may have been moved there)
       if (!unproven && call && route.azureDeployment === undefined)
-        unproven = call.modelKey ?? modelKeyProblem(body!);
+        unproven = counted ? call.modelKey : modelKeyProblem(body!);
       if (unproven) {
         names = names.slice(0, 1);
         refused = true;
