@@ -16,6 +16,7 @@ import { parseAndCount } from '../src/tokens/worker.js';
 import { runCli, scrape } from './fixtures/ops/ops.js';
 import { startTestApp, type TestApp } from './helpers/app.js';
 import { chat, EnvoyClient } from './helpers/envoy.js';
+import { spawnTollgate, type TollgateProc } from './helpers/proc.js';
 import { startValkey, type TestValkey } from './helpers/valkey.js';
 
 let vk: TestValkey;
@@ -369,5 +370,38 @@ limits:
       });
     expect((await oa('f1')).allowed).toBe(true);
     expect((await oa('f2')).httpStatus).toBe(429);
+  });
+});
+
+describe('large bodies, parsed in a token worker (real process)', () => {
+  let proc: TollgateProc;
+  let client: EnvoyClient;
+  beforeAll(async () => {
+    proc = await spawnTollgate({ yaml: `${PARTIAL}\nserver: { decision_deadline: 10s }\n` });
+    client = new EnvoyClient(proc.grpcPort);
+  }, 30_000);
+  afterAll(async () => {
+    client?.close();
+    await proc?.stop();
+  });
+  const big = 'word '.repeat(20_000); // 100 KB: moved to the worker
+
+  it('a snapshot name is counted with its model’s encoding and limited as that model', async () => {
+    const h = { 'x-tenant-id': uid('w-name') };
+    const a = await client.check({ headers: h, body: chat('GPT-4o-2024-08-06', big) });
+    expect(a.allowed).toBe(true);
+    const d = await client.check({ headers: h, body: chat('gpt-4o-2024-08-06', big) });
+    // gpt-4o-calls is spent: rerouted to the fallback like a plain "gpt-4o"
+    expect(d.allowed).toBe(true);
+    expect(d.upstream['x-tollgate-model']).toBe('gpt-4o-mini');
+  });
+
+  it('duplicate model keys in a moved body: denied, not rerouted', async () => {
+    const h = { 'x-tenant-id': uid('w-dup') };
+    expect((await client.check({ headers: h, body: chat('gpt-4o', 'first') })).allowed).toBe(true);
+    const body = `{"model":"gpt-4o-mini","messages":[{"role":"user","content":"${big}"}],"model":"gpt-4o"}`;
+    const d = await client.check({ headers: h, body });
+    expect(d.httpStatus).toBe(429);
+    expect(d.headers['x-tollgate-reroute']).toBe('refused;reason=duplicate-model-key');
   });
 });
