@@ -10,26 +10,11 @@
  * config), never by scanning the models on each call. Pure: no I/O.
  */
 import type { Config } from '../config/types.js';
+import { resolveKey } from '../parse/model-name.js';
 
-/** A snapshot suffix: -2024-08-06, -20241022, -0613, -001, @20240620. Two digits are a version, not a snapshot. */
-const SNAPSHOT = /^(.+?)[-@](?:\d{4}-\d{2}-\d{2}|\d{3,})$/;
-const MAX_PREFIXES = 3;
+export { resolveKey };
+
 const CACHE_MAX = 4096;
-
-/**
- * The lookup key `name` resolves to, given the (lower-case) keys that exist, or undefined (→ "*").
- * Shared with the token workers, which resolve with their own key set.
- */
-export function resolveKey(name: string, has: (key: string) => boolean): string | undefined {
-  if (has(name)) return name;
-  let n = name.toLowerCase();
-  for (let prefixes = 0; ; prefixes++) {
-    for (let s: string | undefined = n; s !== undefined; s = SNAPSHOT.exec(s)?.[1]) if (has(s)) return s;
-    const slash = n.indexOf('/');
-    if (slash < 0 || prefixes >= MAX_PREFIXES) return undefined;
-    n = n.slice(slash + 1);
-  }
-}
 
 export class ModelResolver {
   /** Lower-case configured name or alias → configured name. */

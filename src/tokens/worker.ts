@@ -9,8 +9,8 @@
 import { parentPort } from 'node:worker_threads';
 import { parseBody } from '../parse/body.js';
 import { modelKeyProblem } from '../parse/model-key.js';
+import { resolveKey } from '../parse/model-name.js';
 import { type Dialect, isParseError, type ParsedCall } from '../parse/types.js';
-import { resolveKey } from '../policy/models.js';
 import { type CountOptions, countPromptTokens } from './count.js';
 import { type EncodingName, installTable, isEncodingName } from './encoders.js';
 
