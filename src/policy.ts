@@ -118,7 +118,10 @@ export function buildPlan(
       if (!applies(l, c.model, id)) continue;
       const st = limitStatics(cfg, l);
       let key = st.prefix;
-      for (const d of l.per) key += `:${safeId(d === 'model' ? c.model : (id[d] as string))}`;
+      // per model: a name that matched no configured model is keyed as "*" (one bucket for all of
+      // them), so rotating made-up model names never opens a fresh budget
+      for (const d of l.per)
+        key += `:${safeId(d === 'model' ? (cfg.models.has(c.model) ? c.model : '*') : (id[d] as string))}`;
       const rolling = l.window.type === 'rolling';
       let ki = keyIndex.get(key);
       if (ki === undefined) {

@@ -113,6 +113,22 @@ describe.each<Backend>(['memory', 'valkey'])('model names that escaped their mod
   });
 });
 
+describe.each<Backend>(['memory', 'valkey'])('per-model limits and made-up names (%s)', (backend) => {
+  it('unknown names share the "*" bucket of a per: [tenant, model] limit; known names keep their own', async () => {
+    const { client } = await serve(
+      `${NAMES}  - { name: per-model, per: [tenant, model], requests: 2, every: 1h }\n`,
+      backend,
+    );
+    const h = { 'x-tenant-id': uid('rotate') };
+    expect((await client.check({ headers: h, body: chat('made-up-1', 'x') })).allowed).toBe(true);
+    expect((await client.check({ headers: h, body: chat('made-up-2', 'x') })).allowed).toBe(true);
+    const d = await client.check({ headers: h, body: chat('made-up-3', 'x') });
+    expect(d.httpStatus).toBe(429);
+    expect(d.json.limit).toBe('per-model');
+    expect((await client.check({ headers: h, body: chat('GPT-4o', 'x') })).allowed).toBe(true);
+  });
+});
+
 describe('matching rules (unit)', () => {
   let r: ModelResolver;
   beforeAll(() => {
