@@ -25,8 +25,12 @@
       period     rolling: window in ms; calendar: 1 hourly, 2 daily, 3 weekly (Monday), 4 monthly
       tz offset  calendar: minutes east of UTC for the quota's time zone (0 = UTC)
       cost       units this call takes from the limit
-      flags      bit 1 = shadow (never blocks; reported); bit 2 = queueable (when_exhausted: queue)
+      flags      bit 1 = shadow (never blocks; reported); bit 2 = queueable (when_exhausted: queue);
+                 bit 3 = a calendar quota in a time zone: two more fields follow the 8
       downgrade  remaining units below which a candidate that has a next candidate is skipped (0 = off)
+      (bit 3 only) zone end, zone next: the ends (ms, epoch) of the zone's window containing the
+                 caller's clock and of the one after it, computed by the caller (daylight saving time
+                 moves a zone's boundaries; this script has no time-zone database)
 
   then, optionally, the queue tier (used only when no candidate fits and every enforced limit that
   blocks the first candidate is queueable):
@@ -84,6 +88,17 @@ local function window_end(now_ms, unit, off_min)
   return (era2 * 146097 + doe2 - 719468) * 86400000 - off
 end
 
+-- The end of the calendar window containing now_ms: the caller's zoned ends when given, else the
+-- fixed-offset arithmetic (UTC, or a store clock far from the caller's). Mirrors calendarEnd in
+-- src/store/calendar.ts.
+local function calendar_end(now_ms, unit, off_min, z_end, z_next)
+  if z_end then
+    if now_ms < z_end then return z_end end
+    if now_ms < z_next then return z_next end
+  end
+  return window_end(now_ms, unit, off_min)
+end
+
 -- Few tables, filled in ascending index order (Lua keeps them as plain arrays; a table per entry
 -- or per key would cost more than the checks themselves):
 -- A[ki], W[ki]  per key index (read once, shared by every candidate that names it): bucket level
@@ -125,7 +140,9 @@ for c = 1, ncand do
         local u, e = tonumber(h[1]), tonumber(h[2])
         if not u or not e or now >= e then
           u = 0
-          e = window_end(now, period, tonumber(ARGV[p + 4]))
+          local z_end, z_next
+          if flags % 8 >= 4 then z_end, z_next = tonumber(ARGV[p + 8]), tonumber(ARGV[p + 9]) end
+          e = calendar_end(now, period, tonumber(ARGV[p + 4]), z_end, z_next)
           F = F or {}
           F[ki] = true
         end
@@ -135,6 +152,7 @@ for c = 1, ncand do
       A[ki] = a
     end
     p = p + 8
+    if flags % 8 >= 4 then p = p + 2 end
     local fits, avail, retry
     if kind == 1 then
       avail = a
@@ -248,7 +266,10 @@ if outcome == 1 and ARGV[p] == '1' then
   for j = 0, C[2] - 1 do
     local b = j * 8
     local flags, status = E[b + 6], E[b + 8]
-    if flags % 2 == 0 and status ~= 0 and status ~= 3 and floor(flags / 2) % 2 == 0 then queueable = false end
+    -- a limit the call can never fit (status 2) is never queueable: no consumer could ever run it
+    if flags % 2 == 0 and status ~= 0 and status ~= 3 and (floor(flags / 2) % 2 == 0 or status == 2) then
+      queueable = false
+    end
   end
   if queueable then
     local qkey, akey, tkey = KEYS[#KEYS - 1], KEYS[#KEYS], ARGV[p + 10]

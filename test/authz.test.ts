@@ -26,6 +26,7 @@ models:
   "*":
     encoding: cl100k_base
     default_max_output_tokens: 1024
+    price_usd_per_1m: { input: 15, output: 60 }
 limits:
   - name: tenant-requests
     per: tenant

@@ -186,7 +186,8 @@ describe('Kubernetes base: Deployment llm-gateway', () => {
     const header = tenant.findIndex((x) => 'header' in x);
     if (header >= 0) expect(tenant.findIndex((x) => 'api_key' in x)).toBeLessThan(header);
     for (const dim of Object.values(cfg.identity))
-      for (const src of dim.sources) if ('header' in src) expect(src.header).not.toMatch(/^x-(tenant|team)-id$/);
+      for (const src of dim.sources)
+        if ('header' in src) expect(src.header).not.toMatch(/^x-(tenant|team)-id$/);
     expect(cfg.store.prefix).toBe('tollgate');
     expect(cfg.store.replicas).toBe(find('Deployment', 'llm-gateway')!.spec.replicas);
   });

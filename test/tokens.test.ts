@@ -444,7 +444,7 @@ function buildWorker(dir: string): URL {
         .filter((f) => f.endsWith('.ts'))
         .map((f) => `${d}/${f}`),
     )
-    .concat(['src/settings.ts', 'src/errors.ts']);
+    .concat(['src/settings.ts', 'src/errors.ts', 'src/policy/model-name.ts']);
   for (const f of files) {
     const src = readFileSync(path.join(ROOT, f), 'utf8');
     const out = ts.transpileModule(src, {

@@ -29,7 +29,7 @@ identity:
 models:
   gpt-4o: { encoding: o200k_base, price_usd_per_1m: { input: 2.5, output: 10 }, fallback: gpt-4o-mini }
   gpt-4o-mini: { encoding: o200k_base, price_usd_per_1m: { input: 0.15, output: 0.6 } }
-  "*": { encoding: cl100k_base, default_max_output_tokens: 256 }
+  "*": { encoding: cl100k_base, default_max_output_tokens: 256, price_usd_per_1m: { input: 1, output: 1 } }
 limits:
   - { name: req, per: tenant, requests: 100000000, every: 1m }
   - { name: tok, per: tenant, tokens: 1000000, every: 1m }

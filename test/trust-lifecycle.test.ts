@@ -29,6 +29,7 @@ limits:
   - { name: spend-${v}, per: tenant, usd: ${10 * k}, reset: daily }
 models:
   gpt-4o-mini: { price_usd_per_1m: { input: 1, output: 1 } }
+  "*": { price_usd_per_1m: { input: 1, output: 1 } }
 # generous: this test is about config consistency, not latency (no fail-open on a busy machine)
 server: { decision_deadline: 3s }
 store: { timeout: 2s }

@@ -7,6 +7,7 @@ import { ConfigError } from '../errors.js';
 import { envValue, settings } from '../settings.js';
 import { parseSourceIp, parseUnknownKeys } from './identity-options.js';
 import { checkPortClash, parseListeners } from './listeners.js';
+import { checkModels } from './models-check.js';
 import { parseQueues } from './queues.js';
 import type {
   CalendarUnit,
@@ -166,6 +167,7 @@ function model(
     'token_weight',
     'when_exhausted',
     'queue',
+    'aliases',
   ]);
   const m: ModelConfig = {
     name,
@@ -175,7 +177,17 @@ function model(
     defaultMaxOutputTokens: base?.defaultMaxOutputTokens ?? 0,
     fallback: [],
     tokenWeight: base?.tokenWeight ?? 1,
+    aliases: [],
   };
+  if (o.aliases !== undefined) {
+    const ap = join(path, 'aliases');
+    if (!Array.isArray(o.aliases) || name === '*')
+      c.fail(ap, name === '*' ? 'no aliases on "*"' : 'a list of model names', o.aliases);
+    else
+      o.aliases.forEach((a, i) => {
+        if (c.str(join(ap, i), a, /^[^\s]{1,256}$/, 'a model name')) m.aliases.push(a as string);
+      });
+  }
   if (o.token_weight !== undefined) {
     const w = c.num(join(path, 'token_weight'), o.token_weight, 0);
     if (w !== undefined) m.tokenWeight = w;
@@ -481,6 +493,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
     defaultMaxOutputTokens: 0,
     fallback: [],
     tokenWeight: 1,
+    aliases: [],
   };
   const defaultModel =
     rawModels['*'] !== undefined
@@ -529,6 +542,8 @@ export function validateConfig(raw: unknown, file?: string): Config {
     }
   }
 
+  checkModels(models, defaultModel ?? builtinDefault, limits, c.problems);
+
   const mode =
     root.mode === undefined ? 'enforce' : (c.oneOf('mode', root.mode, ['enforce', 'shadow']) ?? 'enforce');
 
@@ -551,6 +566,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
     'http2_connection_window',
     'checks_per_turn',
     'grpc_direct_check',
+    'partial_body',
   ]);
   if (sv.grpc_direct_check !== undefined && typeof sv.grpc_direct_check !== 'boolean')
     c.fail('server.grpc_direct_check', 'true or false', sv.grpc_direct_check);
@@ -589,6 +605,10 @@ export function validateConfig(raw: unknown, file?: string): Config {
         ? DEFAULT_CHECKS_PER_TURN
         : (c.int('server.checks_per_turn', sv.checks_per_turn, 0, 100_000) ?? DEFAULT_CHECKS_PER_TURN),
     grpcDirectCheck: sv.grpc_direct_check !== false,
+    partialBody:
+      sv.partial_body === undefined
+        ? 'costliest'
+        : (c.oneOf('server.partial_body', sv.partial_body, ['costliest', 'deny'] as const) ?? 'costliest'),
     http2StreamWindow:
       sv.http2_stream_window === undefined
         ? DEFAULT_WINDOW

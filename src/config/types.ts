@@ -47,6 +47,8 @@ export interface ModelConfig {
   tokenWeight: number;
   /** when_exhausted: queue — calls to this model that fit no limit go to this queue. */
   queue?: string;
+  /** Other names a request may use for this model (matched like names: case-insensitive, snapshots). */
+  aliases: string[];
 }
 
 export interface QueueConfig {
@@ -129,6 +131,11 @@ export interface ServerConfig {
   http2StreamWindow: number;
   /** HTTP/2 connection window (bytes; Node's default 65535). */
   http2ConnectionWindow: number;
+  /**
+   * server.partial_body: a body tollgate cannot read in full (partial, missing, too large) is charged
+   * as the costliest configured model (`costliest`) or refused with 413 (`deny`).
+   */
+  partialBody: 'costliest' | 'deny';
 }
 
 export interface StoreConfig {

@@ -5,12 +5,14 @@
 import { fallbackChain } from '../config/schema.js';
 import type { Config } from '../config/types.js';
 import { parseBody } from '../dialects/body.js';
-import { classifyPath } from '../dialects/route.js';
+import { modelKeyProblem } from '../dialects/model-key.js';
+import { classifyPath, keyHeaderOf } from '../dialects/route.js';
 import { isParseError, type ParsedCall } from '../dialects/types.js';
 import { BreakerOpenError, StoreFullError } from '../errors.js';
 import { type Identity, logTag, resolveIdentity } from '../identity/identity.js';
 import type { TokenPool } from '../offload/pool.js';
 import type { EncodingPlan } from '../offload/worker.js';
+import { modelResolver } from '../policy/models.js';
 import {
   type BuiltPlan,
   buildPlan,
@@ -31,6 +33,7 @@ import { TurnPacer } from './pacer.js';
 import { queueFullText, queueKeys, queueRequest } from './queue-tier.js';
 import type { AllowDecision, CheckInput, Decision, DecisionStats, DenyDecision, Headers } from './types.js';
 import { unknownKeyGate } from './unknown-key.js';
+import { costliestModel, partialRefused, refuseReroute, type Unproven } from './unproven.js';
 
 export interface DeciderDeps {
   store: Store;
@@ -47,40 +50,6 @@ const JSON_CT = 'application/json';
  */
 export const OFFLOAD_BYTES = 32 * 1024;
 const TOLLGATE_PREFIX = 'x-tollgate-';
-const MODEL_IN_PARTIAL_BODY = /"model"\s*:\s*"([^"\\]{1,256})"/g;
-
-/**
- * The model named in a partial body. JSON parsers take the last of duplicate keys and a nested object
- * may also say "model", so when several names appear, charge the costliest (never the cheapest).
- */
-function costliestModel(cfg: Config, text: string): string | undefined {
-  let best: string | undefined;
-  let bestPrice = -1;
-  for (const m of text.matchAll(MODEL_IN_PARTIAL_BODY)) {
-    const mc = modelConfig(cfg, m[1]);
-    const price = mc.priceInPer1M + mc.priceOutPer1M;
-    if (price > bestPrice) {
-      best = m[1];
-      bestPrice = price;
-    }
-  }
-  return best;
-}
-
-/** The configured model with the highest price (input + output per 1M tokens); '*' if none is. */
-function costliestConfigured(cfg: Config): string {
-  let best = '*';
-  let bestPrice = cfg.defaultModel.priceInPer1M + cfg.defaultModel.priceOutPer1M;
-  for (const [name, mc] of cfg.models) {
-    const price = mc.priceInPer1M + mc.priceOutPer1M;
-    if (name !== '*' && price > bestPrice) {
-      best = name;
-      bestPrice = price;
-    }
-  }
-  return best;
-}
-
 export class Decider {
   private cfg: Config;
   readonly breaker: Breaker;
@@ -107,8 +76,8 @@ export class Decider {
   private encodingsOf(cfg: Config): EncodingPlan {
     if (this.encodingPlanFor !== cfg || !this.encodingPlan) {
       const byModel: Record<string, string[]> = Object.create(null);
-      for (const name of cfg.models.keys())
-        byModel[name] = [...new Set(this.candidatesOf(cfg, name).map((n) => modelConfig(cfg, n).encoding))];
+      for (const [key, name] of modelResolver(cfg).keys)
+        byModel[key] = [...new Set(this.candidatesOf(cfg, name).map((n) => modelConfig(cfg, n).encoding))];
       this.encodingPlan = { byModel, other: [cfg.defaultModel.encoding] };
       this.encodingPlanFor = cfg;
     }
@@ -190,7 +159,7 @@ export class Decider {
     }
 
     // identity.unknown_keys: deny — refused before any work is spent on the call
-    const gate = unknownKeyGate(cfg, input.headers);
+    const gate = unknownKeyGate(cfg, input.headers, keyHeaderOf(route));
     if (gate && 'denied' in gate) return gate.denied;
 
     // --- body -------------------------------------------------------------------------------------
@@ -209,17 +178,18 @@ export class Decider {
     let estimated = partial;
     /** Prompt tokens by encoding, when a worker counted them (the call then carries no texts). */
     let counted: Record<string, number> | undefined;
+    /** Why this call's model cannot be trusted (then it is never rerouted); set below. */
+    let unproven: Unproven | undefined;
     if (partial) {
       // Envoy stopped buffering (max_request_bytes) or sent no body: estimate from the declared size.
+      // A prefix cannot prove the top-level model (the last duplicate key wins): charge the costliest
+      // model the call could be, unless the path names it (Azure), or refuse (partial_body: deny).
       const bytes = Math.max(Number.isFinite(declared) && declared > 0 ? declared : 0, len);
+      if (cfg.server.partialBody === 'deny' && route.azureDeployment === undefined)
+        return partialRefused(bytes === 0);
       estimatedPrompt = Math.ceil(bytes / cfg.server.bytesPerToken);
-      const text =
-        body === undefined
-          ? ''
-          : typeof body === 'string'
-            ? body
-            : body.toString('utf8', 0, Math.min(len, 65536));
-      model = route.azureDeployment ?? costliestModel(cfg, text) ?? '*';
+      model = route.azureDeployment ?? costliestModel(cfg, estimatedPrompt);
+      unproven = 'partial-body';
     } else {
       const pool = this.deps.pool;
       if (pool?.mode === 'workers' && len >= OFFLOAD_BYTES) {
@@ -247,7 +217,8 @@ export class Decider {
         } else if (typeof body !== 'string' && body!.byteLength === 0) {
           estimatedPrompt = Math.ceil(len / cfg.server.bytesPerToken);
           estimated = true;
-          model = route.azureDeployment ?? costliestConfigured(cfg);
+          model = route.azureDeployment ?? costliestModel(cfg, estimatedPrompt);
+          unproven = 'partial-body';
         }
       }
       if (!call && !estimated) {
@@ -267,8 +238,28 @@ export class Decider {
       metadata: input.metadata,
       sourceAddress: input.sourceAddress,
       keyDigest: gate?.digest,
+      keyHeader: keyHeaderOf(route),
     });
-    const names = this.candidatesOf(cfg, model);
+    // The configured model the request means (case, snapshots, provider prefixes, aliases), unless it
+    // was chosen here as the costliest; a name that matches none is charged as "*" and counted.
+    let unknownModel = false;
+    if (!estimated || route.azureDeployment !== undefined) {
+      const resolved = modelResolver(cfg).resolve(model);
+      if (resolved === undefined) unknownModel = true;
+      else model = resolved;
+    }
+    let names = this.candidatesOf(cfg, model);
+    let refused = false;
+    if (names.length > 1) {
+      // A reroute makes Envoy rewrite the body's model: only for a body whose model key is unambiguous.
+      // (a token worker already checked the bytes it parsed: they may have been moved there)
+      if (!unproven && call && route.azureDeployment === undefined)
+        unproven = counted ? call.modelKey : modelKeyProblem(body!);
+      if (unproven) {
+        names = names.slice(0, 1);
+        refused = true;
+      }
+    }
     const tokensByEncoding = new Map<string, number>();
     const costs: CandidateCost[] = [];
     for (const name of names) {
@@ -303,6 +294,7 @@ export class Decider {
       micros: costs[0].micros,
       estimated: estimated || undefined,
       tenantTag: logTag(id.tenant),
+      unknownModel: unknownModel || undefined,
     };
     const built = buildPlan(cfg, id, costs, Date.now(), requestWeight(cfg, call?.tools));
     const queueName =
@@ -362,7 +354,8 @@ export class Decider {
       result = local;
       degraded = `${why};local`;
     }
-    return this.interpret(built, costs, result, stats, marks, removeHeaders, degraded, id);
+    const d = this.interpret(built, costs, result, stats, marks, removeHeaders, degraded, id);
+    return refused ? refuseReroute(d, unproven!) : d;
   }
 
   /** The on_store_failure: local store (for its metrics). */

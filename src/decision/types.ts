@@ -49,6 +49,8 @@ export interface DecisionStats {
   queue?: string;
   queueId?: string;
   tenantTag?: string;
+  /** The requested model matched no configured name or alias: charged as "*". */
+  unknownModel?: boolean;
 }
 
 export interface AllowDecision {

@@ -4,7 +4,7 @@
  * Calls without a key are not affected (their identity comes from the other sources).
  */
 import type { Config } from '../config/types.js';
-import { requestKeyDigest } from '../identity/identity.js';
+import { type KeyHeader, requestKeyDigest } from '../identity/identity.js';
 import { knownKey } from '../identity/sources.js';
 import type { DenyDecision } from './types.js';
 
@@ -24,9 +24,10 @@ const BODY = JSON.stringify({
 export function unknownKeyGate(
   cfg: Config,
   headers: Record<string, string>,
+  keyHeader?: KeyHeader,
 ): { denied: DenyDecision } | { digest: string | null } | undefined {
   if (cfg.keyMap?.unknownKeys !== 'deny') return undefined;
-  const digest = requestKeyDigest(cfg, headers);
+  const digest = requestKeyDigest(cfg, headers, keyHeader);
   if (digest === null || knownKey(cfg, digest)) return { digest };
   return {
     denied: {

@@ -55,3 +55,9 @@ export function classifyPath(path: string): Route | undefined {
   }
   return undefined;
 }
+
+/** The header the provider of a route authenticates with: Azure api-key, Anthropic x-api-key, else Authorization. */
+export function keyHeaderOf(route: Route): 'authorization' | 'x-api-key' | 'api-key' {
+  if (route.azureDeployment !== undefined) return 'api-key';
+  return route.dialect === 'anthropic.messages' ? 'x-api-key' : 'authorization';
+}

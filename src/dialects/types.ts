@@ -20,6 +20,8 @@ export interface ParsedCall {
   prompt: Prompt;
   /** Names of tools declared (tools[].function.name / tools[].name) and invoked (tool_calls, tool_use). */
   tools: string[];
+  /** Set by token workers: the top-level "model" key is duplicated or escaped (see model-key.ts). */
+  modelKey?: 'duplicate-model-key' | 'escaped-model-key';
 }
 
 export interface PromptMessage {

@@ -6,6 +6,10 @@ import { createHash, createHmac } from 'node:crypto';
 import type { Config, IdentitySource } from '../config/types.js';
 import { knownKey, SHARED_UNKNOWN_KEY, sourceIp } from './sources.js';
 
+/** The header a provider authenticates a dialect's calls with (Anthropic x-api-key, Azure api-key). */
+export type KeyHeader = 'authorization' | 'x-api-key' | 'api-key';
+const KEY_HEADERS: readonly KeyHeader[] = ['authorization', 'x-api-key', 'api-key'];
+
 export interface RequestView {
   path: string;
   headers: Record<string, string>;
@@ -15,18 +19,36 @@ export interface RequestView {
   sourceAddress?: string;
   /** The API key's digest when already computed (null: no key); undefined = compute it here. */
   keyDigest?: string | null;
+  /** The API-key header of the call's dialect: read first, so a client cannot outrank it with another. */
+  keyHeader?: KeyHeader;
 }
 
 export type Identity = Record<string, string | undefined>;
 
-/** The API key a client sent, if any: Authorization: Bearer …, x-api-key, api-key. */
-export function apiKeyOf(headers: Record<string, string>): string | undefined {
-  const auth = headers.authorization;
-  if (auth) {
-    const m = /^\s*Bearer\s+(\S+)\s*$/i.exec(auth);
-    if (m) return m[1];
+function keyFrom(headers: Record<string, string>, h: KeyHeader): string | undefined {
+  const v = headers[h];
+  if (!v) return undefined;
+  if (h !== 'authorization') return v;
+  return /^\s*Bearer\s+(\S+)\s*$/i.exec(v)?.[1];
+}
+
+/**
+ * The API key a client sent: the dialect's own header first (`first`), then the others
+ * (Authorization: Bearer …, x-api-key, api-key). On the Anthropic route the provider authenticates
+ * x-api-key, so a Bearer token there must not decide whose budget is spent.
+ */
+export function apiKeyOf(
+  headers: Record<string, string>,
+  first: KeyHeader = 'authorization',
+): string | undefined {
+  const k = keyFrom(headers, first);
+  if (k) return k;
+  for (const h of KEY_HEADERS) {
+    if (h === first) continue;
+    const v = keyFrom(headers, h);
+    if (v) return v;
   }
-  return headers['x-api-key'] || headers['api-key'] || undefined;
+  return undefined;
 }
 
 /** Full hex digest of an API key: HMAC-SHA256 with the secret, or plain SHA-256 without one. */
@@ -47,8 +69,12 @@ interface Ctx {
 }
 
 /** The request's API key digest (null: it sent none). */
-export function requestKeyDigest(cfg: Config, headers: Record<string, string>): string | null {
-  const k = apiKeyOf(headers);
+export function requestKeyDigest(
+  cfg: Config,
+  headers: Record<string, string>,
+  keyHeader?: KeyHeader,
+): string | null {
+  const k = apiKeyOf(headers, keyHeader);
   return k ? apiKeyDigest(k, cfg.apiKeySecret) : null;
 }
 
@@ -56,7 +82,9 @@ export function requestKeyDigest(cfg: Config, headers: Record<string, string>): 
 function digestOf(ctx: Ctx): string | undefined {
   if (ctx.digest === undefined)
     ctx.digest =
-      ctx.req.keyDigest !== undefined ? ctx.req.keyDigest : requestKeyDigest(ctx.cfg, ctx.req.headers);
+      ctx.req.keyDigest !== undefined
+        ? ctx.req.keyDigest
+        : requestKeyDigest(ctx.cfg, ctx.req.headers, ctx.req.keyHeader);
   return ctx.digest ?? undefined;
 }
 

@@ -8,13 +8,18 @@
  */
 import { parentPort } from 'node:worker_threads';
 import { parseBody } from '../dialects/body.js';
+import { modelKeyProblem } from '../dialects/model-key.js';
 import { type Dialect, isParseError, type ParsedCall } from '../dialects/types.js';
+import { resolveKey } from '../policy/model-name.js';
 import { type CountOptions, countPromptTokens } from '../tokens/count.js';
 import { type EncodingName, installTable, isEncodingName } from '../tokens/encoders.js';
 
 /** Encodings to count a parsed call with: those of its model's fallback chain. */
 export interface EncodingPlan {
-  /** Configured model name → encodings of its candidates (preferred model first). */
+  /**
+   * Lower-case configured model name or alias → encodings of its candidates (preferred model first);
+   * a request's model is looked up with the same matching rules as the decision (policy/models.ts).
+   */
   byModel: Record<string, string[]>;
   /** Encodings for a model not in byModel (the "*" default). */
   other: string[];
@@ -50,12 +55,15 @@ export function parseAndCount(job: Extract<WorkerJob, { kind: 'parse' }>): Parse
   const parsed = parseBody(job.dialect, job.body, job.azureDeployment);
   if (isParseError(parsed)) return parsed;
   const { byModel, other } = job.encodings;
-  const encodings =
-    parsed.model !== undefined && Object.hasOwn(byModel, parsed.model) ? byModel[parsed.model] : other;
+  const key =
+    parsed.model === undefined ? undefined : resolveKey(parsed.model, (k) => Object.hasOwn(byModel, k));
+  const encodings = key === undefined ? other : byModel[key];
   const tokens: Record<string, number> = {};
   for (const e of encodings) tokens[e] ??= countPromptTokens(parsed, e, job.opts);
   const prompt = { kind: 'text' as const, messages: [], texts: [], preTokenized: 0, images: 0, toolDefs: [] };
-  return { call: { ...parsed, prompt }, tokens };
+  // the bytes may have been moved here: whether a reroute could trust the body is decided now
+  const modelKey = job.azureDeployment === undefined ? modelKeyProblem(job.body) : undefined;
+  return { call: { ...parsed, prompt, ...(modelKey ? { modelKey } : {}) }, tokens };
 }
 
 const port = parentPort;

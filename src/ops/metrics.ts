@@ -137,6 +137,11 @@ export class Metrics {
     registers: [this.registry],
     collect: () => this.flush(),
   });
+  readonly unknownModels = new client.Counter({
+    name: 'tollgate_unknown_model_total',
+    help: 'Calls whose model matched no configured model or alias (charged and limited as "*")',
+    registers: [this.registry],
+  });
   readonly latency = new client.Histogram({
     name: 'tollgate_decision_duration_seconds',
     help: 'Time to decide one check, from request to answer, by outcome',
@@ -222,6 +227,7 @@ export class Metrics {
     this.reloads.inc({ result: 'success' }, 0);
     this.reloads.inc({ result: 'failure' }, 0);
     this.storeErrors.inc(0);
+    this.unknownModels.inc(0);
     this.breaker.set(0);
     this.lastReloadOk.set(1);
     this.lastReloadTime.setToCurrentTime();
@@ -261,6 +267,7 @@ export class Metrics {
       child.reservedTokens += s.reservedTokens ?? 0;
       if (s.micros) child.micros += s.micros;
     }
+    if (s.unknownModel) this.unknownModels.inc();
     if (this.tenantDecisions && s.tenantTag) this.tenantDecisions.inc({ tenant: s.tenantTag, outcome });
   }
 

@@ -3,7 +3,7 @@
  */
 import type { Config, LimitConfig, ModelConfig } from '../config/types.js';
 import { type Identity, safeId } from '../identity/identity.js';
-import { tzOffsetMinutes } from '../store/calendar.js';
+import { zonedWindow } from '../store/calendar.js';
 import { CALENDAR_CODE, type CheckPlan, EntryKind, type PlanEntry } from '../store/types.js';
 
 /** What one candidate model would cost. */
@@ -118,7 +118,10 @@ export function buildPlan(
       if (!applies(l, c.model, id)) continue;
       const st = limitStatics(cfg, l);
       let key = st.prefix;
-      for (const d of l.per) key += `:${safeId(d === 'model' ? c.model : (id[d] as string))}`;
+      // per model: a name that matched no configured model is keyed as "*" (one bucket for all of
+      // them), so rotating made-up model names never opens a fresh budget
+      for (const d of l.per)
+        key += `:${safeId(d === 'model' ? (cfg.models.has(c.model) ? c.model : '*') : (id[d] as string))}`;
       const rolling = l.window.type === 'rolling';
       let ki = keyIndex.get(key);
       if (ki === undefined) {
@@ -127,13 +130,20 @@ export function buildPlan(
       }
       const cost = costOf(l, c, weight);
       const shadow = l.shadow || cfg.mode === 'shadow';
+      const period = l.window.type === 'rolling' ? l.window.ms : CALENDAR_CODE[l.window.unit];
+      // a zone's window ends where its wall clock reaches the boundary (DST moves it): precomputed
+      const zone =
+        l.window.type === 'calendar' && l.window.timezone
+          ? zonedWindow(nowMs, period, l.window.timezone)
+          : undefined;
       entries.push({
         key: ki,
         kind: rolling ? EntryKind.Rolling : EntryKind.Calendar,
         capacity: l.amount,
-        period: l.window.type === 'rolling' ? l.window.ms : CALENDAR_CODE[l.window.unit],
-        tzOffsetMin:
-          l.window.type === 'calendar' && l.window.timezone ? tzOffsetMinutes(l.window.timezone, nowMs) : 0,
+        period,
+        tzOffsetMin: zone ? zone.offMin : 0,
+        zoneEnd: zone ? zone.end : 0,
+        zoneNext: zone ? zone.next : 0,
         cost,
         shadow,
         queueable: Boolean(l.queue || c.config.queue),

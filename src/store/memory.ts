@@ -6,7 +6,7 @@
  */
 import { DEFAULT_MEMORY_MAX_KEYS } from '../config/schema.js';
 import { StoreFullError } from '../errors.js';
-import { windowEnd } from './calendar.js';
+import { calendarEnd } from './calendar.js';
 import {
   type CheckPlan,
   type CheckResult,
@@ -127,7 +127,7 @@ export class MemoryStore implements Store {
         s =
           live && now < live.b
             ? { a: live.a, b: live.b }
-            : { a: 0, b: windowEnd(now, e.period, e.tzOffsetMin) };
+            : { a: 0, b: calendarEnd(now, e.period, e.tzOffsetMin, e.zoneEnd ?? 0, e.zoneNext ?? 0) };
       }
       cur.set(e.key, s);
       return s;
@@ -155,7 +155,12 @@ export class MemoryStore implements Store {
           fits = s.a + e.cost <= cap;
           r = fits ? 0 : s.b - now;
         }
-        const nev = e.cost > cap;
+        // "Never" is judged against the full limit: in local mode (divisor > 1) a call over this
+        // replica's share but within the limit fits once the store is back, so it is retryable, and
+        // its Retry-After is when the local share is whole again (at least 1 s).
+        const nev = e.cost > e.capacity;
+        if (!fits && !nev && e.cost > cap)
+          r = Math.max(1000, e.kind === EntryKind.Rolling ? Math.ceil(((cap - s.a) * e.period) / cap) : r);
         const downAt = e.downgradeAt / this.divisor; // the threshold scales with the per-replica share
         const below = fits && downAt > 0 && avail - e.cost < downAt;
         if (!e.shadow) {

@@ -17,6 +17,12 @@ export interface PlanEntry {
   period: number;
   /** Calendar: minutes east of UTC for the quota's time zone. */
   tzOffsetMin: number;
+  /**
+   * Calendar in a time zone: the ends (ms, epoch) of the zone's window containing the caller's clock
+   * and of the next one (store/calendar.ts zonedWindow); 0 or absent = fixed-offset arithmetic.
+   */
+  zoneEnd?: number;
+  zoneNext?: number;
   cost: number;
   shadow: boolean;
   /** when_exhausted: queue — a call blocked only by such limits may be queued. */
@@ -124,8 +130,10 @@ export function planArgs(plan: CheckPlan): (string | number)[] {
   for (const cand of plan.candidates) {
     args.push(cand.length);
     for (const e of cand) {
-      const flags = (e.shadow ? 1 : 0) | (e.queueable ? 2 : 0);
+      const zoned = e.zoneEnd ? 4 : 0;
+      const flags = (e.shadow ? 1 : 0) | (e.queueable ? 2 : 0) | zoned;
       args.push(e.key + 1, e.kind, e.capacity, e.period, e.tzOffsetMin, e.cost, flags, e.downgradeAt);
+      if (zoned) args.push(e.zoneEnd!, e.zoneNext!);
     }
   }
   const q = plan.queue;

@@ -138,6 +138,7 @@ const STATUS: Record<string, number> = {
   Forbidden: 403,
   ServiceUnavailable: 503,
   Accepted: 202,
+  PayloadTooLarge: 413,
   OK: 200,
 };
 function httpStatusNumber(s: string | undefined): number | undefined {
