@@ -18,10 +18,11 @@
  *    (alt=sse, or a JSON array without it) on chunks, cumulative; final on the chunk whose candidate
  *    carries a finishReason.
  */
+import type { GeminiDialect } from '../gemini.js';
 import type { Dialect } from '../types.js';
 import type { TextCollector } from './collect.js';
 
-export type UsageDialect = Dialect | 'gemini.generateContent';
+export type UsageDialect = Dialect | GeminiDialect;
 
 type Obj = Record<string, unknown>;
 
