@@ -310,7 +310,11 @@ function geminiUsage(u: unknown, acc: UsageAcc, final: boolean): boolean {
     acc.setPrompt(prompt + tool, num(u.cachedContentTokenCount) ?? 0, 0);
   }
   const out = (candidates ?? 0) + thoughts;
-  if (candidates !== undefined || thoughts > 0 || final) acc.setOutput(out, thoughts, final);
+  // proto3 JSON omits zero counts: a final usage with a prompt count but no candidatesTokenCount
+  // means no output tokens.
+  if (candidates !== undefined || thoughts > 0 || (final && prompt !== undefined)) {
+    acc.setOutput(out, thoughts, final);
+  }
   return prompt !== undefined || candidates !== undefined;
 }
 

@@ -79,7 +79,11 @@ export class SseParser {
 
   private finishLine(): void {
     let line = this.buf.length === 1 ? this.buf[0] : Buffer.concat(this.buf, this.bufLen);
-    const dropped = this.lineDropped;
+    let dropped = this.lineDropped;
+    if (dropped > 0 && line.length > this.tailBytes) {
+      dropped += line.length - this.tailBytes;
+      line = line.subarray(line.length - this.tailBytes);
+    }
     this.buf = [];
     this.bufLen = 0;
     this.lineDropped = 0;
