@@ -1,0 +1,190 @@
+/**
+ * Response usage extraction (pure: no I/O). Feed the decoded response body (see src/settle/decode.ts
+ * for content-encoding) in arbitrary chunks; end() returns a UsageScan; resolveUsage(scan, count)
+ * turns it into a Usage, counting collected output text with the caller's tokenizer when the provider
+ * reported no output usage.
+ *
+ * The body is sniffed: its first non-blank byte `{` or `[` means JSON (a whole response, or Gemini's
+ * streamed JSON array), anything else SSE (`data:`, `event:`, `:` comment...). A `content-type:
+ * text/event-stream` hint forces SSE.
+ *
+ * Bounds (memory per response, whatever the provider sends):
+ *  - JSON: buffered whole up to maxJsonBytes (default 4 MiB) and parsed at the end; past it only the
+ *    last tailBytes (default 256 KiB) are kept and the last usage object in them is used. No usage
+ *    there either → output estimated as bytes ÷ 4 of the whole body (an over-count: JSON syntax
+ *    included), source 'counted'.
+ *  - SSE: one line is buffered up to maxLineBytes (default 4 MiB); a longer line keeps its tail, which
+ *    is scanned for a usage object; if none is found its bytes count one token each (upper bound).
+ *  - Collected output text: up to maxTextChars (default 1 Mi UTF-16 units); past it pieces are not
+ *    kept and are estimated (ASCII 4 bytes per token rounded up, one token per other character), so
+ *    the count never falls below what natural text tokenizes to.
+ */
+import { DEFAULT_MAX_TEXT_CHARS, TextCollector } from './collect.js';
+import { type Format, formatFor, UsageAcc, type UsageDialect } from './formats.js';
+import { BoundedBuffer, DEFAULT_MAX_JSON_BYTES, lastObjectForKey, tryParse } from './json.js';
+import { DEFAULT_MAX_LINE_BYTES, DEFAULT_TAIL_BYTES, type SseEvent, SseParser } from './sse.js';
+import type { UsageExtractor, UsageExtractorOptions, UsageScan } from './types.js';
+
+export { estimateTokens, resolveUsage, TextCollector } from './collect.js';
+export type { UsageDialect } from './formats.js';
+export { lastObjectForKey } from './json.js';
+export { type SseEvent, SseParser } from './sse.js';
+export type {
+  CollectedText,
+  Usage,
+  UsageExtractor,
+  UsageExtractorOptions,
+  UsageScan,
+  UsageSource,
+} from './types.js';
+
+/** Whether a content-type header value names an SSE stream. */
+export function isEventStream(contentType: string | undefined): boolean {
+  return typeof contentType === 'string' && /^\s*text\/event-stream\b/i.test(contentType);
+}
+
+class Extractor implements UsageExtractor {
+  private readonly acc: UsageAcc;
+  private mode: 'sniff' | 'json' | 'sse';
+  private json?: BoundedBuffer;
+  private sse?: SseParser;
+  private bytes = 0;
+  private understood = false;
+  private jsonOverflow = false;
+  private result?: UsageScan;
+  private readonly o: Required<UsageExtractorOptions>;
+
+  constructor(
+    private readonly format: Format,
+    opts: UsageExtractorOptions,
+    forceSse: boolean,
+  ) {
+    this.o = {
+      maxJsonBytes: opts.maxJsonBytes ?? DEFAULT_MAX_JSON_BYTES,
+      tailBytes: opts.tailBytes ?? DEFAULT_TAIL_BYTES,
+      maxLineBytes: opts.maxLineBytes ?? DEFAULT_MAX_LINE_BYTES,
+      maxTextChars: opts.maxTextChars ?? DEFAULT_MAX_TEXT_CHARS,
+    };
+    this.acc = new UsageAcc(new TextCollector(this.o.maxTextChars));
+    this.mode = forceSse ? 'sse' : 'sniff';
+    if (forceSse) this.startSse();
+  }
+
+  private startSse(): void {
+    this.mode = 'sse';
+    this.sse = new SseParser((e) => this.onEvent(e), this.o.maxLineBytes, this.o.tailBytes);
+  }
+
+  push(chunk: Uint8Array): void {
+    if (this.result || chunk.byteLength === 0) return;
+    this.bytes += chunk.byteLength;
+    if (this.mode === 'sniff') {
+      let i = 0;
+      while (
+        i < chunk.byteLength &&
+        (chunk[i] === 0x20 || chunk[i] === 0x0a || chunk[i] === 0x0d || chunk[i] === 0x09)
+      )
+        i++;
+      if (i === chunk.byteLength) {
+        // Only blanks so far: still undecided (blank lines are harmless to either parser).
+        return;
+      }
+      if (chunk[i] === 0x7b || chunk[i] === 0x5b) {
+        this.mode = 'json';
+        this.json = new BoundedBuffer(this.o.maxJsonBytes, this.o.tailBytes);
+      } else this.startSse();
+      chunk = chunk.subarray(i);
+    }
+    if (this.mode === 'json') this.json!.push(chunk);
+    else this.sse!.push(chunk);
+  }
+
+  private onEvent(e: SseEvent): void {
+    if (e.overLong) {
+      this.scanTail(e.data, this.format.overLongEventFinal, e.droppedBytes);
+      return;
+    }
+    const d = e.data.trim();
+    if (d === '[DONE]') {
+      this.understood = true;
+      return;
+    }
+    const data = tryParse(d);
+    if (data === undefined) return;
+    this.understood = true;
+    try {
+      this.format.event(e.event, data, this.acc);
+    } catch {
+      // A hostile shape that slipped past the readers' checks: ignore the event.
+    }
+  }
+
+  /** Usage from the tail of a body/line too large to keep; else its bytes are estimated. */
+  private scanTail(text: string, final: boolean, droppedBytes = 0): boolean {
+    const found = lastObjectForKey(text, this.format.usageKeys);
+    if (found) {
+      this.understood = true;
+      this.format.usage(found.value, this.acc, final);
+      return true;
+    }
+    if (droppedBytes > 0) this.acc.text.addOpaqueBytes(Buffer.byteLength(text) + droppedBytes);
+    return false;
+  }
+
+  end(): UsageScan {
+    if (this.result) return this.result;
+    if (this.mode === 'sse') this.sse!.end();
+    else if (this.mode === 'json') {
+      const buf = this.json!;
+      const text = buf.text();
+      if (!buf.overflow) {
+        const body = tryParse(text);
+        if (body !== undefined) {
+          this.understood = true;
+          try {
+            this.format.json(body, this.acc);
+          } catch {
+            // ignore
+          }
+        }
+      } else {
+        this.jsonOverflow = true;
+        this.scanTail(text, true);
+      }
+    }
+    this.result = {
+      outputFloor: this.acc.outputFloor,
+      text: this.acc.text.result(),
+      bytes: this.bytes,
+      understood: this.understood,
+      jsonOverflow: this.jsonOverflow,
+    };
+    if (this.acc.prompt) this.result.prompt = this.acc.prompt;
+    if (this.acc.output) this.result.output = this.acc.output;
+    return this.result;
+  }
+}
+
+/**
+ * A streaming usage extractor for a response of `dialect`.
+ * @param contentType the response's content-type (a text/event-stream value forces SSE parsing).
+ */
+export function createUsageExtractor(
+  dialect: UsageDialect,
+  contentType?: string,
+  opts: UsageExtractorOptions = {},
+): UsageExtractor {
+  return new Extractor(formatFor(dialect), opts, isEventStream(contentType));
+}
+
+/** Convenience: scan a whole body at once. */
+export function scanUsage(
+  dialect: UsageDialect,
+  body: Uint8Array | string,
+  contentType?: string,
+  opts?: UsageExtractorOptions,
+): UsageScan {
+  const x = createUsageExtractor(dialect, contentType, opts);
+  x.push(typeof body === 'string' ? Buffer.from(body, 'utf8') : body);
+  return x.end();
+}
