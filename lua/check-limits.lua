@@ -6,6 +6,9 @@
   else is debited. If none fits, nothing is debited and the earliest time any candidate would
   fit is returned. Time comes from the server (TIME), never from the caller.
 
+  Parts (assembled into one script by scripts/build-lua.mjs): includes/calendar.lua (window ends),
+  includes/bucket.lua (reading and debiting a limit's key), includes/queue.lua (the queue tier).
+
   KEYS[1..N]  limit state keys (hashes), deduplicated across candidates
                 rolling (token bucket): v = level (units available), t = last update (ms),
                                         x = when the key expires (ms, epoch): at least one period
@@ -51,67 +54,35 @@
     retry_ms   ms until this entry would fit this cost (0 if it fits now, -1 never)
 ]]
 
-local floor, ceil, tonumber = math.floor, math.ceil, tonumber
+--- @include "calendar"
+--- @include "bucket"
+--- @include "queue"
+
+local floor, tonumber = math.floor, tonumber
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
 local ncand = tonumber(ARGV[1])
 local dry = ARGV[2] == '1'
 
--- (math.floor spelled out here: test/trust-model.test.ts runs this function on its own)
-local function window_end(now_ms, unit, off_min)
-  local off = off_min * 60000
-  local lm = now_ms + off
-  if unit == 1 then return (math.floor(lm / 3600000) + 1) * 3600000 - off end
-  local days = math.floor(lm / 86400000)
-  if unit == 2 then return (days + 1) * 86400000 - off end
-  if unit == 3 then
-    local dow = (days + 3) % 7 -- 1970-01-01 was a Thursday; Monday = 0
-    return (days - dow + 7) * 86400000 - off
-  end
-  -- monthly: civil date from day number, then day number of the 1st of next month (H. Hinnant)
-  local z = days + 719468
-  local era = math.floor(z / 146097)
-  local doe = z - era * 146097
-  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
-  local y = yoe + era * 400
-  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
-  local mp = math.floor((5 * doy + 2) / 153)
-  local m = mp < 10 and mp + 3 or mp - 9
-  if m <= 2 then y = y + 1 end
-  m = m + 1
-  if m > 12 then m = 1; y = y + 1 end
-  if m <= 2 then y = y - 1 end
-  local era2 = math.floor(y / 400)
-  local yoe2 = y - era2 * 400
-  local mp2 = m > 2 and m - 3 or m + 9
-  local doe2 = yoe2 * 365 + math.floor(yoe2 / 4) - math.floor(yoe2 / 100) + math.floor((153 * mp2 + 2) / 5)
-  return (era2 * 146097 + doe2 - 719468) * 86400000 - off
-end
+-- A few flat tables, filled in ascending index order (Lua keeps them as plain arrays; a table per
+-- entry or per key would cost more than the checks themselves):
+--   state[ki], horizon[ki]  per key index, read once and shared by every candidate that names it:
+--                           bucket level (rolling) or used units (calendar); when the key expires
+--                           (rolling, 0 if unknown) or the window end (calendar)
+--   fresh[ki]               true when a calendar key starts a new window in this call (its expiry is
+--                           then set on debit); created only when that happens
+--   entries                 per entry (numbered across candidates from 0), stride ENTRY:
+--                           key index, kind, capacity, period, cost, flags, retry_ms, status
+--   cands                   per candidate c, stride CAND: first entry number, entry count, hard (every
+--                           enforced limit fits), soft (and none is below its downgrade threshold),
+--                           never (one can never fit), retry_ms
+local ENTRY, E_KEY, E_KIND, E_CAP, E_PERIOD, E_COST, E_FLAGS, E_RETRY, E_STATUS = 8, 1, 2, 3, 4, 5, 6, 7, 8
+local CAND, C_FIRST, C_COUNT, C_HARD, C_SOFT, C_NEVER, C_RETRY = 6, -5, -4, -3, -2, -1, 0
+local ROLLING = 1
+local FITS, EXCEEDED, NEVER, BELOW_DOWNGRADE = 0, 1, 2, 3
+local state, horizon, entries, cands, fresh = {}, {}, {}, {}, nil
 
--- The end of the calendar window containing now_ms: the caller's zoned ends when given, else the
--- fixed-offset arithmetic (UTC, or a store clock far from the caller's). Mirrors calendarEnd in
--- src/store/calendar.ts.
-local function calendar_end(now_ms, unit, off_min, z_end, z_next)
-  if z_end then
-    if now_ms < z_end then return z_end end
-    if now_ms < z_next then return z_next end
-  end
-  return window_end(now_ms, unit, off_min)
-end
-
--- Few tables, filled in ascending index order (Lua keeps them as plain arrays; a table per entry
--- or per key would cost more than the checks themselves):
--- A[ki], W[ki]  per key index (read once, shared by every candidate that names it): bucket level
---               (rolling) or used units (calendar); when the key expires (rolling: field x, 0 if
---               unknown) or the window end (calendar)
--- F[ki]         true when a calendar key starts a new window in this call (its expiry is then set
---               on debit); created only when that happens
--- E             per entry (numbered across candidates from 0), stride 8:
---               key index, kind, capacity, period, cost, flags, retry_ms, status
--- C             per candidate c, stride 6: first entry number, entry count, hard (every enforced
---               limit fits), soft (and none is below its downgrade threshold), never (one can never
---               fit), retry_ms
-local A, W, E, C, F = {}, {}, {}, {}, nil
+-- Read every entry's limit (each key once) and judge it against this call's cost.
 local n = 0
 local p = 3
 for c = 1, ncand do
@@ -120,212 +91,145 @@ for c = 1, ncand do
   for _ = 1, ne do
     local ki, kind, cap, period = tonumber(ARGV[p]), tonumber(ARGV[p + 1]), tonumber(ARGV[p + 2]), tonumber(ARGV[p + 3])
     local cost, flags, down = tonumber(ARGV[p + 5]), tonumber(ARGV[p + 6]), tonumber(ARGV[p + 7])
-    local a = A[ki]
+    local zoned = flags % 8 >= 4
+    local a = state[ki]
     if a == nil then
-      if kind == 1 then
-        local h = redis.call('HMGET', KEYS[ki], 'v', 't', 'x')
-        local v, ts = tonumber(h[1]), tonumber(h[2])
-        W[ki] = tonumber(h[3]) or 0
-        a = cap
-        if v and ts then
-          local elapsed = now - ts
-          if elapsed < 0 then elapsed = 0 end -- server clock stepped back: no refill, no harm
-          if elapsed < period then
-            a = v + elapsed * cap / period
-            if a > cap then a = cap end
-          end
-        end
+      if kind == ROLLING then
+        a, horizon[ki] = rolling_read(KEYS[ki], cap, period, now)
       else
-        local h = redis.call('HMGET', KEYS[ki], 'u', 'e')
-        local u, e = tonumber(h[1]), tonumber(h[2])
-        if not u or not e or now >= e then
-          u = 0
-          local z_end, z_next
-          if flags % 8 >= 4 then z_end, z_next = tonumber(ARGV[p + 8]), tonumber(ARGV[p + 9]) end
-          e = calendar_end(now, period, tonumber(ARGV[p + 4]), z_end, z_next)
-          F = F or {}
-          F[ki] = true
-        end
-        a = u
-        W[ki] = e
+        local z_end, z_next
+        if zoned then z_end, z_next = tonumber(ARGV[p + 8]), tonumber(ARGV[p + 9]) end
+        local starts
+        a, horizon[ki], starts = calendar_read(KEYS[ki], period, tonumber(ARGV[p + 4]), z_end, z_next, now)
+        if starts then fresh = fresh or {}; fresh[ki] = true end
       end
-      A[ki] = a
+      state[ki] = a
     end
     p = p + 8
-    if flags % 8 >= 4 then p = p + 2 end
+    if zoned then p = p + 2 end
     local fits, avail, retry
-    if kind == 1 then
+    if kind == ROLLING then
       avail = a
-      fits = a >= cost
-      if fits then retry = 0 else
-        retry = ceil((cost - a) * period / cap)
-        -- floating point: waiting exactly retry ms must be enough (the refill check uses the same formula)
-        if a + retry * cap / period < cost then retry = retry + 1 end
-      end
+      retry = rolling_retry(a, cost, cap, period)
+      fits = retry == 0
     else
       avail = cap - a
       fits = a + cost <= cap
-      if fits then retry = 0 else retry = W[ki] - now end
+      if fits then retry = 0 else retry = horizon[ki] - now end
     end
-    local status = 0
-    if cost > cap then status = 2 elseif not fits then status = 1
-    elseif down > 0 and (avail - cost) < down then status = 3 end
+    local status = FITS
+    if cost > cap then status = NEVER elseif not fits then status = EXCEEDED
+    elseif down > 0 and (avail - cost) < down then status = BELOW_DOWNGRADE end
     if flags % 2 == 0 then -- enforced (not shadow)
       if not fits then
         hard = false
-        if status == 2 then never = true elseif retry > retry_c then retry_c = retry end
-      elseif status == 3 then
+        if status == NEVER then never = true elseif retry > retry_c then retry_c = retry end
+      elseif status == BELOW_DOWNGRADE then
         soft = false
       end
     end
-    local b = n * 8
-    E[b + 1] = ki
-    E[b + 2] = kind
-    E[b + 3] = cap
-    E[b + 4] = period
-    E[b + 5] = cost
-    E[b + 6] = flags
-    E[b + 7] = retry
-    E[b + 8] = status
+    local b = n * ENTRY
+    entries[b + E_KEY] = ki
+    entries[b + E_KIND] = kind
+    entries[b + E_CAP] = cap
+    entries[b + E_PERIOD] = period
+    entries[b + E_COST] = cost
+    entries[b + E_FLAGS] = flags
+    entries[b + E_RETRY] = retry
+    entries[b + E_STATUS] = status
     n = n + 1
   end
-  local cb = 6 * c
-  C[cb - 5] = n - ne
-  C[cb - 4] = ne
-  C[cb - 3] = hard
-  C[cb - 2] = hard and soft
-  C[cb - 1] = never
-  C[cb] = retry_c
+  local cb = CAND * c
+  cands[cb + C_FIRST] = n - ne
+  cands[cb + C_COUNT] = ne
+  cands[cb + C_HARD] = hard
+  cands[cb + C_SOFT] = hard and soft
+  cands[cb + C_NEVER] = never
+  cands[cb + C_RETRY] = retry_c
 end
 
+-- The first candidate that fits without dipping below a downgrade threshold (the last one may), else
+-- the first that fits at all: prefer serving over denying.
 local chosen = 0
 for c = 1, ncand do
-  if C[6 * c - 2] or (c == ncand and C[6 * c - 3]) then chosen = c; break end
+  if cands[CAND * c + C_SOFT] or (c == ncand and cands[CAND * c + C_HARD]) then chosen = c; break end
 end
 if chosen == 0 then
-  -- every candidate is either over a limit or below a downgrade threshold: prefer serving over denying
   for c = 1, ncand do
-    if C[6 * c - 3] then chosen = c; break end
+    if cands[CAND * c + C_HARD] then chosen = c; break end
   end
 end
 
--- status 0 (fits) and 3 (fits, below the downgrade threshold) are the entries that fit
+-- Debit the chosen candidate's limits that fit (enforced or shadow): status FITS or BELOW_DOWNGRADE.
 if chosen > 0 and not dry then
-  local first = C[6 * chosen - 5]
-  for j = first, first + C[6 * chosen - 4] - 1 do
-    local b = j * 8
-    local status = E[b + 8]
-    if status == 0 or status == 3 then
-      local ki = E[b + 1]
-      if E[b + 2] == 1 then
-        local level = A[ki] - E[b + 5]
-        A[ki] = level
-        local period = E[b + 4]
-        if W[ki] - now < period then
-          -- The key must outlive now + period (when the bucket is full again, so losing it loses
-          -- nothing). Its expiry goes a quarter period beyond that, so a busy key moves it about once
-          -- per quarter period instead of on every call.
-          local ttl = period + ceil(period / 4)
-          W[ki] = now + ttl
-          redis.call('HSET', KEYS[ki], 'v', level, 't', now, 'x', W[ki])
-          redis.call('PEXPIRE', KEYS[ki], ttl)
-        else
-          redis.call('HSET', KEYS[ki], 'v', level, 't', now)
-        end
+  local first = cands[CAND * chosen + C_FIRST]
+  for j = first, first + cands[CAND * chosen + C_COUNT] - 1 do
+    local b = j * ENTRY
+    local status = entries[b + E_STATUS]
+    if status == FITS or status == BELOW_DOWNGRADE then
+      local ki = entries[b + E_KEY]
+      if entries[b + E_KIND] == ROLLING then
+        state[ki], horizon[ki] = rolling_debit(KEYS[ki], state[ki], entries[b + E_COST], entries[b + E_PERIOD], horizon[ki], now)
       else
-        local used = A[ki] + E[b + 5]
-        A[ki] = used
-        redis.call('HSET', KEYS[ki], 'u', used, 'e', W[ki])
-        if F and F[ki] then
-          -- the window's end does not move within the window, so neither does the key's expiry
-          redis.call('PEXPIRE', KEYS[ki], W[ki] - now + 1000)
-          F[ki] = nil
-        end
+        local starts = fresh ~= nil and fresh[ki] == true
+        state[ki] = calendar_debit(KEYS[ki], state[ki], entries[b + E_COST], horizon[ki], starts, now)
+        if starts then fresh[ki] = nil end
       end
     end
   end
 end
 
+-- Denied: the earliest time any candidate that can ever fit would fit.
 local outcome, retry = 0, 0
 if chosen == 0 then
   outcome = 2
   retry = -1
   for c = 1, ncand do
-    if not C[6 * c - 1] and (retry < 0 or C[6 * c] < retry) then retry = C[6 * c]; outcome = 1 end
+    local cb = CAND * c
+    if not cands[cb + C_NEVER] and (retry < 0 or cands[cb + C_RETRY] < retry) then retry = cands[cb + C_RETRY]; outcome = 1 end
   end
 end
 
--- Bytes an entry is charged beyond its field values: the field names, enqueued_at, size, the stream
--- id and the stream's own bookkeeping (lua/queue-release.lua releases exactly what was charged).
-local ENTRY_OVERHEAD = 128
-
+-- The queue tier: queueable when every enforced limit that blocks the first candidate is (flags bit 2);
+-- a limit the call can never fit is never queueable: no consumer could ever run it.
 local stream_id, queue_full
 if outcome == 1 and ARGV[p] == '1' then
-  -- queueable when every enforced limit that blocks the first candidate is (flags bit 2)
   local queueable = true
-  for j = 0, C[2] - 1 do
-    local b = j * 8
-    local flags, status = E[b + 6], E[b + 8]
-    -- a limit the call can never fit (status 2) is never queueable: no consumer could ever run it
-    if flags % 2 == 0 and status ~= 0 and status ~= 3 and (floor(flags / 2) % 2 == 0 or status == 2) then
+  for j = 0, cands[CAND + C_COUNT] - 1 do
+    local b = j * ENTRY
+    local flags, status = entries[b + E_FLAGS], entries[b + E_STATUS]
+    if flags % 2 == 0 and status ~= FITS and status ~= BELOW_DOWNGRADE and (floor(flags / 2) % 2 == 0 or status == NEVER) then
       queueable = false
     end
   end
   if queueable then
-    local qkey, akey, tkey = KEYS[#KEYS - 1], KEYS[#KEYS], ARGV[p + 10]
-    local len = redis.call('XLEN', qkey)
-    local used, tn, tb = 0, 0, 0
-    if len == 0 then
-      -- an empty queue holds nothing: counters left by entries removed without the release script
-      -- (XDEL, XTRIM or DEL by hand) start again from zero
-      if not dry then redis.call('PEXPIRE', akey, 0) end
-    else
-      local h = redis.call('HMGET', akey, 'b', 'n:' .. tkey, 'b:' .. tkey)
-      used, tn, tb = tonumber(h[1]) or 0, tonumber(h[2]) or 0, tonumber(h[3]) or 0
-    end
-    local size = #ARGV[p + 2] + #ARGV[p + 3] + #ARGV[p + 4] + #ARGV[p + 5] + #ARGV[p + 6] + #tkey + ENTRY_OVERHEAD
-    if len >= tonumber(ARGV[p + 1]) then queue_full = 1
-    elseif used + size > tonumber(ARGV[p + 7]) then queue_full = 2
-    elseif tn + 1 > tonumber(ARGV[p + 8]) then queue_full = 3
-    elseif tb + size > tonumber(ARGV[p + 9]) then queue_full = 4 end
-    if queue_full then
-      outcome = 4
-    else
-      if not dry then
-        stream_id = redis.call('XADD', qkey, '*', 'id', ARGV[p + 2], 'tenant', ARGV[p + 3], 'model', ARGV[p + 4],
-          'cost', ARGV[p + 5], 'enqueued_at', now, 'body', ARGV[p + 6], 'size', size, 'tkey', tkey)
-        redis.call('HINCRBY', akey, 'b', size)
-        redis.call('HINCRBY', akey, 'n:' .. tkey, 1)
-        redis.call('HINCRBY', akey, 'b:' .. tkey, size)
-      else
-        stream_id = 'dry-run'
-      end
-      outcome = 3
-    end
+    stream_id, queue_full = enqueue(KEYS[#KEYS - 1], KEYS[#KEYS], p + 1, now, dry)
+    if stream_id then outcome = 3 else outcome = 4 end
   end
 end
 
+-- The reply: per entry, its status, what remains, when it resets and when it would fit.
 local out = { outcome, chosen, retry, now }
 local o = 4
 for c = 1, ncand do
-  local first = C[6 * c - 5]
-  for j = first, first + C[6 * c - 4] - 1 do
-    local b = j * 8
-    local ki, cap, cost, status = E[b + 1], E[b + 3], E[b + 5], E[b + 8]
+  local first = cands[CAND * c + C_FIRST]
+  for j = first, first + cands[CAND * c + C_COUNT] - 1 do
+    local b = j * ENTRY
+    local ki, cap, cost, status = entries[b + E_KEY], entries[b + E_CAP], entries[b + E_COST], entries[b + E_STATUS]
     -- a dry run reports what the chosen candidate's limits would have left
-    local pending = dry and c == chosen and (status == 0 or status == 3)
+    local pending = dry and c == chosen and (status == FITS or status == BELOW_DOWNGRADE)
     local remaining, reset
-    if E[b + 2] == 1 then
-      remaining = A[ki]
+    if entries[b + E_KIND] == ROLLING then
+      remaining = state[ki]
       if pending then remaining = remaining - cost end
-      reset = ceil((cap - remaining) * E[b + 4] / cap)
+      reset = math.ceil((cap - remaining) * entries[b + E_PERIOD] / cap)
     else
-      remaining = cap - A[ki]
+      remaining = cap - state[ki]
       if pending then remaining = remaining - cost end
-      reset = W[ki] - now
+      reset = horizon[ki] - now
     end
-    local r = E[b + 7]
-    if status == 2 then r = -1 end
+    local r = entries[b + E_RETRY]
+    if status == NEVER then r = -1 end
     out[o + 1] = status
     out[o + 2] = floor(remaining)
     out[o + 3] = reset

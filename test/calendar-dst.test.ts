@@ -1,14 +1,9 @@
-/**
- * Calendar quotas in daylight-saving zones (issue 19 item 10): a window ends at the zone's true next
- * boundary (next local hour, midnight, Monday, 1st), checked against Intl for random instants over
- * 2000–2100 and around both transitions; the memory store and the Lua script pick the same end.
- */
-import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfigText } from '../src/config/load.js';
 import { buildPlan } from '../src/policy/plan.js';
 import { computeZonedWindow, zonedWindow } from '../src/store/calendar.js';
+import { checkLimits } from '../src/store/lua.generated.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { type CheckPlan, EntryKind, type PlanEntry } from '../src/store/types.js';
 import { ValkeyStore } from '../src/store/valkey.js';
@@ -189,7 +184,7 @@ describe('the memory store and the Lua script use the same zoned end', () => {
   });
 
   it('calendar_end in the Lua script picks the same end as calendarEnd for random instants', async () => {
-    const src = readFileSync(new URL('../lua/check-limits.lua', import.meta.url), 'utf8');
+    const src = checkLimits.source; // assembled from lua/check-limits.lua and lua/includes/
     const fns =
       /local function window_end\([\s\S]*?\nend\n[\s\S]*?local function calendar_end\([\s\S]*?\nend\n/.exec(
         src,

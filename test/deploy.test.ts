@@ -19,6 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
 import { validateConfig } from '../src/config/schema.js';
 import type { IdentitySource } from '../src/config/types.js';
+import * as luaScripts from '../src/store/lua.generated.js';
 
 const REPO = join(dirname(fileURLToPath(import.meta.url)), '..');
 const DEPLOY = join(REPO, 'deploy');
@@ -319,10 +320,8 @@ const confValue = (key: string) =>
 /** Commands the check script calls through redis.call: the ACL applies to them too. */
 function scriptCommands(): string[] {
   const cmds = new Set<string>();
-  for (const f of readdirSync(join(REPO, 'lua')).filter((x) => x.endsWith('.lua'))) {
-    for (const m of readFileSync(join(REPO, 'lua', f), 'utf8').matchAll(
-      /redis\.p?call\(\s*['"]([A-Za-z]+)['"]/g,
-    )) {
+  for (const script of Object.values(luaScripts)) {
+    for (const m of script.source.matchAll(/redis\.p?call\(\s*['"]([A-Za-z]+)['"]/g)) {
       cmds.add(m[1].toLowerCase());
     }
   }
@@ -448,7 +447,7 @@ describe('valkey.conf ACL against a real valkey-server', () => {
     expect(await c.call('HELLO', '2')).toBeTruthy();
     expect(await c.time()).toHaveLength(2);
     // The real script loads, and every command it calls is allowed from inside a script.
-    const source = readFileSync(join(REPO, 'lua/check-limits.lua'), 'utf8');
+    const source = luaScripts.checkLimits.source;
     const sha = (await c.script('LOAD', source)) as string;
     expect(await c.script('EXISTS', sha)).toEqual([1]);
     const probe = `${scriptCommands()

@@ -5,10 +5,10 @@
  * windows end where the calendar says (UTC, leap years, month ends), in Lua as in TypeScript.
  */
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { windowEnd } from '../src/store/calendar.js';
+import { checkLimits } from '../src/store/lua.generated.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { type CheckPlan, EntryKind, EntryStatus, Outcome, type PlanEntry } from '../src/store/types.js';
 import { ValkeyStore } from '../src/store/valkey.js';
@@ -316,7 +316,7 @@ describe('Valkey (Lua) against the TypeScript store and the calendar', () => {
   });
 
   it('window_end in the Lua script equals the calendar for random instants (1970–2400), all units and offsets', async () => {
-    const src = readFileSync(new URL('../lua/check-limits.lua', import.meta.url), 'utf8');
+    const src = checkLimits.source; // assembled from lua/check-limits.lua and lua/includes/
     const fn = /local function window_end\([\s\S]*?\nend\n/.exec(src)?.[0];
     expect(fn).toBeDefined();
     const script = `${fn}\nlocal out = {}\nfor i = 1, #ARGV, 3 do out[#out + 1] = window_end(tonumber(ARGV[i]), tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])) end\nreturn out`;
