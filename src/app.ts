@@ -7,10 +7,11 @@ import { type FSWatcher, readFileSync, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { loadConfig } from './config/load.js';
+import { receiveLimit } from './config/overload.js';
 import type { Config } from './config/types.js';
 import { type CheckInput, Decider } from './decision/decide.js';
 import type { Decision } from './decision/types.js';
-import { type DirectAnswer, serveCheckDirectly } from './grpc/direct.js';
+import { BufferBudget, type DirectAnswer, serveCheckDirectly } from './grpc/direct.js';
 import { tuneFlowControl } from './grpc/flow-control.js';
 import { HealthService } from './grpc/health.js';
 import { loadGrpcPackages } from './grpc/protos.js';
@@ -19,6 +20,7 @@ import { decodeCheckInput, encodeCheckResponse, leanAuthorization } from './grpc
 import { startHttp } from './http.js';
 import { createLogger, type Logger } from './log.js';
 import { Metrics, outcomeOf } from './metrics.js';
+import { OverloadMetrics } from './overload-metrics.js';
 import { MemoryStore } from './store/memory.js';
 import type { Store } from './store/types.js';
 import { ValkeyStore } from './store/valkey.js';
@@ -110,12 +112,21 @@ export async function startApp(opts: AppOptions): Promise<App> {
       );
     },
     onStoreCall: (s, ok) => metrics.storeCall(s, ok),
+    onOverloaded: (stage) => overloadMetrics.shed(stage),
+  });
+  // server.max_buffered_bytes: request bytes held across gRPC Check streams (restart to change)
+  const buffered = new BufferBudget(cfg.server.maxBufferedBytes);
+  const overloadMetrics = new OverloadMetrics(metrics.registry, {
+    storeInflight: () => decider.gate.active,
+    storeWaiting: () => decider.gate.queued,
+    bufferedBytes: () => buffered.used,
+    refusedStreams: () => buffered.refused,
   });
 
   await decider.warm(); // before SERVING: the first checks must not pay for worker start-up
   const health = new HealthService();
   const pk = loadGrpcPackages();
-  const maxReceive = 2 * cfg.server.maxBodyBytes + 1024 * 1024;
+  const maxReceive = receiveLimit(cfg.server.maxBodyBytes);
   const server = new grpc.Server({
     // grpc-js refuses messages over 4 MiB by default; a big prompt would become an RPC error that
     // Envoy's failure_mode_allow lets through unmetered. Accept the largest body plus headroom.
@@ -271,6 +282,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
         }
       },
       maxReceive,
+      buffered,
     )
   )
     log.warn('could not serve Check directly (grpc-js internals changed): grpc-js serves it');
@@ -433,6 +445,7 @@ function restartRequired(a: Config, b: Config): string[] {
   )
     out.push('server.http2_stream_window / http2_connection_window');
   if (a.server.grpcDirectCheck !== b.server.grpcDirectCheck) out.push('server.grpc_direct_check');
+  if (a.server.maxBufferedBytes !== b.server.maxBufferedBytes) out.push('server.max_buffered_bytes');
   return out;
 }
 

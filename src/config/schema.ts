@@ -4,6 +4,7 @@
  * (a typo must never silently disable a limit).
  */
 import { ConfigError } from '../errors.js';
+import { DEFAULT_MAX_INFLIGHT, overloadServer } from './overload.js';
 import type {
   CalendarUnit,
   Config,
@@ -34,7 +35,7 @@ const CALENDAR: CalendarUnit[] = ['hourly', 'daily', 'weekly', 'monthly'];
 
 type Obj = Record<string, unknown>;
 
-class Checker {
+export class Checker {
   problems: string[] = [];
   fail(path: string, expected: string, got?: unknown): void {
     const shown = got === undefined ? '' : `, got ${describe(got)}`;
@@ -541,13 +542,15 @@ export function validateConfig(raw: unknown, file?: string): Config {
     'http2_connection_window',
     'checks_per_turn',
     'grpc_direct_check',
+    'overload_budget',
+    'max_buffered_bytes',
   ]);
   if (sv.grpc_direct_check !== undefined && typeof sv.grpc_direct_check !== 'boolean')
     c.fail('server.grpc_direct_check', 'true or false', sv.grpc_direct_check);
   const deadline = sv.decision_deadline === undefined ? 50 : parseDuration(sv.decision_deadline);
   if (deadline === undefined)
     c.fail('server.decision_deadline', 'a duration like 50ms', sv.decision_deadline);
-  const server = {
+  const server0 = {
     grpcHost: sv.grpc_host === undefined ? '0.0.0.0' : (c.str('server.grpc_host', sv.grpc_host) ?? '0.0.0.0'),
     grpcPort: sv.grpc_port === undefined ? 9191 : (c.int('server.grpc_port', sv.grpc_port, 0, 65535) ?? 9191),
     httpPort: sv.http_port === undefined ? 8181 : (c.int('server.http_port', sv.http_port, 0, 65535) ?? 8181),
@@ -590,10 +593,19 @@ export function validateConfig(raw: unknown, file?: string): Config {
         : (c.int('server.http2_connection_window', sv.http2_connection_window, DEFAULT_WINDOW, MAX_WINDOW) ??
           DEFAULT_WINDOW),
   };
+  const server = { ...server0, ...overloadServer(c, sv, server0) };
 
   // store
   const st = root.store === undefined ? {} : (c.obj('store', root.store) ?? {});
-  c.keys('store', st, ['prefix', 'timeout', 'breaker', 'on_store_failure', 'replicas', 'deny_cache']);
+  c.keys('store', st, [
+    'prefix',
+    'timeout',
+    'breaker',
+    'on_store_failure',
+    'replicas',
+    'deny_cache',
+    'max_inflight',
+  ]);
   const timeoutMs = st.timeout === undefined ? 25 : parseDuration(st.timeout);
   if (timeoutMs === undefined) c.fail('store.timeout', 'a duration like 25ms', st.timeout);
   const br = st.breaker === undefined ? {} : (c.obj('store.breaker', st.breaker) ?? {});
@@ -620,6 +632,10 @@ export function validateConfig(raw: unknown, file?: string): Config {
         'allow')) as FailurePolicy,
     replicas: st.replicas === undefined ? 1 : (c.int('store.replicas', st.replicas, 1, 10_000) ?? 1),
     denyCache: true,
+    maxInflight:
+      st.max_inflight === undefined
+        ? DEFAULT_MAX_INFLIGHT
+        : (c.int('store.max_inflight', st.max_inflight, 1, 100_000) ?? DEFAULT_MAX_INFLIGHT),
   };
   if (st.deny_cache !== undefined) {
     if (typeof st.deny_cache !== 'boolean') c.fail('store.deny_cache', 'true or false', st.deny_cache);

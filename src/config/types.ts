@@ -105,6 +105,13 @@ export interface ServerConfig {
   http2StreamWindow: number;
   /** HTTP/2 connection window (bytes; Node's default 65535). */
   http2ConnectionWindow: number;
+  /**
+   * Longest a check waits for a store that is answering (our own backlog), from its arrival; then it is
+   * shed with a retryable 503 `overloaded` (docs/overload.md). Keep below Envoy's ext_authz timeout.
+   */
+  overloadBudgetMs: number;
+  /** Request bytes buffered at once across all direct-path gRPC streams; past it new streams are refused. */
+  maxBufferedBytes: number;
 }
 
 export interface StoreConfig {
@@ -117,6 +124,8 @@ export interface StoreConfig {
   replicas: number;
   /** Answer repeat denies from a local "denied until T" cache (T from the script). */
   denyCache: boolean;
+  /** Store calls in flight per process; more wait unsent (docs/overload.md). */
+  maxInflight: number;
 }
 
 export interface Config {

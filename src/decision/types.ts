@@ -10,7 +10,8 @@ export type DenyReason =
   | 'queue-full'
   | 'bad-request'
   | 'not-llm'
-  | 'store-unavailable';
+  | 'store-unavailable'
+  | 'overloaded';
 
 export interface DecisionStats {
   /** Requested model and the one chosen (equal unless rerouted). */
