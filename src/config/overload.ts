@@ -5,8 +5,11 @@
 import type { Checker } from './schema.js';
 import { parseDuration } from './units.js';
 
-/** Envoy's ext_authz timeout in the shipped envoy.yaml is 250 ms: the budget stays well under it. */
-export const DEFAULT_OVERLOAD_BUDGET_MS = 150;
+/**
+ * The default budget is 3 × decision_deadline: 150 ms for the default 50 ms, well under the 250 ms
+ * ext_authz timeout of the shipped envoy.yaml.
+ */
+export const OVERLOAD_BUDGET_DEADLINES = 3;
 export const DEFAULT_MAX_INFLIGHT = 64;
 const MIB = 1024 * 1024;
 
@@ -18,7 +21,7 @@ export function overloadServer(
   sv: Record<string, unknown>,
   server: { decisionDeadlineMs: number; maxBodyBytes: number },
 ): { overloadBudgetMs: number; maxBufferedBytes: number } {
-  let overloadBudgetMs = DEFAULT_OVERLOAD_BUDGET_MS;
+  let overloadBudgetMs = OVERLOAD_BUDGET_DEADLINES * server.decisionDeadlineMs;
   if (sv.overload_budget !== undefined) {
     const ms = parseDuration(sv.overload_budget);
     if (ms === undefined) c.fail('server.overload_budget', 'a duration like 150ms', sv.overload_budget);
