@@ -27,6 +27,9 @@ export class StoreGate {
   private waiting: Waiter[] = [];
   private head = 0;
   private timer?: NodeJS.Timeout;
+  private due = 0;
+  /** When the judge last ran late (a stalled process or host): silence counts from then. */
+  private resumedAt = Number.NEGATIVE_INFINITY;
   /** Checks shed here (never sent). */
   shed = 0;
 
@@ -85,6 +88,7 @@ export class StoreGate {
 
   private arm(ms: number): void {
     if (this.timer) return;
+    this.due = performance.now() + ms;
     this.timer = setTimeout(() => setImmediate(this.judge), ms); // replies already read first
   }
 
@@ -93,7 +97,8 @@ export class StoreGate {
     this.timer = undefined;
     const now = performance.now();
     const silentMs = this.silentMs();
-    const quietSince = this.progress();
+    if (now - this.due > silentMs / 2) this.resumedAt = now; // see resilience/timeout.ts
+    const quietSince = Math.max(this.progress(), this.resumedAt);
     let next = Number.POSITIVE_INFINITY;
     const keep: Waiter[] = [];
     for (let i = this.head; i < this.waiting.length; i++) {

@@ -13,7 +13,9 @@ import { OverloadedError, StoreTimeoutError } from '../errors.js';
  * reply for `ms`. While replies keep arriving the store is working through our own queue of calls,
  * every one of which it will run whether we wait or not: the call keeps waiting, up to `budgetAt`
  * (performance.now() time), then gives up with OverloadedError('sent') — answered as overloaded,
- * never failed open.
+ * never failed open. A timer that fires late (by more than half of `ms`: this process or the whole
+ * host was stalled, e.g. CPU-throttled) restarts the silence clock: the store gets `ms` of our
+ * attention before it is judged silent.
  */
 export function withTimeout<T>(
   p: Promise<T>,
@@ -25,9 +27,13 @@ export function withTimeout<T>(
     let done = false;
     let timer: NodeJS.Timeout | undefined;
     let start = 0;
+    let due = 0;
     const judge = () => {
       if (done) return;
       const now = performance.now();
+      // Fired late (this process, or the whole host, was stalled): the store had no chance to answer
+      // meanwhile that we could see, so its silence counts from now. Not past the budget, though.
+      if (progress && now - due > ms / 2 && now < budgetAt) start = now;
       const quietSince = progress ? Math.max(start, progress()) : start;
       if (now - quietSince >= ms) {
         done = true;
@@ -40,15 +46,16 @@ export function withTimeout<T>(
       } else if (now >= budgetAt) {
         done = true;
         reject(new OverloadedError('sent'));
-      } else {
-        timer = setTimeout(arm, Math.max(1, Math.min(quietSince + ms, budgetAt) - now));
-      }
+      } else arm(Math.max(1, Math.min(quietSince + ms, budgetAt) - now));
     };
-    const arm = () => setImmediate(judge);
+    const arm = (delay: number) => {
+      due = performance.now() + delay;
+      timer = setTimeout(() => setImmediate(judge), delay);
+    };
     setImmediate(() => {
       if (done) return;
       start = performance.now();
-      timer = setTimeout(arm, ms);
+      arm(ms);
     });
     p.then(
       (v) => {
