@@ -357,17 +357,6 @@ export class Decider {
         this.deps.onOverloaded?.(err.stage);
         return overloaded(built, marks, removeHeaders, stats);
       }
-      if (process.env.TG_DEBUG_DEGRADED)
-        console.error(
-          'DEGRADED',
-          (err as Error).name,
-          (err as Error).message,
-          (err as { code?: string }).code,
-          performance.now() - arrivedAt,
-          this.gate.active,
-          this.gate.queued,
-          performance.now() - (this.deps.store.progressAt ?? 0),
-        );
       const policy = cfg.store.onStoreFailure;
       if (policy === 'deny') {
         return deny(

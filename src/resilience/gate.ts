@@ -13,7 +13,9 @@
  *    decides — the same rule the calls in flight are judged by (resilience/timeout.ts).
  * Costs nothing while below the bound: a counter.
  */
+import type { EventLoopUtilization } from 'node:perf_hooks';
 import { OverloadedError, StoreTimeoutError } from '../errors.js';
+import { loopBusySince, loopMark } from './loop-busy.js';
 
 interface Waiter {
   arrivedAt: number;
@@ -28,6 +30,7 @@ export class StoreGate {
   private head = 0;
   private timer?: NodeJS.Timeout;
   private due = 0;
+  private mark?: EventLoopUtilization;
   /** When the judge last ran late (a stalled process or host): silence counts from then. */
   private resumedAt = Number.NEGATIVE_INFINITY;
   /** Checks shed here (never sent). */
@@ -89,6 +92,7 @@ export class StoreGate {
   private arm(ms: number): void {
     if (this.timer) return;
     this.due = performance.now() + ms;
+    this.mark = loopMark();
     this.timer = setTimeout(() => setImmediate(this.judge), ms); // replies already read first
   }
 
@@ -97,13 +101,15 @@ export class StoreGate {
     this.timer = undefined;
     const now = performance.now();
     const silentMs = this.silentMs();
-    if (now - this.due > silentMs / 2) this.resumedAt = now; // see resilience/timeout.ts
-    const quietSince = Math.max(this.progress(), this.resumedAt);
+    if (now - this.due > silentMs / 2 || (this.mark && loopBusySince(this.mark))) this.resumedAt = now; // see resilience/timeout.ts
+    const progress = this.progress();
+    const quietSince = Math.max(progress, this.resumedAt);
     let next = Number.POSITIVE_INFINITY;
     const keep: Waiter[] = [];
     for (let i = this.head; i < this.waiting.length; i++) {
       const w = this.waiting[i];
-      const quiet = now - Math.max(w.arrivedAt, quietSince);
+      // past its budget a waiter is judged on the store's true silence (as in resilience/timeout.ts)
+      const quiet = now - Math.max(w.arrivedAt, now >= w.budgetAt ? progress : quietSince);
       if (this.inflight > 0 && quiet >= silentMs) w.reject(new StoreTimeoutError(silentMs));
       else if (now >= w.budgetAt) {
         this.shed++;

@@ -1,4 +1,6 @@
+import type { EventLoopUtilization } from 'node:perf_hooks';
 import { OverloadedError, StoreTimeoutError } from '../errors.js';
+import { loopBusySince, loopMark } from './loop-busy.js';
 
 /**
  * Reject after `ms` unless settled. The clock starts once the event loop has finished the work queued
@@ -28,12 +30,17 @@ export function withTimeout<T>(
     let timer: NodeJS.Timeout | undefined;
     let start = 0;
     let due = 0;
+    let mark: EventLoopUtilization | undefined;
     const judge = () => {
       if (done) return;
       const now = performance.now();
-      // Fired late (this process, or the whole host, was stalled): the store had no chance to answer
-      // meanwhile that we could see, so its silence counts from now. Not past the budget, though.
-      if (progress && now - due > ms / 2 && now < budgetAt) start = now;
+      // Fired late (this process, or the whole host, was stalled), or our own loop was saturated
+      // meanwhile (a burst starving the host's CPU): the store had no fair chance to answer, so its
+      // silence counts from now. Not past the budget, though.
+      if (progress && now < budgetAt && (now - due > ms / 2 || (mark && loopBusySince(mark)))) {
+        start = now;
+        mark = loopMark();
+      }
       const quietSince = progress ? Math.max(start, progress()) : start;
       if (now - quietSince >= ms) {
         done = true;
@@ -55,6 +62,7 @@ export function withTimeout<T>(
     setImmediate(() => {
       if (done) return;
       start = performance.now();
+      if (progress) mark = loopMark();
       arm(ms);
     });
     p.then(

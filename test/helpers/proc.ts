@@ -65,10 +65,14 @@ export async function spawnTollgate(o: SpawnOptions): Promise<TollgateProc> {
   const proc =
     o.ulimitVKiB === undefined
       ? spawn(process.execPath, [CLI, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
-      : spawn('/bin/sh', ['-c', `ulimit -v ${o.ulimitVKiB} && exec "$0" "$@"`, process.execPath, CLI, 'serve'], {
-          env,
-          stdio: ['ignore', 'pipe', 'pipe'],
-        });
+      : spawn(
+          '/bin/sh',
+          ['-c', `ulimit -v ${o.ulimitVKiB} && exec "$0" "$@"`, process.execPath, CLI, 'serve'],
+          {
+            env,
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        );
   const chunks: string[] = [];
   proc.stdout!.on('data', (c) => chunks.push(String(c)));
   proc.stderr!.on('data', (c) => chunks.push(String(c)));
