@@ -37,7 +37,7 @@ interface Stalled {
 }
 
 /** STREAMS Check streams, each a 5-byte prefix declaring DECLARED bytes plus SENT bytes, never ended. */
-function stall(port: number, declared = DECLARED): Stalled {
+function stall(port: number, declared = DECLARED, encoding?: string): Stalled {
   const sessions: http2.ClientHttp2Session[] = [];
   const statuses = new Map<number, number>();
   const writes: Promise<void>[] = [];
@@ -55,6 +55,7 @@ function stall(port: number, declared = DECLARED): Stalled {
       ':path': CHECK,
       'content-type': 'application/grpc',
       te: 'trailers',
+      ...(encoding ? { 'grpc-encoding': encoding } : {}),
     });
     st.on('error', () => {});
     const done = new Promise<void>((resolve) => {
@@ -109,33 +110,37 @@ describe('direct gRPC path: request buffers', { timeout: 60_000 }, () => {
     expect(p.proc.exitCode).toBeNull();
   });
 
-  it('server.max_buffered_bytes: past the cap new streams get RESOURCE_EXHAUSTED; the bytes are given back', async () => {
-    // max_body_bytes 1 MiB → receive limit 3 MiB; cap 4 MiB: room for ~32 of the 128 KiB buffers
-    const cap = 4 * 1024 * 1024;
-    const p = await spawnTollgate({
-      yaml: CONFIG(`  max_body_bytes: 1048576\n  max_buffered_bytes: ${cap}`),
+  for (const encoding of [undefined, 'gzip']) {
+    const path = encoding ? 'compressed calls (handed to grpc-js)' : 'the direct path';
+    it(`server.max_buffered_bytes, ${path}: past the cap streams get RESOURCE_EXHAUSTED; the bytes are given back`, async () => {
+      // max_body_bytes 1 MiB → receive limit 3 MiB; cap 4 MiB: room for ~32 of the 128 KiB buffers
+      const cap = 4 * 1024 * 1024;
+      const p = await spawnTollgate({
+        yaml: CONFIG(`  max_body_bytes: 1048576\n  max_buffered_bytes: ${cap}`),
+      });
+      procs.push(p);
+      const s = stall(p.grpcPort, 2 * 1024 * 1024, encoding);
+      await s.written;
+      await new Promise((r) => setTimeout(r, 500));
+      const refused = [...s.statuses.values()];
+      expect(refused.length).toBeGreaterThan(STREAMS / 2);
+      expect(refused.every((code) => code === 8)).toBe(true); // RESOURCE_EXHAUSTED
+      expect(await metric(p.httpPort, 'tollgate_grpc_buffered_bytes')).toBeLessThanOrEqual(cap);
+      expect(await metric(p.httpPort, 'tollgate_grpc_streams_refused_total')).toBe(refused.length);
+      for (const x of s.sessions) x.destroy();
+      // once the stalled streams are gone, their bytes are given back and checks are served again
+      const deadline = Date.now() + 5000;
+      while ((await metric(p.httpPort, 'tollgate_grpc_buffered_bytes')) > 0 && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 50));
+      expect(await metric(p.httpPort, 'tollgate_grpc_buffered_bytes')).toBe(0);
+      const c = new EnvoyClient(p.grpcPort);
+      try {
+        const a = await c.check({ headers: { 'x-tenant-id': 'after' }, body: chat('gpt-4o-mini', 'hello') });
+        expect(a.allowed).toBe(true);
+      } finally {
+        c.close();
+      }
+      expect(p.proc.exitCode).toBeNull();
     });
-    procs.push(p);
-    const s = stall(p.grpcPort, 2 * 1024 * 1024);
-    await s.written;
-    await new Promise((r) => setTimeout(r, 500));
-    const refused = [...s.statuses.values()];
-    expect(refused.length).toBeGreaterThan(STREAMS / 2);
-    expect(refused.every((code) => code === 8)).toBe(true); // RESOURCE_EXHAUSTED
-    expect(await metric(p.httpPort, 'tollgate_grpc_buffered_bytes')).toBeLessThanOrEqual(cap);
-    expect(await metric(p.httpPort, 'tollgate_grpc_streams_refused_total')).toBe(refused.length);
-    for (const x of s.sessions) x.destroy();
-    // once the stalled streams are gone, their bytes are given back and checks are served again
-    const deadline = Date.now() + 5000;
-    while ((await metric(p.httpPort, 'tollgate_grpc_buffered_bytes')) > 0 && Date.now() < deadline)
-      await new Promise((r) => setTimeout(r, 50));
-    expect(await metric(p.httpPort, 'tollgate_grpc_buffered_bytes')).toBe(0);
-    const c = new EnvoyClient(p.grpcPort);
-    try {
-      const a = await c.check({ headers: { 'x-tenant-id': 'after' }, body: chat('gpt-4o-mini', 'hello') });
-      expect(a.allowed).toBe(true);
-    } finally {
-      c.close();
-    }
-  });
+  }
 });

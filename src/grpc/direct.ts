@@ -293,14 +293,18 @@ function serve(
 
 /**
  * A Check stream handed to grpc-js (a compressed call): grpc-js keeps its received chunks as a list
- * (it grows with the bytes received; decompression is bounded by the receive limit). It is refused
- * (RESOURCE_EXHAUSTED) at its start when the budget is spent, and its bytes count against the budget
- * until it closes. Call after grpc-js attached its own listeners (ours must not change the flow).
+ * (it grows with the bytes received; decompression is bounded by the receive limit). Its bytes count
+ * against the same budget until it closes; it is refused (RESOURCE_EXHAUSTED, the stream closed, so
+ * grpc-js drops what it held) at its start or at the chunk that would pass the budget. Call after
+ * grpc-js attached its own listeners (ours must not change the flow).
  */
 function meterForGrpcJs(stream: ServerHttp2Stream, acct: Charged, budget: BufferBudget): void {
+  let refused = false;
   stream.on('data', (chunk: Buffer) => {
-    budget.used += chunk.length; // already received: counted, even past the budget
-    acct.charged += chunk.length;
+    if (refused || budget.charge(acct, chunk.length)) return;
+    refused = true;
+    budget.refused++;
+    fail(stream, RESOURCE_EXHAUSTED, TOO_MUCH_BUFFERED, true);
   });
 }
 
