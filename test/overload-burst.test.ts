@@ -192,7 +192,7 @@ describe('a burst on a healthy Valkey is metered (4 processes, defaults)', { tim
   });
 });
 
-describe('the same burst on the in-memory store (one process)', { timeout: 60_000 }, () => {
+describe('the same burst on the in-memory store (one process)', { timeout: 180_000 }, () => {
   let app: TestApp;
   let client: BurstClient;
   beforeAll(async () => {
@@ -278,11 +278,11 @@ limits:
   });
 
   it('one call in flight at a time, 2,000 checks: none degraded, each admitted (and debited) or 503 overloaded', async () => {
-    // Deadlines long enough that Valkey is never silent for store.timeout on a loaded machine: the
-    // outcome below does not depend on speed, only on the budget being far shorter than 2,000 round trips.
+    // A store.timeout long enough that Valkey is never silent that long on a loaded machine: the
+    // outcome below does not depend on speed (how many are shed varies with it).
     const { app, client } = await serve(`
-server: { decision_deadline: 250ms, overload_budget: 250ms }
-store: { timeout: 200ms, max_inflight: 1 }
+server: { decision_deadline: 1500ms, overload_budget: 1500ms }
+store: { timeout: 1s, max_inflight: 1 }
 limits:
   - { name: big, per: tenant, requests: 1000000, reset: daily }
 `);

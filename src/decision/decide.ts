@@ -407,6 +407,8 @@ export class Decider {
     }
     const t0 = performance.now();
     try {
+      // Budget already spent (CPU backlog before the store call): never send what we cannot wait for.
+      if (t0 >= budgetAt) throw new OverloadedError('queued');
       const r = await this.breaker.run(() => store.check(built.plan, budgetAt));
       this.deps.onStoreCall?.((performance.now() - t0) / 1000, true);
       if (cacheable) this.denyCache.remember(built.plan, r, t0);

@@ -31,29 +31,39 @@ export function withTimeout<T>(
     let start = 0;
     let due = 0;
     let mark: EventLoopUtilization | undefined;
+    let sentAt = 0;
     const judge = () => {
       if (done) return;
       const now = performance.now();
+      if (progress && now >= budgetAt) {
+        // Past the budget: shed if the store sent anything since this call was sent (it is alive,
+        // working through our queue); fail per policy if it sent nothing at all for `ms` since.
+        if (progress() >= sentAt) return settle(new OverloadedError('sent'));
+        if (now - sentAt >= ms) return settle(timeout());
+        return arm(Math.max(1, sentAt + ms - now));
+      }
       // Fired late (this process, or the whole host, was stalled), or our own loop was saturated
       // meanwhile (a burst starving the host's CPU): the store had no fair chance to answer, so its
-      // silence counts from now. Not past the budget, though.
-      if (progress && now < budgetAt && (now - due > ms / 2 || (mark && loopBusySince(mark)))) {
+      // silence counts from now.
+      if (progress && (now - due > ms / 2 || (mark && loopBusySince(mark)))) {
         start = now;
         mark = loopMark();
       }
       const quietSince = progress ? Math.max(start, progress()) : start;
-      if (now - quietSince >= ms) {
-        done = true;
-        const err = new StoreTimeoutError(ms);
-        err.late = p.then(
-          () => true,
-          () => false,
-        );
-        reject(err);
-      } else if (now >= budgetAt) {
-        done = true;
-        reject(new OverloadedError('sent'));
-      } else arm(Math.max(1, Math.min(quietSince + ms, budgetAt) - now));
+      if (now - quietSince >= ms) return settle(timeout());
+      arm(Math.max(1, Math.min(quietSince + ms, budgetAt) - now));
+    };
+    const timeout = () => {
+      const err = new StoreTimeoutError(ms);
+      err.late = p.then(
+        () => true,
+        () => false,
+      );
+      return err;
+    };
+    const settle = (err: Error) => {
+      done = true;
+      reject(err);
     };
     const arm = (delay: number) => {
       due = performance.now() + delay;
@@ -62,6 +72,7 @@ export function withTimeout<T>(
     setImmediate(() => {
       if (done) return;
       start = performance.now();
+      sentAt = start;
       if (progress) mark = loopMark();
       arm(ms);
     });
