@@ -8,6 +8,7 @@ import { envValue, settings } from '../settings.js';
 import { parseSourceIp, parseUnknownKeys } from './identity-options.js';
 import { checkPortClash, parseListeners } from './listeners.js';
 import { checkModels } from './models-check.js';
+import { DEFAULT_MAX_INFLIGHT, overloadServer } from './overload.js';
 import { parseQueues } from './queues.js';
 import type {
   CalendarUnit,
@@ -46,7 +47,7 @@ const CALENDAR: CalendarUnit[] = ['hourly', 'daily', 'weekly', 'monthly'];
 
 type Obj = Record<string, unknown>;
 
-class Checker {
+export class Checker {
   problems: string[] = [];
   fail(path: string, expected: string, got?: unknown): void {
     const shown = got === undefined ? '' : `, got ${describe(got)}`;
@@ -567,13 +568,15 @@ export function validateConfig(raw: unknown, file?: string): Config {
     'checks_per_turn',
     'grpc_direct_check',
     'partial_body',
+    'overload_budget',
+    'max_buffered_bytes',
   ]);
   if (sv.grpc_direct_check !== undefined && typeof sv.grpc_direct_check !== 'boolean')
     c.fail('server.grpc_direct_check', 'true or false', sv.grpc_direct_check);
   const deadline = sv.decision_deadline === undefined ? 50 : parseDuration(sv.decision_deadline);
   if (deadline === undefined)
     c.fail('server.decision_deadline', 'a duration like 50ms', sv.decision_deadline);
-  const server = {
+  const server0 = {
     ...parseListeners(c, sv),
     grpcPort: sv.grpc_port === undefined ? 9191 : (c.int('server.grpc_port', sv.grpc_port, 0, 65535) ?? 9191),
     httpPort: sv.http_port === undefined ? 8181 : (c.int('server.http_port', sv.http_port, 0, 65535) ?? 8181),
@@ -620,6 +623,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
         : (c.int('server.http2_connection_window', sv.http2_connection_window, DEFAULT_WINDOW, MAX_WINDOW) ??
           DEFAULT_WINDOW),
   };
+  const server = { ...server0, ...overloadServer(c, sv, server0) };
 
   checkPortClash(c, server);
 
@@ -634,6 +638,7 @@ export function validateConfig(raw: unknown, file?: string): Config {
     'deny_cache',
     'client',
     'memory_max_keys',
+    'max_inflight',
   ]);
   const timeoutMs = st.timeout === undefined ? 25 : parseDuration(st.timeout);
   if (timeoutMs === undefined) c.fail('store.timeout', 'a duration like 25ms', st.timeout);
@@ -668,6 +673,10 @@ export function validateConfig(raw: unknown, file?: string): Config {
       st.memory_max_keys === undefined
         ? DEFAULT_MEMORY_MAX_KEYS
         : (c.int('store.memory_max_keys', st.memory_max_keys, 100, 100_000_000) ?? DEFAULT_MEMORY_MAX_KEYS),
+    maxInflight:
+      st.max_inflight === undefined
+        ? DEFAULT_MAX_INFLIGHT
+        : (c.int('store.max_inflight', st.max_inflight, 1, 100_000) ?? DEFAULT_MAX_INFLIGHT),
   };
   if (st.deny_cache !== undefined) {
     if (typeof st.deny_cache !== 'boolean') c.fail('store.deny_cache', 'true or false', st.deny_cache);

@@ -136,6 +136,13 @@ export interface ServerConfig {
    * as the costliest configured model (`costliest`) or refused with 413 (`deny`).
    */
   partialBody: 'costliest' | 'deny';
+  /**
+   * Longest a check waits for a store that is answering (our own backlog), from its arrival; then it is
+   * shed with a retryable 503 `overloaded` (docs/overload.md). Keep below Envoy's ext_authz timeout.
+   */
+  overloadBudgetMs: number;
+  /** Request bytes buffered at once across all direct-path gRPC streams; past it new streams are refused. */
+  maxBufferedBytes: number;
 }
 
 export interface StoreConfig {
@@ -152,6 +159,8 @@ export interface StoreConfig {
   client: StoreClient;
   /** In-memory store (and on_store_failure: local): most limit keys held at once (store.memory_max_keys). */
   memoryMaxKeys: number;
+  /** Store calls in flight per process; more wait unsent (docs/overload.md). */
+  maxInflight: number;
 }
 
 export type StoreClient = 'resp' | 'iovalkey';
