@@ -97,7 +97,7 @@ function walk(dir: string): string[] {
 const SPEC = /(?:\bfrom\s*|\bimport\s*\(\s*|^\s*import\s+)['"]([^'"]+)['"]/gm;
 
 /** Repo paths (for relative imports) or bare specifiers a file imports. */
-export function importsOf(file: string, text: string): string[] {
+function importsOf(file: string, text: string): string[] {
   return [...text.matchAll(SPEC)].map((m) => {
     const s = m[1];
     if (!s.startsWith('.')) return s;

@@ -31,7 +31,7 @@ export const identitySourceSchema = sourceFields
   .superRefine((o, ctx) => {
     if (Object.keys(o).length !== 1)
       ctx.addIssue({ code: 'custom', message: `expected exactly one of ${SOURCES.join(', ')}`, input: o });
-  })
+  }, whenValid)
   .transform(toSource);
 
 /** A source as identity.ts reads it (one key each; written out so that `'header' in src` narrows). */
@@ -68,7 +68,7 @@ const dimensionSchema = z
       mapping({
         sources: sourceList,
         values: z
-          .array(z.string(), { error: 'expected a non-empty list of strings' })
+          .array(z.string({ error: 'expected a string' }), { error: 'expected a non-empty list of strings' })
           .min(1, { error: 'expected a non-empty list of strings' })
           .optional(),
         default: str('a non-empty string', /^.{1,256}$/s).optional(),

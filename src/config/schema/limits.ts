@@ -41,7 +41,9 @@ const limitFields = mapping({
   per: oneOrMany(z.string(), 'a dimension name or a list of them').optional(),
   /** Models the limit applies to; omitted = every model. */
   models: z
-    .array(z.string(), { error: 'expected a non-empty list of model names' })
+    .array(z.string({ error: 'expected a model name' }), {
+      error: 'expected a non-empty list of model names',
+    })
     .min(1, { error: 'expected a non-empty list of model names' })
     .optional(),
   requests: int(1).optional(),
