@@ -3,7 +3,7 @@
  * plus `api_key_secret_env` and `key_map`.
  */
 import { z } from 'zod';
-import { DIM, int, mapping, problem, str, whenValid } from './fields.js';
+import { always, DIM, int, mapping, problem, str, whenValid } from './fields.js';
 
 const SOURCES = ['header', 'api_key', 'metadata', 'path_segment', 'key_map', 'default'] as const;
 
@@ -106,20 +106,17 @@ export const identitySchema = mapping({
   key_map: str('a file path', /^.{1,4096}$/).optional(),
 })
   .catchall(dimensionSchema)
-  .superRefine(
-    (o, ctx) => {
-      for (const dim of Object.keys(o)) {
-        if (!SETTINGS.includes(dim) && (!DIM.test(dim) || dim === 'model'))
-          ctx.addIssue({
-            code: 'custom',
-            path: [dim],
-            input: dim,
-            message: 'expected a dimension name (lowercase letters, digits, _; not "model")',
-          });
-      }
-    },
-    { when: () => true },
-  )
+  .superRefine((o, ctx) => {
+    for (const dim of Object.keys(o)) {
+      if (!SETTINGS.includes(dim) && (!DIM.test(dim) || dim === 'model'))
+        ctx.addIssue({
+          code: 'custom',
+          path: [dim],
+          input: dim,
+          message: 'expected a dimension name (lowercase letters, digits, _; not "model")',
+        });
+    }
+  }, always)
   .transform((o, ctx) => {
     const { api_key_secret_env: secretEnv, key_map: keyMapFile, ...rest } = o;
     const dims = rest as Record<string, IdentityDim>;
