@@ -17,7 +17,9 @@ type Key = keyof Sections;
 /** Validate and normalize a parsed YAML document. Throws ConfigError listing every problem. */
 export function validateConfig(raw: unknown, file?: string): Config {
   const problems: string[] = [];
-  const parsed = parseSections(raw ?? {}, problems);
+  const root = raw ?? {};
+  const parsed = parseSections(root, problems);
+  checkDimensions(parsed, (root as { limits?: unknown }).limits, problems);
   const config = resolve(parsed, problems);
   if (problems.length > 0 || !config) throw new ConfigError(problems, file);
   return config;
@@ -84,33 +86,43 @@ function resolveModels(raw: Record<string, ModelFields>, queues: Sections['queue
   return { models, defaultModel };
 }
 
-/** Dimensions in `per` and `when`, queue and model references. */
+/**
+ * The dimensions each limit names in `per` and `when` exist under `identity`. Reads the parsed limits,
+ * or the raw ones when the limits section has other problems (so those are listed together).
+ */
+function checkDimensions(s: Partial<Sections>, rawLimits: unknown, problems: string[]): void {
+  if (!s.identity) return;
+  const dims = new Set(Object.keys(s.identity.identity));
+  const limits: unknown[] = s.limits ?? (Array.isArray(rawLimits) ? rawLimits : []);
+  limits.forEach((l, i) => {
+    const { per, when } = (l ?? {}) as { per?: unknown; when?: unknown };
+    const names = typeof per === 'string' ? [per] : Array.isArray(per) ? per : [];
+    names.forEach((d, j) => {
+      if (typeof d === 'string' && d !== 'model' && !dims.has(d))
+        problems.push(
+          `${formatPath(['limits', i, 'per', j])}: expected an identity dimension (${[...dims, 'model'].join(', ')}), got "${d}"`,
+        );
+    });
+    for (const k of when && typeof when === 'object' && !Array.isArray(when) ? Object.keys(when) : [])
+      if (!dims.has(k))
+        problems.push(
+          `${formatPath(['limits', i, 'when', k])}: expected an identity dimension (${[...dims].join(', ')}), got "${k}"`,
+        );
+  });
+}
+
+/** Queue and model references. */
 function resolveLimits(s: Partial<Sections>, problems: string[]): LimitConfig[] {
-  const dims = s.identity && new Set(Object.keys(s.identity.identity));
   return (s.limits ?? []).map((l, i) => {
-    const at = (...p: (string | number)[]) => formatPath(['limits', i, ...p]);
-    if (dims) {
-      l.per.forEach((d, j) => {
-        if (d !== 'model' && !dims.has(d))
-          problems.push(
-            `${at('per', j)}: expected an identity dimension (${[...dims, 'model'].join(', ')}), got "${d}"`,
-          );
-      });
-      for (const k of Object.keys(l.when ?? {}))
-        if (!dims.has(k))
-          problems.push(
-            `${at('when', k)}: expected an identity dimension (${[...dims].join(', ')}), got "${k}"`,
-          );
-    }
     (l.models ?? []).forEach((name, j) => {
       if (s.models && !(name in s.models && name !== '*'))
         problems.push(
-          `${at('models', j)}: expected a model configured under "models" (add \`${name}: {}\` there to price it like "*"), got "${name}"`,
+          `${formatPath(['limits', i, 'models', j])}: expected a model configured under "models" (add \`${name}: {}\` there to price it like "*"), got "${name}"`,
         );
     });
     const { whenExhausted: _w, queue: _q, ...limit } = l;
     const q = s.queues ? resolveQueue(l, s.queues) : {};
-    if (q.problem) problems.push(`${at('queue')}: ${q.problem}`);
+    if (q.problem) problems.push(`${formatPath(['limits', i, 'queue'])}: ${q.problem}`);
     return { ...limit, queue: q.queue };
   });
 }
