@@ -1,6 +1,6 @@
 /**
  * `identity`: dimensions (tenant, team, plan, …) → an ordered list of sources, first present wins;
- * plus `api_key_secret_env` and `key_map`.
+ * plus `api_key_secret_env`, `key_map` and `unknown_keys` (what a key missing from the key map becomes).
  */
 import { z } from 'zod';
 import { always, DIM, int, mapping, oneOf, problem, str, whenValid } from './fields.js';
