@@ -34,12 +34,13 @@ for m in "${missing[@]}"; do
     valkey) $SUDO bash scripts/install-valkey.sh >&2 ;;
     *)
       pkg="$m"
-      [ "$m" = kubectl ] && pkg=kubernetes-client
+      if [ "$m" = kubectl ]; then pkg=kubernetes-client; fi
       export DEBIAN_FRONTEND=noninteractive
       $SUDO apt-get install -y -q --no-install-recommends "$pkg" >&2 ||
         { $SUDO apt-get update -q >&2 && $SUDO apt-get install -y -q --no-install-recommends "$pkg" >&2; }
       # Debian's prometheus package starts a server; tests only need promtool
-      [ "$m" = prometheus ] && { $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; }
+      if [ "$m" = prometheus ]; then $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
       ;;
   esac
 done
+exit 0

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { type FSWatcher, readFileSync, watch } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { type DirectAnswer, serveCheckDirectly } from './authz/grpc/direct.js';
+import { BufferBudget, type DirectAnswer, serveCheckDirectly } from './authz/grpc/direct.js';
 import { tuneFlowControl } from './authz/grpc/flow-control.js';
 import { HealthService } from './authz/grpc/health.js';
 import { loadGrpcPackages } from './authz/grpc/protos.js';
@@ -15,6 +15,7 @@ import { type GrpcTlsFiles, grpcServerCredentials, grpcTlsFromEnv } from './auth
 import { decodeCheckInput, encodeCheckResponse, leanAuthorization } from './authz/grpc/wire.js';
 import { startAuthzHttp } from './authz/http.js';
 import { loadConfig } from './config/load.js';
+import { receiveLimit } from './config/overload.js';
 import type { Config } from './config/types.js';
 import { Decider } from './decision/decide.js';
 import type { CheckInput, Decision } from './decision/types.js';
@@ -23,6 +24,7 @@ import { startHttp } from './ops/http.js';
 import { createLogger, type Logger } from './ops/log.js';
 import { Metrics, outcomeOf } from './ops/metrics.js';
 import { registerMemoryStoreMetrics } from './ops/metrics-memory.js';
+import { OverloadMetrics } from './ops/overload-metrics.js';
 import { settings } from './settings.js';
 import { createValkeyStore } from './store/connect.js';
 import { MemoryStore } from './store/memory.js';
@@ -117,12 +119,21 @@ export async function startApp(opts: AppOptions): Promise<App> {
       );
     },
     onStoreCall: (s, ok) => metrics.storeCall(s, ok),
+    onOverloaded: (stage) => overloadMetrics.shed(stage),
+  });
+  // server.max_buffered_bytes: request bytes held across gRPC Check streams (restart to change)
+  const buffered = new BufferBudget(cfg.server.maxBufferedBytes);
+  const overloadMetrics = new OverloadMetrics(metrics.registry, {
+    storeInflight: () => decider.gate.active,
+    storeWaiting: () => decider.gate.queued,
+    bufferedBytes: () => buffered.used,
+    refusedStreams: () => buffered.refused,
   });
 
   await decider.warm(); // before SERVING: the first checks must not pay for worker start-up
   const health = new HealthService();
   const pk = loadGrpcPackages();
-  const maxReceive = 2 * cfg.server.maxBodyBytes + 1024 * 1024;
+  const maxReceive = receiveLimit(cfg.server.maxBodyBytes);
   const server = new grpc.Server({
     // grpc-js refuses messages over 4 MiB by default; a big prompt would become an RPC error that
     // Envoy's failure_mode_allow lets through unmetered. Accept the largest body plus headroom.
@@ -282,6 +293,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
         }
       },
       maxReceive,
+      buffered,
     )
   )
     log.warn('could not serve Check directly (grpc-js internals changed): grpc-js serves it');
@@ -457,6 +469,7 @@ function restartRequired(a: Config, b: Config): string[] {
     out.push('server.http2_stream_window / http2_connection_window');
   if (a.server.grpcDirectCheck !== b.server.grpcDirectCheck) out.push('server.grpc_direct_check');
   if (a.store.client !== b.store.client) out.push('store.client');
+  if (a.server.maxBufferedBytes !== b.server.maxBufferedBytes) out.push('server.max_buffered_bytes');
   return out;
 }
 

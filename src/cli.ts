@@ -160,6 +160,7 @@ async function check(args: string[]): Promise<void> {
   // first answer into a "degraded" decision.
   cfg.store.timeoutMs = 2000;
   cfg.server.decisionDeadlineMs = 5000;
+  cfg.server.overloadBudgetMs = 15_000;
   // Dry run: the store decides against the live state but debits nothing.
   const dry: Store = {
     kind: store.kind,

@@ -46,3 +46,15 @@ export class StoreFullError extends TollgateError {
     super('TG_STORE_FULL', `in-memory store full (${max} keys, none idle enough to evict)`);
   }
 }
+
+/**
+ * The store is answering, but not this call within the overload budget (server.overload_budget): our
+ * own backlog, not an outage. Never failed open: the check is shed with a retryable 503 `overloaded`.
+ * `stage`: `queued` = never sent (nothing was debited); `sent` = already written to the store, which
+ * will still run it (a call that fitted is debited though it was refused).
+ */
+export class OverloadedError extends TollgateError {
+  constructor(readonly stage: 'queued' | 'sent') {
+    super('TG_OVERLOADED', `store call not answered within the overload budget (${stage})`);
+  }
+}

@@ -278,6 +278,21 @@ const bad: [string, string, RegExp][] = [
     'store:\n  memory_max_keys: 10',
     /store\.memory_max_keys: expected an integer from 100 to 100000000, got 10/,
   ],
+  [
+    'overload_budget below the deadline',
+    'server:\n  overload_budget: 10ms',
+    /server\.overload_budget: expected at least server\.decision_deadline \(50 ms\), got 10 ms/,
+  ],
+  [
+    'max_buffered_bytes below one message',
+    'server:\n  max_buffered_bytes: 1000',
+    /server\.max_buffered_bytes: expected an integer from 17825792 to 9007199254740991, got 1000/,
+  ],
+  [
+    'bad max_inflight',
+    'store:\n  max_inflight: 0',
+    /store\.max_inflight: expected an integer from 1 to 100000, got 0/,
+  ],
   ['yaml syntax', 'limits: [', /YAML syntax/],
 ];
 

@@ -8,7 +8,7 @@ import { parseBody } from '../dialects/body.js';
 import { modelKeyProblem } from '../dialects/model-key.js';
 import { classifyPath, keyHeaderOf } from '../dialects/route.js';
 import { isParseError, type ParsedCall } from '../dialects/types.js';
-import { BreakerOpenError, StoreFullError } from '../errors.js';
+import { BreakerOpenError, OverloadedError, StoreFullError } from '../errors.js';
 import { type Identity, logTag, resolveIdentity } from '../identity/identity.js';
 import type { TokenPool } from '../offload/pool.js';
 import type { EncodingPlan } from '../offload/worker.js';
@@ -23,12 +23,14 @@ import {
   reservedOutput,
 } from '../policy/plan.js';
 import { Breaker, type BreakerState } from '../resilience/breaker.js';
+import { StoreGate } from '../resilience/gate.js';
 import { MemoryStore } from '../store/memory.js';
 import { type CheckResult, EntryStatus, Outcome, type Store } from '../store/types.js';
 import { countPromptTokens } from '../tokens/count.js';
 import { getCounter } from '../tokens/encoders.js';
 import { DenyCache } from './deny-cache.js';
 import { type Row, rateLimitHeaders } from './headers.js';
+import { overloaded } from './overloaded.js';
 import { TurnPacer } from './pacer.js';
 import { queueFullText, queueKeys, queueRequest } from './queue-tier.js';
 import type { AllowDecision, CheckInput, Decision, DecisionStats, DenyDecision, Headers } from './types.js';
@@ -41,6 +43,8 @@ export interface DeciderDeps {
   onBreakerChange?: (to: BreakerState, from: BreakerState) => void;
   /** Called after each store call with its duration and whether it failed. */
   onStoreCall?: (seconds: number, ok: boolean) => void;
+  /** Called when a check is shed as overloaded (`stage`: never sent, or sent and given up). */
+  onOverloaded?: (stage: 'queued' | 'sent') => void;
 }
 
 const JSON_CT = 'application/json';
@@ -103,7 +107,15 @@ export class Decider {
       (since) => (store.lastReplyAt ?? Number.NEGATIVE_INFINITY) >= since,
     );
     this.local = new MemoryStore(Date.now, cfg.store.replicas, cfg.store.memoryMaxKeys);
+    this.gate = new StoreGate(
+      () => this.cfg.store.maxInflight,
+      () => this.cfg.store.timeoutMs,
+      () => store.progressAt ?? Number.NEGATIVE_INFINITY,
+    );
   }
+
+  /** Store calls in flight per process (store.max_inflight; see resilience/gate.ts). */
+  readonly gate: StoreGate;
 
   /** Load every encoding the config uses (here and in the token workers), so no call pays for it. */
   async warm(cfg: Config = this.cfg): Promise<void> {
@@ -138,6 +150,7 @@ export class Decider {
   readonly pacer = new TurnPacer();
 
   async decide(input: CheckInput): Promise<Decision> {
+    const arrivedAt = performance.now(); // the overload budget counts from here
     const wait = this.pacer.enter(this.cfg.server.checksPerTurn);
     if (wait) await wait;
     const cfg = this.cfg; // one config for the whole decision, even if a reload lands meanwhile
@@ -325,11 +338,13 @@ export class Decider {
         stats.cached = true;
         result = cached;
       } else {
-        const sentAt = performance.now();
-        result = await this.storeCheck(built);
-        if (cacheable) this.denyCache.remember(built.plan, result, sentAt);
+        result = await this.storeCheck(built, arrivedAt + cfg.server.overloadBudgetMs, cacheable, stats);
       }
     } catch (err) {
+      if (err instanceof OverloadedError) {
+        this.deps.onOverloaded?.(err.stage);
+        return overloaded(built, marks, removeHeaders, stats);
+      }
       // Valkey unreachable or slow, or the in-memory store at its bound (store.memory_max_keys)
       const why = err instanceof StoreFullError ? 'store-full' : 'store-unavailable';
       const policy = cfg.store.onStoreFailure;
@@ -373,21 +388,43 @@ export class Decider {
   }
 
   /**
-   * The store call through the breaker. Its time bound is the store's own per-call timeout
-   * (ValkeyStore: store.timeout, event-loop-aware, validated to be below server.decision_deadline), so
-   * no second timer is needed here.
+   * The store call: a slot among store.max_inflight (waiting for one, the deny cache is asked again
+   * when it comes), then the breaker. Time bounds (docs/overload.md): the store's per-call timeout on
+   * its silence (ValkeyStore: store.timeout, event-loop-aware) fails per on_store_failure; `budgetAt`
+   * sheds a check the store is still working towards (OverloadedError). Rejects with either.
    */
-  private async storeCheck(built: BuiltPlan): Promise<CheckResult> {
+  private async storeCheck(
+    built: BuiltPlan,
+    budgetAt: number,
+    cacheable: boolean,
+    stats: DecisionStats,
+  ): Promise<CheckResult> {
     const store = this.deps.store;
     if (store.kind === 'memory') return store.check(built.plan);
+    const wait = this.gate.acquire(budgetAt);
+    if (wait) {
+      await wait;
+      const cached = cacheable ? this.denyCache.lookup(built.plan) : undefined;
+      if (cached) {
+        this.gate.release();
+        stats.cached = true;
+        return cached;
+      }
+    }
     const t0 = performance.now();
     try {
-      const r = await this.breaker.run(() => store.check(built.plan));
+      // Budget already spent (CPU backlog before the store call): never send what we cannot wait for.
+      if (t0 >= budgetAt) throw new OverloadedError('queued');
+      const r = await this.breaker.run(() => store.check(built.plan, budgetAt));
       this.deps.onStoreCall?.((performance.now() - t0) / 1000, true);
+      if (cacheable) this.denyCache.remember(built.plan, r, t0);
       return r;
     } catch (e) {
-      if (!(e instanceof BreakerOpenError)) this.deps.onStoreCall?.((performance.now() - t0) / 1000, false);
+      if (!(e instanceof BreakerOpenError || e instanceof OverloadedError))
+        this.deps.onStoreCall?.((performance.now() - t0) / 1000, false);
       throw e;
+    } finally {
+      this.gate.release();
     }
   }
 

@@ -31,7 +31,8 @@ export type DenyReason =
   | 'bad-request'
   | 'not-llm'
   | 'store-unavailable'
-  | 'unknown-key';
+  | 'unknown-key'
+  | 'overloaded';
 
 export interface DecisionStats {
   /** Requested model and the one chosen (equal unless rerouted). */

@@ -10,7 +10,7 @@
  * Valkey client's command timeout, ~1 s) and connection errors count at once, so the breaker opens
  * as before, a little later for a paused store. Every call is still answered within its own timeout.
  */
-import { BreakerOpenError } from '../errors.js';
+import { BreakerOpenError, OverloadedError } from '../errors.js';
 
 export type BreakerState = 'closed' | 'open' | 'half-open';
 
@@ -60,6 +60,11 @@ export class Breaker {
       if (gen === this.generation) this.success();
       return v;
     } catch (err) {
+      if (err instanceof OverloadedError) {
+        // The store was answering (only our own backlog was long): neither a failure nor a success.
+        if (gen === this.generation) this.probing = false;
+        throw err;
+      }
       if (gen === this.generation) {
         const late = (err as { late?: Promise<boolean> }).late;
         if (this.state !== 'closed') this.failure();

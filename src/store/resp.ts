@@ -72,6 +72,8 @@ export class RespConnection {
   private watchdog?: NodeJS.Timeout;
   private waiters: { resolve: () => void; reject: (e: Error) => void }[] = [];
   private lastError?: Error;
+  /** performance.now() of the latest bytes read from the server: it is making progress. */
+  lastReplyAt = Number.NEGATIVE_INFINITY;
 
   constructor(private readonly o: RespOptions) {}
 
@@ -237,6 +239,7 @@ export class RespConnection {
 
   private onData(socket: net.Socket, chunk: Buffer): void {
     if (this.socket !== socket) return;
+    this.lastReplyAt = performance.now(); // bytes of a reply arrived: progress, even if incomplete
     const b = this.buf ? Buffer.concat([this.buf, chunk]) : chunk;
     this.buf = null;
     let pos = 0;

@@ -111,7 +111,12 @@ export interface CheckResult {
 
 export interface Store {
   readonly kind: 'valkey' | 'memory';
-  check(plan: CheckPlan): Promise<CheckResult>;
+  /**
+   * `budgetAt` (performance.now() time, optional): past it, a call the store is still working towards
+   * (replies keep arriving) is given up with OverloadedError('sent'); without replies for the per-call
+   * timeout it fails with StoreTimeoutError (silent store). See src/resilience/timeout.ts.
+   */
+  check(plan: CheckPlan, budgetAt?: number): Promise<CheckResult>;
   /** Optional: apply a new per-call timeout after a config reload. */
   setTimeoutMs?(ms: number): void;
   /** Resolves when the store answers. */
@@ -121,6 +126,8 @@ export interface Store {
    * call had already timed out: proof the store is alive. Undefined for stores that never time out.
    */
   readonly lastReplyAt?: number;
+  /** performance.now() of the latest reply of any kind on the store's connection (progress). */
+  readonly progressAt?: number;
   close(): Promise<void>;
 }
 

@@ -110,9 +110,19 @@ export class ValkeyStore implements Store {
       throw new Error(`script SHA mismatch: server ${sha}, local ${this.script.sha}`);
   }
 
-  /** The check, bounded by the per-call timeout (event-loop-aware, see resilience/timeout.ts). */
-  check(plan: CheckPlan): Promise<CheckResult> {
-    return withTimeout(this.evalCheck(plan), this.timeoutMs);
+  /**
+   * The check, bounded by the per-call timeout on the connection's silence and by `budgetAt` while the
+   * server is still answering (event-loop-aware, see resilience/timeout.ts).
+   */
+  check(plan: CheckPlan, budgetAt?: number): Promise<CheckResult> {
+    return withTimeout(this.evalCheck(plan), this.timeoutMs, this.progress, budgetAt);
+  }
+
+  private readonly progress = (): number => this.conn.lastReplyAt;
+
+  /** See Store.progressAt. */
+  get progressAt(): number {
+    return this.conn.lastReplyAt;
   }
 
   private async evalCheck(plan: CheckPlan): Promise<CheckResult> {

@@ -19,6 +19,7 @@ export async function startTestApp(yaml: string, opts: Partial<AppOptions> = {})
     // Timeout behaviour itself is tested with explicit settings (resilience, trust-faults).
     config.server.decisionDeadlineMs = 2000;
     config.store.timeoutMs = 1000;
+    config.server.overloadBudgetMs = 6000;
   }
   config.server.grpcHost = '127.0.0.1';
   config.server.grpcPort = 0;

@@ -38,6 +38,8 @@ export interface SpawnOptions {
   /** Turn the HTTP authorization mode on, on a free port (TOLLGATE_HTTP_AUTHZ_PORT). */
   authzHttp?: boolean;
   readyTimeoutMs?: number;
+  /** Start under `ulimit -v` (KiB of address space), through /bin/sh. */
+  ulimitVKiB?: number;
 }
 
 export async function spawnTollgate(o: SpawnOptions): Promise<TollgateProc> {
@@ -66,7 +68,17 @@ export async function spawnTollgate(o: SpawnOptions): Promise<TollgateProc> {
     if (v === undefined) delete env[k];
     else env[k] = v;
   }
-  const proc = spawn(process.execPath, [CLI, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const proc =
+    o.ulimitVKiB === undefined
+      ? spawn(process.execPath, [CLI, 'serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] })
+      : spawn(
+          '/bin/sh',
+          ['-c', `ulimit -v ${o.ulimitVKiB} && exec "$0" "$@"`, process.execPath, CLI, 'serve'],
+          {
+            env,
+            stdio: ['ignore', 'pipe', 'pipe'],
+          },
+        );
   const chunks: string[] = [];
   proc.stdout!.on('data', (c) => chunks.push(String(c)));
   proc.stderr!.on('data', (c) => chunks.push(String(c)));

@@ -118,17 +118,76 @@ function answer(stream: ServerHttp2Stream, a: DirectAnswer): void {
   }
 }
 
-function serve(stream: ServerHttp2Stream, handle: DirectHandler, maxMessageBytes: number): void {
+/**
+ * Request bytes held across all Check streams (server.max_buffered_bytes). A stream is charged for
+ * what it holds (received chunks, or the capacity of its message buffer) until it closes.
+ */
+export class BufferBudget {
+  used = 0;
+  /** Streams refused with RESOURCE_EXHAUSTED because the budget was spent. */
+  refused = 0;
+  constructor(public max: number) {}
+
+  /** Charge `stream` `delta` more bytes; false (nothing charged) when that would pass the budget. */
+  charge(stream: Charged, delta: number): boolean {
+    if (delta > 0 && this.used + delta > this.max) return false;
+    this.used += delta;
+    stream.charged += delta;
+    return true;
+  }
+
+  /** Everything `stream` was charged goes back (it closed). */
+  settle(stream: Charged): void {
+    this.used -= stream.charged;
+    stream.charged = 0;
+  }
+}
+interface Charged {
+  charged: number;
+}
+
+const TOO_MUCH_BUFFERED = 'Server is holding too many request bytes (server.max_buffered_bytes); retry';
+
+/** Refuse a stream when the budget is already spent; else charge it until it closes. */
+function admit(stream: ServerHttp2Stream, budget: BufferBudget): Charged | undefined {
+  if (budget.used >= budget.max) {
+    budget.refused++;
+    stream.on('error', noop);
+    fail(stream, RESOURCE_EXHAUSTED, TOO_MUCH_BUFFERED, true);
+    return undefined;
+  }
+  const c: Charged = { charged: 0 };
+  stream.once('close', () => budget.settle(c));
+  return c;
+}
+
+/**
+ * The capacity to grow a large message's buffer to, holding `need` bytes: doubling (so copies cost at
+ * most twice the bytes received), never past the whole message (so the last step is its exact size and
+ * the body owns its ArrayBuffer, see the token pool's `movable`).
+ */
+function grown(cap: number, need: number, total: number): number {
+  return Math.min(total, Math.max(need, cap * 2, 2 * MOVE_MIN_BYTES));
+}
+
+function serve(
+  stream: ServerHttp2Stream,
+  handle: DirectHandler,
+  maxMessageBytes: number,
+  budget: BufferBudget,
+): void {
   stream.on('error', noop); // every error also closes the stream; there is no one left to answer
+  const acct = admit(stream, budget);
+  if (!acct) return;
   // Chunks are kept as received up to MOVE_MIN_BYTES (a small check usually arrives in one chunk and
-  // is used in place; a few are joined at the end). A larger message then gets one buffer of its
-  // declared size and every chunk is copied in on arrival, so received chunks (and the read buffers
-  // behind them) are not held for the whole body, and a body the token pool may move to its worker
-  // owns its ArrayBuffer (allocUnsafe never pools sizes like MOVE_MIN_BYTES).
+  // is used in place; a few are joined at the end). A larger message then gets a buffer that grows
+  // with the bytes actually received (never the declared size up front: a length prefix costs the
+  // sender nothing), every chunk copied in on arrival, so received chunks (and the read buffers behind
+  // them) are not held for the whole body, and the final buffer is the message's exact size.
   let chunks: Buffer[] = [];
   let size = 0; // bytes in `chunks`
   let declared = -1; // the message's length prefix, once 5 bytes are in
-  let msg: Buffer | undefined; // 5 + declared bytes, filled up to `got`
+  let msg: Buffer | undefined; // filled up to `got`; grows towards 5 + declared
   let got = 0;
   let refused = false;
   const refuse = (code: number, details: string) => {
@@ -137,6 +196,10 @@ function serve(stream: ServerHttp2Stream, handle: DirectHandler, maxMessageBytes
     msg = undefined;
     fail(stream, code, details, true);
   };
+  const overBudget = () => {
+    budget.refused++;
+    refuse(RESOURCE_EXHAUSTED, TOO_MUCH_BUFFERED);
+  };
   /** A second message's prefix is in (bytes past the first): refuse as grpc-js does, 8 or 12. */
   const second = (after: Buffer) => {
     const n = after.readUInt32BE(1);
@@ -144,12 +207,25 @@ function serve(stream: ServerHttp2Stream, handle: DirectHandler, maxMessageBytes
       refuse(RESOURCE_EXHAUSTED, `Received message larger than max (${n} vs ${maxMessageBytes})`);
     else refuse(UNIMPLEMENTED, `Received a second request message for unary method ${CHECK_PATH}`);
   };
+  /** Copy `chunk` into the message buffer, growing it as needed; false when over the budget. */
+  const append = (chunk: Buffer, take: number): boolean => {
+    const total = 5 + declared;
+    if (!msg || got + take > msg.length) {
+      const cap = grown(msg?.length ?? 0, got + take, total);
+      if (!budget.charge(acct, cap - (msg?.length ?? 0))) return false;
+      const next = Buffer.allocUnsafe(cap);
+      if (msg) msg.copy(next, 0, 0, got);
+      msg = next;
+    }
+    chunk.copy(msg, got, 0, take);
+    got += take;
+    return true;
+  };
   stream.on('data', (chunk: Buffer) => {
     if (refused) return;
     if (msg) {
-      const take = Math.min(chunk.length, msg.length - got);
-      chunk.copy(msg, got, 0, take);
-      got += take;
+      const take = Math.min(chunk.length, 5 + declared - got);
+      if (!append(chunk, take)) return overBudget();
       if (take < chunk.length) {
         chunks.push(chunk.subarray(take)); // past the message
         size += chunk.length - take;
@@ -157,6 +233,7 @@ function serve(stream: ServerHttp2Stream, handle: DirectHandler, maxMessageBytes
       }
       return;
     }
+    if (!budget.charge(acct, chunk.length)) return overBudget();
     chunks.push(chunk);
     size += chunk.length;
     if (declared < 0) {
@@ -170,26 +247,24 @@ function serve(stream: ServerHttp2Stream, handle: DirectHandler, maxMessageBytes
     if (size >= 5 + declared + 5) {
       second(Buffer.concat(chunks, size).subarray(5 + declared));
     } else if (size < 5 + declared && size >= MOVE_MIN_BYTES) {
-      // A large message with more to come: one buffer for it from now on (allocated only once 64 KiB
-      // have arrived, so a bare length prefix cannot make us reserve the receive limit per stream).
-      msg = Buffer.allocUnsafe(5 + declared);
-      for (const c of chunks) {
-        c.copy(msg, got);
-        got += c.length;
-      }
+      // A large message with more to come: from now on one buffer, grown with what arrives.
+      const held = chunks;
+      const heldBytes = size;
       chunks = [];
       size = 0;
+      for (const c of held) if (!append(c, c.length)) return overBudget();
+      budget.charge(acct, -heldBytes);
     }
   });
   stream.on('end', () => {
     if (refused) return;
     let message: Buffer;
     if (msg) {
-      if (got < msg.length) {
+      if (got < 5 + declared) {
         fail(stream, UNIMPLEMENTED, `Received no request message for unary method ${CHECK_PATH}`);
         return;
       }
-      message = msg.subarray(5);
+      message = msg.subarray(5, 5 + declared);
     } else {
       if (declared < 0 || size < 5 + declared) {
         chunks = [];
@@ -216,11 +291,33 @@ function serve(stream: ServerHttp2Stream, handle: DirectHandler, maxMessageBytes
 }
 
 /**
+ * A Check stream handed to grpc-js (a compressed call): grpc-js keeps its received chunks as a list
+ * (it grows with the bytes received; decompression is bounded by the receive limit). Its bytes count
+ * against the same budget until it closes; it is refused (RESOURCE_EXHAUSTED, the stream closed, so
+ * grpc-js drops what it held) at its start or at the chunk that would pass the budget. Call after
+ * grpc-js attached its own listeners (ours must not change the flow).
+ */
+function meterForGrpcJs(stream: ServerHttp2Stream, acct: Charged, budget: BufferBudget): void {
+  let refused = false;
+  stream.on('data', (chunk: Buffer) => {
+    if (refused || budget.charge(acct, chunk.length)) return;
+    refused = true;
+    budget.refused++;
+    fail(stream, RESOURCE_EXHAUSTED, TOO_MUCH_BUFFERED, true);
+  });
+}
+
+/**
  * Take over Check streams on every HTTP/2 server of a bound grpc-js Server. True when installed;
  * false if grpc-js's servers or its stream handler could not be found (grpc-js internals changed):
  * then grpc-js serves Check as before.
  */
-export function serveCheckDirectly(server: Server, handle: DirectHandler, maxMessageBytes: number): boolean {
+export function serveCheckDirectly(
+  server: Server,
+  handle: DirectHandler,
+  maxMessageBytes: number,
+  budget: BufferBudget = new BufferBudget(Number.POSITIVE_INFINITY),
+): boolean {
   const internals = server as unknown as {
     http2Servers?: Map<Http2Server, unknown>;
     /** Counts the stream for grpc.max_connection_idle_ms (a no-op unless that is set). */
@@ -240,11 +337,14 @@ export function serveCheckDirectly(server: Server, handle: DirectHandler, maxMes
     h2s.removeListener('stream', grpcHandler);
     h2s.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ...rest: unknown[]) => {
       if (!isDirect(headers)) {
+        const acct = headers[h2.HTTP2_HEADER_PATH] === CHECK_PATH ? admit(stream, budget) : null;
+        if (acct === undefined) return; // refused: over the budget
         grpcHandler.call(h2s, stream, headers, ...rest);
+        if (acct) meterForGrpcJs(stream, acct, budget);
         return;
       }
       opened(stream);
-      serve(stream, handle, maxMessageBytes);
+      serve(stream, handle, maxMessageBytes, budget);
     });
   }
   return true;

@@ -9,7 +9,13 @@
  *                           127.0.0.1 unless told otherwise
  */
 import { z } from 'zod';
-import { bool, duration, int, mapping, num, oneOf, problem, str, whenValid } from './fields.js';
+import {
+  checkOverload,
+  defaultMaxBufferedBytes,
+  OVERLOAD_BUDGET_DEADLINES,
+  overloadFields,
+} from '../overload.js';
+import { always, bool, duration, int, mapping, num, oneOf, problem, str, whenValid } from './fields.js';
 
 /** HTTP/2's initial flow-control window (RFC 9113; Node's default) and its maximum. */
 export const DEFAULT_WINDOW = 65_535;
@@ -82,7 +88,9 @@ export const serverSchema = mapping({
   checks_per_turn: int(0, 100_000).default(DEFAULT_CHECKS_PER_TURN),
   grpc_direct_check: bool().default(true),
   partial_body: oneOf(['costliest', 'deny']).default('costliest'),
+  ...overloadFields,
 })
+  .superRefine(checkOverload, always)
   .superRefine(checkPortClash, whenValid)
   .transform((s) => ({
     /** Bind address of the gRPC port (server.grpc_host). */
@@ -128,6 +136,14 @@ export const serverSchema = mapping({
      * as the costliest configured model (`costliest`) or refused with 413 (`deny`).
      */
     partialBody: s.partial_body,
+    /**
+     * Longest a check waits for a store that is answering (our own backlog), from its arrival; then it is
+     * shed with a retryable 503 `overloaded` (docs/overload.md). Keep below Envoy's ext_authz timeout.
+     */
+    overloadBudgetMs: s.overload_budget ?? OVERLOAD_BUDGET_DEADLINES * s.decision_deadline,
+    /** Request bytes buffered at once across all direct-path gRPC streams; past it new streams are refused. */
+    maxBufferedBytes:
+      (s.max_buffered_bytes as number | undefined) ?? defaultMaxBufferedBytes(s.max_body_bytes),
   }));
 
 export type ServerConfig = z.output<typeof serverSchema>;

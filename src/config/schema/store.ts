@@ -3,6 +3,7 @@
  * the in-memory store's bound.
  */
 import type { z } from 'zod';
+import { DEFAULT_MAX_INFLIGHT } from '../overload.js';
 import { bool, duration, int, mapping, oneOf, str } from './fields.js';
 
 /**
@@ -25,6 +26,7 @@ export const storeSchema = mapping({
   deny_cache: bool().default(true),
   client: oneOf(['resp', 'iovalkey']).default('resp'),
   memory_max_keys: int(100, 100_000_000).default(DEFAULT_MEMORY_MAX_KEYS),
+  max_inflight: int(1, 100_000).default(DEFAULT_MAX_INFLIGHT),
 }).transform((s) => ({
   prefix: s.prefix,
   timeoutMs: s.timeout,
@@ -39,6 +41,8 @@ export const storeSchema = mapping({
   client: s.client,
   /** In-memory store (and on_store_failure: local): most limit keys held at once (store.memory_max_keys). */
   memoryMaxKeys: s.memory_max_keys,
+  /** Store calls in flight per process; more wait unsent (docs/overload.md). */
+  maxInflight: s.max_inflight,
 }));
 
 export type StoreConfig = z.output<typeof storeSchema>;
