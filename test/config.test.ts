@@ -208,6 +208,91 @@ const bad: [string, string, RegExp][] = [
     'store:\n  breaker: { failures: 0 }',
     /store\.breaker\.failures: expected an integer from 1 to 1000, got 0/,
   ],
+  [
+    'bad source_ip',
+    'identity:\n  client: [{ source_ip: yes }]',
+    /identity\.client\[0\]\.source_ip: expected envoy \(attributes\.source\.address\) or a mapping .*got "yes"/,
+  ],
+  [
+    'bad xff_trusted_hops',
+    'identity:\n  client: [{ source_ip: { xff_trusted_hops: x } }]',
+    /identity\.client\[0\]\.source_ip\.xff_trusted_hops: expected an integer from 0 to 16, got "x"/,
+  ],
+  [
+    'unknown source_ip field',
+    'identity:\n  client: [{ source_ip: { hops: 1 } }]',
+    /identity\.client\[0\]\.source_ip\.hops: expected xff_trusted_hops or ipv6_prefix, got "hops"/,
+  ],
+  [
+    'bad unknown_keys',
+    'identity:\n  key_map: keys.yaml\n  unknown_keys: maybe',
+    /identity\.unknown_keys: expected one of own, shared, deny, got "maybe"/,
+  ],
+  [
+    'bad max_bytes',
+    'queues:\n  q: { max_bytes: 512 }',
+    /queues\.q\.max_bytes: expected a size from 1KiB, like 67108864, "64MiB" or "1GiB", got 512/,
+  ],
+  [
+    'bad tenant_share',
+    'queues:\n  q: { tenant_share: 0% }',
+    /queues\.q\.tenant_share: expected a share like 25% \(100% = no per-tenant bound\), got "0%"/,
+  ],
+  [
+    'aliases on "*"',
+    'models:\n  "*": { aliases: [any] }',
+    /models\["\*"\]\.aliases: expected no aliases on "\*", got a list/,
+  ],
+  [
+    'alias colliding while another model has a problem',
+    'models:\n  a: { aliases: [x] }\n  b: { encoding: gpt2, aliases: [X] }',
+    /models\["b"\]\.aliases\[0\]: expected a name no other model uses \(ignoring case\), got "X" \(also models\["a"\]\.aliases\[0\]\)/,
+  ],
+  [
+    'bad bind address',
+    'server:\n  http_host: "0.0.0.0/0"',
+    /server\.http_host: expected an address to bind to \(e\.g\. 127\.0\.0\.1, 0\.0\.0\.0, ::\), got "0\.0\.0\.0\/0"/,
+  ],
+  [
+    'http_authz without a port',
+    'server:\n  http_authz: {}',
+    /server\.http_authz\.port: expected a port from 0 to 65535 \(the HTTP authorization mode has its own port\)$/m,
+  ],
+  [
+    'http_authz not a mapping',
+    'server:\n  http_authz: true',
+    /server\.http_authz: expected a mapping \{ port, host \} \(or false\), got true/,
+  ],
+  [
+    'unknown http_authz field',
+    'server:\n  http_authz: { port: 8182, tls: true }',
+    /server\.http_authz\.tls: unknown field \(allowed: port, host\)/,
+  ],
+  [
+    'metrics port on the gRPC port',
+    'server:\n  http_port: 9191',
+    /server\.http_port: expected a port other than server\.grpc_port, got 9191/,
+  ],
+  [
+    'bad memory_max_keys',
+    'store:\n  memory_max_keys: 10',
+    /store\.memory_max_keys: expected an integer from 100 to 100000000, got 10/,
+  ],
+  [
+    'overload_budget below the deadline',
+    'server:\n  overload_budget: 10ms',
+    /server\.overload_budget: expected at least server\.decision_deadline \(50 ms\), got 10 ms/,
+  ],
+  [
+    'max_buffered_bytes below one message',
+    'server:\n  max_buffered_bytes: 1000',
+    /server\.max_buffered_bytes: expected an integer from 17825792 to 9007199254740991, got 1000/,
+  ],
+  [
+    'bad max_inflight',
+    'store:\n  max_inflight: 0',
+    /store\.max_inflight: expected an integer from 1 to 100000, got 0/,
+  ],
   ['yaml syntax', 'limits: [', /YAML syntax/],
 ];
 

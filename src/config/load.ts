@@ -4,8 +4,7 @@ import { dirname, resolve } from 'node:path';
 import { load as yamlLoad } from 'js-yaml';
 import { ConfigError } from '../errors.js';
 import { readSettings, settings } from '../settings.js';
-import { AUTHZ_DEFAULT_HOST } from './listeners.js';
-import { validateConfig } from './schema.js';
+import { AUTHZ_DEFAULT_HOST, validateConfig } from './schema.js';
 import type { Config } from './types.js';
 
 export function configPath(): string {

@@ -1,0 +1,50 @@
+/**
+ * `store`: the Valkey key prefix, timeouts, the breaker, what to do when Valkey fails, the client,
+ * the in-memory store's bound.
+ */
+import type { z } from 'zod';
+import { DEFAULT_MAX_INFLIGHT } from '../overload.js';
+import { bool, duration, int, mapping, oneOf, str } from './fields.js';
+
+/**
+ * Limit keys the in-memory store holds at once (store.memory_max_keys): ~200 bytes each, so ~20 MB.
+ * At the bound, keys whose state equals no state (bucket full again, window over) are evicted; if
+ * none is, a call that needs a new key is answered per on_store_failure (src/store/memory.ts).
+ */
+export const DEFAULT_MEMORY_MAX_KEYS = 100_000;
+
+export const storeSchema = mapping({
+  prefix: str('a short prefix of letters, digits, _ or -', /^[A-Za-z0-9_-]{1,32}$/).default('tollgate'),
+  /** Per Valkey call; must be below server.decision_deadline. */
+  timeout: duration('25ms').prefault('25ms'),
+  breaker: mapping({
+    failures: int(1, 1000).default(3),
+    open_for: duration('30s').prefault('30s'),
+  }).prefault({}),
+  on_store_failure: oneOf(['allow', 'deny', 'local']).default('allow'),
+  replicas: int(1, 10_000).default(1),
+  deny_cache: bool().default(true),
+  client: oneOf(['resp', 'iovalkey']).default('resp'),
+  memory_max_keys: int(100, 100_000_000).default(DEFAULT_MEMORY_MAX_KEYS),
+  max_inflight: int(1, 100_000).default(DEFAULT_MAX_INFLIGHT),
+}).transform((s) => ({
+  prefix: s.prefix,
+  timeoutMs: s.timeout,
+  breakerFailures: s.breaker.failures,
+  breakerOpenMs: s.breaker.open_for,
+  onStoreFailure: s.on_store_failure,
+  /** Replica count used by on_store_failure: local (each pod enforces limit / replicas). */
+  replicas: s.replicas,
+  /** Answer repeat denies from a local "denied until T" cache (T from the script). */
+  denyCache: s.deny_cache,
+  /** Valkey client: tollgate's own RESP connection (default) or iovalkey. Restart to change. */
+  client: s.client,
+  /** In-memory store (and on_store_failure: local): most limit keys held at once (store.memory_max_keys). */
+  memoryMaxKeys: s.memory_max_keys,
+  /** Store calls in flight per process; more wait unsent (docs/overload.md). */
+  maxInflight: s.max_inflight,
+}));
+
+export type StoreConfig = z.output<typeof storeSchema>;
+export type FailurePolicy = StoreConfig['onStoreFailure'];
+export type StoreClient = StoreConfig['client'];
