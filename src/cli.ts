@@ -97,7 +97,16 @@ function safeUrl(url: string): string {
   }
 }
 
-async function check(args: string[]): Promise<void> {
+interface CheckArgs {
+  file: string;
+  bodyFile: string;
+  path: string;
+  method: string;
+  asJson: boolean;
+  headers: Record<string, string>;
+}
+
+function checkArgs(args: string[]): CheckArgs {
   let file = configPath();
   let bodyFile: string | undefined;
   let path = '/v1/chat/completions';
@@ -123,8 +132,43 @@ async function check(args: string[]): Promise<void> {
     } else usage(`unknown option ${a}`);
   }
   if (!bodyFile) usage('check needs --body <request.json>');
+  return { file, bodyFile, path, method, asJson, headers };
+}
+
+type StoreModules = [typeof import('./store/memory.js'), typeof import('./store/connect.js')];
+
+/** Valkey when VALKEY_URL is set (it must answer), else a fresh in-memory store. */
+async function cliStore(cfg: Config, [{ MemoryStore }, { createValkeyStore }]: StoreModules): Promise<Store> {
+  const { valkeyUrl, valkeyCaFile } = settings();
+  if (!valkeyUrl) return new MemoryStore();
+  const vs = createValkeyStore(cfg.store.client, {
+    url: valkeyUrl,
+    timeoutMs: 2000,
+    caFile: valkeyCaFile,
+  });
+  try {
+    await vs.connect();
+  } catch (err) {
+    await vs.close();
+    throw new Error(`cannot reach Valkey at ${safeUrl(valkeyUrl)}: ${(err as Error).message}`);
+  }
+  return vs;
+}
+
+/** Dry run: the store decides against the live state but debits nothing. */
+function dryRun(store: Store): Store {
+  return {
+    kind: store.kind,
+    ping: () => store.ping(),
+    close: () => store.close(),
+    check: (p: CheckPlan) => store.check({ ...p, dryRun: true }),
+  };
+}
+
+async function check(args: string[]): Promise<void> {
+  const { file, bodyFile, path, method, asJson, headers } = checkArgs(args);
   // Loaded here so that `validate` starts fast (no tokenizer, no Valkey client).
-  const [{ Decider }, { toCheckResponse }, { MemoryStore }, { createValkeyStore }] = await Promise.all([
+  const [{ Decider }, { toCheckResponse }, memory, connect] = await Promise.all([
     import('./decision/decide.js'),
     import('./authz/grpc/translate.js'),
     import('./store/memory.js'),
@@ -139,36 +183,13 @@ async function check(args: string[]): Promise<void> {
   }
   headers['content-length'] ??= String(body.length);
   headers['content-type'] ??= 'application/json';
-
-  let store: Store = new MemoryStore();
-  const { valkeyUrl, valkeyCaFile } = settings();
-  if (valkeyUrl) {
-    const vs = createValkeyStore(cfg.store.client, {
-      url: valkeyUrl,
-      timeoutMs: 2000,
-      caFile: valkeyCaFile,
-    });
-    try {
-      await vs.connect();
-    } catch (err) {
-      await vs.close();
-      throw new Error(`cannot reach Valkey at ${safeUrl(valkeyUrl)}: ${(err as Error).message}`);
-    }
-    store = vs;
-  }
+  const store = await cliStore(cfg, [memory, connect]);
   // A one-off CLI call may wait for a cold connection: do not let the serving deadlines turn a slow
   // first answer into a "degraded" decision.
   cfg.store.timeoutMs = 2000;
   cfg.server.decisionDeadlineMs = 5000;
   cfg.server.overloadBudgetMs = 15_000;
-  // Dry run: the store decides against the live state but debits nothing.
-  const dry: Store = {
-    kind: store.kind,
-    ping: () => store.ping(),
-    close: () => store.close(),
-    check: (p: CheckPlan) => store.check({ ...p, dryRun: true }),
-  };
-  const decider = new Decider(cfg, { store: dry });
+  const decider = new Decider(cfg, { store: dryRun(store) });
   let d: Decision;
   try {
     d = await decider.decide({ method, path, headers, body });

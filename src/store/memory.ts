@@ -39,6 +39,31 @@ interface Evaluated {
   retry: number;
 }
 
+/** A key's level as of now. rolling: a = tokens left, b = now; calendar: a = used, b = window end ms. */
+interface Level {
+  a: number;
+  b: number;
+}
+type Current = Map<number, Level>;
+
+interface Candidate {
+  evals: Evaluated[];
+  /** Every non-shadow entry fits. */
+  hard: boolean;
+  /** Fits and none falls below its downgrade threshold. */
+  soft: boolean;
+  /** Some non-shadow entry can never fit. */
+  never: boolean;
+  retry: number;
+}
+
+/** The first candidate that fits softly (the last one: hard is enough), else the first that fits; -1 none. */
+function choose(cands: Candidate[]): number {
+  const n = cands.length;
+  const chosen = cands.findIndex((c, i) => c.soft || (i === n - 1 && c.hard));
+  return chosen >= 0 ? chosen : cands.findIndex((c) => c.hard);
+}
+
 /** Keys the debit would add (distinct, not held yet). */
 function freshKeys(data: Map<string, State>, plan: CheckPlan, evals: Evaluated[]): number {
   let n = 0;
@@ -110,100 +135,11 @@ export class MemoryStore implements Store {
 
   checkSync(plan: CheckPlan): CheckResult {
     const now = Math.floor(this.clock());
-    const cur = new Map<number, { a: number; b: number }>();
-    const current = (e: PlanEntry, cap: number) => {
-      let s = cur.get(e.key);
-      if (s) return s;
-      const st = this.data.get(plan.keys[e.key]);
-      const live = st && st.expiresAt > now ? st : undefined;
-      if (e.kind === EntryKind.Rolling) {
-        let level = cap;
-        if (live) {
-          const elapsed = Math.max(0, now - live.b);
-          level = elapsed >= e.period ? cap : Math.min(cap, live.a + (elapsed * cap) / e.period);
-        }
-        s = { a: level, b: now };
-      } else {
-        s =
-          live && now < live.b
-            ? { a: live.a, b: live.b }
-            : { a: 0, b: calendarEnd(now, e.period, e.tzOffsetMin, e.zoneEnd ?? 0, e.zoneNext ?? 0) };
-      }
-      cur.set(e.key, s);
-      return s;
-    };
-
-    const cands = plan.candidates.map((entries) => {
-      let hard = true;
-      let soft = true;
-      let never = false;
-      let retry = 0;
-      const evals: Evaluated[] = entries.map((e) => {
-        const cap = this.cap(e.capacity);
-        const s = current(e, cap);
-        let fits: boolean;
-        let avail: number;
-        let r: number;
-        if (e.kind === EntryKind.Rolling) {
-          fits = s.a >= e.cost;
-          avail = s.a;
-          r = fits ? 0 : Math.ceil(((e.cost - s.a) * e.period) / cap);
-          // floating point: waiting exactly r ms must be enough (mirrors the Lua script)
-          if (!fits && s.a + (r * cap) / e.period < e.cost) r += 1;
-        } else {
-          avail = cap - s.a;
-          fits = s.a + e.cost <= cap;
-          r = fits ? 0 : s.b - now;
-        }
-        // "Never" is judged against the full limit: in local mode (divisor > 1) a call over this
-        // replica's share but within the limit fits once the store is back, so it is retryable, and
-        // its Retry-After is when the local share is whole again (at least 1 s).
-        const nev = e.cost > e.capacity;
-        if (!fits && !nev && e.cost > cap)
-          r = Math.max(1000, e.kind === EntryKind.Rolling ? Math.ceil(((cap - s.a) * e.period) / cap) : r);
-        const downAt = e.downgradeAt / this.divisor; // the threshold scales with the per-replica share
-        const below = fits && downAt > 0 && avail - e.cost < downAt;
-        if (!e.shadow) {
-          if (!fits) {
-            hard = false;
-            if (nev) never = true;
-            else if (r > retry) retry = r;
-          } else if (below) soft = false;
-        }
-        return { e, fits, never: nev, below, retry: r };
-      });
-      return { evals, hard, soft: soft && hard, never, retry };
-    });
-
-    const n = cands.length;
-    let chosen = cands.findIndex((c, i) => c.soft || (i === n - 1 && c.hard));
-    if (chosen < 0) chosen = cands.findIndex((c) => c.hard);
-
-    if (chosen >= 0 && !plan.dryRun) {
-      if (this.data.size + cands[chosen].evals.length > this.maxKeys)
-        this.makeRoom(freshKeys(this.data, plan, cands[chosen].evals), now); // before any debit
-      for (const ev of cands[chosen].evals) {
-        if (!ev.fits) continue;
-        const s = cur.get(ev.e.key)!;
-        const key = plan.keys[ev.e.key];
-        const rolling = ev.e.kind === EntryKind.Rolling;
-        s.a += rolling ? -ev.e.cost : ev.e.cost;
-        const b = rolling ? now : s.b;
-        const expiresAt = rolling ? now + ev.e.period : s.b + 1000;
-        const cap = this.cap(ev.e.capacity);
-        const freeAt = rolling ? now + Math.ceil(((cap - s.a) * ev.e.period) / cap) : s.b;
-        // Update in place: a state object lives as long as its key, so replacing it per call would
-        // promote a stream of short-lived objects into the old generation.
-        const st = this.data.get(key);
-        if (st) {
-          st.a = s.a;
-          st.b = b;
-          st.expiresAt = expiresAt;
-          st.freeAt = freeAt;
-        } else this.data.set(key, { a: s.a, b, expiresAt, freeAt });
-      }
-    }
-
+    /** Each key's state as of now (refilled / window rolled over), read once per call and debited here. */
+    const cur: Current = new Map();
+    const cands = plan.candidates.map((entries) => this.evaluate(plan, entries, cur, now));
+    const chosen = choose(cands);
+    if (chosen >= 0 && !plan.dryRun) this.debit(plan, cands[chosen].evals, cur, now);
     let outcome = Outcome.Allowed;
     let retryMs = 0;
     if (chosen < 0) {
@@ -216,32 +152,130 @@ export class MemoryStore implements Store {
         }
       }
     }
-
     const candidates: EntryResult[][] = cands.map((c, ci) =>
-      c.evals.map((ev) => {
-        const s = cur.get(ev.e.key)!;
-        const cap = this.cap(ev.e.capacity);
-        const dryChosen = ci === chosen && ev.fits && plan.dryRun;
-        const status = ev.never
-          ? EntryStatus.Never
-          : !ev.fits
-            ? EntryStatus.Exceeded
-            : ev.below
-              ? EntryStatus.BelowDowngrade
-              : EntryStatus.Fits;
-        let remaining: number;
-        let resetMs: number;
-        if (ev.e.kind === EntryKind.Rolling) {
-          remaining = dryChosen ? s.a - ev.e.cost : s.a;
-          resetMs = Math.ceil(((cap - remaining) * ev.e.period) / cap);
-        } else {
-          remaining = cap - s.a - (dryChosen ? ev.e.cost : 0);
-          resetMs = s.b - now;
-        }
-        return { status, remaining: Math.floor(remaining), resetMs, retryMs: ev.never ? -1 : ev.retry };
-      }),
+      c.evals.map((ev) =>
+        this.result(ev, cur.get(ev.e.key)!, ci === chosen && ev.fits && !!plan.dryRun, now),
+      ),
     );
     return { outcome, chosen, retryMs, nowMs: now, candidates };
+  }
+
+  /** `e`'s key as of now: a rolling bucket refilled for the time elapsed, a calendar window rolled over. */
+  private current(plan: CheckPlan, cur: Current, e: PlanEntry, cap: number, now: number): Level {
+    let s = cur.get(e.key);
+    if (s) return s;
+    const st = this.data.get(plan.keys[e.key]);
+    const live = st && st.expiresAt > now ? st : undefined;
+    if (e.kind === EntryKind.Rolling) {
+      let level = cap;
+      if (live) {
+        const elapsed = Math.max(0, now - live.b);
+        level = elapsed >= e.period ? cap : Math.min(cap, live.a + (elapsed * cap) / e.period);
+      }
+      s = { a: level, b: now };
+    } else {
+      s =
+        live && now < live.b
+          ? { a: live.a, b: live.b }
+          : { a: 0, b: calendarEnd(now, e.period, e.tzOffsetMin, e.zoneEnd ?? 0, e.zoneNext ?? 0) };
+    }
+    cur.set(e.key, s);
+    return s;
+  }
+
+  /** One candidate: does each entry fit, and is the candidate hard-fitting, soft-fitting, never? */
+  private evaluate(plan: CheckPlan, entries: PlanEntry[], cur: Current, now: number): Candidate {
+    let hard = true;
+    let soft = true;
+    let never = false;
+    let retry = 0;
+    const evals: Evaluated[] = entries.map((e) => {
+      const cap = this.cap(e.capacity);
+      const ev = this.evaluateEntry(e, cap, this.current(plan, cur, e, cap, now), now);
+      if (!e.shadow) {
+        if (!ev.fits) {
+          hard = false;
+          if (ev.never) never = true;
+          else if (ev.retry > retry) retry = ev.retry;
+        } else if (ev.below) soft = false;
+      }
+      return ev;
+    });
+    return { evals, hard, soft: soft && hard, never, retry };
+  }
+
+  /** Whether `e` fits its key's level `s` (`cap`: its capacity, this replica's share), and when it would. */
+  private evaluateEntry(e: PlanEntry, cap: number, s: Level, now: number): Evaluated {
+    let fits: boolean;
+    let avail: number;
+    let r: number;
+    if (e.kind === EntryKind.Rolling) {
+      fits = s.a >= e.cost;
+      avail = s.a;
+      r = fits ? 0 : Math.ceil(((e.cost - s.a) * e.period) / cap);
+      // floating point: waiting exactly r ms must be enough (mirrors the Lua script)
+      if (!fits && s.a + (r * cap) / e.period < e.cost) r += 1;
+    } else {
+      avail = cap - s.a;
+      fits = s.a + e.cost <= cap;
+      r = fits ? 0 : s.b - now;
+    }
+    // "Never" is judged against the full limit: in local mode (divisor > 1) a call over this
+    // replica's share but within the limit fits once the store is back, so it is retryable, and
+    // its Retry-After is when the local share is whole again (at least 1 s).
+    const nev = e.cost > e.capacity;
+    if (!fits && !nev && e.cost > cap)
+      r = Math.max(1000, e.kind === EntryKind.Rolling ? Math.ceil(((cap - s.a) * e.period) / cap) : r);
+    const downAt = e.downgradeAt / this.divisor; // the threshold scales with the per-replica share
+    const below = fits && downAt > 0 && avail - e.cost < downAt;
+    return { e, fits, never: nev, below, retry: r };
+  }
+
+  /** Debit the chosen candidate's fitting entries (room for new keys is made first, or StoreFullError). */
+  private debit(plan: CheckPlan, evals: Evaluated[], cur: Current, now: number): void {
+    if (this.data.size + evals.length > this.maxKeys) this.makeRoom(freshKeys(this.data, plan, evals), now);
+    for (const ev of evals) {
+      if (!ev.fits) continue;
+      const s = cur.get(ev.e.key)!;
+      const key = plan.keys[ev.e.key];
+      const rolling = ev.e.kind === EntryKind.Rolling;
+      s.a += rolling ? -ev.e.cost : ev.e.cost;
+      const b = rolling ? now : s.b;
+      const expiresAt = rolling ? now + ev.e.period : s.b + 1000;
+      const cap = this.cap(ev.e.capacity);
+      const freeAt = rolling ? now + Math.ceil(((cap - s.a) * ev.e.period) / cap) : s.b;
+      // Update in place: a state object lives as long as its key, so replacing it per call would
+      // promote a stream of short-lived objects into the old generation.
+      const st = this.data.get(key);
+      if (st) {
+        st.a = s.a;
+        st.b = b;
+        st.expiresAt = expiresAt;
+        st.freeAt = freeAt;
+      } else this.data.set(key, { a: s.a, b, expiresAt, freeAt });
+    }
+  }
+
+  /** What one entry reports (`dryChosen`: a dry run's chosen fitting entry, shown as if debited). */
+  private result(ev: Evaluated, s: Level, dryChosen: boolean, now: number): EntryResult {
+    const cap = this.cap(ev.e.capacity);
+    const status = ev.never
+      ? EntryStatus.Never
+      : !ev.fits
+        ? EntryStatus.Exceeded
+        : ev.below
+          ? EntryStatus.BelowDowngrade
+          : EntryStatus.Fits;
+    let remaining: number;
+    let resetMs: number;
+    if (ev.e.kind === EntryKind.Rolling) {
+      remaining = dryChosen ? s.a - ev.e.cost : s.a;
+      resetMs = Math.ceil(((cap - remaining) * ev.e.period) / cap);
+    } else {
+      remaining = cap - s.a - (dryChosen ? ev.e.cost : 0);
+      resetMs = s.b - now;
+    }
+    return { status, remaining: Math.floor(remaining), resetMs, retryMs: ev.never ? -1 : ev.retry };
   }
 
   private cap(capacity: number): number {

@@ -179,115 +179,162 @@ function serve(
   stream.on('error', noop); // every error also closes the stream; there is no one left to answer
   const acct = admit(stream, budget);
   if (!acct) return;
-  // Chunks are kept as received up to MOVE_MIN_BYTES (a small check usually arrives in one chunk and
-  // is used in place; a few are joined at the end). A larger message then gets a buffer that grows
-  // with the bytes actually received (never the declared size up front: a length prefix costs the
-  // sender nothing), every chunk copied in on arrival, so received chunks (and the read buffers behind
-  // them) are not held for the whole body, and the final buffer is the message's exact size.
-  let chunks: Buffer[] = [];
-  let size = 0; // bytes in `chunks`
-  let declared = -1; // the message's length prefix, once 5 bytes are in
-  let msg: Buffer | undefined; // filled up to `got`; grows towards 5 + declared
-  let got = 0;
-  let refused = false;
-  const refuse = (code: number, details: string) => {
-    refused = true;
-    chunks = [];
-    msg = undefined;
-    fail(stream, code, details, true);
-  };
-  const overBudget = () => {
-    budget.refused++;
-    refuse(RESOURCE_EXHAUSTED, TOO_MUCH_BUFFERED);
-  };
+  const r = new Receiver(stream, handle, maxMessageBytes, budget, acct);
+  stream.on('data', (chunk: Buffer) => r.data(chunk));
+  stream.on('end', () => r.end());
+}
+
+/**
+ * One direct Check stream's request bytes (one object per stream; its methods are shared).
+ *
+ * Chunks are kept as received up to MOVE_MIN_BYTES (a small check usually arrives in one chunk and
+ * is used in place; a few are joined at the end). A larger message then gets a buffer that grows
+ * with the bytes actually received (never the declared size up front: a length prefix costs the
+ * sender nothing), every chunk copied in on arrival, so received chunks (and the read buffers behind
+ * them) are not held for the whole body, and the final buffer is the message's exact size.
+ */
+class Receiver {
+  chunks: Buffer[] = [];
+  /** Bytes in `chunks`. */
+  size = 0;
+  /** The message's length prefix, once 5 bytes are in. */
+  declared = -1;
+  /** Filled up to `got`; grows towards 5 + declared. */
+  msg: Buffer | undefined = undefined;
+  got = 0;
+  refused = false;
+
+  constructor(
+    readonly stream: ServerHttp2Stream,
+    readonly handle: DirectHandler,
+    readonly maxMessageBytes: number,
+    readonly budget: BufferBudget,
+    readonly acct: Charged,
+  ) {}
+
+  refuse(code: number, details: string): void {
+    this.refused = true;
+    this.chunks = [];
+    this.msg = undefined;
+    fail(this.stream, code, details, true);
+  }
+
+  overBudget(): void {
+    this.budget.refused++;
+    this.refuse(RESOURCE_EXHAUSTED, TOO_MUCH_BUFFERED);
+  }
+
   /** A second message's prefix is in (bytes past the first): refuse as grpc-js does, 8 or 12. */
-  const second = (after: Buffer) => {
+  second(after: Buffer): void {
     const n = after.readUInt32BE(1);
-    if (n > maxMessageBytes)
-      refuse(RESOURCE_EXHAUSTED, `Received message larger than max (${n} vs ${maxMessageBytes})`);
-    else refuse(UNIMPLEMENTED, `Received a second request message for unary method ${CHECK_PATH}`);
-  };
+    if (n > this.maxMessageBytes)
+      this.refuse(RESOURCE_EXHAUSTED, `Received message larger than max (${n} vs ${this.maxMessageBytes})`);
+    else this.refuse(UNIMPLEMENTED, `Received a second request message for unary method ${CHECK_PATH}`);
+  }
+
   /** Copy `chunk` into the message buffer, growing it as needed; false when over the budget. */
-  const append = (chunk: Buffer, take: number): boolean => {
-    const total = 5 + declared;
-    if (!msg || got + take > msg.length) {
-      const cap = grown(msg?.length ?? 0, got + take, total);
-      if (!budget.charge(acct, cap - (msg?.length ?? 0))) return false;
+  append(chunk: Buffer, take: number): boolean {
+    const total = 5 + this.declared;
+    let msg = this.msg;
+    if (!msg || this.got + take > msg.length) {
+      const cap = grown(msg?.length ?? 0, this.got + take, total);
+      if (!this.budget.charge(this.acct, cap - (msg?.length ?? 0))) return false;
       const next = Buffer.allocUnsafe(cap);
-      if (msg) msg.copy(next, 0, 0, got);
-      msg = next;
+      if (msg) msg.copy(next, 0, 0, this.got);
+      this.msg = msg = next;
     }
-    chunk.copy(msg, got, 0, take);
-    got += take;
+    chunk.copy(msg, this.got, 0, take);
+    this.got += take;
     return true;
-  };
-  stream.on('data', (chunk: Buffer) => {
-    if (refused) return;
-    if (msg) {
-      const take = Math.min(chunk.length, 5 + declared - got);
-      if (!append(chunk, take)) return overBudget();
-      if (take < chunk.length) {
-        chunks.push(chunk.subarray(take)); // past the message
-        size += chunk.length - take;
-        if (size >= 5) second(Buffer.concat(chunks, size));
-      }
+  }
+
+  data(chunk: Buffer): void {
+    if (this.refused) return;
+    if (this.msg) {
+      this.dataIntoMessage(chunk);
       return;
     }
-    if (!budget.charge(acct, chunk.length)) return overBudget();
-    chunks.push(chunk);
-    size += chunk.length;
-    if (declared < 0) {
-      if (size < 5) return;
-      declared = (chunks[0].length >= 5 ? chunks[0] : Buffer.concat(chunks, size)).readUInt32BE(1);
-      if (declared > maxMessageBytes) {
-        refuse(RESOURCE_EXHAUSTED, `Received message larger than max (${declared} vs ${maxMessageBytes})`);
+    if (!this.budget.charge(this.acct, chunk.length)) {
+      this.overBudget();
+      return;
+    }
+    this.chunks.push(chunk);
+    this.size += chunk.length;
+    if (this.declared < 0) {
+      if (this.size < 5) return;
+      const first = this.chunks[0];
+      this.declared = (first.length >= 5 ? first : Buffer.concat(this.chunks, this.size)).readUInt32BE(1);
+      if (this.declared > this.maxMessageBytes) {
+        const max = this.maxMessageBytes;
+        this.refuse(RESOURCE_EXHAUSTED, `Received message larger than max (${this.declared} vs ${max})`);
         return;
       }
     }
-    if (size >= 5 + declared + 5) {
-      second(Buffer.concat(chunks, size).subarray(5 + declared));
-    } else if (size < 5 + declared && size >= MOVE_MIN_BYTES) {
+    const size = this.size;
+    if (size >= 5 + this.declared + 5) {
+      this.second(Buffer.concat(this.chunks, size).subarray(5 + this.declared));
+    } else if (size < 5 + this.declared && size >= MOVE_MIN_BYTES) {
       // A large message with more to come: from now on one buffer, grown with what arrives.
-      const held = chunks;
-      const heldBytes = size;
-      chunks = [];
-      size = 0;
-      for (const c of held) if (!append(c, c.length)) return overBudget();
-      budget.charge(acct, -heldBytes);
-    }
-  });
-  stream.on('end', () => {
-    if (refused) return;
-    let message: Buffer;
-    if (msg) {
-      if (got < 5 + declared) {
-        fail(stream, UNIMPLEMENTED, `Received no request message for unary method ${CHECK_PATH}`);
-        return;
+      const held = this.chunks;
+      this.chunks = [];
+      this.size = 0;
+      for (const c of held) {
+        if (!this.append(c, c.length)) {
+          this.overBudget();
+          return;
+        }
       }
-      message = msg.subarray(5, 5 + declared);
-    } else {
-      if (declared < 0 || size < 5 + declared) {
-        chunks = [];
-        fail(stream, UNIMPLEMENTED, `Received no request message for unary method ${CHECK_PATH}`);
-        return;
-      }
-      // One chunk (the common small check) is used in place; several are joined once. A body the
-      // token pool may move is never a received chunk's bytes (see above).
-      const whole =
-        chunks.length === 1 && declared < MOVE_MIN_BYTES ? chunks[0] : Buffer.concat(chunks, size);
-      message = whole.subarray(5, 5 + declared);
+      this.budget.charge(this.acct, -size);
     }
-    chunks = [];
-    msg = undefined;
+  }
+
+  /** A chunk for the growing message buffer (and, past the message, the start of a second one). */
+  private dataIntoMessage(chunk: Buffer): void {
+    const take = Math.min(chunk.length, 5 + this.declared - this.got);
+    if (!this.append(chunk, take)) {
+      this.overBudget();
+      return;
+    }
+    if (take < chunk.length) {
+      this.chunks.push(chunk.subarray(take)); // past the message
+      this.size += chunk.length - take;
+      if (this.size >= 5) this.second(Buffer.concat(this.chunks, this.size));
+    }
+  }
+
+  end(): void {
+    if (this.refused) return;
+    const message = this.message();
+    this.chunks = [];
+    this.msg = undefined;
+    if (!message) {
+      fail(this.stream, UNIMPLEMENTED, `Received no request message for unary method ${CHECK_PATH}`);
+      return;
+    }
     // (1-4 stray bytes after the message, too few for a second prefix, are dropped, as grpc-js does.
     // The compressed flag is ignored, as grpc-js does when grpc-encoding is identity.)
-    handle(message)
+    const stream = this.stream;
+    this.handle(message)
       .then(
         (a) => answer(stream, a),
         (err: Error) => fail(stream, INTERNAL, err.message),
       )
       .catch(noop);
-  });
+  }
+
+  /** The complete request message; undefined when the stream ended before it was whole. */
+  private message(): Buffer | undefined {
+    const declared = this.declared;
+    if (this.msg) return this.got < 5 + declared ? undefined : this.msg.subarray(5, 5 + declared);
+    if (declared < 0 || this.size < 5 + declared) return undefined;
+    // One chunk (the common small check) is used in place; several are joined once. A body the
+    // token pool may move is never a received chunk's bytes (see above).
+    const whole =
+      this.chunks.length === 1 && declared < MOVE_MIN_BYTES
+        ? this.chunks[0]
+        : Buffer.concat(this.chunks, this.size);
+    return whole.subarray(5, 5 + declared);
+  }
 }
 
 /**

@@ -1,0 +1,38 @@
+import type { Decider } from '../decision/decide.js';
+import { MemoryStore } from '../store/memory.js';
+import type { Store } from '../store/types.js';
+import type { Inflight } from './inflight.js';
+import type { Metrics } from './metrics.js';
+import { registerMemoryStoreMetrics } from './metrics-memory.js';
+import { OverloadMetrics } from './overload-metrics.js';
+
+export interface MetricSources {
+  decider: Decider;
+  store: Store;
+  inflight: Inflight;
+  /** The gRPC Check streams' buffer budget (server.max_buffered_bytes). */
+  buffered: { readonly used: number; readonly refused: number };
+}
+
+/**
+ * The gauges read at scrape time: breaker, in-flight checks, forgiven and deferred calls, the store
+ * gate and buffer budget (overload), the in-memory stores' sizes. Returns the overload counters.
+ */
+export function attachMetricSources(metrics: Metrics, src: MetricSources): OverloadMetrics {
+  const { decider, store, inflight, buffered } = src;
+  const overload = new OverloadMetrics(metrics.registry, {
+    storeInflight: () => decider.gate.active,
+    storeWaiting: () => decider.gate.queued,
+    bufferedBytes: () => buffered.used,
+    refusedStreams: () => buffered.refused,
+  });
+  metrics.breakerSource = () => decider.breaker.current;
+  metrics.inflightSource = () => inflight.count;
+  metrics.forgivenSource = () => decider.breaker.forgiven;
+  metrics.deferredSource = () => decider.pacer.deferred;
+  registerMemoryStoreMetrics(metrics.registry, () => ({
+    memory: store instanceof MemoryStore ? store : undefined,
+    local: decider.config.store.onStoreFailure === 'local' ? decider.localStore : undefined,
+  }));
+  return overload;
+}
