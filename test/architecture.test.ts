@@ -53,8 +53,8 @@ const RULES: Rule[] = [
   },
   {
     from: 'src/policy/',
-    not: [...IO, ...NETWORK_LIBS, 'src/decision/', 'src/authz/', 'src/dialects/'],
-    why: 'policy computes: no I/O, no protocol',
+    not: [...IO, ...NETWORK_LIBS, 'src/decision/', 'src/authz/', 'src/dialects/', 'src/store/'],
+    why: 'policy computes (the plan, calendar windows, fallbacks): no I/O, no protocol, no store',
   },
   {
     from: 'src/tokens/',

@@ -1,8 +1,8 @@
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfigText } from '../src/config/load.js';
+import { computeZonedWindow, zonedWindow } from '../src/policy/calendar.js';
 import { buildPlan } from '../src/policy/plan.js';
-import { computeZonedWindow, zonedWindow } from '../src/store/calendar.js';
 import { checkLimits } from '../src/store/lua.generated.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { type CheckPlan, EntryKind, type PlanEntry } from '../src/store/types.js';

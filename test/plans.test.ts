@@ -11,7 +11,7 @@ import { join } from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { describe, expect, it } from 'vitest';
 import { loadConfig } from '../src/config/load.js';
-import { tzOffsetMinutes, windowEnd } from '../src/store/calendar.js';
+import { tzOffsetMinutes, windowEnd } from '../src/policy/calendar.js';
 import { valkeyApps } from './helpers/app.js';
 import { chat } from './helpers/envoy.js';
 import { officialRoot, toStruct } from './helpers/official.js';

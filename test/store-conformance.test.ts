@@ -4,7 +4,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { windowEnd } from '../src/store/calendar.js';
+import { windowEnd } from '../src/policy/calendar.js';
 import { IovalkeyStore } from '../src/store/iovalkey.js';
 import { MemoryStore } from '../src/store/memory.js';
 import {

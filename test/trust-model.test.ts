@@ -7,7 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { windowEnd } from '../src/store/calendar.js';
+import { windowEnd } from '../src/policy/calendar.js';
 import { checkLimits } from '../src/store/lua.generated.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { type CheckPlan, EntryKind, EntryStatus, Outcome, type PlanEntry } from '../src/store/types.js';

@@ -3,12 +3,13 @@
  * the call is unproven), each candidate's tokens and price, and the plan for the one store call
  * (with the queue tier's part when the call may queue).
  */
-import { fallbackChain } from '../config/schema.js';
+
 import type { Config } from '../config/types.js';
 import { modelKeyProblem } from '../dialects/model-key.js';
 import type { Route } from '../dialects/route.js';
 import type { Identity } from '../identity/identity.js';
 import type { EncodingPlan } from '../offload/worker.js';
+import { fallbackChain } from '../policy/fallback.js';
 import { modelResolver } from '../policy/models.js';
 import {
   type BuiltPlan,

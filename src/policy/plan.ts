@@ -3,8 +3,8 @@
  */
 import type { Config, LimitConfig, ModelConfig } from '../config/types.js';
 import { type Identity, safeId } from '../identity/identity.js';
-import { zonedWindow } from '../store/calendar.js';
-import { CALENDAR_CODE, type CheckPlan, EntryKind, type PlanEntry } from '../store/types.js';
+import { zonedWindow } from './calendar.js';
+import { CALENDAR_CODE, type CheckPlan, EntryKind, type PlanEntry } from './plan-types.js';
 
 /** What one candidate model would cost. */
 export interface CandidateCost {

@@ -6,7 +6,7 @@
  */
 import { DEFAULT_MEMORY_MAX_KEYS } from '../config/schema.js';
 import { StoreFullError } from '../errors.js';
-import { calendarEnd } from './calendar.js';
+import { calendarEnd } from '../policy/calendar.js';
 import {
   type CheckPlan,
   type CheckResult,

@@ -3,6 +3,7 @@
  * `"*"` configures every model not listed, and the named models inherit its fields.
  */
 import { z } from 'zod';
+import { fallbackChain } from '../../policy/fallback.js';
 import { usdToMicros } from '../units.js';
 import { always, int, mapping, num, oneOf, oneOrMany, problem, str, whenValid } from './fields.js';
 import { formatPath } from './format.js';
@@ -123,23 +124,4 @@ function namesOnce(models: Record<string, unknown>, ctx: z.core.$RefinementCtx):
   }
 }
 
-/**
- * The candidates for a requested model, best first: the model itself, then its fallbacks.
- * A list `fallback: [a, b]` is an explicit chain; a single `fallback: a` continues with a's own fallback.
- */
-export function fallbackChain(
-  models: Map<string, { fallback: string[] }> | ((name: string) => { fallback: string[] } | undefined),
-  name: string,
-): string[] | { cycle: string[] } {
-  const get = typeof models === 'function' ? models : (n: string) => models.get(n);
-  const chain = [name];
-  let cur = get(name);
-  while (cur && cur.fallback.length > 0) {
-    for (const f of cur.fallback) {
-      if (chain.includes(f)) return { cycle: [...chain, f] };
-      chain.push(f);
-    }
-    cur = cur.fallback.length === 1 ? get(cur.fallback[0]) : undefined;
-  }
-  return chain;
-}
+export { fallbackChain };
