@@ -3,6 +3,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseConfigText } from '../src/config/load.js';
 import { computeZonedWindow, zonedWindow } from '../src/policy/calendar.js';
 import { buildPlan } from '../src/policy/plan.js';
+import { keyNames } from '../src/store/keys.js';
 import { checkLimits } from '../src/store/lua.generated.js';
 import { MemoryStore } from '../src/store/memory.js';
 import { type CheckPlan, EntryKind, type PlanEntry } from '../src/store/types.js';
@@ -151,7 +152,7 @@ describe('a zoned daily quota over a DST change (policy → memory store)', () =
       micros: 0,
     };
     const store = new MemoryStore(() => t);
-    const { plan } = buildPlan(cfg, { tenant: 'a' }, [cost], t);
+    const { plan } = buildPlan(cfg, { tenant: 'a' }, [cost], keyNames, t);
     const r = store.checkSync(plan);
     void store.close();
     expect(new Date(r.nowMs + r.candidates[0][0].resetMs).toISOString()).toBe(end);

@@ -20,6 +20,7 @@ import {
   requestWeight,
   reservedOutput,
 } from '../policy/plan.js';
+import { keyNames } from '../store/keys.js';
 import { countPromptTokens } from '../tokens/count.js';
 import type { BodyReading } from './body.js';
 import { queueKeys, queueRequest } from './queue-tier.js';
@@ -148,7 +149,7 @@ export function planCall(
   queueable: { body: string | Buffer } | undefined,
 ): BuiltPlan {
   const { costs } = priced;
-  const built = buildPlan(cfg, id, costs, Date.now(), requestWeight(cfg, reading.call?.tools));
+  const built = buildPlan(cfg, id, costs, keyNames, Date.now(), requestWeight(cfg, reading.call?.tools));
   const queueName =
     costs[0].config.queue ??
     cfg.limits.find((l) => l.queue && built.meta[0].some((m) => m.limit === l))?.queue;

@@ -2,12 +2,13 @@
 import { randomUUID } from 'node:crypto';
 import type { Config, QueueConfig } from '../config/types.js';
 import { safeId } from '../identity/identity.js';
+import { queueAcctKey, queueStreamKey } from '../store/keys.js';
 import { QueueFullReason, type QueueRequest } from '../store/types.js';
 
 /** The queue's stream, then its accounting hash: the last two keys of the plan. */
 export function queueKeys(cfg: Config, q: QueueConfig): [string, string] {
-  const stream = `${cfg.store.prefix}:q:${q.name}`;
-  return [stream, `${stream}:acct`];
+  const stream = queueStreamKey(cfg.store.prefix, q.name);
+  return [stream, queueAcctKey(stream)];
 }
 
 export function queueRequest(

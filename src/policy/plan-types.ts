@@ -1,3 +1,5 @@
+import type { LimitConfig } from '../config/types.js';
+
 /**
  * What policy decides a call must be checked against: per candidate model, the limits that apply, each
  * with its key, window, capacity and cost — a plan, computed by src/policy/plan.ts. The store runs it
@@ -65,3 +67,9 @@ export interface QueueRequest {
 }
 
 /** Why a queue refused an entry (the script's code, after outcome 4). */
+
+/** How the store names a limit's keys (src/store/keys.ts): policy adds the scope parts. */
+export interface KeyNames {
+  /** The key of a limit without its scope: `<prefix>:r:<limit>` or `<prefix>:c:<limit>:<unit>[@<zone>]`. */
+  limitPrefix(storePrefix: string, limit: Pick<LimitConfig, 'name' | 'window'>): string;
+}

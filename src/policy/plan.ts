@@ -4,7 +4,7 @@
 import type { Config, LimitConfig, ModelConfig } from '../config/types.js';
 import { type Identity, safeId } from '../identity/identity.js';
 import { zonedWindow } from './calendar.js';
-import { CALENDAR_CODE, type CheckPlan, EntryKind, type PlanEntry } from './plan-types.js';
+import { CALENDAR_CODE, type CheckPlan, EntryKind, type KeyNames, type PlanEntry } from './plan-types.js';
 
 /** What one candidate model would cost. */
 export interface CandidateCost {
@@ -80,18 +80,12 @@ export function requestWeight(cfg: Config, tools: readonly string[] | undefined)
 
 /** What a limit contributes to every plan, computed once per limit (limits are per config). */
 const statics = new WeakMap<LimitConfig, { storePrefix: string; prefix: string; scope: string }>();
-function limitStatics(cfg: Config, l: LimitConfig): { prefix: string; scope: string } {
+function limitStatics(cfg: Config, l: LimitConfig, names: KeyNames): { prefix: string; scope: string } {
   let st = statics.get(l);
   if (!st || st.storePrefix !== cfg.store.prefix) {
-    // Calendar keys name their window (unit and zone): changing `reset` or `timezone` starts a new
-    // window at once instead of running out the old one.
-    const kindPart =
-      l.window.type === 'rolling'
-        ? `r:${l.name}`
-        : `c:${l.name}:${l.window.unit}${l.window.timezone ? `@${l.window.timezone.replace(/[^A-Za-z0-9_-]/g, '_')}` : ''}`;
     st = {
       storePrefix: cfg.store.prefix,
-      prefix: `${cfg.store.prefix}:${kindPart}`,
+      prefix: names.limitPrefix(cfg.store.prefix, l),
       scope: l.per.join(',') || 'global',
     };
     statics.set(l, st);
@@ -103,6 +97,7 @@ export function buildPlan(
   cfg: Config,
   id: Identity,
   candidates: CandidateCost[],
+  names: KeyNames,
   nowMs = Date.now(),
   weight = 1,
 ): BuiltPlan {
@@ -116,7 +111,7 @@ export function buildPlan(
     const metas: PlanMeta[] = [];
     for (const l of cfg.limits) {
       if (!applies(l, c.model, id)) continue;
-      const st = limitStatics(cfg, l);
+      const st = limitStatics(cfg, l, names);
       let key = st.prefix;
       // per model: a name that matched no configured model is keyed as "*" (one bucket for all of
       // them), so rotating made-up model names never opens a fresh budget

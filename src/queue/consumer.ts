@@ -14,6 +14,7 @@
  */
 import { spawn } from 'node:child_process';
 import { Valkey } from 'iovalkey';
+import { queueAcctKey, queueDeadKey, queueStreamKey } from '../store/keys.js';
 import { loadScript } from '../store/scripts.js';
 import { valkeyOptions } from '../store/valkey.js';
 
@@ -69,7 +70,7 @@ export class QueueConsumer {
       enableOfflineQueue: true,
       commandTimeout: undefined,
     });
-    this.stream = `${o.prefix ?? 'tollgate'}:q:${o.queue}`;
+    this.stream = queueStreamKey(o.prefix ?? 'tollgate', o.queue);
   }
 
   async init(): Promise<void> {
@@ -134,7 +135,7 @@ export class QueueConsumer {
 
   /** True when this call removed the entry (false: another consumer or an earlier try already did). */
   private async release(e: QueueEntry, mode: 'ack' | 'dead'): Promise<boolean> {
-    const keys = [this.stream, `${this.stream}:acct`, `${this.stream}:dead`];
+    const keys = [this.stream, queueAcctKey(this.stream), queueDeadKey(this.stream)];
     const args = [this.o.group, e.streamId, mode, String(this.o.deadMax ?? 1000)];
     let r: unknown;
     try {

@@ -1,0 +1,39 @@
+/**
+ * Every Valkey key name tollgate uses, in one place (the store owns its key space; policy decides which
+ * limits apply and is handed these names, src/policy/plan-types.ts KeyNames).
+ *
+ *   <prefix>:r:<limit>:<scope…>                 rolling limit (token bucket)
+ *   <prefix>:c:<limit>:<unit>[@<zone>]:<scope…> calendar quota: changing `reset` or `timezone` starts a
+ *                                               new window at once instead of running out the old one
+ *   <prefix>:q:<queue>                          a queue's stream
+ *   <prefix>:q:<queue>:acct                     its byte and per-tenant accounting (lua/queue-release.lua)
+ *   <prefix>:q:<queue>:dead                     its dead letters
+ * Scope parts are safe ids (identity/safeId): they cannot collide or escape the prefix.
+ */
+import type { LimitConfig } from '../config/types.js';
+import type { KeyNames } from '../policy/plan-types.js';
+
+export const keyNames: KeyNames = {
+  limitPrefix(storePrefix: string, l: Pick<LimitConfig, 'name' | 'window'>): string {
+    const kindPart =
+      l.window.type === 'rolling'
+        ? `r:${l.name}`
+        : `c:${l.name}:${l.window.unit}${l.window.timezone ? `@${l.window.timezone.replace(/[^A-Za-z0-9_-]/g, '_')}` : ''}`;
+    return `${storePrefix}:${kindPart}`;
+  },
+};
+
+/** A queue's stream key. */
+export function queueStreamKey(storePrefix: string, queue: string): string {
+  return `${storePrefix}:q:${queue}`;
+}
+
+/** A queue's accounting hash (bytes, per-tenant entries and bytes). */
+export function queueAcctKey(stream: string): string {
+  return `${stream}:acct`;
+}
+
+/** A queue's dead-letter stream. */
+export function queueDeadKey(stream: string): string {
+  return `${stream}:dead`;
+}
