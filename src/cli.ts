@@ -45,14 +45,26 @@ async function serve(): Promise<void> {
     return;
   }
   const { startApp } = await import('./app.js'); // gRPC, metrics: only `serve` pays for loading them
-  const app = await startApp({
-    config,
-    configFile: file,
-    watchConfig: true,
-    valkeyUrl: settings().valkeyUrl,
-    valkeyCaFile: settings().valkeyCaFile,
-    logger: log,
-  });
+  let app: Awaited<ReturnType<typeof startApp>>;
+  try {
+    app = await startApp({
+      config,
+      configFile: file,
+      watchConfig: true,
+      valkeyUrl: settings().valkeyUrl,
+      valkeyCaFile: settings().valkeyCaFile,
+      logger: log,
+    });
+  } catch (err) {
+    // e.g. a port already in use: exit at once (the store connection, workers or a listener that did
+    // start must not keep a half-started sidecar alive)
+    log.fatal({ err: (err as Error).message }, 'cannot start');
+    process.stderr.write(`tollgate: ${(err as Error).message}\n`);
+    log.flush();
+    process.exitCode = 1;
+    setTimeout(() => process.exit(1), 50).unref();
+    return;
+  }
   process.on('SIGHUP', () => {
     log.info({ signal: 'SIGHUP' }, 'reloading configuration');
     app.reload();

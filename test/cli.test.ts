@@ -177,3 +177,40 @@ describe('tollgate check', () => {
     });
   });
 });
+
+describe('tollgate serve', () => {
+  it('exits 1 at once, naming the port, when its gRPC port is taken (never a half-started sidecar)', async () => {
+    const vk = await startValkey(); // an open store connection must not keep the process alive
+    const { createServer } = await import('node:net');
+    const { spawn } = await import('node:child_process');
+    const blocker = createServer();
+    const port = await freePort();
+    await new Promise<void>((r) => blocker.listen(port, '0.0.0.0', r));
+    try {
+      const env = {
+        ...process.env,
+        TOLLGATE_GRPC_PORT: String(port),
+        TOLLGATE_HTTP_PORT: String(await freePort()),
+      };
+      env.VALKEY_URL = vk.url;
+      delete env.TOLLGATE_HTTP_AUTHZ_PORT;
+      const t0 = Date.now();
+      const child = spawn(process.execPath, [CLI, 'serve'], {
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        cwd: REPO,
+      });
+      let err = '';
+      child.stderr!.on('data', (c) => {
+        err += String(c);
+      });
+      const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+      expect(code).toBe(1);
+      expect(err).toMatch(/EADDRINUSE/);
+      expect(Date.now() - t0).toBeLessThan(15_000);
+    } finally {
+      blocker.close();
+      await vk.close();
+    }
+  });
+});

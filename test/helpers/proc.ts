@@ -43,6 +43,19 @@ export interface SpawnOptions {
 }
 
 export async function spawnTollgate(o: SpawnOptions): Promise<TollgateProc> {
+  // A free port can be taken by another test process between picking it and the child binding it:
+  // then start again on other ports (only when the ports were picked here).
+  const picked = o.grpcPort === undefined && o.httpPort === undefined;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await spawnOnce(o);
+    } catch (err) {
+      if (!picked || attempt >= 3 || !/EADDRINUSE/.test((err as Error).message)) throw err;
+    }
+  }
+}
+
+async function spawnOnce(o: SpawnOptions): Promise<TollgateProc> {
   if (!existsSync(CLI)) throw new Error(`${CLI} missing: run \`npm run build\` (npm test does it first)`);
   let configFile = o.configFile;
   if (!configFile) {
