@@ -86,6 +86,49 @@ const RULES: Rule[] = [
   },
 ];
 
+/**
+ * Each folder's public modules: what code outside the folder may import. Everything else in a folder
+ * is its own business (e.g. store/resp.ts, tokens/bpe.ts, dialects/json.ts, the decision's stages,
+ * authz/grpc/wire.ts): change it freely; to share a module, add it here deliberately.
+ */
+const PUBLIC: Record<string, string[]> = {
+  authz: [
+    'answer.ts',
+    'http.ts',
+    'grpc/server.ts',
+    'grpc/direct.ts',
+    'grpc/health.ts',
+    'grpc/tls.ts',
+    'grpc/translate.ts',
+  ],
+  config: ['load.ts', 'overload.ts', 'schema.ts', 'types.ts'],
+  decision: ['decide.ts', 'types.ts'],
+  dialects: ['body.ts', 'model-key.ts', 'route.ts', 'types.ts', 'gemini.ts', 'usage/index.ts'],
+  identity: ['identity.ts', 'sources.ts'],
+  offload: ['pool.ts', 'worker.ts'],
+  ops: [
+    'decider-events.ts',
+    'drain.ts',
+    'http.ts',
+    'inflight.ts',
+    'log.ts',
+    'metrics.ts',
+    'metrics-sources.ts',
+    'observe.ts',
+    'reload.ts',
+    'store-health.ts',
+  ],
+  policy: ['calendar.ts', 'fallback.ts', 'model-name.ts', 'models.ts', 'plan.ts', 'plan-types.ts'],
+  queue: ['consumer.ts'],
+  resilience: ['breaker.ts', 'guarded-store.ts', 'timeout.ts'],
+  settle: ['decode.ts'],
+  store: ['connect.ts', 'keys.ts', 'memory.ts', 'scripts.ts', 'types.ts', 'valkey.ts', 'iovalkey.ts'],
+  tokens: ['count.ts', 'encoders.ts'],
+};
+
+/** The folder of a src file (`src/<folder>/…`), or undefined for the composition root (src/*.ts). */
+const folderOf = (f: string) => (/^src\/([^/]+)\//.exec(f) ?? [])[1];
+
 /** Files allowed to speak gRPC / HTTP/2: the Envoy-facing folder and the composition root. */
 const GRPC_ALLOWED = ['src/authz/', 'src/app.ts'];
 
@@ -117,6 +160,12 @@ function violations(files: Record<string, string>): string[] {
         if (r.not.some((n) => i === n || i.startsWith(n)) && !r.allow?.includes(i))
           out.push(`${file} imports ${i}: ${r.why}`);
     }
+    for (const i of imports) {
+      const to = folderOf(i);
+      if (!to || to === folderOf(file)) continue;
+      const mod = i.slice(`src/${to}/`.length);
+      if (!PUBLIC[to]?.includes(mod)) out.push(`${file} imports ${i}: not one of ${to}/'s public modules`);
+    }
     if (!GRPC_ALLOWED.some((a) => file.startsWith(a)))
       for (const i of imports)
         if (i.startsWith('@grpc/') || i === 'node:http2')
@@ -140,13 +189,18 @@ describe('architecture', () => {
   });
 
   it('the checker catches each kind of forbidden import', () => {
-    expect(
-      violations({
-        'src/decision/x.ts': "import { a } from '../authz/grpc/wire.js';",
-        'src/store/y.ts': "export { b } from '../dialects/parse.js';",
-        'src/policy/z.ts': "const fs = await import('node:fs');",
-        'src/ops/w.ts': "import * as grpc from '@grpc/grpc-js';",
-      }),
-    ).toHaveLength(4);
+    const found = violations({
+      'src/decision/x.ts': "import { a } from '../authz/grpc/wire.js';",
+      'src/store/y.ts': "export { b } from '../dialects/parse.js';",
+      'src/policy/z.ts': "const fs = await import('node:fs');",
+      'src/ops/w.ts': "import * as grpc from '@grpc/grpc-js';",
+      'src/decision/v.ts': "import { RespConnection } from '../store/resp.js';",
+      'src/decision/u.ts': "import type { Store } from '../store/types.js';",
+    });
+    for (const f of ['x', 'y', 'z', 'w', 'v']) expect(found.some((m) => m.includes(`/${f}.ts `))).toBe(true);
+    expect(found.filter((m) => m.includes('/v.ts '))).toEqual([
+      "src/decision/v.ts imports src/store/resp.ts: not one of store/'s public modules",
+    ]);
+    expect(found.some((m) => m.includes('/u.ts '))).toBe(false); // a public module
   });
 });
