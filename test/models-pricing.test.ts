@@ -334,6 +334,20 @@ describe.each<Backend>(['memory', 'valkey'])('reroutes only for provable bodies 
     expect(d.json.error.message).toMatch(/fallback models were not tried/);
   });
 
+  it('an Azure deployment path (the model is in the path): denied instead of rerouted', async () => {
+    const { client } = await serve(PARTIAL, backend);
+    const h = { 'x-tenant-id': uid('azure'), 'api-key': 'k' };
+    const path = '/openai/deployments/gpt-4o/chat/completions?api-version=2024-06-01';
+    const body = { messages: [{ role: 'user', content: 'hello' }], max_tokens: 5 };
+    expect((await client.check({ path, headers: h, body })).allowed).toBe(true);
+    const d = await client.check({ path, headers: h, body });
+    expect(d.allowed).toBe(false);
+    expect(d.httpStatus).toBe(429);
+    expect(d.json.limit).toBe('gpt-4o-calls');
+    expect(d.headers['x-tollgate-reroute']).toBe('refused;reason=path-model');
+    expect(d.upstream['x-tollgate-model']).toBeUndefined();
+  });
+
   it('a plain body is still rerouted; a nested "model" or the word as a value does not block it', async () => {
     const { client } = await serve(PARTIAL, backend);
     const h = { 'x-tenant-id': uid('plain') };

@@ -93,10 +93,11 @@ export function priceCall(
   let names = chains.candidates(cfg, model);
   let refused = false;
   if (names.length > 1) {
-    // A reroute makes Envoy rewrite the body's model: only for a body whose model key is unambiguous.
+    // A reroute makes Envoy rewrite the body's model: only for a body whose model key is unambiguous,
+    // never for a model named by the path (Azure), which the rewrite cannot change.
     // (a token worker already checked the bytes it parsed: they may have been moved there)
-    if (!unproven && call && route.azureDeployment === undefined)
-      unproven = counted ? call.modelKey : modelKeyProblem(body!);
+    if (!unproven && route.azureDeployment !== undefined) unproven = 'path-model';
+    if (!unproven && call) unproven = counted ? call.modelKey : modelKeyProblem(body!);
     if (unproven) {
       names = names.slice(0, 1);
       refused = true;

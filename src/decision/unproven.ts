@@ -9,7 +9,8 @@ import type { ModelKeyProblem } from '../dialects/model-key.js';
 import { modelConfig, priceMicros, reservedOutput } from '../policy/plan.js';
 import type { Decision, DenyDecision } from './types.js';
 
-export type Unproven = 'partial-body' | ModelKeyProblem;
+/** Why a call's fallbacks are not tried: its body cannot be proven, or its model is in the path. */
+export type Unproven = 'partial-body' | 'path-model' | ModelKeyProblem;
 
 /**
  * The model a call with an unreadable body is charged as: the configured model (or "*") whose estimate
@@ -38,6 +39,9 @@ export function costliestModel(cfg: Config, promptTokens: number): string {
 
 const WHY: Record<Unproven, string> = {
   'partial-body': 'its body was not received in full',
+  // the shipped Envoy configs rewrite the body's model; an Azure deployment path names the model
+  // instead, so the proxy would refuse the rerouted call (deploy/lua/model-rewrite.lua)
+  'path-model': 'its model is named by the path (an Azure deployment), not by the body',
   'duplicate-model-key': 'its body names "model" more than once',
   'escaped-model-key': 'its body writes the "model" key with escapes',
 };
