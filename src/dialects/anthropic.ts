@@ -16,7 +16,7 @@ import { parseTools } from './tools.js';
 import type { CallShape, PromptMessage } from './types.js';
 
 /** Anthropic content: string | array of blocks. `depth` 0 = message content, 1 = inside tool_result. */
-export function anthropicContent(
+function anthropicContent(
   ctx: Ctx,
   content: unknown,
   parts: string[],

@@ -22,7 +22,18 @@
  * Robustness: as parse.ts — never throws, arrays capped at MAX_ITEMS, JSON re-serialisation bounded
  * by safeStringify's depth and node caps, unknown fields and part kinds ignored.
  */
-import { MAX_ITEMS, MAX_N, MAX_OUTPUT_TOKENS, safeStringify } from './parse.js';
+import {
+  checkArray,
+  Fail,
+  fail,
+  isObj,
+  MAX_ITEMS,
+  MAX_N,
+  MAX_OUTPUT_TOKENS,
+  type Obj,
+  stringifyOrFail,
+} from './json.js';
+import { extraJson, PROP_KNOWN, scalarString } from './tools.js';
 import type { ParsedCall, ParseError, PromptMessage, ToolDef, ToolProperty } from './types.js';
 
 export type GeminiDialect = 'gemini.generateContent';
@@ -65,30 +76,11 @@ export function classifyGeminiPath(path: string): GeminiRoute | undefined {
   return { dialect: GEMINI_DIALECT, model, stream: m[2] === 'streamGenerateContent', sse };
 }
 
-class Fail extends Error {}
-function fail(msg: string): never {
-  throw new Fail(msg);
-}
-
-type Obj = Record<string, unknown>;
-function isObj(v: unknown): v is Obj {
-  return v !== null && typeof v === 'object' && !Array.isArray(v);
-}
 /** A field in camelCase or snake_case spelling (camelCase wins). */
 function field(o: Obj, camel: string): unknown {
   if (Object.hasOwn(o, camel)) return o[camel];
   const snake = camel.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
   return Object.hasOwn(o, snake) ? o[snake] : undefined;
-}
-function checkArray(v: unknown, where: string): unknown[] {
-  if (!Array.isArray(v)) fail(`${where} must be an array`);
-  if (v.length > MAX_ITEMS) fail(`${where} has ${v.length} items (max ${MAX_ITEMS})`);
-  return v;
-}
-function json(v: unknown, where: string): string {
-  const s = safeStringify(v);
-  if (s === undefined) fail(`${where} is nested too deeply or too large`);
-  return s;
 }
 function optPosInt(o: Obj, camel: string, max: number, where: string): number | undefined {
   const v = field(o, camel);
@@ -126,13 +118,14 @@ function parts(ctx: Ctx, v: unknown, out: string[], where: string): void {
       const name = fc.name;
       if (typeof name === 'string') out.push(name);
       ctx.addTool(name);
-      if (fc.args !== undefined && fc.args !== null) out.push(json(fc.args, `${w}.functionCall.args`));
+      if (fc.args !== undefined && fc.args !== null)
+        out.push(stringifyOrFail(fc.args, `${w}.functionCall.args`));
     }
     const fr = field(p, 'functionResponse');
     if (isObj(fr)) {
       if (typeof fr.name === 'string') out.push(fr.name);
       if (fr.response !== undefined && fr.response !== null)
-        out.push(json(fr.response, `${w}.functionResponse.response`));
+        out.push(stringifyOrFail(fr.response, `${w}.functionResponse.response`));
     }
     if (isObj(field(p, 'inlineData')) || isObj(field(p, 'fileData'))) ctx.images++;
     const code = field(p, 'executableCode');
@@ -142,23 +135,7 @@ function parts(ctx: Ctx, v: unknown, out: string[], where: string): void {
   }
 }
 
-const PROP_KNOWN = new Set(['type', 'description', 'enum']);
 const PARAMS_KNOWN = new Set(['type', 'properties', 'required']);
-
-function extra(o: Obj, known: Set<string>, where: string): string | undefined {
-  let e: Obj | undefined;
-  for (const k of Object.keys(o)) {
-    if (known.has(k)) continue;
-    e ??= {};
-    e[k] = o[k];
-  }
-  return e ? json(e, where) : undefined;
-}
-
-function scalar(v: unknown, where: string): string {
-  if (v === undefined || v === null) return '';
-  return typeof v === 'string' ? v : json(v, where);
-}
 
 /** A FunctionDeclaration: { name, description, parameters | parametersJsonSchema }. */
 function declaration(d: unknown, where: string): ToolDef {
@@ -172,7 +149,7 @@ function declaration(d: unknown, where: string): ToolDef {
   const params = field(d, 'parameters') ?? field(d, 'parametersJsonSchema');
   if (params === undefined || params === null) return def;
   if (!isObj(params)) fail(`${where}.parameters must be an object`);
-  def.extra = extra(params, PARAMS_KNOWN, `${where}.parameters`);
+  def.extra = extraJson(params, PARAMS_KNOWN, `${where}.parameters`);
   const props = params.properties;
   if (props === undefined || props === null) return def;
   if (!isObj(props)) fail(`${where}.parameters.properties must be an object`);
@@ -184,12 +161,12 @@ function declaration(d: unknown, where: string): ToolDef {
     const prop: ToolProperty = { name: key, type: '', description: '' };
     if (isObj(s)) {
       // Gemini's OpenAPI-subset schema spells types in upper case (STRING); counted as sent.
-      prop.type = scalar(s.type, `${pw}.type`);
-      prop.description = scalar(s.description, `${pw}.description`);
+      prop.type = scalarString(s.type, `${pw}.type`);
+      prop.description = scalarString(s.description, `${pw}.description`);
       if (Array.isArray(s.enum))
-        prop.enum = checkArray(s.enum, `${pw}.enum`).map((x, i) => scalar(x, `${pw}.enum[${i}]`));
-      prop.extra = extra(s, PROP_KNOWN, pw);
-    } else prop.extra = json(s, pw);
+        prop.enum = checkArray(s.enum, `${pw}.enum`).map((x, i) => scalarString(x, `${pw}.enum[${i}]`));
+      prop.extra = extraJson(s, PROP_KNOWN, pw);
+    } else prop.extra = stringifyOrFail(s, pw);
     def.properties.push(prop);
   }
   return def;
