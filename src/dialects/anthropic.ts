@@ -16,13 +16,7 @@ import { parseTools } from './tools.js';
 import type { CallShape, PromptMessage } from './types.js';
 
 /** Anthropic content: string | array of blocks. `depth` 0 = message content, 1 = inside tool_result. */
-function anthropicContent(
-  ctx: Ctx,
-  content: unknown,
-  parts: string[],
-  where: string,
-  depth: number,
-): void {
+function anthropicContent(ctx: Ctx, content: unknown, parts: string[], where: string, depth: number): void {
   if (content === undefined || content === null) return;
   if (typeof content === 'string') {
     parts.push(content);
