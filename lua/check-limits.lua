@@ -23,9 +23,10 @@
   then for each candidate:
     E, followed by E entries of 8 fields:
       key index (1-based into KEYS)
-      kind       1 = rolling token bucket, 2 = calendar quota
-      capacity   units (requests, tokens or micro-dollars)
-      period     rolling: window in ms; calendar: 1 hourly, 2 daily, 3 weekly (Monday), 4 monthly
+      kind       1 = rolling token bucket, 2 = calendar quota, 3 = concurrency (slots)
+      capacity   units (requests, tokens or micro-dollars; slots)
+      period     rolling: window in ms; calendar: 1 hourly, 2 daily, 3 weekly (Monday), 4 monthly;
+                 concurrency: the lease in ms
       tz offset  calendar: minutes east of UTC for the quota's time zone (0 = UTC)
       cost       units this call takes from the limit
       flags      bit 1 = shadow (never blocks; reported); bit 2 = queueable (when_exhausted: queue);
@@ -34,6 +35,14 @@
       (bit 3 only) zone end, zone next: the ends (ms, epoch) of the zone's window containing the
                  caller's clock and of the one after it, computed by the caller (daylight saving time
                  moves a zone's boundaries; this script has no time-zone database)
+
+  then the reservation part: 0 (none), or
+    1, key index of the reservation record (a hash), reservation id, ttl_ms, then C records (one per
+    candidate, opaque text). When a candidate is chosen (and not a dry run) the record key gets
+    r = that candidate's record, id = the id, e = the debited entries as a JSON list of lists
+    ( index (0-based in the candidate), key, kind, capacity, period, cost, window end )
+    (numbers after the key as decimal text; window end: calendar only, else 0), and expires after ttl_ms. Concurrency slots are held by the
+    reservation id (lua/settle-reservation.lua releases them).
 
   then, optionally, the queue tier (used only when no candidate fits and every enforced limit that
   blocks the first candidate is queueable):
@@ -57,6 +66,7 @@
 --- @include "calendar"
 --- @include "bucket"
 --- @include "queue"
+--- @include "slots"
 
 local floor, tonumber = math.floor, tonumber
 local t = redis.call('TIME')
@@ -78,7 +88,8 @@ local dry = ARGV[2] == '1'
 --                           never (one can never fit), retry_ms
 local ENTRY, E_KEY, E_KIND, E_CAP, E_PERIOD, E_COST, E_FLAGS, E_RETRY, E_STATUS = 8, 1, 2, 3, 4, 5, 6, 7, 8
 local CAND, C_FIRST, C_COUNT, C_HARD, C_SOFT, C_NEVER, C_RETRY = 6, -5, -4, -3, -2, -1, 0
-local ROLLING = 1
+local ROLLING, SLOTS = 1, 3
+local SLOT_RETRY_MAX = 2000 -- CONCURRENT_RETRY_MAX_MS in src/policy/plan-types.ts
 local FITS, EXCEEDED, NEVER, BELOW_DOWNGRADE = 0, 1, 2, 3
 local state, horizon, entries, cands, fresh = {}, {}, {}, {}, nil
 
@@ -96,6 +107,8 @@ for c = 1, ncand do
     if a == nil then
       if kind == ROLLING then
         a, horizon[ki] = rolling_read(KEYS[ki], cap, period, now)
+      elseif kind == SLOTS then
+        a, horizon[ki] = slots_read(KEYS[ki], now)
       else
         local z_end, z_next
         if zoned then z_end, z_next = tonumber(ARGV[p + 8]), tonumber(ARGV[p + 9]) end
@@ -112,6 +125,10 @@ for c = 1, ncand do
       avail = a
       retry = rolling_retry(a, cost, cap, period)
       fits = retry == 0
+    elseif kind == SLOTS then
+      avail = cap - a
+      fits = a + cost <= cap
+      if fits then retry = 0 else retry = slots_retry(horizon[ki], now, SLOT_RETRY_MAX) end
     else
       avail = cap - a
       fits = a + cost <= cap
@@ -148,6 +165,16 @@ for c = 1, ncand do
   cands[cb + C_RETRY] = retry_c
 end
 
+-- The reservation part (see the header): where ARGV's record for candidate c is.
+local resv_key, resv_id, resv_ttl, resv_rec = nil, nil, 0, 0
+if ARGV[p] == '1' then
+  resv_key, resv_id, resv_ttl = KEYS[tonumber(ARGV[p + 1])], ARGV[p + 2], tonumber(ARGV[p + 3])
+  resv_rec = p + 3
+  p = p + 4 + ncand
+else
+  p = p + 1
+end
+
 -- The first candidate that fits without dipping below a downgrade threshold (the last one may), else
 -- the first that fits at all: prefer serving over denying.
 local chosen = 0
@@ -163,19 +190,34 @@ end
 -- Debit the chosen candidate's limits that fit (enforced or shadow): status FITS or BELOW_DOWNGRADE.
 if chosen > 0 and not dry then
   local first = cands[CAND * chosen + C_FIRST]
+  local debited = {}
   for j = first, first + cands[CAND * chosen + C_COUNT] - 1 do
     local b = j * ENTRY
     local status = entries[b + E_STATUS]
     if status == FITS or status == BELOW_DOWNGRADE then
-      local ki = entries[b + E_KEY]
-      if entries[b + E_KIND] == ROLLING then
+      local ki, kind = entries[b + E_KEY], entries[b + E_KIND]
+      local window_end = 0
+      if kind == ROLLING then
         state[ki], horizon[ki] = rolling_debit(KEYS[ki], state[ki], entries[b + E_COST], entries[b + E_PERIOD], horizon[ki], now)
+      elseif kind == SLOTS then
+        state[ki] = slots_take(KEYS[ki], state[ki], resv_id or ('x' .. now .. ':' .. j), entries[b + E_PERIOD], now)
+        if horizon[ki] == 0 then horizon[ki] = now + entries[b + E_PERIOD] end
       else
+        window_end = horizon[ki]
         local starts = fresh ~= nil and fresh[ki] == true
         state[ki] = calendar_debit(KEYS[ki], state[ki], entries[b + E_COST], horizon[ki], starts, now)
         if starts then fresh[ki] = nil end
       end
+      if resv_key then
+        local f = '%.17g' -- exact integers as text (cjson would round numbers to 14 digits)
+        debited[#debited + 1] = { j - first, KEYS[ki], kind, f:format(entries[b + E_CAP]), f:format(entries[b + E_PERIOD]),
+          f:format(entries[b + E_COST]), f:format(window_end) }
+      end
     end
+  end
+  if resv_key then
+    redis.call('HSET', resv_key, 'r', ARGV[resv_rec + chosen], 'id', resv_id, 'e', cjson.encode(debited))
+    redis.call('PEXPIRE', resv_key, resv_ttl)
   end
 end
 
@@ -219,10 +261,16 @@ for c = 1, ncand do
     -- a dry run reports what the chosen candidate's limits would have left
     local pending = dry and c == chosen and (status == FITS or status == BELOW_DOWNGRADE)
     local remaining, reset
-    if entries[b + E_KIND] == ROLLING then
+    local kind = entries[b + E_KIND]
+    if kind == ROLLING then
       remaining = state[ki]
       if pending then remaining = remaining - cost end
       reset = math.ceil((cap - remaining) * entries[b + E_PERIOD] / cap)
+    elseif kind == SLOTS then
+      remaining = cap - state[ki]
+      if pending then remaining = remaining - cost end
+      reset = 0 -- a slot frees when a call in flight ends: unknown here
+      if horizon[ki] > 0 and state[ki] > 0 then reset = horizon[ki] - now end
     else
       remaining = cap - state[ki]
       if pending then remaining = remaining - cost end

@@ -174,6 +174,8 @@ function dryRun(store: Store): Store {
     ping: () => store.ping(),
     close: () => store.close(),
     check: (p: CheckPlan) => store.check({ ...p, dryRun: true }),
+    reservation: async () => undefined,
+    settle: async () => ({ outcome: 'missing', remaining: [] }),
   };
 }
 

@@ -28,6 +28,7 @@ describe('tollgate.schema.json', () => {
       'mode',
       'server',
       'store',
+      'settle',
     ]);
     expect(schema.additionalProperties).toBe(false);
     expect(schema.properties.server.properties.grpc_port).toMatchObject({ default: 9191, maximum: 65535 });

@@ -28,7 +28,7 @@ const bad: [string, string, RegExp][] = [
   [
     'no amount',
     'limits:\n  - { name: l, every: 1m }',
-    /limits\[0\]: expected exactly one of requests, tokens, usd \(found none\)/,
+    /limits\[0\]: expected exactly one of requests, tokens, usd, concurrent \(found none\)/,
   ],
   ['two amounts', 'limits:\n  - { name: l, requests: 1, tokens: 2, every: 1m }', /found requests, tokens/],
   [

@@ -477,14 +477,27 @@ describe('valkey.conf ACL against a real valkey-server', () => {
             return "redis.call('HINCRBY', KEYS[1], 'b', 1)";
           case 'hdel':
             return "redis.call('HDEL', KEYS[1], 'b')";
+          case 'pttl':
+            return "redis.call('PTTL', KEYS[1])";
+          // concurrency limits' slots (a sorted set, KEYS[3] here)
+          case 'zadd':
+            return "redis.call('ZADD', KEYS[3], 1, 'm')";
+          case 'zrem':
+            return "redis.call('ZREM', KEYS[3], 'm')";
+          case 'zrange':
+            return "redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')";
+          case 'zcard':
+            return "redis.call('ZCARD', KEYS[3])";
+          case 'zremrangebyscore':
+            return "redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', 0)";
           default:
             throw new Error(`test: add a probe for ${cmd} (new command in lua/)`);
         }
       })
       .join('\n')}\nreturn 1`;
-    const probeKeys = ['tollgate:acl-test:k', 'tollgate:acl-test:q'];
-    expect(await c.eval(probe, 2, ...probeKeys)).toBe(1);
-    expect(await c.evalsha((await c.script('LOAD', probe)) as string, 2, ...probeKeys)).toBe(1);
+    const probeKeys = ['tollgate:acl-test:k', 'tollgate:acl-test:q', 'tollgate:acl-test:z'];
+    expect(await c.eval(probe, 3, ...probeKeys)).toBe(1);
+    expect(await c.evalsha((await c.script('LOAD', probe)) as string, 3, ...probeKeys)).toBe(1);
     // Streams.
     const id = await c.xadd('tollgate:acl-test:s', '*', 'f', 'v');
     expect(id).toBeTruthy();

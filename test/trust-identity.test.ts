@@ -100,6 +100,11 @@ limits:
       const keys = await vk.client.keys('*');
       for (const k of keys) {
         expect(k.startsWith('tollgate:')).toBe(true);
+        // reservation records: tollgate:v:<random id>, never a caller's id
+        if (k.startsWith('tollgate:v:')) {
+          expect(k).toMatch(/^tollgate:v:[0-9a-z]{6,11}\.[A-Za-z0-9_-]{22}$/);
+          continue;
+        }
         const parts = k.split(':');
         const [, kind, limit, ...ids] = parts;
         expect(['r', 'c']).toContain(kind);

@@ -52,7 +52,9 @@ store: { prefix: ${prefix} }
 const call = (port: number, headers: Record<string, string>, sourceAddress?: string) =>
   officialCheck(port, { headers, body: chat('gpt-4o-mini', 'hi'), sourceAddress });
 const bearer = (k: string) => ({ authorization: `Bearer ${k}` });
-const keysUnder = async (prefix: string) => (await vk().client.keys(`${prefix}:*`)).length;
+/** Limit keys under `prefix` (reservation records, `<prefix>:v:<id>`, are one per allowed call). */
+const keysUnder = async (prefix: string) =>
+  (await vk().client.keys(`${prefix}:*`)).filter((k) => !k.startsWith(`${prefix}:v:`)).length;
 
 describe('identity.unknown_keys', () => {
   it('deny: an unknown key gets 401 (JSON) and creates no state; a known key and a keyless call are decided', async () => {

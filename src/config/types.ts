@@ -8,6 +8,7 @@ import type { LimitConfig } from './schema/limits.js';
 import type { ModelConfig } from './schema/models.js';
 import type { QueueConfig } from './schema/queues.js';
 import type { ServerConfig } from './schema/server.js';
+import type { SettleConfig } from './schema/settle.js';
 import type { StoreConfig } from './schema/store.js';
 
 export type { IdentityDim, IdentitySource, SourceIpFrom, UnknownKeys } from './schema/identity.js';
@@ -15,6 +16,7 @@ export type { CalendarUnit, LimitConfig, LimitKind, LimitWindow } from './schema
 export type { ModelConfig } from './schema/models.js';
 export type { QueueConfig } from './schema/queues.js';
 export type { HttpAuthzListener, ServerConfig } from './schema/server.js';
+export type { SettleConfig } from './schema/settle.js';
 export type { FailurePolicy, StoreClient, StoreConfig } from './schema/store.js';
 
 /** API key hash → dimension values, from identity.key_map (a YAML/JSON file). */
@@ -40,4 +42,6 @@ export interface Config {
   mode: 'enforce' | 'shadow';
   server: ServerConfig;
   store: StoreConfig;
+  /** The response phase (ext_proc): reservations, upstream errors, the usage export stream. */
+  settle: SettleConfig;
 }

@@ -6,6 +6,7 @@ import type { BuiltPlan, CandidateCost } from '../policy/plan.js';
 import { type CheckResult, EntryStatus, Outcome } from '../store/types.js';
 import { type Row, rateLimitHeaders } from './headers.js';
 import { queueFullText } from './queue-tier.js';
+import { RESERVATION_HEADER } from './reservation.js';
 import type { AllowDecision, Decision, DecisionStats, DenyDecision, Headers } from './types.js';
 
 export const JSON_CT = 'application/json';
@@ -107,7 +108,11 @@ function allowed(a: Answering, extra: Headers): AllowDecision {
     stats.limit = shadowHit.meta.limit.name;
     if (reason === 'ok') reason = 'shadow';
   }
-  return allow(reason, up, resp, a.removeHeaders, stats);
+  const rid = a.built.plan.reservation?.id;
+  if (rid) up[RESERVATION_HEADER] = rid;
+  const d = allow(reason, up, resp, a.removeHeaders, stats);
+  if (rid) d.reservation = rid;
+  return d;
 }
 
 /** Denied: the candidate that would fit soonest (or the requested one if none ever fits). */

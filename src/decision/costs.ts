@@ -20,10 +20,12 @@ import {
   requestWeight,
   reservedOutput,
 } from '../policy/plan.js';
-import { keyNames } from '../store/keys.js';
+import { reservationRecords } from '../policy/settle.js';
+import { keyNames, reservationKey } from '../store/keys.js';
 import { countPromptTokens } from '../tokens/count.js';
 import type { BodyReading } from './body.js';
 import { queueKeys, queueRequest } from './queue-tier.js';
+import { newReservationId } from './reservation.js';
 import type { Unproven } from './unproven.js';
 
 /** Fallback chains and token-worker encodings of configured models, computed once per config. */
@@ -148,9 +150,18 @@ export function planCall(
   priced: Priced,
   reading: BodyReading,
   queueable: { body: string | Buffer } | undefined,
+  dialect: string,
 ): BuiltPlan {
   const { costs } = priced;
-  const built = buildPlan(cfg, id, costs, keyNames, Date.now(), requestWeight(cfg, reading.call?.tools));
+  const now = Date.now();
+  const built = buildPlan(cfg, id, costs, keyNames, now, requestWeight(cfg, reading.call?.tools));
+  if (built.meta.some((m) => m.length > 0)) {
+    // recorded with the debit, for the response phase to settle (src/settle/); before any queue keys
+    const rid = newReservationId(now);
+    const key = built.plan.keys.push(reservationKey(cfg.store.prefix, rid)) - 1;
+    const records = reservationRecords(cfg, id, costs, built.meta, dialect, reading.estimated, now);
+    built.plan.reservation = { key, id: rid, ttlMs: cfg.settle.reservationTtlMs, records };
+  }
   const queueName =
     costs[0].config.queue ??
     cfg.limits.find((l) => l.queue && built.meta[0].some((m) => m.limit === l))?.queue;

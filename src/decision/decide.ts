@@ -141,7 +141,7 @@ export class Decider {
     };
     const queueable =
       this.guard.shared && reading.call && input.body !== undefined ? { body: input.body } : undefined;
-    const built = planCall(cfg, id, priced, reading, queueable);
+    const built = planCall(cfg, id, priced, reading, queueable, route.dialect);
     const marks: Headers = reading.estimated ? { 'x-tollgate-estimated': 'true' } : {};
     if (built.meta.every((m) => m.length === 0)) {
       stats.chosenModel = model;

@@ -27,15 +27,26 @@ interface Entry {
 }
 
 const MAX_ENTRIES = 10_000;
+/**
+ * Longest a deny is reused. Settlement refunds (src/settle/) free budget before T: this replica forgets
+ * the denies on the keys it settles at once (`forget`), and a refund settled by another replica is
+ * seen here within this bound.
+ */
+export const DENY_CACHE_MAX_HOLD_MS = 1000;
 
 export class DenyCache {
   private readonly map = new Map<string, Entry>();
+  /** Limit key → the cached plans naming it (for `forget`; may name entries already gone). */
+  private readonly byKey = new Map<string, Set<string>>();
   hits = 0;
 
   /** Identity of a plan's limits (not its costs). undefined = not cacheable (queue, dry run). */
   static keyOf(plan: CheckPlan): string | undefined {
     if (plan.queue || plan.dryRun) return undefined;
-    let k = plan.keys.join('\n');
+    // every key but the reservation record's (a new one per call)
+    const r = plan.reservation?.key;
+    let k = '';
+    for (let i = 0; i < plan.keys.length; i++) if (i !== r) k += `${plan.keys[i]}\n`;
     for (const cand of plan.candidates) {
       k += '|';
       for (const e of cand)
@@ -110,11 +121,32 @@ export class DenyCache {
       if (oldest !== undefined) this.map.delete(oldest);
     }
     this.map.delete(key);
-    this.map.set(key, { until: sentAt + result.retryMs, sentAt, costs: DenyCache.costs(plan), result });
+    const until = sentAt + Math.min(result.retryMs, DENY_CACHE_MAX_HOLD_MS);
+    this.map.set(key, { until, sentAt, costs: DenyCache.costs(plan), result });
+    if (this.byKey.size > 4 * MAX_ENTRIES) this.byKey.clear(); // stale sets: rebuilt as denies come
+    const r = plan.reservation?.key;
+    for (let i = 0; i < plan.keys.length; i++) {
+      if (i === r) continue;
+      const set = this.byKey.get(plan.keys[i]);
+      if (set) set.add(key);
+      else this.byKey.set(plan.keys[i], new Set([key]));
+    }
+  }
+
+  /** Forget every cached deny that names one of `keys` (a settlement refunded them). */
+  forget(keys: readonly string[]): void {
+    if (this.map.size === 0) return;
+    for (const k of keys) {
+      const set = this.byKey.get(k);
+      if (!set) continue;
+      for (const planKey of set) this.map.delete(planKey);
+      this.byKey.delete(k);
+    }
   }
 
   clear(): void {
     this.map.clear();
+    this.byKey.clear();
   }
 
   get size(): number {

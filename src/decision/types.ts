@@ -64,6 +64,11 @@ export interface AllowDecision {
   /** Headers added to the client's response, only where the provider sent none of that name (ADD_IF_ABSENT). */
   responseHeaders: Headers;
   stats: DecisionStats;
+  /**
+   * The reservation to settle after the response (src/settle/): also set as the upstream header
+   * x-tollgate-reservation, and returned as dynamic metadata `tollgate_reservation`.
+   */
+  reservation?: string;
 }
 
 export interface DenyDecision {

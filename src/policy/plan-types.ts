@@ -9,7 +9,15 @@ import type { LimitConfig } from '../config/types.js';
 export enum EntryKind {
   Rolling = 1,
   Calendar = 2,
+  /** A concurrency limit: one slot (a lease until settled or expired) per call in flight. */
+  Concurrent = 3,
 }
+
+/** How long a settled reservation's mark is kept (a repeated settle answers 'duplicate'). */
+export const SETTLED_TTL_MS = 120_000;
+
+/** Longest Retry-After a full concurrency limit answers (a slot frees when any call in flight ends). */
+export const CONCURRENT_RETRY_MAX_MS = 2000;
 
 /** Calendar units as the Lua script numbers them. */
 export const CALENDAR_CODE = { hourly: 1, daily: 2, weekly: 3, monthly: 4 } as const;
@@ -19,7 +27,7 @@ export interface PlanEntry {
   key: number;
   kind: EntryKind;
   capacity: number;
-  /** Rolling: window in ms. Calendar: unit code (CALENDAR_CODE). */
+  /** Rolling: window in ms. Calendar: unit code (CALENDAR_CODE). Concurrent: lease in ms. */
   period: number;
   /** Calendar: minutes east of UTC for the quota's time zone. */
   tzOffsetMin: number;
@@ -48,8 +56,63 @@ export interface CheckPlan {
    * hash (bytes, per-tenant entries and bytes) are the last two of `keys`.
    */
   queue?: QueueRequest;
+  /**
+   * Recorded with the debit when a candidate is chosen, so the response phase can settle the call to
+   * what it used (src/settle/). Its key is `keys[reservation.key]` (before any queue keys).
+   */
+  reservation?: ReservationRequest;
 }
 
+export interface ReservationRequest {
+  /** Index into CheckPlan.keys of the reservation record's key. */
+  key: number;
+  /** The reservation id (random, unguessable): also the member holding concurrency slots. */
+  id: string;
+  ttlMs: number;
+  /** Per candidate: what settlement needs to price the call's actual usage (opaque to the store). */
+  records: string[];
+}
+
+/** One limit a chosen candidate debited, as the reservation record keeps it. */
+export interface ReservedEntry {
+  /** Position in the chosen candidate's entries (PlanEntry order). */
+  index: number;
+  key: string;
+  kind: EntryKind;
+  capacity: number;
+  period: number;
+  /** Units debited. */
+  cost: number;
+  /** Calendar: the window end the debit went to (a refund never lands in a later window). */
+  windowEnd: number;
+}
+
+/** A reservation as stored: the chosen candidate's record and the limits it debited. */
+export interface Reservation {
+  id: string;
+  record: string;
+  entries: ReservedEntry[];
+  /** Already settled (a second settle does nothing). */
+  settled: boolean;
+}
+
+export interface SettleRequest {
+  /** The reservation record's key, and the reservation as read from it. */
+  key: string;
+  reservation: Reservation;
+  /** Per reservation entry: units actually used (concurrency slots are released whatever it says). */
+  actual: number[];
+  /** Billing export (Valkey only): one stream entry, written only when this settle applies. */
+  export?: { stream: string; maxLength: number; fields: string[] };
+}
+
+export type SettleOutcome = 'settled' | 'duplicate' | 'missing';
+
+export interface SettleResult {
+  outcome: SettleOutcome;
+  /** Per reservation entry, units left after settling (when settled). */
+  remaining: number[];
+}
 export interface QueueRequest {
   name: string;
   maxLength: number;

@@ -62,6 +62,7 @@ function applies(l: LimitConfig, model: string, id: Identity): boolean {
 
 function costOf(l: LimitConfig, c: CandidateCost, requestWeight: number): number {
   if (l.kind === 'requests') return l.weighted ? requestWeight : 1;
+  if (l.kind === 'concurrent') return 1;
   if (l.kind === 'tokens') return Math.ceil((c.promptTokens + c.outputTokens) * c.config.tokenWeight);
   return c.micros;
 }
@@ -77,6 +78,12 @@ export function requestWeight(cfg: Config, tools: readonly string[] | undefined)
   for (const t of new Set(tools)) w += cfg.toolWeights.get(t) ?? other;
   return Math.max(1, w);
 }
+
+const ENTRY_KIND = {
+  rolling: EntryKind.Rolling,
+  calendar: EntryKind.Calendar,
+  concurrent: EntryKind.Concurrent,
+} as const;
 
 /** What a limit contributes to every plan, computed once per limit (limits are per config). */
 const statics = new WeakMap<LimitConfig, { storePrefix: string; prefix: string; scope: string }>();
@@ -117,7 +124,7 @@ export function buildPlan(
       // them), so rotating made-up model names never opens a fresh budget
       for (const d of l.per)
         key += `:${safeId(d === 'model' ? (cfg.models.has(c.model) ? c.model : '*') : (id[d] as string))}`;
-      const rolling = l.window.type === 'rolling';
+      const w = l.window;
       let ki = keyIndex.get(key);
       if (ki === undefined) {
         ki = keys.push(key) - 1;
@@ -125,15 +132,13 @@ export function buildPlan(
       }
       const cost = costOf(l, c, weight);
       const shadow = l.shadow || cfg.mode === 'shadow';
-      const period = l.window.type === 'rolling' ? l.window.ms : CALENDAR_CODE[l.window.unit];
+      const period =
+        w.type === 'rolling' ? w.ms : w.type === 'concurrent' ? w.leaseMs : CALENDAR_CODE[w.unit];
       // a zone's window ends where its wall clock reaches the boundary (DST moves it): precomputed
-      const zone =
-        l.window.type === 'calendar' && l.window.timezone
-          ? zonedWindow(nowMs, period, l.window.timezone)
-          : undefined;
+      const zone = w.type === 'calendar' && w.timezone ? zonedWindow(nowMs, period, w.timezone) : undefined;
       entries.push({
         key: ki,
-        kind: rolling ? EntryKind.Rolling : EntryKind.Calendar,
+        kind: ENTRY_KIND[w.type],
         capacity: l.amount,
         period,
         tzOffsetMin: zone ? zone.offMin : 0,

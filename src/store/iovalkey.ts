@@ -13,13 +13,24 @@
 import { Valkey } from 'iovalkey';
 import { withTimeout } from '../resilience/timeout.js';
 import { loadScript, type Script } from './scripts.js';
-import { type CheckPlan, type CheckResult, parseReply, planArgs, type Store } from './types.js';
+import { parseReservation, parseSettleReply, RESERVATION_FIELDS, settleCall } from './settle-codec.js';
+import {
+  type CheckPlan,
+  type CheckResult,
+  parseReply,
+  planArgs,
+  type Reservation,
+  type SettleRequest,
+  type SettleResult,
+  type Store,
+} from './types.js';
 import { type ValkeyStoreOptions, valkeyOptions } from './valkey.js';
 
 export class IovalkeyStore implements Store {
   readonly kind = 'valkey' as const;
   readonly client: Valkey;
   private readonly script: Script = loadScript('check-limits');
+  private readonly settleScript: Script = loadScript('settle-reservation');
   private timeoutMs: number;
   /** See Store.lastReplyAt (set even when the reply comes after the call timed out). */
   lastReplyAt?: number;
@@ -42,9 +53,26 @@ export class IovalkeyStore implements Store {
   }
 
   async loadScripts(): Promise<void> {
-    const sha = (await this.client.call('SCRIPT', 'LOAD', this.script.source)) as string;
-    if (sha !== this.script.sha)
-      throw new Error(`script SHA mismatch: server ${sha}, local ${this.script.sha}`);
+    for (const script of [this.script, this.settleScript]) {
+      const sha = (await this.client.call('SCRIPT', 'LOAD', script.source)) as string;
+      if (sha !== script.sha) throw new Error(`script SHA mismatch: server ${sha}, local ${script.sha}`);
+    }
+  }
+
+  async reservation(key: string): Promise<Reservation | undefined> {
+    return parseReservation(await this.client.call('HMGET', key, ...RESERVATION_FIELDS));
+  }
+
+  async settle(req: SettleRequest): Promise<SettleResult> {
+    const { keys, args } = settleCall(req);
+    const argv = [this.settleScript.sha, keys.length, ...keys, ...args];
+    try {
+      return parseSettleReply(await this.client.call('EVALSHA', ...argv));
+    } catch (err) {
+      if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
+      await this.loadScripts();
+      return parseSettleReply(await this.client.call('EVALSHA', ...argv));
+    }
   }
 
   check(plan: CheckPlan): Promise<CheckResult> {

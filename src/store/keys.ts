@@ -8,6 +8,10 @@
  *   <prefix>:q:<queue>                          a queue's stream
  *   <prefix>:q:<queue>:acct                     its byte and per-tenant accounting (lua/queue-release.lua)
  *   <prefix>:q:<queue>:dead                     its dead letters
+ *   <prefix>:s:<limit>:<scope…>                 concurrency limit: the reservation ids holding a slot
+ *   <prefix>:v:<reservation id>                 a reservation record (lua/check-limits.lua), until settled
+ *                                               or settle.reservation_ttl
+ *   <prefix>:<usage_stream.name>                the usage export stream (settle.usage_stream)
  * Scope parts are safe ids (identity/safeId): they cannot collide or escape the prefix.
  */
 import type { LimitConfig } from '../config/types.js';
@@ -15,10 +19,13 @@ import type { KeyNames } from '../policy/plan-types.js';
 
 export const keyNames: KeyNames = {
   limitPrefix(storePrefix: string, l: Pick<LimitConfig, 'name' | 'window'>): string {
+    const w = l.window;
     const kindPart =
-      l.window.type === 'rolling'
+      w.type === 'rolling'
         ? `r:${l.name}`
-        : `c:${l.name}:${l.window.unit}${l.window.timezone ? `@${l.window.timezone.replace(/[^A-Za-z0-9_-]/g, '_')}` : ''}`;
+        : w.type === 'concurrent'
+          ? `s:${l.name}`
+          : `c:${l.name}:${w.unit}${w.timezone ? `@${w.timezone.replace(/[^A-Za-z0-9_-]/g, '_')}` : ''}`;
     return `${storePrefix}:${kindPart}`;
   },
 };
@@ -36,4 +43,14 @@ export function queueAcctKey(stream: string): string {
 /** A queue's dead-letter stream. */
 export function queueDeadKey(stream: string): string {
   return `${stream}:dead`;
+}
+
+/** A reservation record's key. */
+export function reservationKey(storePrefix: string, id: string): string {
+  return `${storePrefix}:v:${id}`;
+}
+
+/** The usage export stream (settle.usage_stream). */
+export function usageStreamKey(storePrefix: string, name: string): string {
+  return `${storePrefix}:${name}`;
 }

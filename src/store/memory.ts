@@ -7,6 +7,8 @@
 import { DEFAULT_MEMORY_MAX_KEYS } from '../config/schema.js';
 import { StoreFullError } from '../errors.js';
 import { calendarEnd } from '../policy/calendar.js';
+import { SETTLED_TTL_MS } from '../policy/plan-types.js';
+import { MemoryLedger } from './memory-ledger.js';
 import {
   type CheckPlan,
   type CheckResult,
@@ -15,6 +17,10 @@ import {
   EntryStatus,
   Outcome,
   type PlanEntry,
+  type Reservation,
+  type ReservedEntry,
+  type SettleRequest,
+  type SettleResult,
   type Store,
 } from './types.js';
 
@@ -83,11 +89,14 @@ export class MemoryStore implements Store {
   readonly kind = 'memory' as const;
   private readonly data = new Map<string, State>();
   private readonly sweeper: NodeJS.Timeout;
+  private anon = 0;
   /** Entries dropped at the bound (all of them worth nothing: bucket full again or window over). */
   evictions = 0;
   /** Calls refused because they needed a new key and no entry could be dropped (StoreFullError). */
   refusals = 0;
   private lastRoomSweep = Number.NEGATIVE_INFINITY;
+  /** Concurrency slots and reservation records (memory-ledger.ts). */
+  private readonly ledger = new MemoryLedger();
 
   /**
    * `clock` is injectable for tests; `divisor` scales every capacity down (per-replica share in local
@@ -139,7 +148,10 @@ export class MemoryStore implements Store {
     const cur: Current = new Map();
     const cands = plan.candidates.map((entries) => this.evaluate(plan, entries, cur, now));
     const chosen = choose(cands);
-    if (chosen >= 0 && !plan.dryRun) this.debit(plan, cands[chosen].evals, cur, now);
+    if (chosen >= 0 && !plan.dryRun) {
+      this.debit(plan, cands[chosen].evals, cur, now);
+      this.reserve(plan, chosen, cands[chosen].evals, cur, now);
+    }
     let outcome = Outcome.Allowed;
     let retryMs = 0;
     if (chosen < 0) {
@@ -166,7 +178,10 @@ export class MemoryStore implements Store {
     if (s) return s;
     const st = this.data.get(plan.keys[e.key]);
     const live = st && st.expiresAt > now ? st : undefined;
-    if (e.kind === EntryKind.Rolling) {
+    if (e.kind === EntryKind.Concurrent) {
+      const { held, first } = this.ledger.slotsRead(plan.keys[e.key], now);
+      s = { a: held, b: first };
+    } else if (e.kind === EntryKind.Rolling) {
       let level = cap;
       if (live) {
         const elapsed = Math.max(0, now - live.b);
@@ -215,6 +230,10 @@ export class MemoryStore implements Store {
       r = fits ? 0 : Math.ceil(((e.cost - s.a) * e.period) / cap);
       // floating point: waiting exactly r ms must be enough (mirrors the Lua script)
       if (!fits && s.a + (r * cap) / e.period < e.cost) r += 1;
+    } else if (e.kind === EntryKind.Concurrent) {
+      avail = cap - s.a;
+      fits = s.a + e.cost <= cap;
+      r = fits ? 0 : MemoryLedger.slotsRetry(s.b, now);
     } else {
       avail = cap - s.a;
       fits = s.a + e.cost <= cap;
@@ -238,6 +257,12 @@ export class MemoryStore implements Store {
       if (!ev.fits) continue;
       const s = cur.get(ev.e.key)!;
       const key = plan.keys[ev.e.key];
+      if (ev.e.kind === EntryKind.Concurrent) {
+        s.a += ev.e.cost;
+        if (s.b === 0) s.b = now + ev.e.period;
+        this.ledger.slotsTake(key, plan.reservation?.id ?? `x${now}:${this.anon++}`, now + ev.e.period);
+        continue;
+      }
       const rolling = ev.e.kind === EntryKind.Rolling;
       s.a += rolling ? -ev.e.cost : ev.e.cost;
       const b = rolling ? now : s.b;
@@ -271,6 +296,9 @@ export class MemoryStore implements Store {
     if (ev.e.kind === EntryKind.Rolling) {
       remaining = dryChosen ? s.a - ev.e.cost : s.a;
       resetMs = Math.ceil(((cap - remaining) * ev.e.period) / cap);
+    } else if (ev.e.kind === EntryKind.Concurrent) {
+      remaining = cap - s.a - (dryChosen ? ev.e.cost : 0);
+      resetMs = s.b > 0 && s.a > 0 ? s.b - now : 0;
     } else {
       remaining = cap - s.a - (dryChosen ? ev.e.cost : 0);
       resetMs = s.b - now;
@@ -288,12 +316,80 @@ export class MemoryStore implements Store {
    */
   private sweep(now = this.clock(), atBound = false): number {
     let n = 0;
+    if (!atBound) this.ledger.sweep(now);
     for (const [k, v] of this.data)
       if (v.expiresAt <= now || (atBound && v.freeAt <= now)) {
         this.data.delete(k);
         n++;
       }
     return n;
+  }
+
+  /** Record the chosen candidate's debits under the plan's reservation key (lua/check-limits.lua). */
+  private reserve(plan: CheckPlan, chosen: number, evals: Evaluated[], cur: Current, now: number): void {
+    const r = plan.reservation;
+    if (!r) return;
+    const entries: ReservedEntry[] = [];
+    evals.forEach((ev, index) => {
+      if (!ev.fits) return;
+      const { e } = ev;
+      const windowEnd = e.kind === EntryKind.Calendar ? cur.get(e.key)!.b : 0;
+      const key = plan.keys[e.key];
+      entries.push({
+        index,
+        key,
+        kind: e.kind,
+        capacity: e.capacity,
+        period: e.period,
+        cost: e.cost,
+        windowEnd,
+      });
+    });
+    const reservation = { id: r.id, record: r.records[chosen], entries, settled: false };
+    this.ledger.record(plan.keys[r.key], reservation, now + r.ttlMs, this.maxKeys);
+  }
+
+  async reservation(key: string): Promise<Reservation | undefined> {
+    return this.ledger.reservation(key, Math.floor(this.clock()));
+  }
+
+  /** lua/settle-reservation.lua, in TypeScript. */
+  async settle(req: SettleRequest): Promise<SettleResult> {
+    const now = Math.floor(this.clock());
+    const held = this.ledger.reservation(req.key, now);
+    if (held?.settled) return { outcome: 'duplicate', remaining: [] };
+    if (!held) return { outcome: 'missing', remaining: [] };
+    const remaining = held.entries.map((e, i) =>
+      this.settleEntry(e, e.cost - Math.max(0, Math.ceil(req.actual[i])), held.id, now),
+    );
+    this.ledger.settled(req.key, now + SETTLED_TTL_MS);
+    return { outcome: 'settled', remaining };
+  }
+
+  /** One entry: refund `delta` (or debit −delta); returns what remains. */
+  private settleEntry(e: ReservedEntry, delta: number, id: string, now: number): number {
+    const cap = this.cap(e.capacity);
+    if (e.kind === EntryKind.Concurrent) return cap - this.ledger.slotsRelease(e.key, id, now);
+    const st = this.data.get(e.key);
+    const live = st && st.expiresAt > now ? st : undefined;
+    if (e.kind === EntryKind.Calendar) {
+      if (!live || now >= live.b) return cap;
+      if (live.b === e.windowEnd) live.a = Math.max(0, live.a - delta);
+      else if (delta < 0) live.a -= delta; // the reserved window is over: the excess goes to this one
+      return Math.floor(cap - live.a);
+    }
+    let level = cap;
+    if (live) {
+      const elapsed = Math.max(0, now - live.b);
+      level = elapsed >= e.period ? cap : Math.min(cap, live.a + (elapsed * cap) / e.period);
+    }
+    const after = Math.min(cap, level + delta);
+    if (after === level) return Math.floor(level);
+    const freeAt = now + Math.ceil(((cap - after) * e.period) / cap);
+    const expiresAt = Math.max(live?.expiresAt ?? 0, now + e.period);
+    if (st) Object.assign(st, { a: after, b: now, expiresAt, freeAt });
+    else this.data.set(e.key, { a: after, b: now, expiresAt, freeAt });
+    return Math.floor(after);
   }
 
   async ping(): Promise<void> {}

@@ -6,9 +6,15 @@ export {
   EntryKind,
   type PlanEntry,
   type QueueRequest,
+  type Reservation,
+  type ReservationRequest,
+  type ReservedEntry,
+  type SettleOutcome,
+  type SettleRequest,
+  type SettleResult,
 } from '../policy/plan-types.js';
 
-import type { CheckPlan } from '../policy/plan-types.js';
+import type { CheckPlan, Reservation, SettleRequest, SettleResult } from '../policy/plan-types.js';
 
 export enum QueueFullReason {
   Entries = 1,
@@ -66,6 +72,14 @@ export interface Store {
    * timeout it fails with StoreTimeoutError (silent store). See src/resilience/timeout.ts.
    */
   check(plan: CheckPlan, budgetAt?: number): Promise<CheckResult>;
+  /** The reservation recorded under `key` (src/store/keys.ts reservationKey), if it has not expired. */
+  reservation(key: string): Promise<Reservation | undefined>;
+  /**
+   * Settle a reservation to what the call used, atomically and once: refund (or debit) each limit the
+   * difference, release concurrency slots, write the export entry. 'duplicate' when already settled,
+   * 'missing' when the record is gone (expired, never made, or another store's).
+   */
+  settle(req: SettleRequest): Promise<SettleResult>;
   /** Optional: apply a new per-call timeout after a config reload. */
   setTimeoutMs?(ms: number): void;
   /** Resolves when the store answers. */
@@ -92,6 +106,10 @@ export function planArgs(plan: CheckPlan): (string | number)[] {
       if (zoned) args.push(e.zoneEnd!, e.zoneNext!);
     }
   }
+  const r = plan.reservation;
+  // the reservation part comes before the queue part: its record per candidate follows
+  if (r) args.push(1, r.key + 1, r.id, r.ttlMs, ...r.records);
+  else args.push(0);
   const q = plan.queue;
   if (q) {
     const body = typeof q.body === 'string' ? q.body : q.body.toString('utf8');

@@ -8,7 +8,17 @@ import type { RedisOptions } from 'iovalkey';
 import { withTimeout } from '../resilience/timeout.js';
 import { defaultRetryDelayMs, type RespCommand, RespConnection, type RespValue } from './resp.js';
 import { loadScript, type Script } from './scripts.js';
-import { type CheckPlan, type CheckResult, parseReply, planArgs, type Store } from './types.js';
+import { parseReservation, parseSettleReply, RESERVATION_FIELDS, settleCall } from './settle-codec.js';
+import {
+  type CheckPlan,
+  type CheckResult,
+  parseReply,
+  planArgs,
+  type Reservation,
+  type SettleRequest,
+  type SettleResult,
+  type Store,
+} from './types.js';
 
 export interface ValkeyStoreOptions {
   url: string;
@@ -75,6 +85,7 @@ export class ValkeyStore implements Store {
   readonly kind = 'valkey' as const;
   readonly conn: RespConnection;
   private readonly script: Script = loadScript('check-limits');
+  private readonly settleScript: Script = loadScript('settle-reservation');
 
   private timeoutMs: number;
   /** See Store.lastReplyAt (set even when the reply comes after the call timed out). */
@@ -105,9 +116,27 @@ export class ValkeyStore implements Store {
   }
 
   async loadScripts(): Promise<void> {
-    const sha = (await this.conn.command(['SCRIPT', 'LOAD', this.script.source])) as string;
-    if (sha !== this.script.sha)
-      throw new Error(`script SHA mismatch: server ${sha}, local ${this.script.sha}`);
+    for (const script of [this.script, this.settleScript]) {
+      const sha = (await this.conn.command(['SCRIPT', 'LOAD', script.source])) as string;
+      if (sha !== script.sha) throw new Error(`script SHA mismatch: server ${sha}, local ${script.sha}`);
+    }
+  }
+
+  /** The response phase is off the request path: its calls go out at once, bounded by the reply timeout. */
+  async reservation(key: string): Promise<Reservation | undefined> {
+    return parseReservation(await this.conn.command(['HMGET', key, ...RESERVATION_FIELDS]));
+  }
+
+  async settle(req: SettleRequest): Promise<SettleResult> {
+    const { keys, args } = settleCall(req);
+    const argv = ['EVALSHA', this.settleScript.sha, keys.length, ...keys, ...args];
+    try {
+      return parseSettleReply(await this.conn.command(argv));
+    } catch (err) {
+      if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
+      await this.loadScripts();
+      return parseSettleReply(await this.conn.command(argv));
+    }
   }
 
   /**

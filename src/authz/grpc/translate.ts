@@ -2,6 +2,7 @@
  * Translation between Envoy's CheckRequest/CheckResponse (proto-loader objects) and tollgate's
  * CheckInput/Decision. No policy lives here.
  */
+import { RESERVATION_METADATA_KEY } from '../../decision/reservation.js';
 import type { CheckInput, Decision, Headers } from '../../decision/types.js';
 
 /** google.rpc.Code values we answer with. */
@@ -102,7 +103,7 @@ export const rpcFor = (status: number): number =>
  */
 export function toCheckResponse(d: Decision): any {
   if (d.kind === 'allow') {
-    return {
+    const res: Record<string, unknown> = {
       status: { code: RpcCode.OK, message: '' },
       ok_response: {
         headers: opts(d.upstreamHeaders),
@@ -110,6 +111,10 @@ export function toCheckResponse(d: Decision): any {
         response_headers_to_add: opts(d.responseHeaders, 'ADD_IF_ABSENT'),
       },
     };
+    // Envoy keeps it under envoy.filters.http.ext_authz and forwards it to ext_proc (src/settle/)
+    if (d.reservation)
+      res.dynamic_metadata = { fields: { [RESERVATION_METADATA_KEY]: { stringValue: d.reservation } } };
+    return res;
   }
   return {
     status: { code: rpcFor(d.httpStatus), message: d.reason },

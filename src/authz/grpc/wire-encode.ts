@@ -4,6 +4,8 @@
  * bytes equal the proto-loader path's (translate.ts); test/proto-compat.test.ts reads them back with
  * Envoy's official protos.
  */
+
+import { RESERVATION_METADATA_KEY } from '../../decision/reservation.js';
 import type { Decision, Headers } from '../../decision/types.js';
 import { rpcFor } from './translate.js';
 
@@ -132,6 +134,17 @@ export function encodeCheckResponse(d: Decision, framed = false): Buffer {
     for (const name of d.removeHeaders) w.string(5, name);
     headerOptions(w, 6, d.responseHeaders, ADD_IF_ABSENT);
     w.end(ok);
+    if (d.reservation) {
+      // dynamic_metadata = 4 (Struct { map<string, Value> fields = 1 }; Value.string_value = 3)
+      const dm = w.begin(4);
+      const entry = w.begin(1);
+      w.string(1, RESERVATION_METADATA_KEY);
+      const value = w.begin(2);
+      w.string(3, d.reservation);
+      w.end(value);
+      w.end(entry);
+      w.end(dm);
+    }
     return framed ? w.framed() : w.result();
   }
   const st = w.begin(1);

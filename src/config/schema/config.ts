@@ -18,6 +18,7 @@ import { limitsSchema } from './limits.js';
 import { modelsSchema } from './models.js';
 import { modeSchema, queuesSchema, toolWeightsSchema } from './queues.js';
 import { serverSchema } from './server.js';
+import { settleSchema } from './settle.js';
 import { storeSchema } from './store.js';
 
 /** The sections, in the order their problems are reported. Each is parsed on its own (see validate.ts). */
@@ -30,6 +31,7 @@ export const sections = {
   mode: modeSchema,
   server: serverSchema.prefault({}),
   store: storeSchema.prefault({}),
+  settle: settleSchema.prefault({}),
 };
 
 /** The whole file: what tollgate.schema.json describes (`z.toJSONSchema(configSchema, { io: 'input' })`). */

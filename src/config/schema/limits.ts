@@ -21,7 +21,9 @@ import {
 } from './fields.js';
 import { exhaustedFields, queueOnlyWithQueueing } from './queues.js';
 
-const KINDS = ['requests', 'tokens', 'usd'] as const;
+const KINDS = ['requests', 'tokens', 'usd', 'concurrent'] as const;
+/** How long a concurrency slot is held when its call is never settled (limits[].lease). */
+export const DEFAULT_LEASE_MS = 10 * 60_000;
 const CALENDAR = ['hourly', 'daily', 'weekly', 'monthly'] as const;
 export type LimitKind = (typeof KINDS)[number];
 export type CalendarUnit = (typeof CALENDAR)[number];
@@ -49,6 +51,9 @@ const limitFields = mapping({
   requests: int(1).optional(),
   tokens: int(1).optional(),
   usd: num(0.000001).optional(),
+  /** At most this many calls in flight per scope (a slot is released when the call is settled). */
+  concurrent: int(1, 1_000_000).optional(),
+  lease: duration('10m, 30s').optional(),
   every: duration('30s, 1m, 1h, 1d').optional(),
   reset: oneOf(CALENDAR).optional(),
   timezone: str('a string')
@@ -71,8 +76,23 @@ type LimitFields = z.output<typeof limitFields>;
 function limitRules(o: LimitFields, ctx: z.core.$RefinementCtx<LimitFields>): void {
   const kinds = KINDS.filter((k) => o[k] !== undefined);
   if (kinds.length !== 1)
-    problem(ctx, [], `expected exactly one of requests, tokens, usd (found ${kinds.join(', ') || 'none'})`);
-  if ((o.every === undefined) === (o.reset === undefined))
+    problem(
+      ctx,
+      [],
+      `expected exactly one of requests, tokens, usd, concurrent (found ${kinds.join(', ') || 'none'})`,
+    );
+  if (o.concurrent !== undefined) {
+    if (o.every !== undefined || o.reset !== undefined)
+      problem(
+        ctx,
+        [],
+        'concurrent limits take no every or reset (a slot is held until the call is settled or its lease ends)',
+      );
+    if (o.timezone !== undefined) problem(ctx, ['timezone'], 'only valid with reset (calendar quota)');
+    if (o.downgrade_below !== undefined)
+      problem(ctx, ['downgrade_below'], 'not supported on concurrent limits');
+  } else if (o.lease !== undefined) problem(ctx, ['lease'], 'only valid with concurrent');
+  else if ((o.every === undefined) === (o.reset === undefined))
     problem(ctx, [], 'expected exactly one of every (rolling window) or reset (calendar quota)');
   else if (o.every !== undefined && o.timezone !== undefined)
     problem(ctx, ['timezone'], 'only valid with reset (calendar quota)');
@@ -84,13 +104,15 @@ function limitRules(o: LimitFields, ctx: z.core.$RefinementCtx<LimitFields>): vo
 function toLimit(o: LimitFields) {
   const kind = KINDS.find((k) => o[k] !== undefined) as LimitKind;
   const window: LimitWindow =
-    o.every !== undefined
-      ? { type: 'rolling', ms: o.every }
-      : {
-          type: 'calendar',
-          unit: o.reset as CalendarUnit,
-          ...(o.timezone && o.timezone !== 'UTC' ? { timezone: o.timezone } : {}),
-        };
+    kind === 'concurrent'
+      ? { type: 'concurrent', leaseMs: o.lease ?? DEFAULT_LEASE_MS }
+      : o.every !== undefined
+        ? { type: 'rolling', ms: o.every }
+        : {
+            type: 'calendar',
+            unit: o.reset as CalendarUnit,
+            ...(o.timezone && o.timezone !== 'UTC' ? { timezone: o.timezone } : {}),
+          };
   return {
     name: o.name,
     per: o.per ?? [],
@@ -113,6 +135,8 @@ function toLimit(o: LimitFields) {
 
 export type LimitWindow =
   | { type: 'rolling'; ms: number }
+  /** A concurrency limit: slots held until settled, at most leaseMs. */
+  | { type: 'concurrent'; leaseMs: number }
   | { type: 'calendar'; unit: CalendarUnit; timezone?: string };
 
 export const limitSchema = limitFields.superRefine(limitRules, always).transform(toLimit);

@@ -19,6 +19,12 @@ export const BUILTIN_MODEL = {
   /** micro-dollars per 1M tokens = USD per 1M tokens × 1e6, integer (exact pricing in integer math). */
   priceInPer1M: 0,
   priceOutPer1M: 0,
+  /**
+   * Settlement prices (micro-dollars per 1M) of prompt tokens the provider served from its prompt cache
+   * and of tokens written to it (Anthropic); -1 = the input price. Reservations always use the input price.
+   */
+  priceCachedInPer1M: -1,
+  priceCacheWritePer1M: -1,
   /** 0 = server.default_max_output_tokens. */
   defaultMaxOutputTokens: 0,
   /** Multiplier for this model's tokens on token limits (premium models count more). */
@@ -31,8 +37,18 @@ const ALIAS = /^[^\s]{1,256}$/;
 /** One model's own settings: only what it sets (the rest comes from "*", then BUILTIN_MODEL). */
 export const modelSchema = mapping({
   encoding: oneOf(ENCODINGS).optional(),
-  price_usd_per_1m: mapping({ input: num(0).default(0), output: num(0).default(0) })
-    .transform((p) => ({ priceInPer1M: usdToMicros(p.input), priceOutPer1M: usdToMicros(p.output) }))
+  price_usd_per_1m: mapping({
+    input: num(0).default(0),
+    output: num(0).default(0),
+    cached_input: num(0).optional(),
+    cache_write: num(0).optional(),
+  })
+    .transform((p) => ({
+      priceInPer1M: usdToMicros(p.input),
+      priceOutPer1M: usdToMicros(p.output),
+      priceCachedInPer1M: p.cached_input === undefined ? -1 : usdToMicros(p.cached_input),
+      priceCacheWritePer1M: p.cache_write === undefined ? -1 : usdToMicros(p.cache_write),
+    }))
     .optional(),
   fallback: oneOrMany(modelName, 'a model name or a list of model names').optional(),
   default_max_output_tokens: int(1, 10_000_000).optional(),

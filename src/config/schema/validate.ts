@@ -52,8 +52,15 @@ function resolve(s: Partial<Sections>, problems: string[]): Config | undefined {
     problems.push(
       `store.timeout: expected less than server.decision_deadline (${s.server.decisionDeadlineMs} ms), got ${s.store.timeoutMs} ms`,
     );
-  const { identity, tool_weights, queues, mode, server, store } = s;
-  if (!identity || !models || !limits || !tool_weights || !queues || !mode || !server || !store) return;
+  if (s.identity && s.settle?.usageStream?.dimensions)
+    for (const [i, d] of s.settle.usageStream.dimensions.entries())
+      if (!(d in s.identity.identity))
+        problems.push(
+          `${formatPath(['settle', 'usage_stream', 'dimensions', i])}: expected an identity dimension (${Object.keys(s.identity.identity).join(', ')}), got "${d}"`,
+        );
+  const { identity, tool_weights, queues, mode, server, store, settle } = s;
+  if (!identity || !models || !limits || !tool_weights || !queues || !mode || !server || !store || !settle)
+    return;
   return {
     identity: identity.identity,
     keyMap: identity.keyMapFile
@@ -68,6 +75,7 @@ function resolve(s: Partial<Sections>, problems: string[]): Config | undefined {
     mode,
     server,
     store,
+    settle,
   };
 }
 

@@ -1,0 +1,90 @@
+--[[
+  settle-reservation: settle one call's reservation to what it used, atomically and at most once.
+
+  The check script recorded the reservation (lua/check-limits.lua, "the reservation part"): which
+  limits the chosen candidate debited and by how much. The caller read that record, priced the call's
+  actual usage per limit (src/policy/settle.ts) and passes it here; the record is read again inside
+  the script, so a record settled meanwhile is never settled twice.
+
+  KEYS[1]       the reservation record (hash: r, id, e; s = 1 once settled)
+  KEYS[2..N+1]  the record's entry keys, in the record's order (checked against it)
+  KEYS[N+2]     (optional) the usage export stream
+  ARGV[1]       N
+  ARGV[2..N+1]  actual units per entry
+  ARGV[N+2]     1 = write the export entry: then ARGV[N+3] = max_length, and field/value pairs follow
+
+  Per entry, delta = reserved − actual:
+    rolling    level + delta, capped at capacity (a refund never makes a bucket fuller than full); a
+               negative delta (usage beyond the reservation) debits and may leave the level below zero:
+               later calls wait for the refill
+    calendar   used − delta in the window the reservation was debited to; a window that has ended
+               keeps what it had (its spend is gone anyway); an excess is added to the window now
+               running, if one has started
+    slots      the reservation's slot is released (ZREM), whatever delta says
+  The record is then marked settled and shrunk to that mark for at most SETTLED_TTL_MS, so a second
+  settle answers 2 and changes nothing (later it finds no record: 0, and changes nothing either).
+
+  Returns { 1, remaining per entry... } settled; { 2 } already settled; { 0 } no record (expired,
+  never made); an error when KEYS do not match the record.
+]]
+
+--- @include "calendar"
+--- @include "bucket"
+
+local floor, tonumber = math.floor, tonumber
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
+local ROLLING, CALENDAR, SLOTS = 1, 2, 3
+local SETTLED_TTL_MS = 120000 -- SETTLED_TTL_MS in src/policy/plan-types.ts
+
+local rec = redis.call('HMGET', KEYS[1], 'e', 's', 'id')
+if rec[2] then return { 2 } end
+if not rec[1] then return { 0 } end
+local entries = cjson.decode(rec[1])
+local n = tonumber(ARGV[1])
+if #entries ~= n then return redis.error_reply('settle: the record has ' .. #entries .. ' entries, not ' .. n) end
+
+local out = { 1 }
+for i = 1, n do
+  local e = entries[i]
+  local key, kind, cap, period = e[2], e[3], tonumber(e[4]), tonumber(e[5])
+  local cost, window_end = tonumber(e[6]), tonumber(e[7])
+  if KEYS[i + 1] ~= key then return redis.error_reply('settle: key ' .. i .. ' is not the record\'s') end
+  local delta = cost - tonumber(ARGV[i + 1])
+  local remaining = 0
+  if kind == ROLLING then
+    local level, expires = rolling_read(key, cap, period, now)
+    local after = level + delta
+    if after > cap then after = cap end
+    if after ~= level then level = rolling_debit(key, level, level - after, period, expires, now) end
+    remaining = level
+  elseif kind == CALENDAR then
+    local h = redis.call('HMGET', key, 'u', 'e')
+    local used, e_end = tonumber(h[1]), tonumber(h[2])
+    if used and e_end == window_end and now < e_end then
+      used = used - delta
+      if used < 0 then used = 0 end
+      redis.call('HSET', key, 'u', used)
+    elseif delta < 0 and used and e_end and now < e_end then
+      -- the reserved window is over and a later one has started: the excess is charged to it
+      used = used - delta
+      redis.call('HSET', key, 'u', used)
+    end
+    remaining = cap - (used or 0)
+  elseif kind == SLOTS then
+    redis.call('ZREM', key, rec[3])
+    remaining = cap - redis.call('ZCARD', key)
+  end
+  out[#out + 1] = floor(remaining)
+end
+-- kept settled (a repeat answers 2) but small, and only briefly: a repeat after that finds no record
+redis.call('HSET', KEYS[1], 's', 1)
+redis.call('HDEL', KEYS[1], 'e', 'r')
+if redis.call('PTTL', KEYS[1]) > SETTLED_TTL_MS then redis.call('PEXPIRE', KEYS[1], SETTLED_TTL_MS) end
+
+if ARGV[n + 2] == '1' then
+  local args = { 'XADD', KEYS[n + 2], 'MAXLEN', '~', ARGV[n + 3], '*' }
+  for j = n + 4, #ARGV do args[#args + 1] = ARGV[j] end
+  redis.call(unpack(args))
+end
+return out

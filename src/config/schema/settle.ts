@@ -1,0 +1,40 @@
+/**
+ * `settle`: the response phase (Envoy ext_proc). How long a reservation waits for its settlement, what
+ * an upstream error is charged, and the optional billing export stream (docs/settlement.md).
+ */
+import type { z } from 'zod';
+import { bool, duration, int, mapping, oneOf, str } from './fields.js';
+
+export const DEFAULT_RESERVATION_TTL_MS = 15 * 60_000;
+export const DEFAULT_USAGE_STREAM_MAX_LENGTH = 1_000_000;
+
+export const settleSchema = mapping({
+  /** A reservation not settled within this is left as charged and its record expires. */
+  reservation_ttl: duration('15m').prefault('15m'),
+  /** Upstream answered non-2xx: refund tokens and dollars in full, or keep the prompt's share. */
+  on_upstream_error: oneOf(['refund', 'keep_prompt']).default('refund'),
+  /** One Valkey stream entry per settled call, for billing export. Off unless given. */
+  usage_stream: mapping({
+    enabled: bool().default(true),
+    /** Stream key (under store.prefix): <prefix>:<name>. */
+    name: str('a short name of letters, digits, _, - or :', /^[A-Za-z0-9_:-]{1,64}$/).default('usage'),
+    /** Entries kept (approximate trimming, XADD MAXLEN ~). */
+    max_length: int(1000, 1_000_000_000).default(DEFAULT_USAGE_STREAM_MAX_LENGTH),
+    /** Identity dimensions written with each entry (their values; API-key ids are digests). */
+    dimensions: str('an identity dimension name', /^[A-Za-z0-9_-]{1,64}$/)
+      .array()
+      .optional(),
+  }).optional(),
+}).transform((s) => ({
+  reservationTtlMs: s.reservation_ttl,
+  onUpstreamError: s.on_upstream_error,
+  usageStream: s.usage_stream?.enabled
+    ? {
+        name: s.usage_stream.name,
+        maxLength: s.usage_stream.max_length,
+        dimensions: s.usage_stream.dimensions,
+      }
+    : undefined,
+}));
+
+export type SettleConfig = z.output<typeof settleSchema>;
