@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { MAX_DEPTH, parseCall, safeStringify } from '../src/dialects/parse.js';
-import { classifyPath } from '../src/dialects/route.js';
+import { classifyPath, keyHeaderOf } from '../src/dialects/route.js';
 import { type Dialect, isParseError, type ParsedCall } from '../src/dialects/types.js';
 
 function ok(dialect: Dialect, body: unknown, azure?: string): ParsedCall {
@@ -43,16 +43,40 @@ describe('classifyPath', () => {
   it('Azure deployments (name URL-decoded)', () => {
     expect(classifyPath('/openai/deployments/gpt4o-prod/chat/completions?api-version=2024-10-21')).toEqual({
       dialect: 'openai.chat',
+      pathModel: 'gpt4o-prod',
       azureDeployment: 'gpt4o-prod',
     });
     expect(classifyPath('/openai/deployments/my%20dep/completions')).toEqual({
       dialect: 'openai.completions',
+      pathModel: 'my dep',
       azureDeployment: 'my dep',
     });
     expect(classifyPath('/openai/deployments/emb/embeddings')).toEqual({
       dialect: 'openai.embeddings',
+      pathModel: 'emb',
       azureDeployment: 'emb',
     });
+  });
+
+  it('Gemini generateContent / streamGenerateContent (model and streaming from the path)', () => {
+    const g = 'gemini.generateContent';
+    expect(classifyPath('/v1beta/models/gemini-2.5-flash:generateContent')).toEqual({
+      dialect: g,
+      pathModel: 'gemini-2.5-flash',
+      stream: false,
+    });
+    expect(classifyPath('/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=sse&key=k')).toEqual({
+      dialect: g,
+      pathModel: 'gemini-2.5-pro',
+      stream: true,
+    });
+    expect(classifyPath('/v1/models/gemini-2.0-flash:generateContent/')?.pathModel).toBe('gemini-2.0-flash');
+    expect(classifyPath('/v1beta/models/gemini-2.5-flash:countTokens')).toBeUndefined();
+    // Gemini is keyed by x-goog-api-key, never taken for Azure (api-key)
+    expect(keyHeaderOf(classifyPath('/v1beta/models/m:generateContent')!)).toBe('x-goog-api-key');
+    expect(keyHeaderOf(classifyPath('/openai/deployments/d/chat/completions')!)).toBe('api-key');
+    expect(keyHeaderOf(classifyPath('/v1/messages')!)).toBe('x-api-key');
+    expect(keyHeaderOf(classifyPath('/v1/chat/completions')!)).toBe('authorization');
   });
 
   it.each([

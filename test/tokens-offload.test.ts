@@ -119,6 +119,26 @@ describe('large bodies are parsed and counted off the event loop, with the same 
     expect(await spent(small)).toBe(expected(small, 'o200k_base') + 100);
   });
 
+  it('a large Gemini body: counted in the worker with the path’s model and streaming, marked estimated', async () => {
+    const body = {
+      systemInstruction: { parts: [{ text: prose(20_000, 6) }] },
+      contents: [{ role: 'user', parts: [{ text: prose(80_000, 7) }] }],
+      generationConfig: { maxOutputTokens: 9, candidateCount: 2 },
+    };
+    expect(Buffer.byteLength(JSON.stringify(body))).toBeGreaterThanOrEqual(OFFLOAD_BYTES);
+    const p = parseBody('gemini.generateContent', JSON.stringify(body), {
+      pathModel: 'legacy',
+      stream: true,
+    });
+    if (isParseError(p)) throw new Error(p.error);
+    const path = '/v1beta/models/legacy:streamGenerateContent?alt=sse';
+    const a = await envoy.check({ path, body, headers: { 'x-tenant-id': `t-${++tenant}` } });
+    expect(a.allowed, a.body).toBe(true);
+    expect(a.headers['x-tollgate-estimated']).toBe('true');
+    const used = LIMIT - Number(a.headers['x-ratelimit-remaining-tokens']);
+    expect(used).toBe(countPromptTokens(p, 'cl100k_base', { imageTokens: 765 }) + 18); // legacy's encoding
+  });
+
   it('a large call rerouted to its fallback is costed with the fallback encoding', async () => {
     const yaml = YAML.replace(
       '    encoding: o200k_base\n    default_max_output_tokens: 100\n  legacy',

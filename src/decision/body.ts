@@ -6,7 +6,7 @@
 import type { Config } from '../config/types.js';
 import { parseBody } from '../dialects/body.js';
 import type { Route } from '../dialects/route.js';
-import { isParseError, type ParsedCall } from '../dialects/types.js';
+import { type Dialect, isParseError, type ParsedCall } from '../dialects/types.js';
 import type { TokenPool } from '../offload/pool.js';
 import type { EncodingPlan } from '../offload/worker.js';
 import { badRequest } from './answer.js';
@@ -28,6 +28,12 @@ export interface BodyReading {
   /** Prompt tokens estimated from the size (when `estimated`). */
   estimatedPrompt: number;
   estimated: boolean;
+  /**
+   * The body was read, but its prompt was counted with a tokenizer that is not the provider's (Gemini:
+   * Google's is not public, so the model's configured encoding stands in): also marked
+   * `x-tollgate-estimated: true`. Unlike `estimated`, the model named is the one charged.
+   */
+  countEstimated?: boolean;
   /** Prompt tokens by encoding, when a worker counted them (the call then carries no texts). */
   counted?: Record<string, number>;
   /** Why this call's model cannot be trusted (then it is never rerouted). */
@@ -57,9 +63,9 @@ export async function readBody(ctx: BodyContext): Promise<BodyReading | DenyDeci
     len > cfg.server.maxBodyBytes;
   if (partial) {
     // A prefix cannot prove the top-level model (the last duplicate key wins): charge the costliest
-    // model the call could be, unless the path names it (Azure), or refuse (partial_body: deny).
+    // model the call could be, unless the path names it (Azure, Gemini), or refuse (partial_body: deny).
     const bytes = Math.max(Number.isFinite(declared) && declared > 0 ? declared : 0, len);
-    if (cfg.server.partialBody === 'deny' && ctx.route.azureDeployment === undefined)
+    if (cfg.server.partialBody === 'deny' && ctx.route.pathModel === undefined)
       return partialRefused(bytes === 0);
     return estimate(cfg, ctx.route, bytes);
   }
@@ -67,20 +73,25 @@ export async function readBody(ctx: BodyContext): Promise<BodyReading | DenyDeci
     const r = await readInWorker(ctx, ctx.pool, len);
     if (r) return r;
   }
-  const parsed = parseBody(ctx.route.dialect, body!, ctx.route.azureDeployment);
+  const parsed = parseBody(ctx.route.dialect, body!, ctx.route);
   if (isParseError(parsed)) return badRequest(parsed.error);
   return named(parsed);
 }
 
+/** Dialects whose prompt is counted with a stand-in tokenizer: Gemini (gemini.ts). */
+const STAND_IN_TOKENIZER: ReadonlySet<Dialect> = new Set<Dialect>(['gemini.generateContent']);
+
 function named(call: ParsedCall, counted?: Record<string, number>): BodyReading | DenyDecision {
   if (call.model === undefined) return badRequest('model is required');
-  return { call, model: call.model, estimatedPrompt: 0, estimated: false, counted };
+  const reading: BodyReading = { call, model: call.model, estimatedPrompt: 0, estimated: false, counted };
+  if (STAND_IN_TOKENIZER.has(call.dialect)) reading.countEstimated = true;
+  return reading;
 }
 
 /** A body not read: its prompt estimated from `bytes`, charged as the costliest model it could be. */
 function estimate(cfg: Config, route: Route, bytes: number): BodyReading {
   const estimatedPrompt = Math.ceil(bytes / cfg.server.bytesPerToken);
-  const model = route.azureDeployment ?? costliestModel(cfg, estimatedPrompt);
+  const model = route.pathModel ?? costliestModel(cfg, estimatedPrompt);
   return { model, estimatedPrompt, estimated: true, unproven: 'partial-body' };
 }
 
@@ -102,7 +113,7 @@ async function readInWorker(
     .parseAndCount(
       route.dialect,
       body,
-      route.azureDeployment,
+      { pathModel: route.pathModel, stream: route.stream },
       ctx.encodings(),
       { imageTokens: cfg.server.imageTokens },
       cfg.queues.size === 0,

@@ -87,7 +87,7 @@ export function priceCall(
   // The configured model the request means (case, snapshots, provider prefixes, aliases), unless it
   // was chosen here as the costliest; a name that matches none is charged as "*" and counted.
   let unknownModel = false;
-  if (!estimated || route.azureDeployment !== undefined) {
+  if (!estimated || route.pathModel !== undefined) {
     const resolved = modelResolver(cfg).resolve(model);
     if (resolved === undefined) unknownModel = true;
     else model = resolved;
@@ -96,9 +96,9 @@ export function priceCall(
   let refused = false;
   if (names.length > 1) {
     // A reroute makes Envoy rewrite the body's model: only for a body whose model key is unambiguous,
-    // never for a model named by the path (Azure), which the rewrite cannot change.
+    // never for a model named by the path (Azure, Gemini), which the rewrite cannot change.
     // (a token worker already checked the bytes it parsed: they may have been moved there)
-    if (!unproven && route.azureDeployment !== undefined) unproven = 'path-model';
+    if (!unproven && route.pathModel !== undefined) unproven = 'path-model';
     if (!unproven && call) unproven = counted ? call.modelKey : modelKeyProblem(body!);
     if (unproven) {
       names = names.slice(0, 1);

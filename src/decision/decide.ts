@@ -113,7 +113,7 @@ export class Decider {
     const route = classifyPath(input.path);
     if (!route) return notLlm(cfg, removeHeaders);
     // identity.unknown_keys: deny — refused before any work is spent on the call
-    const gate = unknownKeyGate(cfg, input.headers, keyHeaderOf(route));
+    const gate = unknownKeyGate(cfg, input.headers, keyHeaderOf(route), input.path);
     if (gate && 'denied' in gate) return gate.denied;
 
     const pool = this.deps.pool;
@@ -130,19 +130,21 @@ export class Decider {
     });
     const priced = priceCall(cfg, this.chains, reading, route, input.body);
     const { model, costs } = priced;
+    // a size estimate (body not read) or a stand-in tokenizer's count (Gemini): x-tollgate-estimated
+    const estimated = reading.estimated || reading.countEstimated === true;
     const stats: DecisionStats = {
       model,
       promptTokens: costs[0].promptTokens,
       reservedTokens: costs[0].outputTokens,
       micros: costs[0].micros,
-      estimated: reading.estimated || undefined,
+      estimated: estimated || undefined,
       tenantTag: logTag(id.tenant),
       unknownModel: priced.unknownModel || undefined,
     };
     const queueable =
       this.guard.shared && reading.call && input.body !== undefined ? { body: input.body } : undefined;
     const built = planCall(cfg, id, priced, reading, queueable, route.dialect);
-    const marks: Headers = reading.estimated ? { 'x-tollgate-estimated': 'true' } : {};
+    const marks: Headers = estimated ? { 'x-tollgate-estimated': 'true' } : {};
     if (built.meta.every((m) => m.length === 0)) {
       stats.chosenModel = model;
       return allow('ok', { ...marks }, { ...marks }, removeHeaders, stats);

@@ -1,7 +1,8 @@
 /**
  * identity.unknown_keys: deny — a call presenting an API key that is not in the key map is refused
  * with 401 before anything else is done for it (no parsing, no counting, no store call, no state).
- * Calls without a key are not affected (their identity comes from the other sources).
+ * Calls without a key are not affected (their identity comes from the other sources). The key is read
+ * as identity reads it (identity.ts apiKeyOf: the route's header first; Gemini's `?key=` from `path`).
  */
 import type { Config } from '../config/types.js';
 import { type KeyHeader, requestKeyDigest } from '../identity/identity.js';
@@ -25,9 +26,10 @@ export function unknownKeyGate(
   cfg: Config,
   headers: Record<string, string>,
   keyHeader?: KeyHeader,
+  path?: string,
 ): { denied: DenyDecision } | { digest: string | null } | undefined {
   if (cfg.keyMap?.unknownKeys !== 'deny') return undefined;
-  const digest = requestKeyDigest(cfg, headers, keyHeader);
+  const digest = requestKeyDigest(cfg, headers, keyHeader, path);
   if (digest === null || knownKey(cfg, digest)) return { digest };
   return {
     denied: {

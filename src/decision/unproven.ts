@@ -39,9 +39,11 @@ export function costliestModel(cfg: Config, promptTokens: number): string {
 
 const WHY: Record<Unproven, string> = {
   'partial-body': 'its body was not received in full',
-  // the shipped Envoy configs rewrite the body's model; an Azure deployment path names the model
-  // instead, so the proxy would refuse the rerouted call (deploy/lua/model-rewrite.lua)
-  'path-model': 'its model is named by the path (an Azure deployment), not by the body',
+  // the shipped Envoy configs rewrite the body's model; an Azure deployment path (or Gemini's
+  // models/{model}) names the model instead, so the proxy would refuse the rerouted call
+  // (deploy/lua/model-rewrite.lua)
+  'path-model':
+    'its model is named by the path (an Azure deployment, a Gemini models/{model}), not by the body',
   'duplicate-model-key': 'its body names "model" more than once',
   'escaped-model-key': 'its body writes the "model" key with escapes',
 };

@@ -16,8 +16,8 @@
  * with the configured tiktoken encoding (like Anthropic's); settlement corrects them from the
  * response's usageMetadata.
  *
- * Not wired into route.ts / parse.ts yet: `Dialect` (types.ts) does not name this dialect, so the
- * parsed call's dialect is typed GeminiDialect; see GeminiParsedCall.
+ * Wired in by route.ts (classifyPath → a Route whose pathModel is the path's model, so a reroute is
+ * refused like an Azure deployment's) and body.ts (parseBody, for the decision and the token workers).
  *
  * Robustness: as parse.ts — never throws, arrays capped at MAX_ITEMS, JSON re-serialisation bounded
  * by safeStringify's depth and node caps, unknown fields and part kinds ignored.
@@ -34,12 +34,12 @@ import {
   stringifyOrFail,
 } from './json.js';
 import { extraJson, PROP_KNOWN, scalarString } from './tools.js';
-import type { ParsedCall, ParseError, PromptMessage, ToolDef, ToolProperty } from './types.js';
+import type { Dialect, ParsedCall, ParseError, PromptMessage, ToolDef, ToolProperty } from './types.js';
 
-export type GeminiDialect = 'gemini.generateContent';
+export type GeminiDialect = Extract<Dialect, 'gemini.generateContent'>;
 export const GEMINI_DIALECT: GeminiDialect = 'gemini.generateContent';
 
-/** ParsedCall of a Gemini request (the same shape; `dialect` widened once types.ts names it). */
+/** ParsedCall of a Gemini request (a ParsedCall whose dialect is Gemini's). */
 export type GeminiParsedCall = Omit<ParsedCall, 'dialect'> & { dialect: GeminiDialect };
 
 export interface GeminiRoute {

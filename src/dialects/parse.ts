@@ -24,17 +24,16 @@ export type { ParsedCall, ParseError } from './types.js';
 // Entry point
 // ---------------------------------------------------------------------------------------------
 
+/** The dialects read here; Gemini's (model and streaming from the path) is gemini.ts's, see body.ts. */
+type BodyDialect = Exclude<Dialect, 'gemini.generateContent'>;
+
 /**
  * Parse a JSON-decoded request body for `dialect`. Never throws.
- * @param azureDeployment deployment name from an Azure path; overrides body.model.
+ * @param pathModel the model the path names (an Azure deployment); overrides body.model.
  */
-export function parseCall(
-  dialect: Dialect,
-  body: unknown,
-  azureDeployment?: string,
-): ParsedCall | ParseError {
+export function parseCall(dialect: Dialect, body: unknown, pathModel?: string): ParsedCall | ParseError {
   try {
-    return parseInner(dialect, body, azureDeployment);
+    return parseInner(dialect, body, pathModel);
   } catch (e) {
     if (e instanceof Fail) return { error: e.message };
     // RangeError (e.g. allocation failure) or anything unexpected from hostile input.
@@ -42,7 +41,7 @@ export function parseCall(
   }
 }
 
-const DIALECTS: Record<Dialect, (ctx: Ctx, body: Obj) => CallShape> = {
+const DIALECTS: Record<BodyDialect, (ctx: Ctx, body: Obj) => CallShape> = {
   'openai.chat': readChat,
   'openai.completions': readCompletions,
   'openai.embeddings': readEmbeddings,
@@ -50,13 +49,13 @@ const DIALECTS: Record<Dialect, (ctx: Ctx, body: Obj) => CallShape> = {
   'anthropic.messages': readAnthropic,
 };
 
-function parseInner(dialect: Dialect, body: unknown, azureDeployment?: string): ParsedCall {
+function parseInner(dialect: Dialect, body: unknown, pathModel?: string): ParsedCall {
   if (!isObj(body)) fail('request body must be a JSON object');
   const ctx = new Ctx();
-  const model = azureDeployment ?? optString(body, 'model', '');
+  const model = pathModel ?? optString(body, 'model', '');
   // model names end up in logs, metrics labels (configured names only) and queue entries: keep them short
   if (model !== undefined && model.length > 256) fail('model must be at most 256 characters');
-  const read = Object.hasOwn(DIALECTS, dialect) ? DIALECTS[dialect] : undefined;
+  const read = Object.hasOwn(DIALECTS, dialect) ? DIALECTS[dialect as BodyDialect] : undefined;
   if (!read) fail(`unknown dialect ${String(dialect)}`);
   const { n, requestedOutput, stream, kind } = read(ctx, body);
   const call: ParsedCall = {

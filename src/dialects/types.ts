@@ -4,12 +4,13 @@ export type Dialect =
   | 'openai.completions'
   | 'openai.embeddings'
   | 'openai.responses'
-  | 'anthropic.messages';
+  | 'anthropic.messages'
+  | 'gemini.generateContent';
 
 /** A parsed LLM call: everything the limiter needs, nothing else. Plain data (structured-clone safe). */
 export interface ParsedCall {
   dialect: Dialect;
-  /** body.model, or the Azure deployment name from the path (path wins for Azure). */
+  /** body.model, or the model the path names (an Azure deployment, Gemini's models/{model}): the path wins. */
   model?: string;
   /** max_tokens | max_completion_tokens | max_output_tokens, multiplied by n (and best_of for completions). */
   requestedOutput?: number;

@@ -6,8 +6,12 @@ import { createHash, createHmac } from 'node:crypto';
 import type { Config, IdentitySource } from '../config/types.js';
 import { knownKey, SHARED_UNKNOWN_KEY, sourceIp } from './sources.js';
 
-/** The header a provider authenticates a dialect's calls with (Anthropic x-api-key, Azure api-key). */
-export type KeyHeader = 'authorization' | 'x-api-key' | 'api-key';
+/**
+ * The header a provider authenticates a dialect's calls with (Anthropic x-api-key, Azure api-key,
+ * Gemini x-goog-api-key — or, without that header, Gemini's `?key=` query parameter).
+ */
+export type KeyHeader = 'authorization' | 'x-api-key' | 'api-key' | 'x-goog-api-key';
+/** The fallbacks every dialect reads when its own key is absent (x-goog-api-key only on Gemini's route). */
 const KEY_HEADERS: readonly KeyHeader[] = ['authorization', 'x-api-key', 'api-key'];
 
 export interface RequestView {
@@ -33,15 +37,31 @@ function keyFrom(headers: Record<string, string>, h: KeyHeader): string | undefi
 }
 
 /**
- * The API key a client sent: the dialect's own header first (`first`), then the others
- * (Authorization: Bearer …, x-api-key, api-key). On the Anthropic route the provider authenticates
- * x-api-key, so a Bearer token there must not decide whose budget is spent.
+ * The `key` query parameter of a path (Gemini's alternative to x-goog-api-key), percent-decoded. Sent
+ * more than once, the values joined with "," (as Envoy joins a repeated header): one key that is none
+ * of them, so no single one of them is charged while another authenticates.
+ */
+export function queryKeyOf(path: string | undefined): string | undefined {
+  const q = path?.indexOf('?') ?? -1;
+  if (q < 0) return undefined;
+  const query = path!.slice(q + 1).split('#')[0];
+  if (!query.includes('key=')) return undefined; // the common case: no parse
+  const values = new URLSearchParams(query).getAll('key').filter((v) => v.length > 0);
+  return values.length > 0 ? values.join(',') : undefined;
+}
+
+/**
+ * The API key a client sent: the dialect's own header first (`first`; for Gemini's x-goog-api-key,
+ * then the path's `?key=`), then the others (Authorization: Bearer …, x-api-key, api-key). On the
+ * Anthropic route the provider authenticates x-api-key, so a Bearer token there must not decide whose
+ * budget is spent.
  */
 export function apiKeyOf(
   headers: Record<string, string>,
   first: KeyHeader = 'authorization',
+  path?: string,
 ): string | undefined {
-  const k = keyFrom(headers, first);
+  const k = keyFrom(headers, first) ?? (first === 'x-goog-api-key' ? queryKeyOf(path) : undefined);
   if (k) return k;
   for (const h of KEY_HEADERS) {
     if (h === first) continue;
@@ -68,13 +88,14 @@ interface Ctx {
   digest?: string | null;
 }
 
-/** The request's API key digest (null: it sent none). */
+/** The request's API key digest (null: it sent none). `path` is read for Gemini's `?key=` only. */
 export function requestKeyDigest(
   cfg: Config,
   headers: Record<string, string>,
   keyHeader?: KeyHeader,
+  path?: string,
 ): string | null {
-  const k = apiKeyOf(headers, keyHeader);
+  const k = apiKeyOf(headers, keyHeader, path);
   return k ? apiKeyDigest(k, cfg.apiKeySecret) : null;
 }
 
@@ -84,7 +105,7 @@ function digestOf(ctx: Ctx): string | undefined {
     ctx.digest =
       ctx.req.keyDigest !== undefined
         ? ctx.req.keyDigest
-        : requestKeyDigest(ctx.cfg, ctx.req.headers, ctx.req.keyHeader);
+        : requestKeyDigest(ctx.cfg, ctx.req.headers, ctx.req.keyHeader, ctx.req.path);
   return ctx.digest ?? undefined;
 }
 

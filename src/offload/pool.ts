@@ -15,6 +15,7 @@ import { existsSync } from 'node:fs';
 import os from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import type { PathFacts } from '../dialects/route.js';
 import type { Dialect, ParsedCall } from '../dialects/types.js';
 import { type CountOptions, countPromptTokens } from '../tokens/count.js';
 import { sharedTable, usesSharedTable } from '../tokens/encoders.js';
@@ -151,13 +152,13 @@ export class TokenPool {
   parseAndCount(
     dialect: Dialect,
     body: Uint8Array | string,
-    azureDeployment: string | undefined,
+    path: PathFacts | undefined,
     encodings: EncodingPlan,
     opts: CountOptions,
     move = false,
   ): Promise<ParsedBody> {
     if (this.closed) return Promise.reject(new Error('token pool is closed'));
-    const job: WorkerJob = { kind: 'parse', dialect, body, azureDeployment, encodings, opts };
+    const job: WorkerJob = { kind: 'parse', dialect, body, path, encodings, opts };
     if (this.mode === 'inline') {
       try {
         return Promise.resolve(parseAndCount(job));

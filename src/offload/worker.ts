@@ -9,6 +9,7 @@
 import { parentPort } from 'node:worker_threads';
 import { parseBody } from '../dialects/body.js';
 import { modelKeyProblem } from '../dialects/model-key.js';
+import type { PathFacts } from '../dialects/route.js';
 import { type Dialect, isParseError, type ParsedCall } from '../dialects/types.js';
 import { resolveKey } from '../policy/model-name.js';
 import { type CountOptions, countPromptTokens } from '../tokens/count.js';
@@ -31,7 +32,8 @@ export type WorkerJob =
       kind: 'parse';
       dialect: Dialect;
       body: Uint8Array | string;
-      azureDeployment?: string;
+      /** What the route's path says: the model it names (Azure, Gemini), Gemini's streaming. */
+      path?: PathFacts;
       encodings: EncodingPlan;
       opts: CountOptions;
     };
@@ -52,7 +54,7 @@ export type WorkerResponse =
 
 /** Parse a body and count its prompt for every encoding its model's chain uses. */
 export function parseAndCount(job: Extract<WorkerJob, { kind: 'parse' }>): ParsedBody {
-  const parsed = parseBody(job.dialect, job.body, job.azureDeployment);
+  const parsed = parseBody(job.dialect, job.body, job.path);
   if (isParseError(parsed)) return parsed;
   const { byModel, other } = job.encodings;
   const key =
@@ -62,7 +64,7 @@ export function parseAndCount(job: Extract<WorkerJob, { kind: 'parse' }>): Parse
   for (const e of encodings) tokens[e] ??= countPromptTokens(parsed, e, job.opts);
   const prompt = { kind: 'text' as const, messages: [], texts: [], preTokenized: 0, images: 0, toolDefs: [] };
   // the bytes may have been moved here: whether a reroute could trust the body is decided now
-  const modelKey = job.azureDeployment === undefined ? modelKeyProblem(job.body) : undefined;
+  const modelKey = job.path?.pathModel === undefined ? modelKeyProblem(job.body) : undefined;
   return { call: { ...parsed, prompt, ...(modelKey ? { modelKey } : {}) }, tokens };
 }
 
