@@ -569,15 +569,20 @@ describe('deploy/istio', () => {
     expect(ap.spec.rules.flatMap((r: any) => r.to.flatMap((t: any) => t.operation.paths))).toContain('/v1/*');
   });
 
-  it('EnvoyFilter: same workload; all patches pinned to a proxyVersion; clear_route_cache, strip before, Lua after', () => {
+  it('EnvoyFilter: same workload; all patches pinned to a proxyVersion; clear_route_cache, strip before, Lua and ext_proc after, route header removal', () => {
     const ef = find('EnvoyFilter')!;
     expect(ef.file).toBe('deploy/istio/envoyfilter-tollgate.yaml');
     expect(ef.spec.workloadSelector.labels).toEqual(find('AuthorizationPolicy')!.spec.selector.matchLabels);
     const patches = ef.spec.configPatches;
-    expect(patches).toHaveLength(3);
+    expect(patches).toHaveLength(5);
     for (const p of patches) {
-      expect(p.applyTo).toBe('HTTP_FILTER');
-      expect(p.match.listener.filterChain.filter.subFilter.name).toBe('envoy.filters.http.ext_authz');
+      // the filter patches all anchor on the generated ext_authz filter; the route-configuration patch
+      // (request_headers_to_remove, checked in test/envoy-config.test.ts) has no filter to match
+      if (p.applyTo === 'ROUTE_CONFIGURATION') expect(p.match.listener).toBeUndefined();
+      else {
+        expect(p.applyTo).toBe('HTTP_FILTER');
+        expect(p.match.listener.filterChain.filter.subFilter.name).toBe('envoy.filters.http.ext_authz');
+      }
       // item 4: pinned (Istio's EnvoyFilter guidance), to Istio releases whose proxy is Envoy >= 1.35
       const re = new RegExp(p.match.proxy.proxyVersion);
       for (const v of ['1.27.0', '1.28.3', '1.30.1']) expect(re.test(v), v).toBe(true);
@@ -597,11 +602,13 @@ describe('deploy/istio', () => {
     expect([...strip].sort()).toEqual([...envoyStrip].sort());
     for (const h of ['x-tollgate-model', 'x-tenant-id', 'x-team-id', 'x-envoy-auth-failure-mode-allowed'])
       expect(strip).toContain(h);
-    const lua = patches.find((p: any) => p.patch.operation === 'INSERT_AFTER');
-    expect(lua.patch.value.typed_config['@type']).toBe(
+    const after = patches.filter((p: any) => p.patch.operation === 'INSERT_AFTER');
+    expect(after.map((p: any) => p.patch.value.typed_config['@type']).sort()).toEqual([
+      'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor',
       'type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua',
-    );
-    // (its code is checked against deploy/lua/model-rewrite.lua by test/envoy-lua.test.ts)
+    ]);
+    // (the Lua code is checked against deploy/lua/model-rewrite.lua by test/envoy-lua.test.ts, the
+    // ext_proc settings against envoy.yaml's by test/envoy-config.test.ts)
   });
 
   it('mesh-config and docs no longer call the EnvoyFilter redundant (istiod does not emit clearRouteCache)', () => {

@@ -418,6 +418,23 @@ function routes(config: any): any[] {
   return hcm.route_config.virtual_hosts.flatMap((vh: any) => vh.routes);
 }
 
+/** The Envoy message each Istio EnvoyFilter applyTo patches. */
+const ISTIO_PATCH_TYPES: Record<string, string> = {
+  HTTP_FILTER: 'envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter',
+  ROUTE_CONFIGURATION: 'envoy.config.route.v3.RouteConfiguration',
+};
+
+function istioPatches(): any[] {
+  const docs = loadAllYaml(readFileSync(ISTIO_ENVOYFILTER, 'utf8')) as any[];
+  return docs.filter((d) => d?.kind === 'EnvoyFilter').flatMap((d) => d.spec.configPatches);
+}
+
+function extProcConfig(config: any): any {
+  const f = listenerHttpFilters(config).find((x) => x.name === 'envoy.filters.http.ext_proc');
+  if (!f) throw new Error('no envoy.filters.http.ext_proc filter in envoy.yaml');
+  return f.typed_config;
+}
+
 function extAuthzConfig(config: any): any {
   const f = listenerHttpFilters(config).find((x) => x.name === 'envoy.filters.http.ext_authz');
   if (!f) throw new Error('no envoy.filters.http.ext_authz filter in envoy.yaml');
@@ -494,17 +511,18 @@ describe('envoy.yaml against the official Envoy v3 protos', () => {
     );
   });
 
-  it('Istio EnvoyFilter patch values are valid HttpFilter configs', () => {
-    const docs = loadAllYaml(readFileSync(ISTIO_ENVOYFILTER, 'utf8')) as any[];
-    const patches = docs.filter((d) => d?.kind === 'EnvoyFilter').flatMap((d) => d.spec.configPatches);
+  it('Istio EnvoyFilter patch values are valid configs of what they patch (HttpFilter, RouteConfiguration)', () => {
+    const patches = istioPatches();
     expect(patches.length).toBeGreaterThan(0);
     for (const p of patches) {
       const value = JSON.parse(JSON.stringify(p.patch.value));
+      const type = ISTIO_PATCH_TYPES[p.applyTo];
+      expect(type, `applyTo ${p.applyTo}`).toBeDefined();
       // MERGE patches carry a partial filter (no name); validation of the fields still applies.
       const errors = EnvoyConfigValidator.validate(
         registry,
-        'envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter',
-        { name: value.name ?? 'merge-patch', ...value },
+        type,
+        p.applyTo === 'HTTP_FILTER' ? { name: value.name ?? 'merge-patch', ...value } : value,
       );
       expect(errors).toEqual([]);
     }
@@ -676,6 +694,226 @@ describe('envoy.yaml semantics tollgate relies on', () => {
       expect(c.transport_socket.typed_config.sni).toBe(host);
       expect(c.transport_socket.typed_config.common_tls_context.validation_context.trusted_ca).toBeDefined();
     }
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// Issue 21: the response phase (ext_proc) in envoy.yaml, its Kubernetes copy, the Istio EnvoyFilter
+// and the docs' snippets (docs/envoy-and-istio.md "Response phase (ext_proc)")
+// ---------------------------------------------------------------------------------------------
+
+const EXT_PROC_TYPE = 'type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor';
+const RESERVATION_HEADER = 'x-tollgate-reservation';
+const EXT_AUTHZ_NAMESPACE = 'envoy.filters.http.ext_authz';
+/** Only the response: headers and the streamed body; nothing of the request, no trailers. */
+const RESPONSE_ONLY = {
+  request_header_mode: 'SKIP',
+  response_header_mode: 'SEND',
+  request_body_mode: 'NONE',
+  response_body_mode: 'STREAMED',
+  request_trailer_mode: 'SKIP',
+  response_trailer_mode: 'SKIP',
+};
+
+describe('response phase (ext_proc): envoy.yaml and the Kubernetes copy', () => {
+  const clusterOf = (c: any, name: string) => c.static_resources.clusters.find((x: any) => x.name === name);
+  const each = (fn: (c: any, label: string) => void) => {
+    for (const [label, file] of Object.entries(ENVOY_FILES)) fn(loadEnvoyYaml(file), label);
+  };
+
+  it('the ExternalProcessor @type resolves from the vendored protos, with the fields the config uses', () => {
+    const t = registry.lookup(EXT_PROC_TYPE.slice(TYPE_URL_PREFIX.length));
+    expect(t).not.toBeNull();
+    // present in the grpc-js-xds envoy-api copy: no allowance in the walker is needed for them
+    for (const f of ['observability_mode', 'deferred_close_timeout', 'metadata_options', 'processing_mode'])
+      expect(t!.fields[f], f).toBeDefined();
+  });
+
+  it('sits after ext_authz (and the Lua rewrite) and before the router', () => {
+    each((c, label) => {
+      const names = listenerHttpFilters(c).map((f) => f.name);
+      const at = names.indexOf('envoy.filters.http.ext_proc');
+      expect(at, label).toBeGreaterThan(names.indexOf('envoy.filters.http.ext_authz'));
+      expect(at, label).toBeGreaterThan(names.indexOf('envoy.filters.http.lua'));
+      expect(at, label).toBeLessThan(names.indexOf('envoy.filters.http.router'));
+      expect(names.at(-1), label).toBe('envoy.filters.http.router');
+      expect(listenerHttpFilters(c)[at].typed_config['@type'], label).toBe(EXT_PROC_TYPE);
+    });
+  });
+
+  it('reads only the response, in observability mode, fail-open, with ext_authz metadata forwarded', () => {
+    each((c, label) => {
+      const ep = extProcConfig(c);
+      expect(ep.processing_mode, label).toEqual(RESPONSE_ONLY);
+      expect(ep.observability_mode, label).toBe(true);
+      expect(ep.failure_mode_allow, label).toBe(true);
+      // long enough for tollgate to read the response's last chunk, short enough not to hoard streams
+      const close = durationSeconds(ep.deferred_close_timeout);
+      expect(close, label).toBeGreaterThan(0);
+      expect(close, label).toBeLessThanOrEqual(30);
+      expect(ep.metadata_options.forwarding_namespaces.untyped, label).toContain(EXT_AUTHZ_NAMESPACE);
+      // tollgate decodes compressed bodies itself: nothing may strip accept-encoding for it
+      expect(JSON.stringify(c), label).not.toMatch(/accept-encoding/i);
+    });
+    expect(extProcConfig(loadEnvoyYaml(ENVOY_FILES.kubernetes))).toEqual(
+      extProcConfig(loadEnvoyYaml(ENVOY_FILES.top)),
+    );
+  });
+
+  it('streams to the same tollgate as ext_authz (same endpoint, HTTP/2, health-checked) through its own breaker', () => {
+    each((c, label) => {
+      const authzCluster = clusterOf(c, extAuthzConfig(c).grpc_service.envoy_grpc.cluster_name);
+      const procCluster = clusterOf(c, extProcConfig(c).grpc_service.envoy_grpc.cluster_name);
+      expect(procCluster, label).toBeDefined();
+      // same tollgate process, same gRPC port
+      expect(procCluster.load_assignment.endpoints, label).toEqual(authzCluster.load_assignment.endpoints);
+      expect(procCluster.typed_extension_protocol_options, label).toEqual(
+        authzCluster.typed_extension_protocol_options,
+      );
+      expect(procCluster.health_checks, label).toEqual(authzCluster.health_checks);
+      expect(procCluster.common_lb_config, label).toEqual(authzCluster.common_lb_config);
+      // but not the ext_authz cluster: a stream per response in flight (minutes each) would fill its
+      // check-sized breaker (320) and fail every check open
+      expect(procCluster.name, label).not.toBe(authzCluster.name);
+      const providers = ['openai', 'anthropic'].map(
+        (n) => clusterOf(c, n).circuit_breakers.thresholds[0].max_requests,
+      );
+      const [t] = procCluster.circuit_breakers.thresholds;
+      expect(t.max_requests, label).toBeGreaterThanOrEqual(providers.reduce((a: number, b: number) => a + b));
+      expect(t.track_remaining, label).toBe(true);
+    });
+  });
+
+  it('every route to a provider removes x-tollgate-reservation; clients cannot send it', () => {
+    each((c, label) => {
+      const rc = c.static_resources.listeners.find((l: any) => l.name === 'llm_ingress').filter_chains[0]
+        .filters[0].typed_config.route_config;
+      const routed = new Set<string>();
+      for (const vh of rc.virtual_hosts)
+        for (const r of vh.routes) {
+          const removed = [
+            ...(rc.request_headers_to_remove ?? []),
+            ...(vh.request_headers_to_remove ?? []),
+            ...(r.request_headers_to_remove ?? []),
+          ];
+          expect(removed, `${label} ${r.name}`).toContain(RESERVATION_HEADER);
+          routed.add(r.route.cluster);
+        }
+      expect([...routed].sort(), label).toEqual(['anthropic', 'openai']);
+      const strip = listenerHttpFilters(c)
+        .find((f) => f.name === 'envoy.filters.http.header_mutation')
+        .typed_config.mutations.request_mutations.map((m: any) => m.remove);
+      expect(strip, label).toContain(RESERVATION_HEADER);
+    });
+  });
+
+  it('the validator walks the ext_proc config (a bogus field, a bad enum, a bad duration fail)', () => {
+    const config = loadEnvoyYaml(ENVOY_FILES.top);
+    const ep = extProcConfig(config);
+    ep.observability_mod = true;
+    ep.processing_mode.response_body_mode = 'STREAMING';
+    ep.deferred_close_timeout = '5000ms';
+    ep.metadata_options.forwarding_namespaces.untypd = [];
+    const text = EnvoyConfigValidator.validate(registry, BOOTSTRAP, config).join('\n');
+    expect(text).toMatch(
+      /unknown field "observability_mod" in envoy\.extensions\.filters\.http\.ext_proc\.v3\.ExternalProcessor/,
+    );
+    expect(text).toMatch(/invalid enum value "STREAMING"/);
+    expect(text).toMatch(/deferred_close_timeout: expected a Duration string/);
+    expect(text).toMatch(/unknown field "untypd" in .*MetadataNamespaces/);
+  });
+});
+
+describe('response phase (ext_proc): Istio EnvoyFilter', () => {
+  const mesh = () =>
+    (loadAllYaml(readFileSync(join(REPO, 'deploy/istio/mesh-config.yaml'), 'utf8')) as any[])
+      .find((d) => d?.kind === 'IstioOperator')
+      .spec.meshConfig.extensionProviders.find((p: any) => p.name === 'tollgate-ext-authz').envoyExtAuthzGrpc;
+  const extProcPatch = () =>
+    istioPatches().find((p) => p.patch.value?.typed_config?.['@type'] === EXT_PROC_TYPE);
+
+  it('inserts the ext_proc filter after ext_authz, with envoy.yaml settings', () => {
+    const p = extProcPatch();
+    expect(p).toBeDefined();
+    expect(p.applyTo).toBe('HTTP_FILTER');
+    expect(p.patch.operation).toBe('INSERT_AFTER');
+    expect(p.match.listener.filterChain.filter.subFilter.name).toBe('envoy.filters.http.ext_authz');
+    const { grpc_service, ...rest } = p.patch.value.typed_config;
+    const { grpc_service: _g, ...shipped } = extProcConfig(loadEnvoyYaml(ENVOY_FILES.top));
+    expect(rest).toEqual(shipped);
+    expect(rest.processing_mode).toEqual(RESPONSE_ONLY);
+    expect(rest.observability_mode).toBe(true);
+    expect(rest.failure_mode_allow).toBe(true);
+    expect(rest.metadata_options.forwarding_namespaces.untyped).toContain(EXT_AUTHZ_NAMESPACE);
+    // the cluster Istio generates for the ext_authz provider: same tollgate, same port
+    const { service, port } = mesh();
+    expect(grpc_service.envoy_grpc.cluster_name).toBe(`outbound|${port}||${service}`);
+    expect(grpc_service.envoy_grpc.authority).toBe(service);
+  });
+
+  it('is patched in before the Lua rewrite, so the chain is ext_authz, Lua, ext_proc as in envoy.yaml', () => {
+    const patches = istioPatches();
+    const lua = patches.findIndex((p) => p.patch.value?.name === 'tollgate.model-rewrite');
+    expect(lua).toBeGreaterThanOrEqual(0);
+    expect(patches[lua].patch.operation).toBe('INSERT_AFTER');
+    expect(patches.indexOf(extProcPatch())).toBeLessThan(lua);
+  });
+
+  it("the gateway's routes remove x-tollgate-reservation (and the rest of envoy.yaml's list) before the provider", () => {
+    const rc = istioPatches().filter((p) => p.applyTo === 'ROUTE_CONFIGURATION');
+    expect(rc).toHaveLength(1);
+    expect(rc[0].patch.operation).toBe('MERGE');
+    expect(rc[0].match.context).toBe(extProcPatch().match.context);
+    const removed = rc[0].patch.value.request_headers_to_remove;
+    expect(removed).toContain(RESERVATION_HEADER);
+    const top = loadEnvoyYaml(ENVOY_FILES.top).static_resources.listeners[0].filter_chains[0].filters[0]
+      .typed_config.route_config.request_headers_to_remove;
+    expect([...removed].sort()).toEqual([...top].sort());
+  });
+});
+
+describe('response phase (ext_proc): the docs snippets', () => {
+  const doc = readFileSync(join(REPO, 'docs/envoy-and-istio.md'), 'utf8');
+  const section = doc.slice(doc.indexOf('## Response phase (ext_proc)'));
+  const snippets = [...section.slice(0, section.indexOf('\n## ', 1)).matchAll(/```yaml\n([\s\S]*?)```/g)]
+    .map((m) => loadYaml(m[1]) as any)
+    .filter((y) => Array.isArray(y) && y[0]?.name === 'envoy.filters.http.ext_proc')
+    .map((y) => JSON.parse(JSON.stringify(y[0])));
+
+  it('has the shipped filter and the two variants for older Envoys, all valid HttpFilters', () => {
+    expect(snippets).toHaveLength(3);
+    for (const f of snippets)
+      expect(
+        EnvoyConfigValidator.validate(
+          registry,
+          'envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter',
+          f,
+        ),
+      ).toEqual([]);
+  });
+
+  it("the first is envoy.yaml's filter exactly", () => {
+    const shipped = listenerHttpFilters(loadEnvoyYaml(ENVOY_FILES.top)).find(
+      (f) => f.name === 'envoy.filters.http.ext_proc',
+    );
+    expect(snippets[0]).toEqual(shipped);
+  });
+
+  it('Envoy 1.30: no observability mode (Envoy waits for each answer), metadata still forwarded', () => {
+    const ep = snippets[1].typed_config;
+    expect(ep.observability_mode).toBeUndefined();
+    expect(ep.deferred_close_timeout).toBeUndefined();
+    expect(ep.processing_mode).toEqual(RESPONSE_ONLY);
+    expect(ep.metadata_options.forwarding_namespaces.untyped).toContain(EXT_AUTHZ_NAMESPACE);
+    expect(ep.failure_mode_allow).toBe(true);
+  });
+
+  it('Envoy < 1.30: no metadata options; the request headers (x-tollgate-reservation) are sent instead', () => {
+    const ep = snippets[2].typed_config;
+    expect(ep.observability_mode).toBeUndefined();
+    expect(ep.metadata_options).toBeUndefined();
+    expect(ep.processing_mode).toEqual({ ...RESPONSE_ONLY, request_header_mode: 'SEND' });
+    expect(ep.failure_mode_allow).toBe(true);
   });
 });
 
