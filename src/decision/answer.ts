@@ -175,12 +175,12 @@ function denied(a: Answering, extra: Headers): DenyDecision {
   const retryS = Math.max(1, Math.ceil(retryMs / 1000));
   h['retry-after'] = String(retryS);
   h['retry-after-ms'] = String(retryMs);
+  const text =
+    l.kind === 'concurrent'
+      ? `Too many calls in flight on limit "${l.name}" (per ${binding.meta.scope}): at most ${l.amount} at once. Please try again in ${retryS}s.`
+      : `Rate limit reached for ${l.kind} on limit "${l.name}" (per ${binding.meta.scope}): limit ${l.amount}, remaining ${Math.max(0, binding.r.remaining)}, this request needs ${binding.meta.cost} ${unit}. Please try again in ${retryS}s.`;
   const body = {
-    ...errorObj(
-      `Rate limit reached for ${l.kind} on limit "${l.name}" (per ${binding.meta.scope}): limit ${l.amount}, remaining ${Math.max(0, binding.r.remaining)}, this request needs ${binding.meta.cost} ${unit}. Please try again in ${retryS}s.`,
-      l.kind,
-      'rate_limit_exceeded',
-    ),
+    ...errorObj(text, l.kind, 'rate_limit_exceeded'),
     retry_after_seconds: retryS,
     limit: l.name,
     ...listed,
