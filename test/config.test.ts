@@ -30,6 +30,36 @@ const bad: [string, string, RegExp][] = [
     'limits:\n  - { name: l, every: 1m }',
     /limits\[0\]: expected exactly one of requests, tokens, usd, concurrent \(found none\)/,
   ],
+  [
+    'concurrent with a window',
+    'limits:\n  - { name: l, concurrent: 2, every: 1m }',
+    /limits\[0\]: concurrent limits take no every or reset/,
+  ],
+  [
+    'lease without concurrent',
+    'limits:\n  - { name: l, requests: 2, every: 1m, lease: 1m }',
+    /limits\[0\]\.lease: only valid with concurrent/,
+  ],
+  [
+    'concurrent without settlement',
+    'settle: { enabled: false }\nlimits:\n  - { name: l, concurrent: 2 }',
+    /limits\[0\]\.concurrent: needs settle\.enabled/,
+  ],
+  [
+    'bad upstream error policy',
+    'settle: { on_upstream_error: charge }',
+    /settle\.on_upstream_error: expected one of refund, keep_prompt, got "charge"/,
+  ],
+  [
+    'usage stream dimension unknown',
+    'identity: { tenant: [{ header: x-tenant-id }] }\nsettle: { usage_stream: { dimensions: [team] } }',
+    /settle\.usage_stream\.dimensions\[0\]: expected an identity dimension \(tenant\), got "team"/,
+  ],
+  [
+    'negative cached price',
+    'models:\n  m: { price_usd_per_1m: { input: 1, output: 2, cached_input: -1 } }',
+    /models\["m"\]\.price_usd_per_1m\.cached_input: expected a number ≥ 0, got -1/,
+  ],
   ['two amounts', 'limits:\n  - { name: l, requests: 1, tokens: 2, every: 1m }', /found requests, tokens/],
   [
     'negative tokens',

@@ -155,7 +155,7 @@ export function planCall(
   const { costs } = priced;
   const now = Date.now();
   const built = buildPlan(cfg, id, costs, keyNames, now, requestWeight(cfg, reading.call?.tools));
-  if (built.meta.some((m) => m.length > 0)) {
+  if (cfg.settle.enabled && built.meta.some((m) => m.length > 0)) {
     // recorded with the debit, for the response phase to settle (src/settle/); before any queue keys
     const rid = newReservationId(now);
     const key = built.plan.keys.push(reservationKey(cfg.store.prefix, rid)) - 1;

@@ -9,6 +9,11 @@ export const DEFAULT_RESERVATION_TTL_MS = 15 * 60_000;
 export const DEFAULT_USAGE_STREAM_MAX_LENGTH = 1_000_000;
 
 export const settleSchema = mapping({
+  /**
+   * Record each allowed call's reservation for the response phase. Off: calls are charged their full
+   * reservation and never settled, and nothing is written per call (no ext_proc configured).
+   */
+  enabled: bool().default(true),
   /** A reservation not settled within this is left as charged and its record expires. */
   reservation_ttl: duration('15m').prefault('15m'),
   /** Upstream answered non-2xx: refund tokens and dollars in full, or keep the prompt's share. */
@@ -26,6 +31,7 @@ export const settleSchema = mapping({
       .optional(),
   }).optional(),
 }).transform((s) => ({
+  enabled: s.enabled,
   reservationTtlMs: s.reservation_ttl,
   onUpstreamError: s.on_upstream_error,
   usageStream: s.usage_stream?.enabled

@@ -58,6 +58,13 @@ function resolve(s: Partial<Sections>, problems: string[]): Config | undefined {
         problems.push(
           `${formatPath(['settle', 'usage_stream', 'dimensions', i])}: expected an identity dimension (${Object.keys(s.identity.identity).join(', ')}), got "${d}"`,
         );
+  if (s.settle && !s.settle.enabled && limits)
+    limits.forEach((l, i) => {
+      if (l.kind === 'concurrent')
+        problems.push(
+          `${formatPath(['limits', i, 'concurrent'])}: needs settle.enabled (a slot is released when its call is settled)`,
+        );
+    });
   const { identity, tool_weights, queues, mode, server, store, settle } = s;
   if (!identity || !models || !limits || !tool_weights || !queues || !mode || !server || !store || !settle)
     return;
