@@ -40,8 +40,9 @@
     1, key index of the reservation record (a hash), reservation id, ttl_ms, then C records (one per
     candidate, opaque text). When a candidate is chosen (and not a dry run) the record key gets
     r = that candidate's record, id = the id, e = the debited entries as a JSON list of lists
-    ( index (0-based in the candidate), key, kind, capacity, period, cost, window end )
-    (numbers after the key as decimal text; window end: calendar only, else 0), and expires after ttl_ms. Concurrency slots are held by the
+    ( index (0-based in the candidate), key, kind, capacity, period, cost, window end, next end )
+    (numbers after the key as decimal text; window end and the end of the window after it: calendar
+    only, else 0), and expires after ttl_ms. Concurrency slots are held by the
     reservation id (lua/settle-reservation.lua releases them).
 
   then, optionally, the queue tier (used only when no candidate fits and every enforced limit that
@@ -91,7 +92,7 @@ local CAND, C_FIRST, C_COUNT, C_HARD, C_SOFT, C_NEVER, C_RETRY = 6, -5, -4, -3, 
 local ROLLING, SLOTS = 1, 3
 local SLOT_RETRY_MAX = 2000 -- CONCURRENT_RETRY_MAX_MS in src/policy/plan-types.ts
 local FITS, EXCEEDED, NEVER, BELOW_DOWNGRADE = 0, 1, 2, 3
-local state, horizon, entries, cands, fresh = {}, {}, {}, {}, nil
+local state, horizon, entries, cands, fresh, next_end = {}, {}, {}, {}, nil, {}
 
 -- Read every entry's limit (each key once) and judge it against this call's cost.
 local n = 0
@@ -113,8 +114,11 @@ for c = 1, ncand do
         local z_end, z_next
         if zoned then z_end, z_next = tonumber(ARGV[p + 8]), tonumber(ARGV[p + 9]) end
         local starts
-        a, horizon[ki], starts = calendar_read(KEYS[ki], period, tonumber(ARGV[p + 4]), z_end, z_next, now)
+        local off = tonumber(ARGV[p + 4])
+        a, horizon[ki], starts = calendar_read(KEYS[ki], period, off, z_end, z_next, now)
         if starts then fresh = fresh or {}; fresh[ki] = true end
+        -- the end of the window after this one (where a settlement's excess goes once this one is over)
+        if z_end and horizon[ki] == z_end then next_end[ki] = z_next else next_end[ki] = window_end(horizon[ki], period, off) end
       end
       state[ki] = a
     end
@@ -196,14 +200,14 @@ if chosen > 0 and not dry then
     local status = entries[b + E_STATUS]
     if status == FITS or status == BELOW_DOWNGRADE then
       local ki, kind = entries[b + E_KEY], entries[b + E_KIND]
-      local window_end = 0
+      local w_end, w_next = 0, 0
       if kind == ROLLING then
         state[ki], horizon[ki] = rolling_debit(KEYS[ki], state[ki], entries[b + E_COST], entries[b + E_PERIOD], horizon[ki], now)
       elseif kind == SLOTS then
         state[ki] = slots_take(KEYS[ki], state[ki], resv_id or ('x' .. now .. ':' .. j), entries[b + E_PERIOD], now)
         if horizon[ki] == 0 then horizon[ki] = now + entries[b + E_PERIOD] end
       else
-        window_end = horizon[ki]
+        w_end, w_next = horizon[ki], next_end[ki] or 0
         local starts = fresh ~= nil and fresh[ki] == true
         state[ki] = calendar_debit(KEYS[ki], state[ki], entries[b + E_COST], horizon[ki], starts, now)
         if starts then fresh[ki] = nil end
@@ -211,7 +215,7 @@ if chosen > 0 and not dry then
       if resv_key then
         local f = '%.17g' -- exact integers as text (cjson would round numbers to 14 digits)
         debited[#debited + 1] = { j - first, KEYS[ki], kind, f:format(entries[b + E_CAP]), f:format(entries[b + E_PERIOD]),
-          f:format(entries[b + E_COST]), f:format(window_end) }
+          f:format(entries[b + E_COST]), f:format(w_end), f:format(w_next) }
       end
     end
   end
@@ -269,8 +273,9 @@ for c = 1, ncand do
     elseif kind == SLOTS then
       remaining = cap - state[ki]
       if pending then remaining = remaining - cost end
-      reset = 0 -- a slot frees when a call in flight ends: unknown here
-      if horizon[ki] > 0 and state[ki] > 0 then reset = horizon[ki] - now end
+      -- a slot frees when a call in flight ends (unknown here): when full, the wait Retry-After says
+      reset = 0
+      if remaining <= 0 and horizon[ki] > 0 then reset = slots_retry(horizon[ki], now, SLOT_RETRY_MAX) end
     else
       remaining = cap - state[ki]
       if pending then remaining = remaining - cost end

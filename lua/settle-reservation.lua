@@ -18,8 +18,8 @@
                negative delta (usage beyond the reservation) debits and may leave the level below zero:
                later calls wait for the refill
     calendar   used − delta in the window the reservation was debited to; a window that has ended
-               keeps what it had (its spend is gone anyway); an excess is added to the window now
-               running, if one has started
+               keeps what it had (its spend is gone anyway); an excess goes to the window after it
+               (the record keeps its end), unless that one is over too
     slots      the reservation's slot is released (ZREM), whatever delta says
   The record is then marked settled and shrunk to that mark for at most SETTLED_TTL_MS, so a second
   settle answers 2 and changes nothing (later it finds no record: 0, and changes nothing either).
@@ -48,7 +48,7 @@ local out = { 1 }
 for i = 1, n do
   local e = entries[i]
   local key, kind, cap, period = e[2], e[3], tonumber(e[4]), tonumber(e[5])
-  local cost, window_end = tonumber(e[6]), tonumber(e[7])
+  local cost, window_end, next_end = tonumber(e[6]), tonumber(e[7]), tonumber(e[8] or 0)
   if KEYS[i + 1] ~= key then return redis.error_reply('settle: key ' .. i .. ' is not the record\'s') end
   local delta = cost - tonumber(ARGV[i + 1])
   local remaining = 0
@@ -56,7 +56,10 @@ for i = 1, n do
     local level, expires = rolling_read(key, cap, period, now)
     local after = level + delta
     if after > cap then after = cap end
-    if after ~= level then level = rolling_debit(key, level, level - after, period, expires, now) end
+    if after ~= level then
+      level, expires = rolling_debit(key, level, level - after, period, expires, now)
+      if level < 0 then rolling_keep(key, level, cap, period, expires, now) end
+    end
     remaining = level
   elseif kind == CALENDAR then
     local h = redis.call('HMGET', key, 'u', 'e')
@@ -65,10 +68,16 @@ for i = 1, n do
       used = used - delta
       if used < 0 then used = 0 end
       redis.call('HSET', key, 'u', used)
-    elseif delta < 0 and used and e_end and now < e_end then
-      -- the reserved window is over and a later one has started: the excess is charged to it
-      used = used - delta
-      redis.call('HSET', key, 'u', used)
+    elseif delta < 0 and now < next_end then
+      -- the reserved window is over: the excess is charged to the next one (started here if need be)
+      if used and e_end == next_end then
+        used = used - delta
+        redis.call('HSET', key, 'u', used)
+      else
+        used = -delta
+        redis.call('HSET', key, 'u', used, 'e', next_end)
+        redis.call('PEXPIRE', key, next_end - now + 1000)
+      end
     end
     remaining = cap - (used or 0)
   elseif kind == SLOTS then

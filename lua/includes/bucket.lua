@@ -15,7 +15,8 @@ local function rolling_read(key, cap, period, now)
   if v and ts then
     local elapsed = now - ts
     if elapsed < 0 then elapsed = 0 end -- server clock stepped back: no refill, no harm
-    if elapsed < period then
+    -- a bucket a settlement left below zero refills from there (it may need longer than a period)
+    if elapsed < period or v < 0 then
       level = v + elapsed * cap / period
       if level > cap then level = cap end
     end
@@ -54,6 +55,15 @@ local function rolling_debit(key, level, cost, period, expires, now)
     redis.call('HSET', key, 'v', level, 't', now)
   end
   return level, expires
+end
+
+-- After a settlement left `level` below zero: the key must live until the bucket is full again.
+local function rolling_keep(key, level, cap, period, expires, now)
+  local need = math.ceil((cap - level) * period / cap) + math.ceil(period / 4)
+  if expires - now < need then
+    redis.call('HSET', key, 'x', now + need)
+    redis.call('PEXPIRE', key, need)
+  end
 end
 
 -- Add `cost` to a calendar quota; the expiry is set once, when the window starts (its end never moves).

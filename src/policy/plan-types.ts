@@ -85,6 +85,8 @@ export interface ReservedEntry {
   cost: number;
   /** Calendar: the window end the debit went to (a refund never lands in a later window). */
   windowEnd: number;
+  /** Calendar: the end of the window after it (where an excess goes once the first is over). */
+  nextEnd: number;
 }
 
 /** A reservation as stored: the chosen candidate's record and the limits it debited. */

@@ -89,18 +89,23 @@ export class Settler {
     if (reservationIdTime(id) === undefined) return this.done({ outcome: 'unmatched', id });
     const key = reservationKey(cfg.store.prefix, id);
     const stores = [this.deps.store(), this.deps.local?.()].filter((s) => s !== undefined);
-    try {
-      for (const store of stores) {
-        const reservation = await store.reservation(key);
-        if (!reservation) continue;
-        if (reservation.settled) return this.done({ outcome: 'duplicate', id });
-        const record = parseRecord(reservation.record);
-        if (!record) return this.done({ outcome: 'unmatched', id });
-        return { id, key, store, reservation, record };
+    let failed = false;
+    for (const store of stores) {
+      // each store on its own: a record made by the local fallback is found while Valkey is down
+      let reservation: Reservation | undefined;
+      try {
+        reservation = await store.reservation(key);
+      } catch {
+        failed = true;
+        continue;
       }
-    } catch {
-      return this.done({ outcome: 'failed', id });
+      if (!reservation) continue;
+      if (reservation.settled) return this.done({ outcome: 'duplicate', id });
+      const record = parseRecord(reservation.record);
+      if (!record) return this.done({ outcome: 'unmatched', id });
+      return { id, key, store, reservation, record };
     }
+    if (failed) return this.done({ outcome: 'failed', id });
     const made = reservationIdTime(id)!;
     const expired = Date.now() - made >= cfg.settle.reservationTtlMs;
     return this.done({ outcome: expired ? 'expired' : 'unmatched', id });

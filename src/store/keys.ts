@@ -11,7 +11,7 @@
  *   <prefix>:s:<limit>:<scope…>                 concurrency limit: the reservation ids holding a slot
  *   <prefix>:v:<reservation id>                 a reservation record (lua/check-limits.lua), until settled
  *                                               or settle.reservation_ttl
- *   <prefix>:<usage_stream.name>                the usage export stream (settle.usage_stream)
+ *   <prefix>:u:<usage_stream.name>              the usage export stream (settle.usage_stream)
  * Scope parts are safe ids (identity/safeId): they cannot collide or escape the prefix.
  */
 import type { LimitConfig } from '../config/types.js';
@@ -52,5 +52,5 @@ export function reservationKey(storePrefix: string, id: string): string {
 
 /** The usage export stream (settle.usage_stream). */
 export function usageStreamKey(storePrefix: string, name: string): string {
-  return `${storePrefix}:${name}`;
+  return `${storePrefix}:u:${name}`;
 }

@@ -9,6 +9,7 @@ import { StoreFullError } from '../errors.js';
 import { calendarEnd } from '../policy/calendar.js';
 import { SETTLED_TTL_MS } from '../policy/plan-types.js';
 import { MemoryLedger } from './memory-ledger.js';
+import { type SettleState, type State, settleEntry } from './memory-settle.js';
 import {
   type CheckPlan,
   type CheckResult,
@@ -23,19 +24,6 @@ import {
   type SettleResult,
   type Store,
 } from './types.js';
-
-interface State {
-  /** rolling: level; calendar: used */
-  a: number;
-  /** rolling: last update ms; calendar: window end ms */
-  b: number;
-  expiresAt: number;
-  /**
-   * From when this state equals no state (rolling: the bucket is full again; calendar: the window has
-   * ended): the earliest it may be evicted at the bound without changing any answer.
-   */
-  freeAt: number;
-}
 
 interface Evaluated {
   e: PlanEntry;
@@ -185,7 +173,8 @@ export class MemoryStore implements Store {
       let level = cap;
       if (live) {
         const elapsed = Math.max(0, now - live.b);
-        level = elapsed >= e.period ? cap : Math.min(cap, live.a + (elapsed * cap) / e.period);
+        // a bucket a settlement left below zero refills from there (mirrors lua/includes/bucket.lua)
+        level = elapsed >= e.period && live.a >= 0 ? cap : Math.min(cap, live.a + (elapsed * cap) / e.period);
       }
       s = { a: level, b: now };
     } else {
@@ -298,7 +287,7 @@ export class MemoryStore implements Store {
       resetMs = Math.ceil(((cap - remaining) * ev.e.period) / cap);
     } else if (ev.e.kind === EntryKind.Concurrent) {
       remaining = cap - s.a - (dryChosen ? ev.e.cost : 0);
-      resetMs = s.b > 0 && s.a > 0 ? s.b - now : 0;
+      resetMs = remaining <= 0 && s.b > 0 ? MemoryLedger.slotsRetry(s.b, now) : 0;
     } else {
       remaining = cap - s.a - (dryChosen ? ev.e.cost : 0);
       resetMs = s.b - now;
@@ -333,7 +322,12 @@ export class MemoryStore implements Store {
     evals.forEach((ev, index) => {
       if (!ev.fits) return;
       const { e } = ev;
-      const windowEnd = e.kind === EntryKind.Calendar ? cur.get(e.key)!.b : 0;
+      const cal = e.kind === EntryKind.Calendar;
+      const windowEnd = cal ? cur.get(e.key)!.b : 0;
+      // the end of the window after it (lua/check-limits.lua next_end)
+      const nextEnd = cal
+        ? calendarEnd(windowEnd, e.period, e.tzOffsetMin, e.zoneEnd ?? 0, e.zoneNext ?? 0)
+        : 0;
       const key = plan.keys[e.key];
       entries.push({
         index,
@@ -343,6 +337,7 @@ export class MemoryStore implements Store {
         period: e.period,
         cost: e.cost,
         windowEnd,
+        nextEnd,
       });
     });
     const reservation = { id: r.id, record: r.records[chosen], entries, settled: false };
@@ -359,37 +354,12 @@ export class MemoryStore implements Store {
     const held = this.ledger.reservation(req.key, now);
     if (held?.settled) return { outcome: 'duplicate', remaining: [] };
     if (!held) return { outcome: 'missing', remaining: [] };
+    const state: SettleState = { data: this.data, ledger: this.ledger, cap: (c) => this.cap(c) };
     const remaining = held.entries.map((e, i) =>
-      this.settleEntry(e, e.cost - Math.max(0, Math.ceil(req.actual[i])), held.id, now),
+      settleEntry(state, e, e.cost - Math.max(0, Math.ceil(req.actual[i])), held.id, now),
     );
     this.ledger.settled(req.key, now + SETTLED_TTL_MS);
     return { outcome: 'settled', remaining };
-  }
-
-  /** One entry: refund `delta` (or debit −delta); returns what remains. */
-  private settleEntry(e: ReservedEntry, delta: number, id: string, now: number): number {
-    const cap = this.cap(e.capacity);
-    if (e.kind === EntryKind.Concurrent) return cap - this.ledger.slotsRelease(e.key, id, now);
-    const st = this.data.get(e.key);
-    const live = st && st.expiresAt > now ? st : undefined;
-    if (e.kind === EntryKind.Calendar) {
-      if (!live || now >= live.b) return cap;
-      if (live.b === e.windowEnd) live.a = Math.max(0, live.a - delta);
-      else if (delta < 0) live.a -= delta; // the reserved window is over: the excess goes to this one
-      return Math.floor(cap - live.a);
-    }
-    let level = cap;
-    if (live) {
-      const elapsed = Math.max(0, now - live.b);
-      level = elapsed >= e.period ? cap : Math.min(cap, live.a + (elapsed * cap) / e.period);
-    }
-    const after = Math.min(cap, level + delta);
-    if (after === level) return Math.floor(level);
-    const freeAt = now + Math.ceil(((cap - after) * e.period) / cap);
-    const expiresAt = Math.max(live?.expiresAt ?? 0, now + e.period);
-    if (st) Object.assign(st, { a: after, b: now, expiresAt, freeAt });
-    else this.data.set(e.key, { a: after, b: now, expiresAt, freeAt });
-    return Math.floor(after);
   }
 
   async ping(): Promise<void> {}

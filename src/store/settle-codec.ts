@@ -32,6 +32,7 @@ export function parseReservation(reply: unknown): Reservation | undefined {
     period: Number(x[4]),
     cost: Number(x[5]),
     windowEnd: Number(x[6]),
+    nextEnd: Number(x[7] ?? 0),
   }));
   return { id, record, entries, settled: s !== undefined };
 }

@@ -21,8 +21,8 @@ export const settleSchema = mapping({
   /** One Valkey stream entry per settled call, for billing export. Off unless given. */
   usage_stream: mapping({
     enabled: bool().default(true),
-    /** Stream key (under store.prefix): <prefix>:<name>. */
-    name: str('a short name of letters, digits, _, - or :', /^[A-Za-z0-9_:-]{1,64}$/).default('usage'),
+    /** Stream key (under store.prefix): <prefix>:u:<name>. */
+    name: str('a short name of letters, digits, _ or -', /^[A-Za-z0-9_-]{1,64}$/).default('usage'),
     /** Entries kept (approximate trimming, XADD MAXLEN ~). */
     max_length: int(1000, 1_000_000_000).default(DEFAULT_USAGE_STREAM_MAX_LENGTH),
     /** Identity dimensions written with each entry (their values; API-key ids are digests). */
