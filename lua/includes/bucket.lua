@@ -15,10 +15,10 @@ local function rolling_read(key, cap, period, now)
   if v and ts then
     local elapsed = now - ts
     if elapsed < 0 then elapsed = 0 end -- server clock stepped back: no refill, no harm
-    if elapsed < period then
-      level = v + elapsed * cap / period
-      if level > cap then level = cap end
-    end
+    -- (no shortcut at one period: a level below zero, usage settled beyond its reservation, takes
+    -- longer than a period to refill)
+    level = v + elapsed * cap / period
+    if level > cap then level = cap end
   end
   return level, tonumber(h[3]) or 0
 end
@@ -54,6 +54,17 @@ local function rolling_debit(key, level, cost, period, expires, now)
     redis.call('HSET', key, 'v', level, 't', now)
   end
   return level, expires
+end
+
+-- A bucket left below zero by a settlement is full again only after more than a period: its key must
+-- live until then (plus a quarter period, as rolling_debit does), else the excess would be forgotten.
+local function rolling_keep(key, level, cap, period, expires, now)
+  if level >= 0 then return end
+  local need = math.ceil((cap - level) * period / cap)
+  if expires - now >= need then return end
+  local ttl = need + math.ceil(period / 4)
+  redis.call('HSET', key, 'x', now + ttl)
+  redis.call('PEXPIRE', key, ttl)
 end
 
 -- Add `cost` to a calendar quota; the expiry is set once, when the window starts (its end never moves).

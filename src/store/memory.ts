@@ -82,6 +82,12 @@ function freshKeys(data: Map<string, State>, plan: CheckPlan, evals: Evaluated[]
   return n;
 }
 
+/** A rolling bucket's level at `now`: refilled since its last update, at most `cap`. */
+function refilled(st: State, cap: number, period: number, now: number): number {
+  const elapsed = Math.max(0, now - st.b);
+  return Math.min(cap, st.a + (elapsed * cap) / period);
+}
+
 // (Valkey 8 converts the script's numbers with a shortest round-trip format, so the stored level is the
 // exact double on both sides: nothing to mirror here.)
 
@@ -182,11 +188,8 @@ export class MemoryStore implements Store {
       const { held, first } = this.ledger.slotsRead(plan.keys[e.key], now);
       s = { a: held, b: first };
     } else if (e.kind === EntryKind.Rolling) {
-      let level = cap;
-      if (live) {
-        const elapsed = Math.max(0, now - live.b);
-        level = elapsed >= e.period ? cap : Math.min(cap, live.a + (elapsed * cap) / e.period);
-      }
+      // (no shortcut at one period: a level below zero takes longer to refill; lua/includes/bucket.lua)
+      const level = live ? refilled(live, cap, e.period, now) : cap;
       s = { a: level, b: now };
     } else {
       s =
@@ -378,15 +381,12 @@ export class MemoryStore implements Store {
       else if (delta < 0) live.a -= delta; // the reserved window is over: the excess goes to this one
       return Math.floor(cap - live.a);
     }
-    let level = cap;
-    if (live) {
-      const elapsed = Math.max(0, now - live.b);
-      level = elapsed >= e.period ? cap : Math.min(cap, live.a + (elapsed * cap) / e.period);
-    }
+    const level = live ? refilled(live, cap, e.period, now) : cap;
     const after = Math.min(cap, level + delta);
     if (after === level) return Math.floor(level);
     const freeAt = now + Math.ceil(((cap - after) * e.period) / cap);
-    const expiresAt = Math.max(live?.expiresAt ?? 0, now + e.period);
+    // below zero, the bucket is full again only after more than a period: keep it until then
+    const expiresAt = Math.max(live?.expiresAt ?? 0, now + e.period, freeAt);
     if (st) Object.assign(st, { a: after, b: now, expiresAt, freeAt });
     else this.data.set(e.key, { a: after, b: now, expiresAt, freeAt });
     return Math.floor(after);
