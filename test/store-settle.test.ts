@@ -614,3 +614,16 @@ describe('settlement edges, both backends', () => {
     expect(x - Date.now()).toBeGreaterThanOrEqual(53_000 - 1000);
   });
 });
+
+describe.each(backends)('concurrency probes: %s', (_name, make) => {
+  it('a zero-cost check on a concurrency limit holds no slot', async () => {
+    const s = make();
+    const sc = scope(1);
+    const probeSlots = () =>
+      s.check({ keys: sc.limits, candidates: [[{ ...slots(0, 2, 60_000), cost: 0 }]] });
+    expect((await probeSlots()).candidates[0][0].remaining).toBe(2);
+    expect((await probeSlots()).candidates[0][0].remaining).toBe(2);
+    await s.check(sc.plan([[slots(0, 2, 60_000)]]).plan);
+    expect((await probeSlots()).candidates[0][0].remaining).toBe(1);
+  });
+});

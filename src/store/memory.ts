@@ -261,6 +261,7 @@ export class MemoryStore implements Store {
       const s = cur.get(ev.e.key)!;
       const key = plan.keys[ev.e.key];
       if (ev.e.kind === EntryKind.Concurrent) {
+        if (ev.e.cost <= 0) continue; // a zero-cost probe holds no slot (lua/check-limits.lua)
         s.a += ev.e.cost;
         if (s.b === 0) s.b = now + ev.e.period;
         this.ledger.slotsTake(key, plan.reservation?.id ?? `x${now}:${this.anon++}`, now + ev.e.period);
