@@ -204,8 +204,10 @@ if chosen > 0 and not dry then
       if kind == ROLLING then
         state[ki], horizon[ki] = rolling_debit(KEYS[ki], state[ki], entries[b + E_COST], entries[b + E_PERIOD], horizon[ki], now)
       elseif kind == SLOTS then
-        state[ki] = slots_take(KEYS[ki], state[ki], resv_id or ('x' .. now .. ':' .. j), entries[b + E_PERIOD], now)
-        if horizon[ki] == 0 then horizon[ki] = now + entries[b + E_PERIOD] end
+        if entries[b + E_COST] > 0 then -- a zero-cost probe holds no slot
+          state[ki] = slots_take(KEYS[ki], state[ki], resv_id or ('x' .. now .. ':' .. j), entries[b + E_PERIOD], now)
+          if horizon[ki] == 0 then horizon[ki] = now + entries[b + E_PERIOD] end
+        end
       else
         w_end, w_next = horizon[ki], next_end[ki] or 0
         local starts = fresh ~= nil and fresh[ki] == true

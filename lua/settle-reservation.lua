@@ -21,6 +21,8 @@
                keeps what it had (its spend is gone anyway); an excess goes to the window after it
                (the record keeps its end), unless that one is over too
     slots      the reservation's slot is released (ZREM), whatever delta says
+  A rolling bucket left below zero keeps its key until it is full again (rolling_keep); the remaining
+  of a calendar window that has ended is its capacity; slots remaining exclude leases that have ended.
   The record is then marked settled and shrunk to that mark for at most SETTLED_TTL_MS, so a second
   settle answers 2 and changes nothing (later it finds no record: 0, and changes nothing either).
 
@@ -30,6 +32,7 @@
 
 --- @include "calendar"
 --- @include "bucket"
+--- @include "slots"
 
 local floor, tonumber = math.floor, tonumber
 local t = redis.call('TIME')
@@ -58,7 +61,7 @@ for i = 1, n do
     if after > cap then after = cap end
     if after ~= level then
       level, expires = rolling_debit(key, level, level - after, period, expires, now)
-      if level < 0 then rolling_keep(key, level, cap, period, expires, now) end
+      rolling_keep(key, level, cap, period, expires, now)
     end
     remaining = level
   elseif kind == CALENDAR then
@@ -74,15 +77,17 @@ for i = 1, n do
         used = used - delta
         redis.call('HSET', key, 'u', used)
       else
-        used = -delta
+        used, e_end = -delta, next_end
         redis.call('HSET', key, 'u', used, 'e', next_end)
         redis.call('PEXPIRE', key, next_end - now + 1000)
       end
     end
-    remaining = cap - (used or 0)
+    -- a window that has ended (its key lingers a second) holds nothing any more
+    if not (used and e_end and now < e_end) then used = 0 end
+    remaining = cap - used
   elseif kind == SLOTS then
     redis.call('ZREM', key, rec[3])
-    remaining = cap - redis.call('ZCARD', key)
+    remaining = cap - slots_read(key, now) -- leases that have ended do not count
   end
   out[#out + 1] = floor(remaining)
 end

@@ -116,6 +116,7 @@ const PUBLIC: Record<string, string[]> = {
     'metrics-sources.ts',
     'observe.ts',
     'reload.ts',
+    'settle-observe.ts',
     'store-health.ts',
   ],
   policy: [
@@ -129,7 +130,7 @@ const PUBLIC: Record<string, string[]> = {
   ],
   queue: ['consumer.ts'],
   resilience: ['breaker.ts', 'guarded-store.ts', 'timeout.ts'],
-  settle: ['decode.ts'],
+  settle: ['decode.ts', 'settler.ts'],
   store: ['connect.ts', 'keys.ts', 'memory.ts', 'scripts.ts', 'types.ts', 'valkey.ts', 'iovalkey.ts'],
   tokens: ['count.ts', 'encoders.ts'],
 };

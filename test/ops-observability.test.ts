@@ -152,7 +152,8 @@ describe('/metrics after real decisions', () => {
     expect(tollgate.length).toBeGreaterThanOrEqual(12);
     for (const [name, type] of tollgate) {
       if (type === 'counter') expect(name).toMatch(/_total$/);
-      if (type === 'histogram') expect(name).toMatch(/_seconds$/);
+      // a histogram measures seconds, or a unitless ratio (tollgate_reserved_to_actual_ratio)
+      if (type === 'histogram') expect(name).toMatch(/_(seconds|ratio)$/);
       expect(name).toMatch(/^tollgate_[a-z_]+$/);
       expect(name).not.toMatch(/_(ms|milliseconds|micros)(_|$)/);
     }
@@ -164,9 +165,22 @@ describe('/metrics after real decisions', () => {
       model: new Set(['', '*', 'gpt-4o', 'gpt-4o-mini']),
       limit: new Set(['', 'tenant-requests', 'gpt-4o-tokens']),
     };
+    // tollgate_settlements_total has its own outcomes (exported at 0 from the start)
+    const settleOutcomes = new Set([
+      'settled',
+      'estimated',
+      'upstream_error',
+      'kept',
+      'duplicate',
+      'expired',
+      'unmatched',
+      'failed',
+    ]);
     for (const s of after.samples.filter((x) => x.name.startsWith('tollgate_')))
-      for (const [k, v] of Object.entries(s.labels))
-        if (allowed[k]) expect(allowed[k].has(v), `${k}=${v}`).toBe(true);
+      for (const [k, v] of Object.entries(s.labels)) {
+        const set = k === 'outcome' && s.name === 'tollgate_settlements_total' ? settleOutcomes : allowed[k];
+        if (set) expect(set.has(v), `${k}=${v}`).toBe(true);
+      }
     expect(after.has('tollgate_tenant_decisions_total')).toBe(false);
   });
 

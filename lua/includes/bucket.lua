@@ -15,7 +15,8 @@ local function rolling_read(key, cap, period, now)
   if v and ts then
     local elapsed = now - ts
     if elapsed < 0 then elapsed = 0 end -- server clock stepped back: no refill, no harm
-    -- a bucket a settlement left below zero refills from there (it may need longer than a period)
+    -- a bucket a settlement left below zero refills from there (it may need longer than a period);
+    -- otherwise a whole period refills it exactly
     if elapsed < period or v < 0 then
       level = v + elapsed * cap / period
       if level > cap then level = cap end
@@ -57,13 +58,15 @@ local function rolling_debit(key, level, cost, period, expires, now)
   return level, expires
 end
 
--- After a settlement left `level` below zero: the key must live until the bucket is full again.
+-- A bucket left below zero by a settlement is full again only after more than a period: its key must
+-- live until then (plus a quarter period, as rolling_debit does), else the excess would be forgotten.
 local function rolling_keep(key, level, cap, period, expires, now)
-  local need = math.ceil((cap - level) * period / cap) + math.ceil(period / 4)
-  if expires - now < need then
-    redis.call('HSET', key, 'x', now + need)
-    redis.call('PEXPIRE', key, need)
-  end
+  if level >= 0 then return end
+  local need = math.ceil((cap - level) * period / cap)
+  if expires - now >= need then return end
+  local ttl = need + math.ceil(period / 4)
+  redis.call('HSET', key, 'x', now + ttl)
+  redis.call('PEXPIRE', key, ttl)
 end
 
 -- Add `cost` to a calendar quota; the expiry is set once, when the window starts (its end never moves).

@@ -10,6 +10,7 @@ import client from 'prom-client';
 import type { Config } from '../config/types.js';
 import type { Decision } from '../decision/types.js';
 import type { BreakerState } from '../resilience/breaker.js';
+import { SettleMetrics } from './settle-metrics.js';
 
 /**
  * What happened to the call, one value per decision (the series sum to all decisions):
@@ -95,6 +96,10 @@ export class Metrics {
     }
   }
   readonly registry = new client.Registry();
+  /** The response phase's metrics (settle-metrics.ts; fed by settle-observe.ts). */
+  readonly settle = new SettleMetrics(this.registry);
+  /** The config last loaded (configLoaded): bounds the model label of settlements. */
+  private loaded?: Config;
   /** Read at scrape time (the breaker turns half-open by the clock, without a call). */
   breakerSource?: () => BreakerState;
   inflightSource?: () => number;
@@ -272,7 +277,13 @@ export class Metrics {
   }
 
   configLoaded(cfg: Config): void {
+    this.loaded = cfg;
     this.limits.set(cfg.limits.length);
+  }
+
+  /** A settled call's model as a label: a configured model name (of `cfg`, else the config last loaded), else "*". */
+  settleModelLabel(model: string, cfg: Config | undefined = this.loaded): string {
+    return cfg?.models.has(model) ? model : '*';
   }
 
   reloaded(ok: boolean, cfg?: Config): void {

@@ -18,6 +18,17 @@ export interface State {
   freeAt: number;
 }
 
+/**
+ * A rolling bucket's level at `now`: refilled since its last update, at most `cap`. A whole period
+ * refills a bucket at or above zero exactly; one a settlement left below zero refills from there
+ * (mirrors lua/includes/bucket.lua rolling_read).
+ */
+export function refilled(st: State, cap: number, period: number, now: number): number {
+  const elapsed = Math.max(0, now - st.b);
+  if (elapsed >= period && st.a >= 0) return cap;
+  return Math.min(cap, st.a + (elapsed * cap) / period);
+}
+
 /** What a settlement reads and writes of the memory store. */
 export interface SettleState {
   data: Map<string, State>;
@@ -39,11 +50,7 @@ export function settleEntry(
   const st = m.data.get(e.key);
   const live = st && st.expiresAt > now ? st : undefined;
   if (e.kind === EntryKind.Calendar) return settleCalendar(m, e, live, cap, delta, now);
-  let level = cap;
-  if (live) {
-    const elapsed = Math.max(0, now - live.b);
-    level = elapsed >= e.period && live.a >= 0 ? cap : Math.min(cap, live.a + (elapsed * cap) / e.period);
-  }
+  const level = live ? refilled(live, cap, e.period, now) : cap;
   const after = Math.min(cap, level + delta);
   if (after === level) return Math.floor(level);
   const full = Math.ceil(((cap - after) * e.period) / cap);

@@ -9,7 +9,7 @@ import { StoreFullError } from '../errors.js';
 import { calendarEnd } from '../policy/calendar.js';
 import { SETTLED_TTL_MS } from '../policy/plan-types.js';
 import { MemoryLedger } from './memory-ledger.js';
-import { type SettleState, type State, settleEntry } from './memory-settle.js';
+import { refilled, type SettleState, type State, settleEntry } from './memory-settle.js';
 import {
   type CheckPlan,
   type CheckResult,
@@ -170,12 +170,7 @@ export class MemoryStore implements Store {
       const { held, first } = this.ledger.slotsRead(plan.keys[e.key], now);
       s = { a: held, b: first };
     } else if (e.kind === EntryKind.Rolling) {
-      let level = cap;
-      if (live) {
-        const elapsed = Math.max(0, now - live.b);
-        // a bucket a settlement left below zero refills from there (mirrors lua/includes/bucket.lua)
-        level = elapsed >= e.period && live.a >= 0 ? cap : Math.min(cap, live.a + (elapsed * cap) / e.period);
-      }
+      const level = live ? refilled(live, cap, e.period, now) : cap;
       s = { a: level, b: now };
     } else {
       s =
@@ -247,6 +242,7 @@ export class MemoryStore implements Store {
       const s = cur.get(ev.e.key)!;
       const key = plan.keys[ev.e.key];
       if (ev.e.kind === EntryKind.Concurrent) {
+        if (ev.e.cost <= 0) continue; // a zero-cost probe holds no slot (lua/check-limits.lua)
         s.a += ev.e.cost;
         if (s.b === 0) s.b = now + ev.e.period;
         this.ledger.slotsTake(key, plan.reservation?.id ?? `x${now}:${this.anon++}`, now + ev.e.period);
