@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chat, type EnvoyClient } from './helpers/envoy.js';
 import { playExtProc } from './helpers/ext-proc.js';
+import { chatJson } from './helpers/provider-bodies.js';
 import { type SettleApp, startSettleApp } from './helpers/settle.js';
 import { startValkey, type TestValkey } from './helpers/valkey.js';
 
@@ -49,21 +50,6 @@ settle:
 
 let n = 0;
 const tenant = () => `t${Date.now()}-${++n}`;
-
-export function chatJson(prompt: number, output: number, cached = 0): string {
-  return JSON.stringify({
-    id: 'chatcmpl-1',
-    object: 'chat.completion',
-    model: 'gpt-4o',
-    choices: [{ index: 0, message: { role: 'assistant', content: 'hello' }, finish_reason: 'stop' }],
-    usage: {
-      prompt_tokens: prompt,
-      completion_tokens: output,
-      total_tokens: prompt + output,
-      prompt_tokens_details: { cached_tokens: cached },
-    },
-  });
-}
 
 const JSON_HEADERS = { 'content-type': 'application/json' };
 
