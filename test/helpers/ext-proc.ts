@@ -157,3 +157,40 @@ export async function playExtProc(port: number, p: ExtProcPlay): Promise<ExtProc
     client.close();
   }
 }
+
+/** An open Process stream, fed as the response streams (the Envoy-like proxy). */
+export interface ExtProcStream {
+  send(message: Record<string, unknown>): void;
+  /** Half-close and wait for the server's status. */
+  end(): Promise<void>;
+  cancel(): void;
+}
+
+export function openExtProc(port: number): ExtProcStream {
+  const r = officialExtProc();
+  const Req = r.lookupType('envoy.service.ext_proc.v3.ProcessingRequest');
+  const Res = r.lookupType('envoy.service.ext_proc.v3.ProcessingResponse');
+  const client = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure());
+  const call = client.makeBidiStreamRequest(
+    PATH,
+    (m: Record<string, unknown>) => Buffer.from(Req.encode(Req.fromObject(m)).finish()),
+    (b: Buffer) => Res.toObject(Res.decode(b), { enums: String, oneofs: true }),
+  );
+  const ended = new Promise<void>((resolve) => {
+    call.on('status', () => resolve());
+    call.on('error', () => resolve());
+  });
+  call.on('data', () => {});
+  return {
+    send: (m) => call.write(m),
+    end: async () => {
+      call.end();
+      await ended;
+      client.close();
+    },
+    cancel: () => {
+      call.cancel();
+      client.close();
+    },
+  };
+}
