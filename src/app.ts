@@ -22,8 +22,12 @@ import { Metrics } from './ops/metrics.js';
 import { attachMetricSources } from './ops/metrics-sources.js';
 import { decisionObserver } from './ops/observe.js';
 import { ConfigReloader } from './ops/reload.js';
+import { settleObserver } from './ops/settle-observe.js';
 import { openStore, StoreHealth } from './ops/store-health.js';
 import { settings } from './settings.js';
+import { extProcHandler } from './settle/ext-proc.js';
+import { outputCounter } from './settle/session.js';
+import { type SettledEvent, Settler } from './settle/settler.js';
 import type { Store } from './store/types.js';
 
 export interface AppOptions {
@@ -41,6 +45,8 @@ export interface AppOptions {
   tokenWorkers?: number;
   /** gRPC server TLS (mTLS with clientCa); undefined = from TOLLGATE_TLS_* env, false = plaintext. */
   tls?: GrpcTlsFiles | false;
+  /** Called with every settlement (after the log line's hook; e.g. metrics, tests). */
+  onSettled?: (e: SettledEvent) => void;
 }
 
 export interface App {
@@ -91,7 +97,19 @@ export async function startApp(opts: AppOptions): Promise<App> {
   const observe = decisionObserver(metrics, log, decider);
   const { begin, end } = inflight;
   const answer = checkAnswerer(decider, observe, log);
-  const grpc = await startGrpc({ config: cfg, tls: opts.tls, health, buffered, answer, begin, end, log });
+  // The response phase (ext_proc): settle each reservation to the usage the provider reports.
+  const settler = new Settler({
+    store: () => decider.guard.store,
+    local: () => decider.guard.local,
+    config,
+    forget: (keys) => decider.denyCache.forget(keys),
+    onSettled: withHook(settleObserver(metrics, log, decider), opts.onSettled),
+  });
+  const process = extProcHandler({ settler, count: outputCounter(pool) });
+  const grpc = await startGrpc({
+    ...{ config: cfg, tls: opts.tls, health, buffered, answer, begin, end, log },
+    process,
+  });
   const apply = (next: Config) => {
     decider.setConfig(next);
     refreshHealth();
@@ -160,4 +178,14 @@ function logServing(
     },
     'tollgate serving',
   );
+}
+
+/** An observer followed by an optional extra hook (tests). */
+function withHook<T>(first: (e: T) => void, then?: (e: T) => void): (e: T) => void {
+  return then
+    ? (e) => {
+        first(e);
+        then(e);
+      }
+    : first;
 }

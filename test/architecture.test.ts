@@ -130,7 +130,7 @@ const PUBLIC: Record<string, string[]> = {
   ],
   queue: ['consumer.ts'],
   resilience: ['breaker.ts', 'guarded-store.ts', 'timeout.ts'],
-  settle: ['decode.ts', 'settler.ts'],
+  settle: ['decode.ts', 'settler.ts', 'session.ts', 'ext-proc.ts', 'messages.ts'],
   store: ['connect.ts', 'keys.ts', 'memory.ts', 'scripts.ts', 'types.ts', 'valkey.ts', 'iovalkey.ts'],
   tokens: ['count.ts', 'encoders.ts'],
 };

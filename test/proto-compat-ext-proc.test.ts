@@ -11,15 +11,14 @@ import { createRequire } from 'node:module';
 import { dirname, join } from 'node:path';
 import protobuf from 'protobufjs';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { EXT_PROC_PROCESS_PATH, loadExtProcPackages } from '../src/authz/grpc/ext-proc-protos.js';
+import { LOADER_OPTIONS, PROTO_DIR } from '../src/authz/grpc/protos.js';
 import {
   continueResponse,
-  EXT_PROC_PROCESS_PATH,
   type ExtProcProcessingRequest,
   extProcHeader,
   forwardedMetadataString,
-  loadExtProcPackages,
-} from '../src/authz/grpc/ext-proc-protos.js';
-import { LOADER_OPTIONS, PROTO_DIR } from '../src/authz/grpc/protos.js';
+} from '../src/settle/messages.js';
 
 const require = createRequire(import.meta.url);
 const XDS_DEPS = join(dirname(require.resolve('@grpc/grpc-js-xds/package.json')), 'deps');

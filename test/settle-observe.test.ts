@@ -128,7 +128,7 @@ describe('settleObserver', () => {
 
     // at info: the anomalies only, one line each, with a tag of the id and never the id itself
     const lines = log.lines().filter((l) => l.msg === 'settlement');
-    expect(lines.map((l) => l.settlement)).toEqual(['expired', 'unmatched', 'failed']);
+    expect(lines.map((l) => l.outcome)).toEqual(['expired', 'unmatched', 'failed']);
     expect(lines.every((l) => /^[0-9a-f]{12}$/.test(l.reservation))).toBe(true);
     expect(log.text()).not.toContain(ID);
     expect(log.text()).not.toContain('forged');
@@ -150,7 +150,7 @@ describe('settleObserver', () => {
     expect(lines).toHaveLength(2);
     expect(lines[0]).toMatchObject({
       level: 20,
-      settlement: 'settled',
+      outcome: 'settled',
       model: '*',
       prompt_tokens: 10,
       output_tokens: 5,
@@ -158,7 +158,7 @@ describe('settleObserver', () => {
       micros: 7,
       refunded_tokens: 15,
     });
-    expect(lines[1]).toMatchObject({ level: 20, settlement: 'duplicate' });
+    expect(lines[1]).toMatchObject({ level: 20, outcome: 'duplicate' });
     const { get } = await scrape(m);
     expect(get('tollgate_actual_tokens_total', { model: '*', kind: 'prompt' })).toBe(10);
     expect(get('tollgate_actual_dollars_total', { model: '*' })).toBeCloseTo(7e-6, 12);

@@ -52,7 +52,7 @@ export function settleObserver(
     const anomaly = ANOMALIES.has(e.outcome);
     if (!anomaly && !log.isLevelEnabled('debug')) return;
     const line = {
-      settlement: e.outcome,
+      outcome: e.outcome,
       reservation: tag(e.id),
       model,
       prompt_tokens: s?.tokens.prompt,

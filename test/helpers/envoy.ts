@@ -26,6 +26,8 @@ export interface CheckAnswer {
   appendActions: string[];
   body?: string;
   json?: any;
+  /** An allow's reservation id: dynamic_metadata.tollgate_reservation (else the upstream header). */
+  reservation?: string;
   raw: any;
 }
 
@@ -97,11 +99,15 @@ export class EnvoyClient {
     ])
       for (const h of list ?? []) appendActions.push(h.append_action ?? 'APPEND_IF_EXISTS_OR_ADD');
     if (code === 0) {
+      const upstream = toMap(res.ok_response?.headers);
       return {
+        reservation:
+          res.dynamic_metadata?.fields?.tollgate_reservation?.stringValue ??
+          upstream['x-tollgate-reservation'],
         code,
         allowed: true,
         headers: toMap(res.ok_response?.response_headers_to_add),
-        upstream: toMap(res.ok_response?.headers),
+        upstream,
         removed: res.ok_response?.headers_to_remove ?? [],
         appendActions,
         raw: res,

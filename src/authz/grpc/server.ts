@@ -1,15 +1,18 @@
 /**
  * The gRPC server: ext_authz Check (the lean codec through grpc-js, and the direct Check path on
- * HTTP/2 when server.grpc_direct_check), grpc.health.v1, TLS, flow-control windows, the receive limit
- * and the buffer budget.
+ * HTTP/2 when server.grpc_direct_check), ext_proc Process (the response phase, src/settle/ext-proc.ts;
+ * served by grpc-js: the direct path hands every other method to it), grpc.health.v1, TLS,
+ * flow-control windows, the receive limit and the buffer budget.
  */
 import * as grpc from '@grpc/grpc-js';
 import { receiveLimit } from '../../config/overload.js';
 import type { Config } from '../../config/types.js';
 import type { CheckInput } from '../../decision/types.js';
 import type { Logger } from '../../ops/log.js';
+import type { ProcessStream } from '../../settle/ext-proc.js';
 import type { AnswerCheck } from '../answer.js';
 import { type BufferBudget, type DirectAnswer, serveCheckDirectly } from './direct.js';
+import { EXT_PROC_SERVICE, loadExtProcPackages } from './ext-proc-protos.js';
 import { tuneFlowControl } from './flow-control.js';
 import type { HealthService } from './health.js';
 import { loadGrpcPackages } from './protos.js';
@@ -29,6 +32,8 @@ export interface GrpcServerOptions {
   begin: () => boolean;
   end: () => void;
   log: Logger;
+  /** The ext_proc Process handler (src/settle/ext-proc.ts); the service is not offered without it. */
+  process?: (call: ProcessStream) => void;
 }
 
 /** Report SERVING / NOT_SERVING for the server as a whole and for the Authorization service. */
@@ -36,6 +41,7 @@ export function setServing(health: HealthService, serving: boolean): void {
   const st = serving ? 'SERVING' : 'NOT_SERVING';
   health.set('', st);
   health.set(AUTHZ_SERVICE, st);
+  health.set(EXT_PROC_SERVICE, st);
 }
 
 export async function startGrpc(o: GrpcServerOptions): Promise<{ server: grpc.Server; port: number }> {
@@ -87,6 +93,11 @@ function addServices(server: grpc.Server, o: GrpcServerOptions): void {
         .finally(end);
     },
   });
+  const process = o.process;
+  if (process)
+    server.addService(loadExtProcPackages().externalProcessor, {
+      Process: (call: grpc.ServerDuplexStream<unknown, unknown>) => process(call as unknown as ProcessStream),
+    });
   server.addService(pk.health, o.health.handlers());
 }
 
