@@ -26,7 +26,7 @@ import { settleObserver } from './ops/settle-observe.js';
 import { openStore, StoreHealth } from './ops/store-health.js';
 import { settings } from './settings.js';
 import { extProcHandler } from './settle/ext-proc.js';
-import { outputCounter } from './settle/session.js';
+import { outputCounter, ResponseBudget } from './settle/session.js';
 import { type SettledEvent, Settler } from './settle/settler.js';
 import type { Store } from './store/types.js';
 
@@ -105,13 +105,15 @@ export async function startApp(opts: AppOptions): Promise<App> {
     forget: (keys) => decider.denyCache.forget(keys),
     onSettled: withHook(settleObserver(metrics, log, decider), opts.onSettled),
   });
-  const process = extProcHandler({ settler, count: outputCounter(pool) });
+  const budget = new ResponseBudget(cfg.settle.maxBufferedBytes);
+  const process = extProcHandler({ settler, count: outputCounter(pool), budget });
   const grpc = await startGrpc({
     ...{ config: cfg, tls: opts.tls, health, buffered, answer, begin, end, log },
     process,
   });
   const apply = (next: Config) => {
     decider.setConfig(next);
+    budget.max = next.settle.maxBufferedBytes;
     refreshHealth();
   };
   const closing = () => inflight.closing;

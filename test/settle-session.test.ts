@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import type { ExtProcProcessingRequest } from '../src/settle/messages.js';
-import { type SessionSettler, SettleSession } from '../src/settle/session.js';
+import { ResponseBudget, type SessionSettler, SettleSession } from '../src/settle/session.js';
 import type { OpenReservation, ResponseOutcome } from '../src/settle/settler.js';
 import { chatJson } from './helpers/provider-bodies.js';
 
@@ -89,5 +89,28 @@ describe('SettleSession', () => {
     other.feed(null as unknown as ExtProcProcessingRequest);
     expect(await other.end()).toBe('unmatched');
     expect(finished).toHaveLength(0);
+  });
+
+  it('the process-wide response budget: a stream past it stops reading (reservation stands); bytes come back at the end', async () => {
+    const { settler, finished } = fake(0);
+    const budget = new ResponseBudget(64 * 1024);
+    // a stream holding 40 KiB of a long SSE body, still open
+    const a = new SettleSession({ settler, budget });
+    a.feed(headers(ID));
+    await new Promise((r) => setTimeout(r, 5));
+    a.feed(body(`data: {"choices":[{"delta":{"content":"${'x'.repeat(40 * 1024)}"}}]}\n\n`));
+    expect(budget.used).toBeGreaterThanOrEqual(40 * 1024);
+    // a second one needing 40 KiB more: refused, its usage unknown, its reservation kept
+    const b = new SettleSession({ settler, budget });
+    b.feed(headers(ID));
+    await new Promise((r) => setTimeout(r, 5));
+    b.feed(body(`${chatJson(7, 9)}${' '.repeat(40 * 1024)}`, true));
+    expect(await b.end()).toBe('kept');
+    expect(budget.refusals).toBe(1);
+    expect(finished.at(-1)).toEqual({ status: 200 });
+    // the first ends normally and gives its bytes back
+    a.feed(body('data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}\n\n', true));
+    expect(await a.end()).toBe('settled');
+    expect(budget.used).toBe(0);
   });
 });

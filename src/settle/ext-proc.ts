@@ -11,7 +11,7 @@
  * gRPC; src/authz/grpc/server.ts registers the handler.
  */
 import { continueResponse, type ExtProcProcessingRequest } from './messages.js';
-import { type CountOutput, type SessionSettler, SettleSession } from './session.js';
+import { type CountOutput, type ResponseBudget, type SessionSettler, SettleSession } from './session.js';
 import type { SettleOutcomeLabel } from './settler.js';
 
 /** The part of a server-side bidi stream the handler uses. */
@@ -27,6 +27,8 @@ export interface ExtProcHandlerOptions {
   settler: SessionSettler;
   count?: CountOutput;
   maxPendingBytes?: number;
+  /** Response bytes all streams may hold at once (settle.max_buffered_bytes). */
+  budget?: ResponseBudget;
   /** Each stream's settlement outcome (tests; undefined when the stream named no reservation). */
   onSessionEnd?: (outcome: SettleOutcomeLabel | undefined) => void;
 }
@@ -38,6 +40,7 @@ export function extProcHandler(o: ExtProcHandlerOptions): (call: ProcessStream) 
       settler: o.settler,
       count: o.count,
       maxPendingBytes: o.maxPendingBytes,
+      budget: o.budget,
     });
     let open = true;
     const finish = (endCall: boolean) => {

@@ -53,7 +53,39 @@ export interface SessionOptions {
   settler: SessionSettler;
   count?: CountOutput;
   maxPendingBytes?: number;
+  /** Bytes every stream of the process may hold at once (settle.max_buffered_bytes). */
+  budget?: ResponseBudget;
 }
+
+/**
+ * Response bytes held across every ext_proc stream of the process: each stream is charged what it
+ * holds while its reservation opens and what it feeds the usage extractor (an over-estimate of what
+ * the extractor keeps, capped per stream at what it can keep: RETAINED_MAX), and gives it all back when
+ * it settles. A stream refused here stops reading: its reservation stands (charged as reserved,
+ * never less).
+ */
+export class ResponseBudget {
+  used = 0;
+  /** Streams that stopped reading because the budget was spent. */
+  refusals = 0;
+  constructor(public max: number) {}
+
+  take(n: number): boolean {
+    if (this.used + n > this.max) {
+      this.refusals++;
+      return false;
+    }
+    this.used += n;
+    return true;
+  }
+
+  give(n: number): void {
+    this.used = Math.max(0, this.used - n);
+  }
+}
+
+/** Most an extractor keeps of one body: its JSON buffer, a tail, and the collected text (UTF-16). */
+const RETAINED_MAX = (4 << 20) + (256 << 10) + 2 * (1 << 20);
 
 const DIALECTS: ReadonlySet<string> = new Set<UsageDialect>([
   'openai.chat',
@@ -108,6 +140,8 @@ export class SettleSession {
   private finished?: Promise<SettleOutcomeLabel | undefined>;
   private readonly count: CountOutput;
   private readonly maxPending: number;
+  /** Bytes this stream was charged on the process-wide budget. */
+  private charged = 0;
 
   constructor(private readonly o: SessionOptions) {
     this.count = o.count ?? outputCounter();
@@ -142,8 +176,25 @@ export class SettleSession {
 
   /** The stream ended (half-close, cancel, error): settle what was seen. Idempotent. */
   end(): Promise<SettleOutcomeLabel | undefined> {
-    this.finished ??= this.settle().catch(() => undefined);
+    this.finished ??= this.settle()
+      .catch(() => undefined)
+      .finally(() => this.release());
     return this.finished;
+  }
+
+  /** Charge `n` held bytes on the process budget (false: spent; the stream stops reading). */
+  private charge(n: number): boolean {
+    const b = this.o.budget;
+    if (!b || this.charged >= RETAINED_MAX + this.maxPending) return true;
+    if (!b.take(n)) return false;
+    this.charged += n;
+    return true;
+  }
+
+  private release(): void {
+    this.o.budget?.give(this.charged);
+    this.charged = 0;
+    this.pending = [];
   }
 
   private takeId(req: ExtProcProcessingRequest): void {
@@ -192,7 +243,7 @@ export class SettleSession {
   /** Keep a raw chunk until the reservation is open (bounded). */
   private hold(chunk: Buffer): void {
     this.pendingBytes += chunk.byteLength;
-    if (this.pendingBytes > this.maxPending) {
+    if (this.pendingBytes > this.maxPending || !this.charge(chunk.byteLength)) {
       this.lost = true;
       this.pending = [];
       return;
@@ -207,7 +258,11 @@ export class SettleSession {
     const dialect = (DIALECTS.has(d) ? d : 'openai.chat') as UsageDialect;
     const x = createUsageExtractor(dialect, this.contentType);
     this.extractor = x;
-    this.decoder = new BodyDecoder(this.contentEncoding, (c) => x.push(c));
+    this.decoder = new BodyDecoder(this.contentEncoding, (c) => {
+      if (this.lost) return;
+      if (this.charge(c.byteLength)) x.push(c);
+      else this.lost = true; // the process budget is spent: the reservation stands
+    });
     for (const c of this.pending) this.decoder.write(c);
     this.pending = [];
   }

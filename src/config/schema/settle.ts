@@ -7,6 +7,7 @@ import { bool, duration, int, mapping, oneOf, str } from './fields.js';
 
 export const DEFAULT_RESERVATION_TTL_MS = 15 * 60_000;
 export const DEFAULT_USAGE_STREAM_MAX_LENGTH = 1_000_000;
+export const DEFAULT_SETTLE_BUFFERED_BYTES = 256 << 20;
 
 export const settleSchema = mapping({
   /**
@@ -18,6 +19,11 @@ export const settleSchema = mapping({
   reservation_ttl: duration('15m').prefault('15m'),
   /** Upstream answered non-2xx: refund tokens and dollars in full, or keep the prompt's share. */
   on_upstream_error: oneOf(['refund', 'keep_prompt']).default('refund'),
+  /**
+   * Response bytes all ext_proc streams of the process may hold at once (bodies being read for their
+   * usage); past it a stream stops reading and its reservation stands.
+   */
+  max_buffered_bytes: int(1 << 20, 2 ** 40).default(DEFAULT_SETTLE_BUFFERED_BYTES),
   /** One Valkey stream entry per settled call, for billing export. Off unless given. */
   usage_stream: mapping({
     enabled: bool().default(true),
@@ -34,6 +40,7 @@ export const settleSchema = mapping({
   enabled: s.enabled,
   reservationTtlMs: s.reservation_ttl,
   onUpstreamError: s.on_upstream_error,
+  maxBufferedBytes: s.max_buffered_bytes,
   usageStream: s.usage_stream?.enabled
     ? {
         name: s.usage_stream.name,
