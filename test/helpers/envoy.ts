@@ -83,8 +83,8 @@ export class EnvoyClient {
     );
   }
 
-  async check(o: CheckOptions): Promise<CheckAnswer> {
-    const res = await this.checkRaw(buildCheckRequest(o));
+  async check(o: CheckOptions, deadlineMs?: number): Promise<CheckAnswer> {
+    const res = await this.checkRaw(buildCheckRequest(o), deadlineMs);
     const code = res.status?.code ?? 0;
     const toMap = (list: any[] | undefined) => {
       const m: Record<string, string> = {};
