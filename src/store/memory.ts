@@ -8,8 +8,11 @@ import { DEFAULT_MEMORY_MAX_KEYS } from '../config/schema.js';
 import { StoreFullError } from '../errors.js';
 import { calendarEnd } from '../policy/calendar.js';
 import { SETTLED_TTL_MS } from '../policy/plan-types.js';
+import { adjustState, type MemoryState } from './memory-adjust.js';
 import { MemoryLedger } from './memory-ledger.js';
 import {
+  type AdjustRequest,
+  type AdjustResult,
   type CheckPlan,
   type CheckResult,
   EntryKind,
@@ -24,18 +27,7 @@ import {
   type Store,
 } from './types.js';
 
-interface State {
-  /** rolling: level; calendar: used */
-  a: number;
-  /** rolling: last update ms; calendar: window end ms */
-  b: number;
-  expiresAt: number;
-  /**
-   * From when this state equals no state (rolling: the bucket is full again; calendar: the window has
-   * ended): the earliest it may be evicted at the bound without changing any answer.
-   */
-  freeAt: number;
-}
+type State = MemoryState;
 
 interface Evaluated {
   e: PlanEntry;
@@ -390,6 +382,11 @@ export class MemoryStore implements Store {
     if (st) Object.assign(st, { a: after, b: now, expiresAt, freeAt });
     else this.data.set(e.key, { a: after, b: now, expiresAt, freeAt });
     return Math.floor(after);
+  }
+
+  /** lua/adjust-limit.lua, in TypeScript (memory-adjust.ts). */
+  async adjust(req: AdjustRequest): Promise<AdjustResult> {
+    return adjustState(this.data, this.ledger, req, this.cap(req.entry.capacity), Math.floor(this.clock()));
   }
 
   async ping(): Promise<void> {}
