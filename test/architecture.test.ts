@@ -109,7 +109,7 @@ const PUBLIC: Record<string, string[]> = {
     'grpc/translate.ts',
   ],
   config: ['load.ts', 'overload.ts', 'schema.ts', 'types.ts'],
-  decision: ['decide.ts', 'types.ts', 'reservation.ts'],
+  decision: ['decide.ts', 'types.ts', 'reservation.ts', 'metadata.ts'],
   dialects: ['body.ts', 'model-key.ts', 'route.ts', 'types.ts', 'gemini.ts', 'usage/index.ts'],
   identity: ['identity.ts', 'sources.ts'],
   offload: ['pool.ts', 'worker.ts'],

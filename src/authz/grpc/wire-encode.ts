@@ -5,7 +5,7 @@
  * Envoy's official protos.
  */
 
-import { RESERVATION_METADATA_KEY } from '../../decision/reservation.js';
+import { eachMetadataField } from '../../decision/metadata.js';
 import type { Decision, Headers } from '../../decision/types.js';
 import { rpcFor } from './translate.js';
 
@@ -71,6 +71,14 @@ class Writer {
     this.buf[at + n - 1] = v;
   }
 
+  /** A double field (wire type 1, little-endian). */
+  double(field: number, v: number): void {
+    this.tag(field, 1);
+    this.ensure(8);
+    this.buf.writeDoubleLE(v, this.pos);
+    this.pos += 8;
+  }
+
   result(): Buffer {
     return this.buf.subarray(0, this.pos);
   }
@@ -134,17 +142,7 @@ export function encodeCheckResponse(d: Decision, framed = false): Buffer {
     for (const name of d.removeHeaders) w.string(5, name);
     headerOptions(w, 6, d.responseHeaders, ADD_IF_ABSENT);
     w.end(ok);
-    if (d.reservation) {
-      // dynamic_metadata = 4 (Struct { map<string, Value> fields = 1 }; Value.string_value = 3)
-      const dm = w.begin(4);
-      const entry = w.begin(1);
-      w.string(1, RESERVATION_METADATA_KEY);
-      const value = w.begin(2);
-      w.string(3, d.reservation);
-      w.end(value);
-      w.end(entry);
-      w.end(dm);
-    }
+    dynamicMetadata(w, d);
     return framed ? w.framed() : w.result();
   }
   const st = w.begin(1);
@@ -160,5 +158,34 @@ export function encodeCheckResponse(d: Decision, framed = false): Buffer {
   headerOptions(w, 2, d.headers);
   if (d.body) w.string(3, d.body);
   w.end(den);
+  dynamicMetadata(w, d);
   return framed ? w.framed() : w.result();
+}
+
+/**
+ * dynamic_metadata = 4: Struct { map<string, Value> fields = 1 }, each entry { key = 1; value = 2 },
+ * Value.number_value = 2 (double), string_value = 3 (decision/metadata.ts gives the fields).
+ */
+function dynamicMetadata(w: Writer, d: Decision): void {
+  const dm = w.begin(4);
+  eachMetadataField(
+    d,
+    (key, value) => {
+      const entry = w.begin(1);
+      w.string(1, key);
+      const v = w.begin(2);
+      w.string(3, value);
+      w.end(v);
+      w.end(entry);
+    },
+    (key, value) => {
+      const entry = w.begin(1);
+      w.string(1, key);
+      w.tag(2, 2);
+      w.varint(9);
+      w.double(2, value);
+      w.end(entry);
+    },
+  );
+  w.end(dm);
 }
