@@ -3,6 +3,9 @@
  * HTTP/2 one and grpc-js): every answer, allow and deny, carries the decision, the identity as tollgate
  * keys it (API keys as their hash id), the models, tokens, cost, the binding limit and the reservation.
  */
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { load as loadYaml } from 'js-yaml';
 import { afterAll, describe, expect, it } from 'vitest';
 import { hashApiKey } from '../src/identity/identity.js';
 import { startTestApp, type TestApp } from './helpers/app.js';
@@ -79,5 +82,35 @@ describe.each([true, false])('dynamic metadata (grpc_direct_check: %s)', (direct
 
     const notLlm = await client.check({ path: '/healthz', method: 'GET', headers: {} });
     expect(meta(notLlm.raw)).toEqual({ decision: 'allow', reason: 'not-llm' });
+  });
+});
+
+describe("envoy.yaml's access log", () => {
+  it('records the decision, identity, models, tokens, cost, limit and reservation from ext_authz metadata', () => {
+    const REPO = join(import.meta.dirname, '..');
+    for (const file of ['envoy.yaml', 'deploy/kubernetes/base/envoy.yaml']) {
+      const text = readFileSync(join(REPO, file), 'utf8');
+      const envoy = loadYaml(text) as any;
+      const hcm = envoy.static_resources.listeners[0].filter_chains[0].filters[0].typed_config;
+      const format = hcm.access_log[0].typed_config.log_format.json_format as Record<string, string>;
+      const fields = Object.values(format)
+        .map((v) => /^%DYNAMIC_METADATA\(([^:]+):([^)]+)\)%$/.exec(v))
+        .filter((m) => m !== null);
+      expect(new Set(fields.map((m) => m![1])), file).toEqual(new Set(['envoy.filters.http.ext_authz']));
+      expect(fields.map((m) => m![2]).sort(), file).toEqual(
+        [
+          'decision',
+          'reason',
+          'tenant',
+          'model',
+          'routed_model',
+          'prompt_tokens',
+          'reserved_tokens',
+          'cost_micros',
+          'limit',
+          'tollgate_reservation',
+        ].sort(),
+      );
+    }
   });
 });
