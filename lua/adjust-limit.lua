@@ -18,8 +18,8 @@
               reset: used = 0 in the current window
     slots     reset: every slot released (calls still in flight no longer count); credit: an error
 
-  Returns { remaining, reset_ms }: units left now, and ms until the bucket is full (rolling) or the
-  window ends (calendar); 0 for slots.
+  Returns { remaining, reset_ms, now_ms }: units left now, ms until the bucket is full (rolling) or the
+  window ends (calendar; 0 for slots), and the server's clock.
 ]]
 
 --- @include "calendar"
@@ -44,16 +44,16 @@ if kind == ROLLING then
     if after > cap then after = cap end
   end
   if after ~= level then level = rolling_debit(key, level, level - after, period, expires, now) end
-  return { floor(level), math.ceil((cap - level) * period / cap) }
+  return { floor(level), math.ceil((cap - level) * period / cap), now }
 elseif kind == CALENDAR then
   local used, window_end, starts = calendar_read(key, period, off, z_end, z_next, now)
   local delta = -used
   if op == 'credit' then delta = -amount end
   if delta ~= 0 then used = calendar_debit(key, used, delta, window_end, starts, now) end
-  return { floor(cap - used), window_end - now }
+  return { floor(cap - used), window_end - now, now }
 elseif kind == SLOTS then
   if op == 'credit' then return redis.error_reply('adjust: a concurrency limit takes no credits') end
   redis.call('ZREMRANGEBYSCORE', key, '-inf', '+inf')
-  return { cap, 0 }
+  return { cap, 0, now }
 end
 return redis.error_reply('adjust: unknown kind ' .. tostring(kind))

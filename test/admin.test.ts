@@ -126,7 +126,9 @@ describe.each(['valkey', 'memory'] as const)('admin API on the %s store', (kind)
     const cost = 10000 - left;
     const credit = await post('/v1/credits', { limit: 'daily-tokens', scope: { tenant }, amount: 3000 });
     expect(credit.status).toBe(200);
-    expect(await credit.json()).toMatchObject({ op: 'credit', units: 3000, remaining: left + 3000 });
+    const report = await credit.json();
+    expect(report).toMatchObject({ op: 'credit', units: 3000, remaining: left + 3000 });
+    expect(report.reset).toBe(row(await usage(`tenant=${tenant}`), 'daily-tokens').reset); // the window's end
     const second = await call(tenant);
     expect(Number(second.headers['x-ratelimit-remaining-tokens'])).toBe(left + 3000 - cost);
     // a calendar credit may take "used" below zero: extra budget for this window

@@ -219,7 +219,7 @@ export async function adjustLimit(
     unit: UNIT[limit.kind],
     capacity: limit.amount,
     remaining: r.remaining,
-    reset: Math.ceil((Date.now() + r.resetMs) / 1000),
+    reset: Math.ceil((r.nowMs + r.resetMs) / 1000),
   };
   if (op === 'credit') report.units = units;
   return report;

@@ -78,7 +78,7 @@ export class IovalkeyStore implements Store {
       await this.loadScripts();
       reply = (await this.client.call('EVALSHA', ...argv)) as number[];
     }
-    return { remaining: Number(reply[0]), resetMs: Number(reply[1]) };
+    return { remaining: Number(reply[0]), resetMs: Number(reply[1]), nowMs: Number(reply[2]) };
   }
 
   async settle(req: SettleRequest): Promise<SettleResult> {

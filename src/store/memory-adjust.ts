@@ -34,7 +34,7 @@ export function adjustState(
   if (e.kind === EntryKind.Concurrent) {
     if (req.op === 'credit') throw new Error('adjust: a concurrency limit takes no credits');
     for (const [id] of ledger.slotsHeld(req.key)) ledger.slotsRelease(req.key, id, now);
-    return { remaining: cap, resetMs: 0 };
+    return { remaining: cap, resetMs: 0, nowMs: now };
   }
   if (e.kind === EntryKind.Rolling) {
     let level = cap;
@@ -48,7 +48,7 @@ export function adjustState(
       put({ a: after, b: now, expiresAt: Math.max(live?.expiresAt ?? 0, now + e.period), freeAt });
       level = after;
     }
-    return { remaining: Math.floor(level), resetMs: Math.ceil(((cap - level) * e.period) / cap) };
+    return { remaining: Math.floor(level), resetMs: Math.ceil(((cap - level) * e.period) / cap), nowMs: now };
   }
   const current = live && now < live.b;
   const end = current ? live.b : calendarEnd(now, e.period, e.tzOffsetMin, e.zoneEnd ?? 0, e.zoneNext ?? 0);
@@ -58,5 +58,5 @@ export function adjustState(
     used = next;
     put({ a: used, b: end, expiresAt: end + 1000, freeAt: end });
   }
-  return { remaining: Math.floor(cap - used), resetMs: end - now };
+  return { remaining: Math.floor(cap - used), resetMs: end - now, nowMs: now };
 }

@@ -36,6 +36,8 @@ export interface AdjustResult {
   remaining: number;
   /** Rolling: ms until full; calendar: ms until the window ends; concurrency: 0. */
   resetMs: number;
+  /** The store's clock (ms since epoch). */
+  nowMs: number;
 }
 
 export enum QueueFullReason {

@@ -142,7 +142,7 @@ export class ValkeyStore implements Store {
       await this.loadScripts();
       reply = (await this.conn.command(argv)) as number[];
     }
-    return { remaining: Number(reply[0]), resetMs: Number(reply[1]) };
+    return { remaining: Number(reply[0]), resetMs: Number(reply[1]), nowMs: Number(reply[2]) };
   }
 
   async settle(req: SettleRequest): Promise<SettleResult> {
