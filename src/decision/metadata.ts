@@ -39,26 +39,28 @@ export function decisionName(d: Decision): string {
   return d.stats.cached ? 'cache' : 'deny';
 }
 
-/** Calls `str` / `num` for each metadata field of `d`, in the order above. */
-export function eachMetadataField(
-  d: Decision,
-  str: (key: string, value: string) => void,
-  num: (key: string, value: number) => void,
-): void {
+/** Where the fields go: the lean encoder's Writer, or a proto-loader Struct being built. */
+export interface MetadataSink {
+  str(key: string, value: string): void;
+  num(key: string, value: number): void;
+}
+
+/** Hands each metadata field of `d` to `out`, in the order above (nothing is allocated here). */
+export function eachMetadataField(d: Decision, out: MetadataSink): void {
   const s = d.stats;
-  str('decision', decisionName(d));
-  if (d.reason) str('reason', d.reason);
+  out.str('decision', decisionName(d));
+  if (d.reason) out.str('reason', d.reason);
   const id = s.identity;
   if (id)
     for (const dim in id) {
       const v = id[dim];
-      if (v !== undefined && !FIXED.has(dim)) str(dim, safeId(v));
+      if (v !== undefined && !FIXED.has(dim)) out.str(dim, safeId(v));
     }
-  if (s.model !== undefined) str('model', s.model);
-  if (s.chosenModel !== undefined) str('routed_model', s.chosenModel);
-  if (s.promptTokens !== undefined) num('prompt_tokens', s.promptTokens);
-  if (s.reservedTokens !== undefined) num('reserved_tokens', s.reservedTokens);
-  if (s.micros !== undefined) num('cost_micros', s.micros);
-  if (d.kind === 'deny' && s.limit !== undefined) str('limit', s.limit);
-  if (d.kind === 'allow' && d.reservation) str(RESERVATION_METADATA_KEY, d.reservation);
+  if (s.model !== undefined) out.str('model', s.model);
+  if (s.chosenModel !== undefined) out.str('routed_model', s.chosenModel);
+  if (s.promptTokens !== undefined) out.num('prompt_tokens', s.promptTokens);
+  if (s.reservedTokens !== undefined) out.num('reserved_tokens', s.reservedTokens);
+  if (s.micros !== undefined) out.num('cost_micros', s.micros);
+  if (d.kind === 'deny' && s.limit !== undefined) out.str('limit', s.limit);
+  if (d.kind === 'allow' && d.reservation) out.str(RESERVATION_METADATA_KEY, d.reservation);
 }

@@ -57,7 +57,7 @@ export class IovalkeyStore implements Store {
   }
 
   async loadScripts(): Promise<void> {
-    for (const script of [this.script, this.settleScript, this.adjustScript]) {
+    for (const script of [this.script, this.settleScript]) {
       const sha = (await this.client.call('SCRIPT', 'LOAD', script.source)) as string;
       if (sha !== script.sha) throw new Error(`script SHA mismatch: server ${sha}, local ${script.sha}`);
     }
@@ -75,7 +75,10 @@ export class IovalkeyStore implements Store {
       reply = (await this.client.call('EVALSHA', ...argv)) as number[];
     } catch (err) {
       if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
-      await this.loadScripts();
+      // loaded on first use (never on the check path's connect or NOSCRIPT reload)
+      const s = this.adjustScript;
+      const sha = (await this.client.call('SCRIPT', 'LOAD', s.source)) as string;
+      if (sha !== s.sha) throw new Error(`script SHA mismatch: server ${sha}, local ${s.sha}`);
       reply = (await this.client.call('EVALSHA', ...argv)) as number[];
     }
     return { remaining: Number(reply[0]), resetMs: Number(reply[1]), nowMs: Number(reply[2]) };

@@ -103,15 +103,14 @@ export const rpcFor = (status: number): number =>
  */
 export function metadataStruct(d: Decision): { fields: Record<string, unknown> } {
   const fields: Record<string, unknown> = {};
-  eachMetadataField(
-    d,
-    (k, v) => {
+  eachMetadataField(d, {
+    str(k, v) {
       fields[k] = { stringValue: v };
     },
-    (k, v) => {
+    num(k, v) {
       fields[k] = { numberValue: v };
     },
-  );
+  });
   return { fields };
 }
 

@@ -5,12 +5,12 @@
  * Envoy's official protos.
  */
 
-import { eachMetadataField } from '../../decision/metadata.js';
+import { eachMetadataField, type MetadataSink } from '../../decision/metadata.js';
 import type { Decision, Headers } from '../../decision/types.js';
 import { rpcFor } from './translate.js';
 
 /** Growable output buffer with protobuf primitives; nested messages are length-patched. */
-class Writer {
+class Writer implements MetadataSink {
   buf = Buffer.allocUnsafe(1024);
   /** `pos`: bytes reserved at the start (5 for a gRPC frame header, see encodeCheckResponse). */
   constructor(public pos = 0) {}
@@ -69,6 +69,36 @@ class Writer {
       v >>>= 7;
     }
     this.buf[at + n - 1] = v;
+  }
+
+  /**
+   * One Struct.fields map entry { key = 1; value = 2 { string_value = 3 } }, lengths computed up front
+   * (no back-patching: the metadata is on every answer).
+   */
+  str(key: string, value: string): void {
+    const kl = Buffer.byteLength(key);
+    const vl = Buffer.byteLength(value);
+    const valueLen = 1 + varintSize(vl) + vl;
+    this.tag(1, 2);
+    this.varint(1 + varintSize(kl) + kl + 1 + varintSize(valueLen) + valueLen);
+    this.tag(1, 2);
+    this.raw(key, kl);
+    this.tag(2, 2);
+    this.varint(valueLen);
+    this.tag(3, 2);
+    this.raw(value, vl);
+  }
+
+  /** One map entry { key = 1; value = 2 { number_value = 2 (double) } }. */
+  num(key: string, value: number): void {
+    const kl = Buffer.byteLength(key);
+    this.tag(1, 2);
+    this.varint(1 + varintSize(kl) + kl + 1 + 1 + 9);
+    this.tag(1, 2);
+    this.raw(key, kl);
+    this.tag(2, 2);
+    this.varint(9);
+    this.double(2, value);
   }
 
   /** A double field (wire type 1, little-endian). */
@@ -168,24 +198,6 @@ export function encodeCheckResponse(d: Decision, framed = false): Buffer {
  */
 function dynamicMetadata(w: Writer, d: Decision): void {
   const dm = w.begin(4);
-  eachMetadataField(
-    d,
-    (key, value) => {
-      const entry = w.begin(1);
-      w.string(1, key);
-      const v = w.begin(2);
-      w.string(3, value);
-      w.end(v);
-      w.end(entry);
-    },
-    (key, value) => {
-      const entry = w.begin(1);
-      w.string(1, key);
-      w.tag(2, 2);
-      w.varint(9);
-      w.double(2, value);
-      w.end(entry);
-    },
-  );
+  eachMetadataField(d, w); // Writer.str / Writer.num
   w.end(dm);
 }
