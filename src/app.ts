@@ -4,6 +4,7 @@
  * (src/authz/grpc/server.ts, src/ops/); this file wires them. `startApp` is what `tollgate serve` and
  * the tests run.
  */
+import { adminToken, startAdmin } from './admin/http.js';
 import { checkAnswerer } from './authz/answer.js';
 import { BufferBudget } from './authz/grpc/direct.js';
 import { HealthService } from './authz/grpc/health.js';
@@ -47,6 +48,8 @@ export interface AppOptions {
   tls?: GrpcTlsFiles | false;
   /** Called with every settlement (after the log line's hook; e.g. metrics, tests). */
   onSettled?: (e: SettledEvent) => void;
+  /** The admin API's bearer token; undefined = TOLLGATE_ADMIN_TOKEN (needed when server.admin is set). */
+  adminToken?: string;
 }
 
 export interface App {
@@ -55,6 +58,8 @@ export interface App {
   httpPort: number;
   /** The HTTP authorization mode's port; undefined when it is off (server.http_authz unset). */
   authzHttpPort?: number;
+  /** The admin API's port; undefined when it is off (server.admin unset). */
+  adminPort?: number;
   decider: Decider;
   store: Store;
   metrics: Metrics;
@@ -74,6 +79,8 @@ export async function startApp(opts: AppOptions): Promise<App> {
   const log = opts.logger ?? createLogger();
   const metrics = new Metrics({ tenantLabel: settings().metricsTenantLabel });
   const cfg = opts.config;
+  // an admin listener without its token refuses to start, before anything else does
+  const adminSecret = cfg.server.admin ? adminToken(opts.adminToken ?? settings().adminToken) : '';
   metrics.configLoaded(cfg);
   const { store, up } = await openStore(opts, cfg, log);
   const storeHealth = new StoreHealth(store, up);
@@ -136,19 +143,25 @@ export async function startApp(opts: AppOptions): Promise<App> {
   const authzHttp = cfg.server.httpAuthz
     ? await startAuthzHttp({ ...cfg.server.httpAuthz, decider, observe, begin, end })
     : undefined;
+  // The admin API (usage, credits, resets): its own listener, only when configured (server.admin).
+  const admin = cfg.server.admin
+    ? await startAdmin({ ...cfg.server.admin, token: adminSecret, config, store, log })
+    : undefined;
   storeHealth.onChange = refreshHealth;
   refreshHealth();
   logServing(log, cfg, { grpc: grpc.port, http: http.port, authz: authzHttp?.port, store: store.kind });
+  if (admin) log.info({ admin: `${cfg.server.admin!.host}:${admin.port}` }, 'admin API listening');
   if (opts.configFile && opts.watchConfig) reloader.watch();
 
   const stopCalls = (graceMs: number, onForce: () => void) => drainGrpc(grpc.server, graceMs, onForce);
   const announce = [refreshHealth, () => health.close(), () => reloader.close(), () => storeHealth.stop()];
-  const closers = [authzHttp, http, pool, decider, store];
+  const closers = [admin, authzHttp, http, pool, decider, store];
   let closed: Promise<void> | undefined;
   return {
     grpcPort: grpc.port,
     httpPort: http.port,
     authzHttpPort: authzHttp?.port,
+    adminPort: admin?.port,
     decider,
     store,
     metrics,

@@ -7,6 +7,8 @@
  *                                        dry-run one decision against the store (VALKEY_URL, else a
  *                                        fresh in-memory store); debits nothing; prints the decision
  *                                        and its headers; exit 0 allow, 3 deny, 1 error
+ * tollgate usage|credit|reset ...         the admin API from a shell (src/admin/cli.ts): straight to
+ *                                        VALKEY_URL, or to a running admin listener with --admin
  * Exit 2: usage error.
  */
 import { readFileSync } from 'node:fs';
@@ -23,6 +25,14 @@ const USAGE = `usage:
   tollgate check --config <file> --body <request.json> [--path <path>] [--method <method>]
                  [--header k=v]... [--json]         dry-run one decision (VALKEY_URL or in-memory);
                                                      exit 0 allow, 3 deny, 1 error
+  tollgate usage  --config <file> --scope dim=value [--model <m>] [--json]
+                                                     every limit that applies, with what is left
+  tollgate credit --config <file> --limit <name> --scope dim=value --amount <n> [--json]
+                                                     top up the current window (usd: in dollars)
+  tollgate reset  --config <file> --limit <name> --scope dim=value [--json]
+                                                     refill a scope's limit to full
+                 (usage/credit/reset: VALKEY_URL, or --admin http://127.0.0.1:PORT with
+                  TOLLGATE_ADMIN_TOKEN instead of --config)
 `;
 
 class UsageError extends Error {}
@@ -217,6 +227,22 @@ async function check(args: string[]): Promise<void> {
   process.exitCode = d.kind === 'allow' ? 0 : 3;
 }
 
+async function admin(cmd: 'usage' | 'credit' | 'reset', args: string[]): Promise<void> {
+  const [{ adminCommand }, memory, connect] = await Promise.all([
+    import('./admin/cli.js'),
+    import('./store/memory.js'),
+    import('./store/connect.js'),
+  ]);
+  process.exitCode = await adminCommand(cmd, args, {
+    configFile: configPath(),
+    loadConfig,
+    openStore: (cfg) => cliStore(cfg, [memory, connect]),
+    token: settings().adminToken,
+    usage,
+    write: (text) => process.stdout.write(text),
+  });
+}
+
 function describe(d: Decision, storeKind: string): string {
   const s = d.stats;
   const lines: string[] = [];
@@ -259,6 +285,7 @@ try {
   if (cmd === 'serve') await serve();
   else if (cmd === 'validate') validate(rest[0]);
   else if (cmd === 'check') await check(rest);
+  else if (cmd === 'usage' || cmd === 'credit' || cmd === 'reset') await admin(cmd, rest);
   else if (cmd === 'help' || cmd === '--help' || cmd === '-h') process.stdout.write(USAGE);
   else usage(`unknown command "${cmd}"`);
 } catch (err) {

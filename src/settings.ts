@@ -10,6 +10,8 @@
  * | TOLLGATE_GRPC_PORT              | server.grpc_port     | gRPC port (ext_authz + health)                  |
  * | TOLLGATE_HTTP_PORT              | server.http_port     | metrics and probes port                         |
  * | TOLLGATE_HTTP_AUTHZ_PORT        | unset: off           | HTTP authorization mode's port (turns it on)    |
+ * | TOLLGATE_ADMIN_PORT             | unset: server.admin  | admin API's port (turns it on; src/admin/)      |
+ * | TOLLGATE_ADMIN_TOKEN            | unset                | bearer token every admin call needs             |
  * | VALKEY_URL                      | unset: memory store  | valkey[s]://, redis[s]://, user:pass@host:port/db |
  * | VALKEY_CA_FILE                  | unset                | PEM CA bundle for TLS to Valkey                 |
  * | TOLLGATE_API_KEY_SECRET         | unset: plain SHA-256 | HMAC secret for API-key hashing                 |
@@ -28,6 +30,9 @@ export interface Settings {
   grpcPort?: number;
   httpPort?: number;
   httpAuthzPort?: number;
+  adminPort?: number;
+  /** The admin API's bearer token ('' = unset: an admin listener refuses to start). */
+  adminToken: string;
   valkeyUrl?: string;
   valkeyCaFile?: string;
   apiKeySecret: string;
@@ -68,6 +73,8 @@ export function readSettings(env: Env = process.env): Settings {
     grpcPort: port(env, 'TOLLGATE_GRPC_PORT'),
     httpPort: port(env, 'TOLLGATE_HTTP_PORT'),
     httpAuthzPort: port(env, 'TOLLGATE_HTTP_AUTHZ_PORT'),
+    adminPort: port(env, 'TOLLGATE_ADMIN_PORT'),
+    adminToken: env.TOLLGATE_ADMIN_TOKEN ?? '',
     valkeyUrl: set(env, 'VALKEY_URL'),
     valkeyCaFile: set(env, 'VALKEY_CA_FILE'),
     apiKeySecret: env.TOLLGATE_API_KEY_SECRET ?? '',

@@ -450,6 +450,9 @@ describe('valkey.conf ACL against a real valkey-server', () => {
     const source = luaScripts.checkLimits.source;
     const sha = (await c.script('LOAD', source)) as string;
     expect(await c.script('EXISTS', sha)).toEqual([1]);
+    // every other script too (settle, queue release, the admin API's adjust-limit), by its own SHA
+    for (const script of Object.values(luaScripts))
+      expect(await c.script('LOAD', script.source), script.name).toBe(script.sha);
     const probe = `${scriptCommands()
       .map((cmd) => {
         switch (cmd) {

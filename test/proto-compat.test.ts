@@ -341,6 +341,76 @@ describe("tollgate's own CheckResponses, read with the official protos", () => {
     );
   });
 
+  it('dynamic_metadata (allow and deny): decision, identity, models, tokens, cost, limit, reservation', () => {
+    // Struct values as the official protos read them: { kind, stringValue | numberValue }
+    const flat = (res: any) =>
+      Object.fromEntries(
+        Object.entries(res.dynamic_metadata.fields).map(([k, v]: [string, any]) => [
+          k,
+          v.stringValue ?? v.numberValue,
+        ]),
+      );
+    const identity = {
+      tenant: 'acme',
+      team: 'search',
+      user: undefined,
+      key: 'key_0123456789abcdef0123456789abcdef',
+    };
+    const routed: Decision = {
+      ...allow,
+      reservation: 'mabc.0123456789abcdefghijkl',
+      stats: {
+        identity,
+        model: 'gpt-4o',
+        chosenModel: 'gpt-4o-mini',
+        promptTokens: 12,
+        reservedTokens: 4096,
+        micros: 2460,
+      },
+    };
+    const denied: Decision = {
+      ...deny,
+      stats: {
+        identity: { tenant: 'a:b/c' },
+        model: 'gpt-4o',
+        promptTokens: 9,
+        reservedTokens: 100,
+        micros: 0,
+        limit: 'tenant-tokens',
+      },
+    };
+    for (const bytes of [
+      encodeCheckResponse(routed),
+      encode(official, 'envoy.service.auth.v3.CheckResponse', toCheckResponse(routed)),
+    ])
+      expect(flat(read(Buffer.from(bytes)))).toEqual({
+        decision: 'reroute',
+        reason: 'rerouted',
+        tenant: 'acme',
+        team: 'search',
+        key: 'key_0123456789abcdef0123456789abcdef',
+        model: 'gpt-4o',
+        routed_model: 'gpt-4o-mini',
+        prompt_tokens: 12,
+        reserved_tokens: 4096,
+        cost_micros: 2460,
+        tollgate_reservation: 'mabc.0123456789abcdefghijkl',
+      });
+    const dm = flat(read(encodeCheckResponse(denied)));
+    expect(dm.decision).toEqual('deny');
+    expect(dm.limit).toEqual('tenant-tokens');
+    expect(dm.tenant).toMatch(/^~[A-Za-z0-9_-]{27}$/); // keyed as tollgate keys it (safeId)
+    expect(dm.cost_micros).toEqual(0);
+    expect(dm.routed_model).toBeUndefined();
+    const cached = read(encodeCheckResponse({ ...denied, stats: { ...denied.stats, cached: true } }));
+    expect(flat(cached).decision).toBe('cache');
+    const queued = read(encodeCheckResponse({ ...deny, reason: 'queued', httpStatus: 202, stats: {} }));
+    expect(flat(queued)).toEqual({
+      decision: 'queued',
+      reason: 'queued',
+    });
+  });
+
   it('the lean encoder (direct and grpc-js paths, framed or not) and toCheckResponse agree under the official protos', () => {
     const { authorization } = loadGrpcPackages();
     for (const d of [allow, deny]) {

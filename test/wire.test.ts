@@ -138,22 +138,44 @@ describe('decodeCheckInput equals toCheckInput(proto-loader decode)', () => {
 });
 
 const headers = fc.dictionary(text, text, { maxKeys: 12 });
+/** What the dynamic metadata is made of (decision/metadata.ts): any subset, any values. */
+const stats = fc.record(
+  {
+    model: text,
+    chosenModel: text,
+    promptTokens: fc.nat(),
+    reservedTokens: fc.oneof(fc.nat(), fc.constant(0)),
+    micros: fc.oneof(fc.maxSafeNat(), fc.constant(0)),
+    limit: text,
+    cached: fc.boolean(),
+    identity: fc.dictionary(
+      fc.oneof(fc.constantFrom('tenant', 'team', 'decision', 'model', 'limit'), text),
+      fc.option(text, { nil: undefined }),
+      { maxKeys: 4 },
+    ),
+  },
+  { requiredKeys: [] },
+);
 const decision: fc.Arbitrary<Decision> = fc.oneof(
-  fc.record({
-    kind: fc.constant('allow' as const),
-    reason: fc.constantFrom('ok' as const, 'rerouted' as const),
-    upstreamHeaders: headers,
-    removeHeaders: fc.array(text, { maxLength: 4 }),
-    responseHeaders: headers,
-    stats: fc.constant({}),
-  }),
+  fc.record(
+    {
+      kind: fc.constant('allow' as const),
+      reason: fc.constantFrom('ok' as const, 'rerouted' as const, 'shadow' as const),
+      upstreamHeaders: headers,
+      removeHeaders: fc.array(text, { maxLength: 4 }),
+      responseHeaders: headers,
+      stats,
+      reservation: fc.string({ minLength: 1, maxLength: 40 }),
+    },
+    { requiredKeys: ['kind', 'reason', 'upstreamHeaders', 'removeHeaders', 'responseHeaders', 'stats'] },
+  ),
   fc.record({
     kind: fc.constant('deny' as const),
     reason: fc.constantFrom('rate-limited' as const, 'bad-request' as const, 'queued' as const),
     httpStatus: fc.constantFrom(429, 400, 403, 503, 202),
     headers,
     body: fc.string({ maxLength: 300 }),
-    stats: fc.constant({}),
+    stats,
   }),
 );
 
@@ -167,7 +189,7 @@ function proto3(v: unknown): unknown {
 }
 
 describe('encodeCheckResponse equals toCheckResponse encoded by proto-loader', () => {
-  it('on generated decisions (allow with headers and removals, denies of every status)', () => {
+  it('on generated decisions (allow with headers and removals, denies of every status, dynamic metadata)', () => {
     fc.assert(
       fc.property(decision, (d) => {
         const ours = resDe(encodeCheckResponse(d));

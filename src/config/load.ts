@@ -45,6 +45,9 @@ export function loadConfig(file = configPath(), env?: Record<string, string | un
   // 127.0.0.1 unless the config says otherwise).
   if (s.httpAuthzPort !== undefined)
     cfg.server.httpAuthz = { host: cfg.server.httpAuthz?.host ?? AUTHZ_DEFAULT_HOST, port: s.httpAuthzPort };
+  // The admin API's port, likewise (server.admin.host, 127.0.0.1 unless configured).
+  if (s.adminPort !== undefined)
+    cfg.server.admin = { host: cfg.server.admin?.host ?? AUTHZ_DEFAULT_HOST, port: s.adminPort };
   return cfg;
 }
 

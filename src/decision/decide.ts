@@ -140,6 +140,7 @@ export class Decider {
       estimated: estimated || undefined,
       tenantTag: logTag(id.tenant),
       unknownModel: priced.unknownModel || undefined,
+      identity: id,
     };
     const queueable =
       this.guard.shared && reading.call && input.body !== undefined ? { body: input.body } : undefined;

@@ -52,6 +52,8 @@ export interface DecisionStats {
   tenantTag?: string;
   /** The requested model matched no configured name or alias: charged as "*". */
   unknownModel?: boolean;
+  /** Who called (identity dimension → value): dynamic metadata (metadata.ts), never logged raw. */
+  identity?: Readonly<Record<string, string | undefined>>;
 }
 
 export interface AllowDecision {

@@ -115,6 +115,7 @@ export function restartRequired(a: Config, b: Config): string[] {
     out.push('server.http_port / http_host');
   if (JSON.stringify(a.server.httpAuthz) !== JSON.stringify(b.server.httpAuthz))
     out.push('server.http_authz');
+  if (JSON.stringify(a.server.admin) !== JSON.stringify(b.server.admin)) out.push('server.admin');
   if (a.server.maxBodyBytes !== b.server.maxBodyBytes) out.push('server.max_body_bytes (gRPC receive limit)');
   if (a.server.maxConcurrentStreams !== b.server.maxConcurrentStreams)
     out.push('server.max_concurrent_streams');

@@ -15,6 +15,9 @@ import { withTimeout } from '../resilience/timeout.js';
 import { loadScript, type Script } from './scripts.js';
 import { parseReservation, parseSettleReply, RESERVATION_FIELDS, settleCall } from './settle-codec.js';
 import {
+  type AdjustRequest,
+  type AdjustResult,
+  adjustArgs,
   type CheckPlan,
   type CheckResult,
   parseReply,
@@ -31,6 +34,7 @@ export class IovalkeyStore implements Store {
   readonly client: Valkey;
   private readonly script: Script = loadScript('check-limits');
   private readonly settleScript: Script = loadScript('settle-reservation');
+  private readonly adjustScript: Script = loadScript('adjust-limit');
   private timeoutMs: number;
   /** See Store.lastReplyAt (set even when the reply comes after the call timed out). */
   lastReplyAt?: number;
@@ -61,6 +65,23 @@ export class IovalkeyStore implements Store {
 
   async reservation(key: string): Promise<Reservation | undefined> {
     return parseReservation(await this.client.call('HMGET', key, ...RESERVATION_FIELDS));
+  }
+
+  /** An operator's credit or reset (lua/adjust-limit.lua), off the request path. */
+  async adjust(req: AdjustRequest): Promise<AdjustResult> {
+    const argv = [this.adjustScript.sha, 1, req.key, ...adjustArgs(req)];
+    let reply: number[];
+    try {
+      reply = (await this.client.call('EVALSHA', ...argv)) as number[];
+    } catch (err) {
+      if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
+      // loaded on first use (never on the check path's connect or NOSCRIPT reload)
+      const s = this.adjustScript;
+      const sha = (await this.client.call('SCRIPT', 'LOAD', s.source)) as string;
+      if (sha !== s.sha) throw new Error(`script SHA mismatch: server ${sha}, local ${s.sha}`);
+      reply = (await this.client.call('EVALSHA', ...argv)) as number[];
+    }
+    return { remaining: Number(reply[0]), resetMs: Number(reply[1]), nowMs: Number(reply[2]) };
   }
 
   async settle(req: SettleRequest): Promise<SettleResult> {

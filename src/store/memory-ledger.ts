@@ -37,6 +37,11 @@ export class MemoryLedger {
     else this.slots.set(key, new Map([[id, leaseEnd]]));
   }
 
+  /** The reservation ids holding a slot on `key` and their lease ends. */
+  slotsHeld(key: string): [string, number][] {
+    return [...(this.slots.get(key) ?? [])];
+  }
+
   /** Release `id`'s slot on `key`; returns the slots still held. */
   slotsRelease(key: string, id: string, now: number): number {
     this.slots.get(key)?.delete(id);

@@ -8,9 +8,12 @@ import { DEFAULT_MEMORY_MAX_KEYS } from '../config/schema.js';
 import { StoreFullError } from '../errors.js';
 import { calendarEnd } from '../policy/calendar.js';
 import { SETTLED_TTL_MS } from '../policy/plan-types.js';
+import { adjustState } from './memory-adjust.js';
 import { MemoryLedger } from './memory-ledger.js';
 import { refilled, type SettleState, type State, settleEntry } from './memory-settle.js';
 import {
+  type AdjustRequest,
+  type AdjustResult,
   type CheckPlan,
   type CheckResult,
   EntryKind,
@@ -356,6 +359,11 @@ export class MemoryStore implements Store {
     );
     this.ledger.settled(req.key, now + SETTLED_TTL_MS);
     return { outcome: 'settled', remaining };
+  }
+
+  /** lua/adjust-limit.lua, in TypeScript (memory-adjust.ts). */
+  async adjust(req: AdjustRequest): Promise<AdjustResult> {
+    return adjustState(this.data, this.ledger, req, this.cap(req.entry.capacity), Math.floor(this.clock()));
   }
 
   async ping(): Promise<void> {}

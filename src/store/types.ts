@@ -14,7 +14,31 @@ export {
   type SettleResult,
 } from '../policy/plan-types.js';
 
-import type { CheckPlan, Reservation, SettleRequest, SettleResult } from '../policy/plan-types.js';
+import type { CheckPlan, PlanEntry, Reservation, SettleRequest, SettleResult } from '../policy/plan-types.js';
+
+/**
+ * An operator's one-off change to one limit's state for one scope (lua/adjust-limit.lua): `credit`
+ * adds `amount` units (a rolling bucket up to its capacity; a calendar quota's current window, which
+ * may go below zero used), `reset` refills it to full (a concurrency limit: every slot released).
+ */
+export interface AdjustRequest {
+  op: 'credit' | 'reset';
+  /** The limit's state key for the scope (CheckPlan.keys[entry.key]). */
+  key: string;
+  /** The limit as a plan entry (kind, capacity, period, time zone): its `key` and `cost` are not read. */
+  entry: PlanEntry;
+  /** Units to add (credit). */
+  amount: number;
+}
+
+export interface AdjustResult {
+  /** Units left now. */
+  remaining: number;
+  /** Rolling: ms until full; calendar: ms until the window ends; concurrency: 0. */
+  resetMs: number;
+  /** The store's clock (ms since epoch). */
+  nowMs: number;
+}
 
 export enum QueueFullReason {
   Entries = 1,
@@ -80,6 +104,8 @@ export interface Store {
    * 'missing' when the record is gone (expired, never made, or another store's).
    */
   settle(req: SettleRequest): Promise<SettleResult>;
+  /** An operator's credit or reset (src/admin/), atomically; absent on stores that cannot. */
+  adjust?(req: AdjustRequest): Promise<AdjustResult>;
   /** Optional: apply a new per-call timeout after a config reload. */
   setTimeoutMs?(ms: number): void;
   /** Resolves when the store answers. */
@@ -117,6 +143,12 @@ export function planArgs(plan: CheckPlan): (string | number)[] {
     args.push(q.maxBytes, q.tenantMaxEntries, q.tenantMaxBytes, q.tenantKey);
   }
   return args;
+}
+
+/** lua/adjust-limit.lua's ARGV for `req`. */
+export function adjustArgs(req: AdjustRequest): (string | number)[] {
+  const e = req.entry;
+  return [req.op, e.kind, e.capacity, e.period, e.tzOffsetMin, req.amount, e.zoneEnd ?? 0, e.zoneNext ?? 0];
 }
 
 /** Map the script's flat integer reply back to a CheckResult. */

@@ -25,6 +25,7 @@ export async function startTestApp(yaml: string, opts: Partial<AppOptions> = {})
   config.server.grpcPort = 0;
   config.server.httpPort = 0;
   if (config.server.httpAuthz) config.server.httpAuthz.port = 0; // keeps its configured bind address
+  if (config.server.admin) config.server.admin.port = 0;
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk, _enc, cb) {

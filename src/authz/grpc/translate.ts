@@ -2,7 +2,7 @@
  * Translation between Envoy's CheckRequest/CheckResponse (proto-loader objects) and tollgate's
  * CheckInput/Decision. No policy lives here.
  */
-import { RESERVATION_METADATA_KEY } from '../../decision/reservation.js';
+import { eachMetadataField } from '../../decision/metadata.js';
 import type { CheckInput, Decision, Headers } from '../../decision/types.js';
 
 /** google.rpc.Code values we answer with. */
@@ -98,23 +98,37 @@ export const rpcFor = (status: number): number =>
         : RpcCode.PERMISSION_DENIED;
 
 /**
+ * The Decision's dynamic metadata as a protobuf Struct (decision/metadata.ts): Envoy keeps it under
+ * envoy.filters.http.ext_authz (access logs, later filters, ext_proc: src/settle/).
+ */
+export function metadataStruct(d: Decision): { fields: Record<string, unknown> } {
+  const fields: Record<string, unknown> = {};
+  eachMetadataField(d, {
+    str(k, v) {
+      fields[k] = { stringValue: v };
+    },
+    num(k, v) {
+      fields[k] = { numberValue: v };
+    },
+  });
+  return { fields };
+}
+
+/**
  * Decision → CheckResponse. Envoy allows when `status` is absent or code 0 (ext_authz grpc_client_impl.cc
  * maps any other code to Denied), so a deny always carries a non-zero code plus denied_response.
  */
 export function toCheckResponse(d: Decision): any {
   if (d.kind === 'allow') {
-    const res: Record<string, unknown> = {
+    return {
       status: { code: RpcCode.OK, message: '' },
       ok_response: {
         headers: opts(d.upstreamHeaders),
         headers_to_remove: d.removeHeaders,
         response_headers_to_add: opts(d.responseHeaders, 'ADD_IF_ABSENT'),
       },
+      dynamic_metadata: metadataStruct(d),
     };
-    // Envoy keeps it under envoy.filters.http.ext_authz and forwards it to ext_proc (src/settle/)
-    if (d.reservation)
-      res.dynamic_metadata = { fields: { [RESERVATION_METADATA_KEY]: { stringValue: d.reservation } } };
-    return res;
   }
   return {
     status: { code: rpcFor(d.httpStatus), message: d.reason },
@@ -123,5 +137,6 @@ export function toCheckResponse(d: Decision): any {
       headers: opts(d.headers),
       body: d.body,
     },
+    dynamic_metadata: metadataStruct(d),
   };
 }

@@ -5,12 +5,12 @@
  * Envoy's official protos.
  */
 
-import { RESERVATION_METADATA_KEY } from '../../decision/reservation.js';
+import { eachMetadataField, type MetadataSink } from '../../decision/metadata.js';
 import type { Decision, Headers } from '../../decision/types.js';
 import { rpcFor } from './translate.js';
 
 /** Growable output buffer with protobuf primitives; nested messages are length-patched. */
-class Writer {
+class Writer implements MetadataSink {
   buf = Buffer.allocUnsafe(1024);
   /** `pos`: bytes reserved at the start (5 for a gRPC frame header, see encodeCheckResponse). */
   constructor(public pos = 0) {}
@@ -69,6 +69,44 @@ class Writer {
       v >>>= 7;
     }
     this.buf[at + n - 1] = v;
+  }
+
+  /**
+   * One Struct.fields map entry { key = 1; value = 2 { string_value = 3 } }, lengths computed up front
+   * (no back-patching: the metadata is on every answer).
+   */
+  str(key: string, value: string): void {
+    const kl = Buffer.byteLength(key);
+    const vl = Buffer.byteLength(value);
+    const valueLen = 1 + varintSize(vl) + vl;
+    this.tag(1, 2);
+    this.varint(1 + varintSize(kl) + kl + 1 + varintSize(valueLen) + valueLen);
+    this.tag(1, 2);
+    this.raw(key, kl);
+    this.tag(2, 2);
+    this.varint(valueLen);
+    this.tag(3, 2);
+    this.raw(value, vl);
+  }
+
+  /** One map entry { key = 1; value = 2 { number_value = 2 (double) } }. */
+  num(key: string, value: number): void {
+    const kl = Buffer.byteLength(key);
+    this.tag(1, 2);
+    this.varint(1 + varintSize(kl) + kl + 1 + 1 + 9);
+    this.tag(1, 2);
+    this.raw(key, kl);
+    this.tag(2, 2);
+    this.varint(9);
+    this.double(2, value);
+  }
+
+  /** A double field (wire type 1, little-endian). */
+  double(field: number, v: number): void {
+    this.tag(field, 1);
+    this.ensure(8);
+    this.buf.writeDoubleLE(v, this.pos);
+    this.pos += 8;
   }
 
   result(): Buffer {
@@ -134,17 +172,7 @@ export function encodeCheckResponse(d: Decision, framed = false): Buffer {
     for (const name of d.removeHeaders) w.string(5, name);
     headerOptions(w, 6, d.responseHeaders, ADD_IF_ABSENT);
     w.end(ok);
-    if (d.reservation) {
-      // dynamic_metadata = 4 (Struct { map<string, Value> fields = 1 }; Value.string_value = 3)
-      const dm = w.begin(4);
-      const entry = w.begin(1);
-      w.string(1, RESERVATION_METADATA_KEY);
-      const value = w.begin(2);
-      w.string(3, d.reservation);
-      w.end(value);
-      w.end(entry);
-      w.end(dm);
-    }
+    dynamicMetadata(w, d);
     return framed ? w.framed() : w.result();
   }
   const st = w.begin(1);
@@ -160,5 +188,16 @@ export function encodeCheckResponse(d: Decision, framed = false): Buffer {
   headerOptions(w, 2, d.headers);
   if (d.body) w.string(3, d.body);
   w.end(den);
+  dynamicMetadata(w, d);
   return framed ? w.framed() : w.result();
+}
+
+/**
+ * dynamic_metadata = 4: Struct { map<string, Value> fields = 1 }, each entry { key = 1; value = 2 },
+ * Value.number_value = 2 (double), string_value = 3 (decision/metadata.ts gives the fields).
+ */
+function dynamicMetadata(w: Writer, d: Decision): void {
+  const dm = w.begin(4);
+  eachMetadataField(d, w); // Writer.str / Writer.num
+  w.end(dm);
 }

@@ -7,6 +7,9 @@
  *   http_host / http_port   /metrics, /healthz, /readyz only            (default all interfaces :8181)
  *   http_authz              the HTTP authorization mode: off unless set; { port, host } with host
  *                           127.0.0.1 unless told otherwise
+ *   admin                   the admin API (usage, credits, resets; src/admin/): off unless set;
+ *                           { port, host } with host 127.0.0.1 unless told otherwise; every call needs
+ *                           TOLLGATE_ADMIN_TOKEN
  */
 import { z } from 'zod';
 import {
@@ -33,32 +36,38 @@ export interface HttpAuthzListener {
 const host = () => str('an address to bind to (e.g. 127.0.0.1, 0.0.0.0, ::)', /^[A-Za-z0-9.:%_-]{1,253}$/);
 const PORT = 'expected a port from 0 to 65535';
 
+/** `{ port, host }` (or false): an opt-in listener of its own (`what` has its own port). */
+const listenerSchema = (what: string) =>
+  z
+    .union(
+      [
+        z.literal(false),
+        mapping({
+          port: z
+            .number({
+              error: (iss) => (iss.input === undefined ? `${PORT} (${what} has its own port)` : PORT),
+            })
+            .int({ error: PORT })
+            .min(0, { error: PORT })
+            .max(65535, { error: PORT }),
+          host: host().default(AUTHZ_DEFAULT_HOST),
+        }),
+      ],
+      { error: 'expected a mapping { port, host } (or false)' },
+    )
+    .transform((a): HttpAuthzListener | undefined => (a === false ? undefined : a));
+
 /** `http_authz: { port, host }` (or false): the HTTP authorization mode's own listener. */
-const httpAuthzSchema = z
-  .union(
-    [
-      z.literal(false),
-      mapping({
-        port: z
-          .number({
-            error: (iss) =>
-              iss.input === undefined ? `${PORT} (the HTTP authorization mode has its own port)` : PORT,
-          })
-          .int({ error: PORT })
-          .min(0, { error: PORT })
-          .max(65535, { error: PORT }),
-        host: host().default(AUTHZ_DEFAULT_HOST),
-      }),
-    ],
-    { error: 'expected a mapping { port, host } (or false)' },
-  )
-  .transform((a): HttpAuthzListener | undefined => (a === false ? undefined : a));
+const httpAuthzSchema = listenerSchema('the HTTP authorization mode');
 
 /** Two listeners on one fixed port would fail at start-up; say so at validation instead. */
 function checkPortClash(
-  s: { grpc_port: number; http_port: number; http_authz?: HttpAuthzListener },
+  s: { grpc_port: number; http_port: number; http_authz?: HttpAuthzListener; admin?: HttpAuthzListener },
   ctx: z.core.$RefinementCtx,
 ): void {
+  const admin = s.admin?.port;
+  if (admin && [s.http_port, s.grpc_port, s.http_authz?.port].includes(admin))
+    problem(ctx, ['admin', 'port'], `expected a port of its own (not another listener's), got ${admin}`);
   const a = s.http_authz?.port;
   if (a && (a === s.http_port || a === s.grpc_port))
     problem(
@@ -76,6 +85,7 @@ export const serverSchema = mapping({
   http_host: host().optional(),
   http_port: int(0, 65535).default(8181),
   http_authz: httpAuthzSchema.optional(),
+  admin: listenerSchema('the admin API').optional(),
   max_body_bytes: int(1024, 256 * 1024 * 1024).default(8 * 1024 * 1024),
   decision_deadline: duration('50ms').prefault('50ms'),
   non_llm_paths: oneOf(['allow', 'deny']).default('allow'),
@@ -102,6 +112,8 @@ export const serverSchema = mapping({
     httpPort: s.http_port,
     /** The HTTP authorization mode's own listener (server.http_authz); undefined = off. */
     httpAuthz: s.http_authz as HttpAuthzListener | undefined,
+    /** The admin API's own listener (server.admin; src/admin/); undefined = off. */
+    admin: s.admin as HttpAuthzListener | undefined,
     /** Largest request body we accept (bytes); the gRPC receive limit is set above it. */
     maxBodyBytes: s.max_body_bytes,
     /** The whole decision answers within this many ms, even when the store hangs. */
