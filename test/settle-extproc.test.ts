@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { chat, type EnvoyClient } from './helpers/envoy.js';
 import { playExtProc } from './helpers/ext-proc.js';
-import { chatJson } from './helpers/provider-bodies.js';
+import { chatJson, chatSse } from './helpers/provider-bodies.js';
 import { type SettleApp, startSettleApp } from './helpers/settle.js';
 import { startValkey, type TestValkey } from './helpers/valkey.js';
 
@@ -36,6 +36,9 @@ limits:
 `;
 const KEEP_PROMPT = `${TOKENS}
   on_upstream_error: keep_prompt
+`;
+const KEEP_WITHOUT_USAGE = `${TOKENS}
+  without_usage: keep
 `;
 const SLOTS = `${MODELS}
 limits:
@@ -149,6 +152,27 @@ describe.each(backends)('settle over ext_proc (%s store)', (_name, url) => {
     expect(ev?.settlement?.tokens.prompt).toBe(prompt);
     const b = await allowed(s.envoy, t);
     expect(num(b.headers, 'x-ratelimit-remaining-tokens')).toBe(cap - prompt - reserved);
+  });
+
+  it('a 2xx answer without usage: counted by default; with without_usage: keep the reservation stands', async () => {
+    const sse = { 'content-type': 'text/event-stream' };
+    const chunks = [chatSse(['Hello', ' there'])];
+    for (const [config, outcome] of [
+      [TOKENS, 'estimated'],
+      [KEEP_WITHOUT_USAGE, 'kept'],
+    ] as const) {
+      const s = await start(config);
+      const t = tenant();
+      const a = await allowed(s.envoy, t, { stream: true });
+      const cap = num(a.headers, 'x-ratelimit-limit-tokens');
+      const reserved = cap - num(a.headers, 'x-ratelimit-remaining-tokens');
+      const ev = await s.settle({ id: a.reservation, headers: sse, chunks });
+      expect(ev?.outcome).toBe(outcome);
+      const b = await allowed(s.envoy, t, { stream: true });
+      const left = num(b.headers, 'x-ratelimit-remaining-tokens');
+      if (outcome === 'kept') expect(left).toBe(cap - 2 * reserved);
+      else expect(left).toBeGreaterThan(cap - 2 * reserved + 4000); // the 4,096 output refunded but a few
+    }
   });
 
   it('a stream cut before anything arrived: the reservation stands (kept)', async () => {

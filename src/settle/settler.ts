@@ -164,7 +164,7 @@ function judge(
   if (res.status !== undefined && (res.status < 200 || res.status > 299))
     return { outcome: 'upstream_error', tokens: upstreamErrorTokens(cfg, rec) };
   const u = res.usage;
-  if (!u || u.source === 'none')
+  if (!u || u.source === 'none' || (u.source === 'counted' && cfg.settle.withoutUsage === 'keep'))
     return {
       outcome: 'kept',
       tokens: { prompt: rec.p, cachedPrompt: 0, cacheWrite: 0, output: rec.o, reasoning: 0 },

@@ -17,6 +17,12 @@ export const settleSchema = mapping({
   enabled: bool().default(true),
   /** A reservation not settled within this is left as charged and its record expires. */
   reservation_ttl: duration('15m').prefault('15m'),
+  /**
+   * A 2xx answer without usage (stream cut, include_usage not set): count its streamed output with the
+   * model's tokenizer (`count`), or let the reservation stand (`keep`: never less than the provider
+   * bills, e.g. for reasoning models whose hidden reasoning tokens are not streamed).
+   */
+  without_usage: oneOf(['count', 'keep']).default('count'),
   /** Upstream answered non-2xx: refund tokens and dollars in full, or keep the prompt's share. */
   on_upstream_error: oneOf(['refund', 'keep_prompt']).default('refund'),
   /**
@@ -40,6 +46,7 @@ export const settleSchema = mapping({
   enabled: s.enabled,
   reservationTtlMs: s.reservation_ttl,
   onUpstreamError: s.on_upstream_error,
+  withoutUsage: s.without_usage,
   maxBufferedBytes: s.max_buffered_bytes,
   usageStream: s.usage_stream?.enabled
     ? {
