@@ -105,15 +105,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
   const { begin, end } = inflight;
   const answer = checkAnswerer(decider, observe, log);
   // The response phase (ext_proc): settle each reservation to the usage the provider reports.
-  const settler = new Settler({
-    store: () => decider.guard.store,
-    local: () => decider.guard.local,
-    config,
-    forget: (keys) => decider.denyCache.forget(keys),
-    onSettled: withHook(settleObserver(metrics, log, decider), opts.onSettled),
-  });
-  const budget = new ResponseBudget(cfg.settle.maxBufferedBytes);
-  const process = extProcHandler({ settler, count: outputCounter(pool), budget });
+  const { process, budget } = responsePhase({ decider, metrics, log, pool, onSettled: opts.onSettled });
   const grpc = await startGrpc({
     ...{ config: cfg, tls: opts.tls, health, buffered, answer, begin, end, log },
     process,
@@ -125,28 +117,12 @@ export async function startApp(opts: AppOptions): Promise<App> {
   };
   const closing = () => inflight.closing;
   const reloader = new ConfigReloader({ config: cfg, file: opts.configFile, log, metrics, apply, closing });
-  const status = () => ({
-    draining: inflight.closing,
-    store: { kind: store.kind, usable: storeHealth.up, breaker: decider.breaker.current },
-    on_store_failure: decider.config.store.onStoreFailure,
-    config: { limits: decider.config.limits.length, loaded_at: reloader.loadedAt.toISOString() },
-    inflight: inflight.count,
-  });
-  const http = await startHttp({
-    port: cfg.server.httpPort,
-    host: cfg.server.httpHost,
-    metrics,
-    ready: serving,
-    status,
-  });
-  // The HTTP authorization mode: its own listener, only when configured (server.http_authz).
-  const authzHttp = cfg.server.httpAuthz
-    ? await startAuthzHttp({ ...cfg.server.httpAuthz, decider, observe, begin, end })
-    : undefined;
-  // The admin API (usage, credits, resets): its own listener, only when configured (server.admin).
-  const admin = cfg.server.admin
-    ? await startAdmin({ ...cfg.server.admin, token: adminSecret, config, store, log })
-    : undefined;
+  const http = await startOpsHttp(cfg, { metrics, serving, inflight, storeHealth, store, decider, reloader });
+  const { authzHttp, admin } = await optionalListeners(
+    cfg,
+    { decider, observe, begin, end, config, store, log },
+    adminSecret,
+  );
   storeHealth.onChange = refreshHealth;
   refreshHealth();
   logServing(log, cfg, { grpc: grpc.port, http: http.port, authz: authzHttp?.port, store: store.kind });
@@ -175,6 +151,68 @@ export async function startApp(opts: AppOptions): Promise<App> {
       return closed;
     },
   };
+}
+
+/** The metrics and probe listener, with the status /readyz reports. */
+function startOpsHttp(
+  cfg: Config,
+  o: {
+    metrics: Metrics;
+    serving: () => boolean;
+    inflight: Inflight;
+    storeHealth: StoreHealth;
+    store: Store;
+    decider: Decider;
+    reloader: ConfigReloader;
+  },
+) {
+  const { inflight, decider } = o;
+  const status = () => ({
+    draining: inflight.closing,
+    store: { kind: o.store.kind, usable: o.storeHealth.up, breaker: decider.breaker.current },
+    on_store_failure: decider.config.store.onStoreFailure,
+    config: { limits: decider.config.limits.length, loaded_at: o.reloader.loadedAt.toISOString() },
+    inflight: inflight.count,
+  });
+  const { httpPort: port, httpHost: host } = cfg.server;
+  return startHttp({ port, host, metrics: o.metrics, ready: o.serving, status });
+}
+
+/** The response phase: a Settler over the decider's stores, and the ext_proc handler feeding it. */
+function responsePhase(o: {
+  decider: Decider;
+  metrics: Metrics;
+  log: Logger;
+  pool?: TokenPool;
+  onSettled?: (e: SettledEvent) => void;
+}) {
+  const { decider } = o;
+  const settler = new Settler({
+    store: () => decider.guard.store,
+    local: () => decider.guard.local,
+    config: () => decider.config,
+    forget: (keys) => decider.denyCache.forget(keys),
+    onSettled: withHook(settleObserver(o.metrics, o.log, decider), o.onSettled),
+  });
+  // settle.max_buffered_bytes: response bytes held across ext_proc streams (reload applies it)
+  const budget = new ResponseBudget(decider.config.settle.maxBufferedBytes);
+  return { process: extProcHandler({ settler, count: outputCounter(o.pool), budget }), budget };
+}
+
+/** The HTTP authorization mode and the admin API: each its own listener, only when configured. */
+async function optionalListeners(
+  cfg: Config,
+  d: Omit<Parameters<typeof startAuthzHttp>[0], 'port' | 'host'> &
+    Omit<Parameters<typeof startAdmin>[0], 'token' | 'port' | 'host'>,
+  adminSecret: string,
+) {
+  const authzHttp = cfg.server.httpAuthz
+    ? await startAuthzHttp({ ...cfg.server.httpAuthz, ...d })
+    : undefined;
+  const admin = cfg.server.admin
+    ? await startAdmin({ ...cfg.server.admin, ...d, token: adminSecret })
+    : undefined;
+  return { authzHttp, admin };
 }
 
 /** The one start-up line: where each listener is, which store, how many limits. */
