@@ -35,7 +35,7 @@ export async function startSettleApp(yaml: string, opts: Partial<AppOptions> = {
     app,
     envoy,
     events,
-    async settle(p, timeoutMs = 5000) {
+    async settle(p, timeoutMs = 15_000) {
       const before = events.length;
       await playExtProc(app.grpcPort, p);
       return waitFor(
