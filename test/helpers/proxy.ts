@@ -102,6 +102,13 @@ export function rewriteModel(body: Buffer, model: string): Buffer | { refused: s
   return Buffer.from(JSON.stringify({ ...o, model }));
 }
 
+/** A call the proxy answered itself (tollgate denied it): when, the status and headers. */
+export interface Denial {
+  at: number;
+  status: number;
+  headers: Record<string, string>;
+}
+
 /** The body to forward (rewritten on a reroute), or undefined when the Lua filter would refuse it (answered). */
 function applyReroute(body: Buffer, model: string | undefined, res: ServerResponse): Buffer | undefined {
   if (model === undefined) return body;
@@ -117,9 +124,10 @@ function applyReroute(body: Buffer, model: string | undefined, res: ServerRespon
 export async function startEnvoyLikeProxy(
   grpcPort: number,
   providerPort: number,
-): Promise<Listening & { attempts: () => number }> {
+): Promise<Listening & { attempts: () => number; denials: Denial[] }> {
   const envoy = new EnvoyClient(grpcPort);
   let attempts = 0;
+  const denials: Denial[] = [];
   const server = createServer(async (req, res) => {
     attempts++;
     try {
@@ -130,6 +138,7 @@ export async function startEnvoyLikeProxy(
         else if (Array.isArray(v)) headers[k] = v.join(', ');
       const a = await envoy.check({ method: req.method, path: req.url, headers, body });
       if (!a.allowed) {
+        denials.push({ at: Date.now(), status: a.httpStatus ?? 403, headers: a.headers });
         res.writeHead(a.httpStatus ?? 403, a.headers).end(a.body ?? '');
         return;
       }
@@ -188,6 +197,7 @@ export async function startEnvoyLikeProxy(
   return {
     port: l.port,
     attempts: () => attempts,
+    denials,
     close: async () => {
       envoy.close();
       await l.close();
