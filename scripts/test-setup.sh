@@ -4,6 +4,7 @@
 #   kubectl          (renders deploy/kubernetes with kustomize)   -> Debian's kubernetes-client
 #   lua5.1, luajit   (run the shipped Envoy Lua filter; Envoy's own engine is LuaJIT)
 #   promtool         (checks and unit-tests deploy/'s alert rules) -> Debian's prometheus
+#   prometheus       (test/grafana.test.ts runs the dashboard's queries on a real one) -> the same package
 # Missing tools are installed when we are root or have passwordless sudo; otherwise this stops with
 # the one command to run. It never skips: a test suite that silently drops its Valkey tests lies.
 set -euo pipefail
@@ -14,7 +15,7 @@ command -v valkey-server >/dev/null 2>&1 || missing+=(valkey)
 command -v "${KUBECTL:-kubectl}" >/dev/null 2>&1 || missing+=(kubectl)
 command -v lua5.1 >/dev/null 2>&1 || missing+=(lua5.1)
 command -v luajit >/dev/null 2>&1 || missing+=(luajit)
-command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+{ command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1; } || missing+=(prometheus)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 SUDO=""
@@ -38,7 +39,7 @@ for m in "${missing[@]}"; do
       export DEBIAN_FRONTEND=noninteractive
       $SUDO apt-get install -y -q --no-install-recommends "$pkg" >&2 ||
         { $SUDO apt-get update -q >&2 && $SUDO apt-get install -y -q --no-install-recommends "$pkg" >&2; }
-      # Debian's prometheus package starts a server; tests only need promtool
+      # Debian's prometheus package starts a server; tests start their own (promtool, test/grafana.test.ts)
       if [ "$m" = prometheus ]; then $SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; fi
       ;;
   esac

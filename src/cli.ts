@@ -9,6 +9,9 @@
  *                                        and its headers; exit 0 allow, 3 deny, 1 error
  * tollgate usage|credit|reset ...         the admin API from a shell (src/admin/cli.ts): straight to
  *                                        VALKEY_URL, or to a running admin listener with --admin
+ * tollgate replay --config <candidate> <calls.jsonl> [--compare <current>] [--json]
+ *                                        what-if: recorded calls through a config on the in-memory
+ *                                        store at simulated time (src/ops/replay.ts)
  * Exit 2: usage error.
  */
 import { readFileSync } from 'node:fs';
@@ -33,6 +36,9 @@ const USAGE = `usage:
                                                      refill a scope's limit to full
                  (usage/credit/reset: VALKEY_URL, or --admin http://127.0.0.1:PORT with
                   TOLLGATE_ADMIN_TOKEN instead of --config)
+  tollgate replay --config <candidate.yaml> <calls.jsonl> [--compare <current.yaml>] [--json]
+                                                     what-if: replay recorded calls (in-memory, simulated
+                                                     time); per limit: denied, rerouted, would queue
 `;
 
 class UsageError extends Error {}
@@ -243,6 +249,42 @@ async function admin(cmd: 'usage' | 'credit' | 'reset', args: string[]): Promise
   });
 }
 
+async function replayCommand(args: string[]): Promise<void> {
+  let file = configPath();
+  let compare: string | undefined;
+  let callsFile: string | undefined;
+  let asJson = false;
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === '--json') asJson = true;
+    else if (a === '--config' || a === '--compare') {
+      const v = args[++i];
+      if (v === undefined) usage(`${a} needs a value`);
+      if (a === '--config') file = v;
+      else compare = v;
+    } else if (a.startsWith('--')) usage(`unknown option ${a} for replay`);
+    else if (callsFile) usage('replay takes one calls file');
+    else callsFile = a;
+  }
+  if (!callsFile) usage('replay needs a calls file (JSON Lines)');
+  const { replay, parseCalls, formatReplay } = await import('./ops/replay.js');
+  let text: string;
+  try {
+    text = readFileSync(callsFile, 'utf8');
+  } catch (err) {
+    throw new Error(`cannot read ${callsFile}: ${(err as NodeJS.ErrnoException).code ?? err}`);
+  }
+  const calls = parseCalls(text);
+  const runs = [];
+  for (const f of compare ? [file, compare] : [file])
+    runs.push({ config: f, report: await replay(loadConfig(f), calls) });
+  if (asJson)
+    process.stdout.write(
+      `${JSON.stringify({ runs: runs.map((r) => ({ config: r.config, ...r.report })) }, null, 2)}\n`,
+    );
+  else process.stdout.write(formatReplay(runs));
+}
+
 function describe(d: Decision, storeKind: string): string {
   const s = d.stats;
   const lines: string[] = [];
@@ -286,6 +328,7 @@ try {
   else if (cmd === 'validate') validate(rest[0]);
   else if (cmd === 'check') await check(rest);
   else if (cmd === 'usage' || cmd === 'credit' || cmd === 'reset') await admin(cmd, rest);
+  else if (cmd === 'replay') await replayCommand(rest);
   else if (cmd === 'help' || cmd === '--help' || cmd === '-h') process.stdout.write(USAGE);
   else usage(`unknown command "${cmd}"`);
 } catch (err) {

@@ -123,6 +123,7 @@ const PUBLIC: Record<string, string[]> = {
     'metrics-sources.ts',
     'observe.ts',
     'reload.ts',
+    'replay.ts',
     'settle-observe.ts',
     'store-health.ts',
   ],

@@ -142,7 +142,7 @@ function costsOf(cfg: Config, names: string[], reading: BodyReading): CandidateC
  * The plan for the store call. With `queueable` (a shared store, a parsed call with its body) and a
  * queue configured for the model or a matching limit: if no candidate fits, the script appends the
  * call to that stream in the same step, bounded in entries and bytes, per queue and per tenant
- * (queue-tier.ts).
+ * (queue-tier.ts). `now`: the wall clock the plan is made at (calendar windows, reservation ids).
  */
 export function planCall(
   cfg: Config,
@@ -151,9 +151,9 @@ export function planCall(
   reading: BodyReading,
   queueable: { body: string | Buffer } | undefined,
   dialect: string,
+  now = Date.now(),
 ): BuiltPlan {
   const { costs } = priced;
-  const now = Date.now();
   const built = buildPlan(cfg, id, costs, keyNames, now, requestWeight(cfg, reading.call?.tools));
   if (cfg.settle.enabled && built.meta.some((m) => m.length > 0)) {
     // recorded with the debit, for the response phase to settle (src/settle/); before any queue keys

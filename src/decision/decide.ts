@@ -42,6 +42,11 @@ export interface DeciderDeps {
   onStoreCall?: (seconds: number, ok: boolean) => void;
   /** Called when a check is shed as overloaded (`stage`: never sent, or sent and given up). */
   onOverloaded?: (stage: 'queued' | 'sent') => void;
+  /**
+   * The wall clock (ms since the epoch) that plans are made at: calendar windows, reservation records.
+   * Date.now unless simulated (`tollgate replay`, with a MemoryStore on the same clock).
+   */
+  clock?: () => number;
 }
 
 const TOLLGATE_PREFIX = 'x-tollgate-';
@@ -144,7 +149,8 @@ export class Decider {
     };
     const queueable =
       this.guard.shared && reading.call && input.body !== undefined ? { body: input.body } : undefined;
-    const built = planCall(cfg, id, priced, reading, queueable, route.dialect);
+    const now = this.deps.clock?.() ?? Date.now();
+    const built = planCall(cfg, id, priced, reading, queueable, route.dialect, now);
     const marks: Headers = estimated ? { 'x-tollgate-estimated': 'true' } : {};
     if (built.meta.every((m) => m.length === 0)) {
       stats.chosenModel = model;

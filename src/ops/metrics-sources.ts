@@ -2,7 +2,7 @@ import type { Decider } from '../decision/decide.js';
 import { MemoryStore } from '../store/memory.js';
 import type { Store } from '../store/types.js';
 import type { Inflight } from './inflight.js';
-import type { Metrics } from './metrics.js';
+import { type Metrics, mirrorCounter } from './metrics.js';
 import { registerMemoryStoreMetrics } from './metrics-memory.js';
 import { OverloadMetrics } from './overload-metrics.js';
 
@@ -16,7 +16,7 @@ export interface MetricSources {
 
 /**
  * The gauges read at scrape time: breaker, in-flight checks, forgiven and deferred calls, the store
- * gate and buffer budget (overload), the in-memory stores' sizes. Returns the overload counters.
+ * gate and buffer budget (overload), deny-cache hits, the in-memory stores' sizes. Returns the overload counters.
  */
 export function attachMetricSources(metrics: Metrics, src: MetricSources): OverloadMetrics {
   const { decider, store, inflight, buffered } = src;
@@ -30,6 +30,12 @@ export function attachMetricSources(metrics: Metrics, src: MetricSources): Overl
   metrics.inflightSource = () => inflight.count;
   metrics.forgivenSource = () => decider.breaker.forgiven;
   metrics.deferredSource = () => decider.pacer.deferred;
+  mirrorCounter(
+    metrics.registry,
+    'tollgate_deny_cache_hits_total',
+    'Denies answered from the local deny cache (a Valkey "denied until T" reused without a round trip)',
+    () => decider.denyCache.hits,
+  );
   registerMemoryStoreMetrics(metrics.registry, () => ({
     memory: store instanceof MemoryStore ? store : undefined,
     local: decider.config.store.onStoreFailure === 'local' ? decider.localStore : undefined,

@@ -204,6 +204,10 @@ export class Metrics {
 
   constructor(opts: MetricsOptions = {}) {
     client.collectDefaultMetrics({ register: this.registry });
+    // prom-client's gauges named *_total fail `promtool check metrics` (only counters end in _total);
+    // the same counts stay exported per type: nodejs_active_handles{type}, ..._requests, ..._resources
+    for (const name of ['handles', 'requests', 'resources'])
+      this.registry.removeSingleMetric(`nodejs_active_${name}_total`);
     const self = this;
     this.breaker = new client.Gauge({
       name: 'tollgate_breaker_state',
@@ -232,6 +236,9 @@ export class Metrics {
     this.reloads.inc({ result: 'success' }, 0);
     this.reloads.inc({ result: 'failure' }, 0);
     this.storeErrors.inc(0);
+    // every labelled series exists from the start (dashboards and alerts see 0, not "no data")
+    for (const result of ['ok', 'error']) this.storeLatency.zero({ result });
+    for (const state of ['closed', 'half-open', 'open']) this.breakerTransitions.inc({ state }, 0);
     this.unknownModels.inc(0);
     this.breaker.set(0);
     this.lastReloadOk.set(1);

@@ -28,6 +28,8 @@ export class OverloadMetrics {
       registers: [registry],
     });
     this.byStage = { queued: this.overloaded.labels('queued'), sent: this.overloaded.labels('sent') };
+    this.byStage.queued.inc(0);
+    this.byStage.sent.inc(0);
     const gauge = (name: string, help: string, read: () => number) =>
       new client.Gauge({
         name,

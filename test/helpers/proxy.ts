@@ -5,9 +5,11 @@
  * Check's upstream headers (x-tollgate-reservation removed before the provider, as the shipped route
  * does), and streams the provider's answer back while feeding it to tollgate's ext_proc as Envoy does
  * in observability mode (response headers with the forwarded ext_authz metadata, each body chunk,
- * end_of_stream).
+ * end_of_stream). A reroute (x-tollgate-model on the upstream request) rewrites the body's top-level
+ * "model" as envoy.yaml's Lua filter does (deploy/lua/model-rewrite.lua), refusing with 400 a body it
+ * cannot rewrite, never forwarding it unrewritten.
  */
-import { createServer, type IncomingMessage, request, type Server } from 'node:http';
+import { createServer, type IncomingMessage, request, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { EnvoyClient } from './envoy.js';
 import { openExtProc } from './ext-proc.js';
@@ -39,10 +41,22 @@ export const PROVIDER_USAGE = {
 };
 export const PROVIDER_PIECES = ['Hello', ' from', ' the', ' fake', ' provider', ' 😀'];
 
-/** A provider answering OpenAI chat and Anthropic messages, JSON or SSE (with usage), in small writes. */
-export async function startFakeProvider(): Promise<Listening> {
+/** What the fake provider received. */
+export interface ProviderRequest {
+  path: string;
+  headers: IncomingMessage['headers'];
+  body: any;
+}
+
+/**
+ * A provider answering OpenAI chat and Anthropic messages, JSON or SSE (with usage), in small writes;
+ * it records every request.
+ */
+export async function startFakeProvider(): Promise<Listening & { requests: ProviderRequest[] }> {
+  const requests: ProviderRequest[] = [];
   const server = createServer(async (req, res) => {
     const body = JSON.parse((await readBody(req)).toString('utf8') || '{}');
+    requests.push({ path: req.url ?? '', headers: req.headers, body });
     const stream = body.stream === true;
     let text: string;
     if (req.url?.startsWith('/v1/chat/completions')) {
@@ -66,24 +80,71 @@ export async function startFakeProvider(): Promise<Listening> {
     }
     res.end();
   });
-  return listen(server);
+  return Object.assign(await listen(server), { requests });
+}
+
+/**
+ * deploy/lua/model-rewrite.lua's rewrite: every top-level "model" of a JSON object set to `model`, or
+ * why it cannot be done (not JSON, not an object, no top-level string "model").
+ */
+export function rewriteModel(body: Buffer, model: string): Buffer | { refused: string } {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString('utf8'));
+  } catch {
+    return { refused: 'the body is not valid JSON' };
+  }
+  if (!parsed || typeof parsed !== 'object' || Array.isArray(parsed))
+    return { refused: 'the body is not a JSON object' };
+  const o = parsed as Record<string, unknown>;
+  if (!('model' in o)) return { refused: 'the body has no top-level "model"' };
+  if (typeof o.model !== 'string') return { refused: 'a top-level "model" is not a string' };
+  return Buffer.from(JSON.stringify({ ...o, model }));
+}
+
+/** A call the proxy answered itself (tollgate denied it): when, the status and headers. */
+export interface Denial {
+  at: number;
+  status: number;
+  headers: Record<string, string>;
+}
+
+/** The body to forward (rewritten on a reroute), or undefined when the Lua filter would refuse it (answered). */
+function applyReroute(body: Buffer, model: string | undefined, res: ServerResponse): Buffer | undefined {
+  if (model === undefined) return body;
+  const out = rewriteModel(body, model);
+  if (!('refused' in out)) return out;
+  const message = `tollgate rerouted this request to another model but the gateway could not rewrite its body: ${out.refused}`;
+  const error = { message, type: 'invalid_request_error', code: 'reroute_not_applied', param: 'model' };
+  res.writeHead(400, { 'content-type': 'application/json' }).end(JSON.stringify({ error }));
+  return undefined;
 }
 
 /** The proxy in front of `providerPort`, authorizing with tollgate at `grpcPort`. */
-export async function startEnvoyLikeProxy(grpcPort: number, providerPort: number): Promise<Listening> {
+export async function startEnvoyLikeProxy(
+  grpcPort: number,
+  providerPort: number,
+): Promise<Listening & { attempts: () => number; denials: Denial[] }> {
   const envoy = new EnvoyClient(grpcPort);
+  let attempts = 0;
+  const denials: Denial[] = [];
   const server = createServer(async (req, res) => {
+    attempts++;
     try {
-      const body = await readBody(req);
+      let body = await readBody(req);
       const headers: Record<string, string> = {};
       for (const [k, v] of Object.entries(req.headers))
         if (typeof v === 'string') headers[k] = v;
         else if (Array.isArray(v)) headers[k] = v.join(', ');
       const a = await envoy.check({ method: req.method, path: req.url, headers, body });
       if (!a.allowed) {
+        denials.push({ at: Date.now(), status: a.httpStatus ?? 403, headers: a.headers });
         res.writeHead(a.httpStatus ?? 403, a.headers).end(a.body ?? '');
         return;
       }
+      const rewritten = applyReroute(body, a.upstream['x-tollgate-model'], res);
+      if (!rewritten) return;
+      body = rewritten;
       const id = a.reservation;
       const up: Record<string, string> = { ...headers, ...a.upstream, 'content-length': String(body.length) };
       for (const r of [...a.removed, 'x-tollgate-reservation']) delete up[r];
@@ -135,6 +196,8 @@ export async function startEnvoyLikeProxy(grpcPort: number, providerPort: number
   const l = await listen(server);
   return {
     port: l.port,
+    attempts: () => attempts,
+    denials,
     close: async () => {
       envoy.close();
       await l.close();
