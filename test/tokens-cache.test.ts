@@ -1,6 +1,6 @@
 /**
  * Counting what is new only (src/tokens/count-cache.ts): text pieces and tool-definition lists seen
- * before are served from a bounded cache keyed by a 128-bit SHA-256 digest. The counts must stay
+ * before are served from a bounded cache keyed by a SHA-256 digest. The counts must stay
  * exactly the ones a fresh count gives (and so tiktoken's): a conversation counted cold and warm gives
  * identical totals, a changed message is recounted, two different texts never share a count, and the
  * same holds in a token worker (the real CLI, bodies above OFFLOAD_BYTES).
