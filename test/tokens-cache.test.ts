@@ -221,18 +221,25 @@ describe('two different texts never share a count', () => {
 });
 
 describe('the cache is bounded', () => {
-  it('keeps at most maxEntries, evicting the least recently used', () => {
+  it('keeps at most maxEntries; what was used within the last maxEntries / 2 insertions stays', () => {
     const c = new CountCache(100);
     const len = (t: string) => t.length;
-    for (let i = 0; i < 1000; i++) c.count(0, `text ${i}`, len);
-    expect(c.size).toBe(100);
-    c.count(0, 'text 900', len); // used: now the most recent
-    for (let i = 1000; i < 1099; i++) c.count(0, `text ${i}`, len);
+    for (let i = 0; i < 1000; i++) {
+      c.count(0, `text ${i}`, len);
+      expect(c.size).toBeLessThanOrEqual(100);
+    }
     const misses = c.misses;
-    c.count(0, 'text 900', len);
-    expect(c.misses).toBe(misses); // still cached
-    c.count(0, 'text 901', len);
-    expect(c.misses).toBe(misses + 1); // evicted
+    c.count(0, 'text 999', len);
+    c.count(0, 'text 951', len);
+    expect(c.misses).toBe(misses); // recent: cached
+    c.count(0, 'text 0', len);
+    expect(c.misses).toBe(misses + 1); // long unused: dropped
+    for (let i = 1000; i < 1049; i++) c.count(0, `text ${i}`, len);
+    c.count(0, 'text 951', len); // used 50 insertions ago: still cached
+    expect(c.misses).toBe(misses + 50);
+    for (let i = 1049; i < 1300; i++) c.count(0, `text ${i}`, len);
+    c.count(0, 'text 951', len);
+    expect(c.misses).toBe(misses + 50 + 251 + 1); // unused since: dropped
     expect(() => c.count(128, 'x', len)).toThrow(RangeError);
   });
 });

@@ -11,7 +11,7 @@
  *    client able to make two texts collide could have a long text charged as a short one. MD5 and
  *    SHA-1 have practical chosen-prefix collisions; SHA-256 has no known collision. With SHA extensions it hashes at ~1-2 GB/s, 30× faster than BPE counts.
  *
- * Bound: at most MAX_ENTRIES entries per thread (least recently used evicted first), i.e. about
+ * Bound: at most MAX_ENTRIES entries per thread (least recently used dropped first), i.e. about
  * CACHE_BUDGET_BYTES of key strings and map slots. Each thread (the event loop, every token worker)
  * has its own cache. Only texts of at least CACHE_MIN_CHARS are cached: below it, counting costs less
  * than hashing (bench/count-cache-bench.ts).
@@ -48,39 +48,61 @@ export function digestKey(tag: number, text: string): string {
   return TAG_CHARS[tag * 2 + 1] + hash('sha256', Buffer.from(text, 'utf16le'), 'binary');
 }
 
-/** A least-recently-used map from digest keys to counts, bounded by entry count. */
+/**
+ * A bounded map from digest keys to counts, least recently used out first, in two generations (no
+ * per-hit reordering: a hit in the young map is one lookup). New and reused entries go to the young
+ * map; when it holds half the entries allowed, it becomes the old map and the previous old map is
+ * dropped. So at most maxEntries entries are held, and an entry used within the last maxEntries / 2
+ * insertions is always kept.
+ */
 export class CountCache {
-  private readonly map = new Map<string, number>();
+  private young = new Map<string, number>();
+  private old = new Map<string, number>();
+  private readonly half: number;
   hits = 0;
   misses = 0;
 
-  constructor(readonly maxEntries: number = MAX_ENTRIES) {}
+  constructor(readonly maxEntries: number = MAX_ENTRIES) {
+    this.half = Math.max(1, Math.floor(maxEntries / 2));
+  }
 
+  /** Entries held (a key promoted from the old map to the young one counts twice until dropped). */
   get size(): number {
-    return this.map.size;
+    return this.young.size + this.old.size;
   }
 
   /** The count of `text` under `tag`, computed with `count` when not cached. */
   count(tag: number, text: string, count: (t: string) => number): number {
     if (!Number.isInteger(tag) || tag < 0 || tag > 127) throw new RangeError(`count cache tag ${tag}`);
     const key = digestKey(tag, text);
-    const map = this.map;
-    const v = map.get(key);
+    let v = this.young.get(key);
     if (v !== undefined) {
       this.hits++;
-      map.delete(key); // most recently used last
-      map.set(key, v);
+      return v;
+    }
+    v = this.old.get(key);
+    if (v !== undefined) {
+      this.hits++;
+      this.put(key, v);
       return v;
     }
     this.misses++;
     const n = count(text);
-    map.set(key, n);
-    if (map.size > this.maxEntries) map.delete(map.keys().next().value as string);
+    this.put(key, n);
     return n;
   }
 
+  private put(key: string, v: number): void {
+    if (this.young.size >= this.half) {
+      this.old = this.young;
+      this.young = new Map();
+    }
+    this.young.set(key, v);
+  }
+
   clear(): void {
-    this.map.clear();
+    this.young = new Map();
+    this.old = new Map();
     this.hits = 0;
     this.misses = 0;
   }
