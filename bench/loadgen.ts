@@ -8,7 +8,8 @@
  * Usage: node dist/bench/loadgen.js '<json LoadSpec>'  → prints one JSON LoadResult line.
  */
 import * as grpc from '@grpc/grpc-js';
-import { type BuiltRequest, buildWorkload, responseCode, type WorkloadName } from './workloads.js';
+import { requestStream } from './streams.js';
+import { responseCode, type WorkloadName } from './workloads.js';
 
 export interface LoadSpec {
   port: number;
@@ -21,6 +22,9 @@ export interface LoadSpec {
   rate?: number;
   /** Open loop: give up on a call after this long (counted as an error). */
   deadlineMs?: number;
+  /** Closed loop: the measured window starts no earlier than this many answered calls (agent: every
+   * conversation's first, cold call falls in the warm-up). */
+  warmupCalls?: number;
 }
 
 export interface LatencySummary {
@@ -55,6 +59,8 @@ export interface LoadResult {
    * calls at 1,100-1,900/s on the bench machine, against the null server too.
    */
   lateSends?: number;
+  /** Calls answered during the whole run, warm-up included (what the server's CPU time was spent on). */
+  answered: number;
 }
 
 const METHOD = '/envoy.service.auth.v3.Authorization/Check';
@@ -105,7 +111,7 @@ class Recorder {
 
 async function main(): Promise<void> {
   const spec = JSON.parse(process.argv[2]) as LoadSpec;
-  const pool: BuiltRequest[] = buildWorkload(spec.workload);
+  const stream = requestStream(spec.workload);
   const client = new grpc.Client(`127.0.0.1:${spec.port}`, grpc.credentials.createInsecure(), {
     'grpc.max_send_message_length': 64 * 1024 * 1024,
     'grpc.max_receive_message_length': 64 * 1024 * 1024,
@@ -115,18 +121,19 @@ async function main(): Promise<void> {
   );
   const ident = (b: Buffer) => b;
   const deadlineMs = spec.deadlineMs ?? 10_000;
-  let next = 0;
+  let answered = 0;
   const send = (cb: (err: Error | null, code: number, big: boolean) => void) => {
-    const req = pool[next];
-    next = (next + 1) % pool.length;
+    const req = stream.next();
     client.makeUnaryRequest<Buffer, Buffer>(
       METHOD,
       ident,
       ident,
       req.bytes,
       { deadline: Date.now() + deadlineMs },
-      (err, res) =>
-        cb(err, err || !res ? -1 : res.includes(DEGRADED_HEADER) ? DEGRADED : responseCode(res), req.big),
+      (err, res) => {
+        if (!err) answered++;
+        cb(err, err || !res ? -1 : res.includes(DEGRADED_HEADER) ? DEGRADED : responseCode(res), req.big);
+      },
     );
   };
 
@@ -134,7 +141,9 @@ async function main(): Promise<void> {
   let measuring = false;
   const t0 = performance.now();
   const measureFrom = t0 + spec.warmupMs;
-  const end = measureFrom + spec.durationMs;
+  let end = measureFrom + spec.durationMs;
+  // Tells bench/run.ts to start reading the server's CPU time (the line before the result ends it).
+  const startMeasuring = () => process.stdout.write('measuring\n');
   let lateSends = 0;
 
   if (spec.mode === 'closed') {
@@ -143,13 +152,17 @@ async function main(): Promise<void> {
       let live = c;
       const loop = () => {
         const now = performance.now();
-        if (now >= end) {
+        if (measuring && now >= end) {
           if (--live === 0) resolve();
           return;
         }
-        if (!measuring && now >= measureFrom) {
+        // (a server too slow to answer warmupCalls in a minute is measured from then on)
+        const warm = answered >= (spec.warmupCalls ?? 0) || now >= measureFrom + 60_000;
+        if (!measuring && now >= measureFrom && warm) {
           measuring = true;
           rec = new Recorder();
+          end = now + spec.durationMs;
+          startMeasuring();
         }
         const started = now;
         const r = rec;
@@ -190,6 +203,7 @@ async function main(): Promise<void> {
             measuring = true;
             rec = new Recorder();
             lateSends = 0;
+            startMeasuring();
           }
           if (now - scheduled > 5) lateSends++;
           const target = inWindow ? rec : r;
@@ -224,6 +238,7 @@ async function main(): Promise<void> {
     smallLatency: summarize(rec.small),
     bigLatency: rec.big.length ? summarize(rec.big) : undefined,
     lateSends: spec.mode === 'open' ? lateSends : undefined,
+    answered,
   };
   process.stdout.write(`${JSON.stringify(out)}\n`);
   client.close();

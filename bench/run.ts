@@ -6,8 +6,8 @@
  *
  * Env: BENCH_DURATION_S (8) per measured run, BENCH_WARMUP_S (2) before a closed loop,
  *      BENCH_OPEN_WARMUP_S (3) before an open loop (its first half ramps the rate up), BENCH_CONCURRENCY (64),
- *      BENCH_WORKLOADS (small,mix,deny,medium: medium last, its open loop overloads tollgate and the
- *      heap it grows stays resident for later workloads), BENCH_SOAK=1 (5-minute soak, BENCH_SOAK_S to change,
+ *      BENCH_WORKLOADS (small,mix,deny,agent,rag,medium: the big-prompt ones last, their open loops
+ *      can overload tollgate and the heap it grows stays resident for later workloads), BENCH_SOAK=1 (5-minute soak, BENCH_SOAK_S to change,
  *      BENCH_SOAK_RATE for its open-loop rate, default 500/s),
  *      BENCH_SKIP_STORE=1 (no store-level run), BENCH_SKIP_TOKENIZERS=1 (no token counter comparison).
  *
@@ -32,6 +32,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { LoadResult, LoadSpec } from './loadgen.js';
 import type { StoreRow } from './store-bench.js';
+import { AGENT_CONVERSATIONS } from './streams.js';
 import { runTokenizerBench, type TokenizerRow } from './tokenizer-bench.js';
 import type { WorkloadName } from './workloads.js';
 
@@ -50,7 +51,7 @@ const WARMUP_MS = envSeconds('BENCH_WARMUP_S', 2);
 /** Open loops: the load generator ramps up over the first half of this (bench/loadgen.ts). */
 const OPEN_WARMUP_MS = envSeconds('BENCH_OPEN_WARMUP_S', 3);
 const CONCURRENCY = Number(env.BENCH_CONCURRENCY ?? 64);
-const WORKLOADS = (env.BENCH_WORKLOADS ?? 'small,mix,deny,medium').split(',') as WorkloadName[];
+const WORKLOADS = (env.BENCH_WORKLOADS ?? 'small,mix,deny,agent,rag,medium').split(',') as WorkloadName[];
 const ROUNDS = Math.max(1, Number(env.BENCH_ROUNDS ?? 3));
 const OPEN_ROUNDS = Math.max(1, Number(env.BENCH_OPEN_ROUNDS ?? 3));
 /** Workloads whose closed-loop throughput is a target: measured in ROUNDS interleaved rounds. */
@@ -74,6 +75,8 @@ interface Server {
 
 interface ProcUsage {
   cpuPercent: number;
+  /** CPU time (user + system, all threads) over the whole load run, warm-up included. */
+  cpuSeconds: number;
   rssMaxMb: number;
   rssEndMb: number;
 }
@@ -87,6 +90,8 @@ interface RunRow {
   server_usage: ProcUsage;
   valkey_usage?: ProcUsage;
   loadgen_cpu_percent: number;
+  /** Server CPU (µs, /proc/<pid>/stat, every thread) per check in the measured window. */
+  cpu_us_per_check: number;
   /** Closed loop: checks/s of every round, in order (the row is the median round). */
   rounds_per_second?: number[];
   /** Closed loop, tollgate rows: this server's checks/s over the null server's, per round. */
@@ -139,8 +144,10 @@ class Meter {
     clearInterval(this.timer);
     const secs = (performance.now() - this.t0) / 1000;
     const end = rssMb(this.pid);
+    const cpuSeconds = (cpuTicks(this.pid) - this.ticks0) / CLK_TCK;
     return {
-      cpuPercent: Math.round(((cpuTicks(this.pid) - this.ticks0) / CLK_TCK / secs) * 1000) / 10,
+      cpuPercent: Math.round((cpuSeconds / secs) * 1000) / 10,
+      cpuSeconds,
       rssMaxMb: Math.max(this.max, end),
       rssEndMb: end,
     };
@@ -212,7 +219,15 @@ async function startValkey(): Promise<{ proc: ChildProcess; port: number; dir: s
   throw new Error('valkey-server did not start');
 }
 
-function runChild<T>(script: string, arg: unknown): Promise<{ out: T; cpuPercent: number }> {
+/**
+ * Run a bench script in its own process; its last stdout line is its result. `onLine` sees every
+ * earlier line (the load generator's "measuring" mark) and the result line as it arrives.
+ */
+function runChild<T>(
+  script: string,
+  arg: unknown,
+  onLine?: (line: string) => void,
+): Promise<{ out: T; cpuPercent: number }> {
   return new Promise((res, rej) => {
     const t0 = performance.now();
     const p = spawn(process.execPath, [join(HERE, script), JSON.stringify(arg)], {
@@ -225,8 +240,13 @@ function runChild<T>(script: string, arg: unknown): Promise<{ out: T; cpuPercent
         ticks = cpuTicks(p.pid!);
       } catch {}
     }, 200);
+    let seen = 0;
     p.stdout!.on('data', (d) => {
       buf += d;
+      for (let nl = buf.indexOf('\n', seen); nl >= 0; nl = buf.indexOf('\n', seen)) {
+        onLine?.(buf.slice(seen, nl));
+        seen = nl + 1;
+      }
     });
     p.on('close', (code) => {
       // 'close', not 'exit': stdout is fully read only when the stdio streams have closed.
@@ -259,9 +279,21 @@ async function load(
     concurrency: CONCURRENCY,
     rate,
   };
+  if (workload === 'agent') {
+    // every conversation's first call in a run counts its whole history: keep those in the warm-up
+    spec.warmupCalls = 2 * AGENT_CONVERSATIONS;
+    if (mode === 'open' && rate) spec.warmupMs = Math.max(spec.warmupMs, (2000 * spec.warmupCalls) / rate);
+  }
   const m = new Meter(s.proc.pid!);
   const vm = valkeyPid && s.name === 'valkey' ? new Meter(valkeyPid) : undefined;
-  const { out, cpuPercent } = await runChild<LoadResult>('loadgen.js', spec);
+  // CPU per check: server CPU time between the generator's "measuring" mark and its result line,
+  // over the calls measured in that window.
+  let windowTicks0 = -1;
+  let windowTicks = 0;
+  const { out, cpuPercent } = await runChild<LoadResult>('loadgen.js', spec, (line) => {
+    if (line === 'measuring') windowTicks0 = cpuTicks(s.proc.pid!);
+    else if (line.startsWith('{') && windowTicks0 >= 0) windowTicks = cpuTicks(s.proc.pid!) - windowTicks0;
+  });
   const row: RunRow = {
     workload,
     mode,
@@ -271,12 +303,14 @@ async function load(
     server_usage: m.stop(),
     valkey_usage: vm?.stop(),
     loadgen_cpu_percent: cpuPercent,
+    cpu_us_per_check: 0,
   };
+  row.cpu_us_per_check = Math.round(((windowTicks / CLK_TCK) * 1e6) / Math.max(1, out.calls));
   const l = out.latency;
   console.error(
     `  ${workload.padEnd(6)} ${mode.padEnd(6)} ${s.name.padEnd(6)} ${String(out.perSecond).padStart(6)}/s` +
       ` p50 ${l.p50} p99 ${l.p99} p999 ${l.p999} ms  ok ${out.ok} denied ${out.denied} degraded ${out.degraded} err ${out.errors}` +
-      `  cpu ${row.server_usage.cpuPercent}% (loadgen ${cpuPercent}%) rss ${row.server_usage.rssMaxMb} MB` +
+      `  cpu ${row.server_usage.cpuPercent}% ${row.cpu_us_per_check} µs/check (loadgen ${cpuPercent}%) rss ${row.server_usage.rssMaxMb} MB` +
       `${out.lateSends !== undefined ? `  late sends ${out.lateSends}` : ''}${out.firstError ? `  (${out.firstError})` : ''}`,
   );
   return row;
@@ -394,6 +428,8 @@ async function main(): Promise<void> {
         late_sends: r.result.lateSends,
         rss_max_mb: r.server_usage.rssMaxMb,
         cpu_percent: r.server_usage.cpuPercent,
+        cpu_us_per_check: r.cpu_us_per_check,
+        loadgen_cpu_percent: r.loadgen_cpu_percent,
       })),
       store,
       tokenizers,
@@ -569,6 +605,7 @@ function summarize(rows: RunRow[], all: RunRow[], servers: Server[]) {
       });
     }
   }
+  checks.push(...bigPromptChecks(get, all));
   for (const s of ['memory', 'valkey'] as const) {
     const max = Math.max(0, ...all.filter((r) => r.server === s).map((r) => r.server_usage.rssMaxMb));
     checks.push({ target: `RSS under load (${s}) ≤ 200 MB`, value: `${max} MB`, pass: max <= 200 });
@@ -582,13 +619,62 @@ function summarize(rows: RunRow[], all: RunRow[], servers: Server[]) {
   return { ratios, checks };
 }
 
+type RowOf = (w: WorkloadName, mode: 'closed' | 'open', s: ServerName) => RunRow | undefined;
+
+/**
+ * Issue 24's targets for long prompts: `medium` and `rag` throughput ≥ 80% (memory) / 70% (valkey) of
+ * the null server's and open-loop p99 ≤ 1.5× its; `agent` CPU per check ≤ 2× the same server's CPU per
+ * small-chat check (closed loops) and RSS ≤ 200 MB in every agent round.
+ */
+function bigPromptChecks(get: RowOf, all: RunRow[]): Check[] {
+  const checks: Check[] = [];
+  for (const w of ['medium', 'rag'] as const) {
+    for (const [s, min] of [
+      ['memory', 0.8],
+      ['valkey', 0.7],
+    ] as const) {
+      const n = get(w, 'closed', 'null');
+      const c = get(w, 'closed', s);
+      if (n && c) {
+        const r = throughputRatio(c, n);
+        const value = `${pct(r)} (${c.result.perSecond} vs ${n.result.perSecond} checks/s)`;
+        checks.push({ target: `${w} throughput, ${s} ≥ ${pct(min)} of null`, value, pass: r >= min });
+      }
+      const no = get(w, 'open', 'null');
+      const o = get(w, 'open', s);
+      if (no && o) {
+        const r = p99Ratio(o, no);
+        const value = `${fx(r)} (${o.result.latency.p99} vs ${no.result.latency.p99} ms)`;
+        checks.push({ target: `${w} open-loop p99 (${s}) ≤ 1.5× null's`, value, pass: r <= 1.5 });
+      }
+    }
+  }
+  for (const s of ['memory', 'valkey'] as const) {
+    const a = get('agent', 'closed', s);
+    const sm = get('small', 'closed', s);
+    if (a && sm) {
+      const r = a.cpu_us_per_check / sm.cpu_us_per_check;
+      const value = `${fx(r)} (${a.cpu_us_per_check} vs ${sm.cpu_us_per_check} µs per check, closed loops)`;
+      checks.push({ target: `agent CPU per check (${s}) ≤ 2× small chat's`, value, pass: r <= 2 });
+    }
+    const rss = all
+      .filter((r) => r.workload === 'agent' && r.server === s)
+      .map((r) => r.server_usage.rssMaxMb);
+    if (rss.length > 0) {
+      const max = Math.max(...rss);
+      checks.push({ target: `agent RSS (${s}) ≤ 200 MB`, value: `${max} MB`, pass: max <= 200 });
+    }
+  }
+  return checks;
+}
+
 function printTable(report: any): void {
   const out: string[] = [];
   out.push('');
   out.push(
-    '| workload | mode | server | checks/s | p50 ms | p99 ms | p999 ms | server CPU | RSS max MB | vs null |',
+    '| workload | mode | server | checks/s | p50 ms | p99 ms | p999 ms | server CPU | CPU µs/check (vs null) | loadgen CPU | RSS max MB | vs null |',
   );
-  out.push('|---|---|---|---:|---:|---:|---:|---:|---:|---:|');
+  out.push('|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|');
   for (const r of report.runs as RunRow[]) {
     const n = (report.runs as RunRow[]).find(
       (x) => x.workload === r.workload && x.mode === r.mode && x.server === 'null',
@@ -601,7 +687,7 @@ function printTable(report: any): void {
           ? `${pct(throughputRatio(r, n))}${r.rounds_vs_null && r.rounds_vs_null.length > 1 ? ` (median of ${r.rounds_vs_null.map(pct).join(', ')})` : ''}`
           : `p99 ${fx(p99Ratio(r, n))}${roundRatios(r) ? ` (median of ${roundRatios(r)!.map(fx).join(', ')})` : ''}`;
     out.push(
-      `| ${r.workload}${r.workload === 'mix' ? ' (small calls)' : ''} | ${r.mode}${r.rate ? ` @${r.rate}/s` : ` c=${CONCURRENCY}`} | ${r.server} | ${r.result.perSecond} | ${l.p50} | ${l.p99} | ${l.p999} | ${r.server_usage.cpuPercent}%${r.valkey_usage ? ` (+valkey ${r.valkey_usage.cpuPercent}%)` : ''} | ${r.server_usage.rssMaxMb} | ${vs} |`,
+      `| ${r.workload}${r.workload === 'mix' ? ' (small calls)' : ''} | ${r.mode}${r.rate ? ` @${r.rate}/s` : ` c=${CONCURRENCY}`} | ${r.server} | ${r.result.perSecond} | ${l.p50} | ${l.p99} | ${l.p999} | ${r.server_usage.cpuPercent}%${r.valkey_usage ? ` (+valkey ${r.valkey_usage.cpuPercent}%)` : ''} | ${r.cpu_us_per_check}${r.server === 'null' ? '' : ` (${fx(r.cpu_us_per_check / n.cpu_us_per_check)})`} | ${r.loadgen_cpu_percent}% | ${r.server_usage.rssMaxMb} | ${vs} |`,
     );
   }
   out.push(

@@ -4,7 +4,14 @@
  */
 import { loadGrpcPackages } from '../src/authz/grpc/protos.js';
 
-export type WorkloadName = 'small' | 'medium' | 'mix' | 'deny';
+export type WorkloadName = 'small' | 'medium' | 'mix' | 'deny' | 'rag' | 'agent';
+
+/**
+ * Placeholder at the start of every generated user prompt: the load generator overwrites it with a
+ * per-call number (bench/streams.ts), so no two calls of a run send the same prompt and tollgate's
+ * count cache (src/tokens/count-cache.ts) never serves a cycled request pool from memory.
+ */
+export const TAG = '#@@@@@@@@@@@@ ';
 
 export const TENANTS = 1000;
 /** Share of calls in the `mix` workload that carry a ~400 KB prompt. */
@@ -63,7 +70,7 @@ export function chatBody(contentChars: number, seed: number): string {
     model: 'gpt-4o-mini',
     messages: [
       { role: 'system', content: 'You are a helpful assistant. Answer briefly.' },
-      { role: 'user', content: text(contentChars, seed) },
+      { role: 'user', content: TAG + text(contentChars, seed) },
     ],
     max_tokens: 64 + Math.floor(r() * 256),
     temperature: 0.2,
@@ -75,7 +82,7 @@ export interface BuiltRequest {
   big: boolean;
 }
 
-function encodeCheck(path: string, headers: Record<string, string>, body: Buffer): Buffer {
+export function encodeCheck(path: string, headers: Record<string, string>, body: Buffer): Buffer {
   const { AuthorizationClient } = loadGrpcPackages();
   const ser = (AuthorizationClient.service as any).Check.requestSerialize as (v: unknown) => Buffer;
   return ser({
@@ -105,18 +112,19 @@ function encodeCheck(path: string, headers: Record<string, string>, body: Buffer
 }
 
 /**
- * The request pool of a workload: `small` ≈ 1 KB bodies, `medium` ≈ 20 KB, `mix` = small plus 1%
- * ≈ 400 KB prompts (~100k tokens), `deny` = small bodies from tenants on the `free` plan (denied
- * after their first call). Tenants cycle over 1,000 ids.
+ * The request pool of a workload: `small` ≈ 1 KB bodies, `medium` ≈ 20 KB, `rag` 10–30 KB, `mix` =
+ * small plus 1% ≈ 400 KB prompts (~100k tokens), `deny` = small bodies from tenants on the `free`
+ * plan (denied after their first call). Tenants cycle over 1,000 ids. Every prompt starts with TAG
+ * (made unique per call by the load generator). `agent` has no pool: bench/streams.ts builds it.
  */
 export function buildWorkload(name: WorkloadName, seed = 1): BuiltRequest[] {
   const out: BuiltRequest[] = [];
   const path = '/v1/chat/completions';
-  const size = name === 'medium' ? 400 : 2000;
-  const chars = name === 'medium' ? 20_000 : 850;
+  const size = name === 'medium' || name === 'rag' ? 400 : 2000;
   for (let i = 0; i < size; i++) {
     const headers: Record<string, string> = { 'x-tenant-id': `tenant-${(i * 7919) % TENANTS}` };
     if (name === 'deny') headers['x-plan'] = 'free';
+    const chars = name === 'medium' ? 20_000 : name === 'rag' ? 10_000 + ((i * 7393) % 20_000) : 850;
     out.push({
       bytes: encodeCheck(path, headers, Buffer.from(chatBody(chars, seed * 100_000 + i))),
       big: false,

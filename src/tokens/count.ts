@@ -23,6 +23,7 @@
  */
 
 import type { ParsedCall, Prompt, ToolDef } from '../dialects/types.js';
+import { CACHE_MIN_CHARS, CountCache } from './count-cache.js';
 import { countText, getCounter, type TokenCounter } from './encoders.js';
 
 export interface CountOptions {
@@ -49,8 +50,58 @@ function stripDot(s: string): string {
   return s.endsWith('.') ? s.slice(0, -1) : s;
 }
 
+/**
+ * Counts already seen, by content (count-cache.ts): each text piece of at least CACHE_MIN_CHARS (a
+ * message's content part, a completions prompt) and each tool-definition list is counted once per
+ * thread while it stays cached; the chat-format overhead is added per message as always, so a cached
+ * total is the same number a fresh count gives.
+ */
+const cache = new CountCache();
+/** Each counter object gets its own key space (a tag byte of the key): at most MAX_COUNTERS. */
+const counterIds = new WeakMap<TokenCounter, number>();
+const MAX_COUNTERS = 32;
+let nextCounterId = 0;
+/** What a key digests: one text piece, or a tool-definition list as JSON with its encoding name. */
+const PIECE = 0;
+const TOOL_DEFS = 1;
+
+function cacheTag(enc: TokenCounter, kind: typeof PIECE | typeof TOOL_DEFS): number | undefined {
+  let id = counterIds.get(enc);
+  if (id === undefined) {
+    if (nextCounterId >= MAX_COUNTERS) return undefined;
+    id = nextCounterId++;
+    counterIds.set(enc, id);
+  }
+  return id * 2 + kind;
+}
+
+/** countText, served from the cache for texts of at least CACHE_MIN_CHARS. */
+export function countPiece(enc: TokenCounter, text: string): number {
+  if (text.length < CACHE_MIN_CHARS) return countText(enc, text);
+  const tag = cacheTag(enc, PIECE);
+  return tag === undefined ? countText(enc, text) : cache.count(tag, text, (t) => countText(enc, t));
+}
+
+/** The count cache of this thread: hits, misses and size (tests, metrics). */
+export function countCacheStats(): { hits: number; misses: number; size: number } {
+  return { hits: cache.hits, misses: cache.misses, size: cache.size };
+}
+
+/** Empty this thread's count cache (tests: count cold). */
+export function clearCountCache(): void {
+  cache.clear();
+}
+
 export function countToolDefs(enc: TokenCounter, defs: ToolDef[], encodingName: string): number {
   if (defs.length === 0) return 0;
+  const json = JSON.stringify([encodingName, defs]);
+  if (json.length < CACHE_MIN_CHARS) return countToolDefsFresh(enc, defs, encodingName);
+  const tag = cacheTag(enc, TOOL_DEFS);
+  if (tag === undefined) return countToolDefsFresh(enc, defs, encodingName);
+  return cache.count(tag, json, () => countToolDefsFresh(enc, defs, encodingName));
+}
+
+function countToolDefsFresh(enc: TokenCounter, defs: ToolDef[], encodingName: string): number {
   const k = toolConstants(encodingName);
   let n = 0;
   for (const f of defs) {
@@ -78,7 +129,7 @@ export function countChat(enc: TokenCounter, prompt: Prompt): number {
   for (const m of prompt.messages) {
     n += TOKENS_PER_MESSAGE;
     n += countText(enc, m.role);
-    for (const part of m.parts) n += countText(enc, part);
+    for (const part of m.parts) n += countPiece(enc, part);
     if (m.name !== undefined) n += countText(enc, m.name) + TOKENS_PER_NAME;
   }
   return n + REPLY_PRIMING;
@@ -95,7 +146,7 @@ export function countPromptTokens(call: ParsedCall, encodingName: string, opts: 
   if (p.kind === 'chat') {
     n += countChat(enc, p);
   } else {
-    for (const t of p.texts) n += countText(enc, t);
+    for (const t of p.texts) n += countPiece(enc, t);
   }
   n += countToolDefs(enc, p.toolDefs, encodingName);
   return n;
