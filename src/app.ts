@@ -11,6 +11,7 @@ import { HealthService } from './authz/grpc/health.js';
 import { drainGrpc, setServing, startGrpc } from './authz/grpc/server.js';
 import type { GrpcTlsFiles } from './authz/grpc/tls.js';
 import { startAuthzHttp } from './authz/http.js';
+import { cacheFill, openCache } from './cache/open.js';
 import type { Config } from './config/types.js';
 import { Decider } from './decision/decide.js';
 import { TokenPool } from './offload/pool.js';
@@ -88,7 +89,10 @@ export async function startApp(opts: AppOptions): Promise<App> {
   const config = () => decider.config;
   const shed = (stage: 'queued' | 'sent') => overload.shed(stage);
   const events = deciderEvents({ metrics, log, storeHealth, config, shed });
-  const decider = new Decider(cfg, { store, pool, ...events });
+  const valkey =
+    opts.store || !opts.valkeyUrl ? undefined : { url: opts.valkeyUrl, caFile: opts.valkeyCaFile };
+  const cache = openCache(cfg, valkey, metrics.cache);
+  const decider = new Decider(cfg, { store, pool, cache, ...events });
   // server.max_buffered_bytes: request bytes held across gRPC Check streams (restart to change)
   const buffered = new BufferBudget(cfg.server.maxBufferedBytes);
   const inflight = new Inflight();
@@ -113,7 +117,8 @@ export async function startApp(opts: AppOptions): Promise<App> {
     onSettled: withHook(settleObserver(metrics, log, decider), opts.onSettled),
   });
   const budget = new ResponseBudget(cfg.settle.maxBufferedBytes);
-  const process = extProcHandler({ settler, count: outputCounter(pool), budget });
+  const fill = cache && cacheFill(cache, config);
+  const process = extProcHandler({ settler, count: outputCounter(pool), budget, fill });
   const grpc = await startGrpc({
     ...{ config: cfg, tls: opts.tls, health, buffered, answer, begin, end, log },
     process,
@@ -155,7 +160,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
 
   const stopCalls = (graceMs: number, onForce: () => void) => drainGrpc(grpc.server, graceMs, onForce);
   const announce = [refreshHealth, () => health.close(), () => reloader.close(), () => storeHealth.stop()];
-  const closers = [admin, authzHttp, http, pool, decider, store];
+  const closers = [admin, authzHttp, http, pool, decider, store, cache];
   let closed: Promise<void> | undefined;
   return {
     grpcPort: grpc.port,

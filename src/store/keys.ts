@@ -54,3 +54,23 @@ export function reservationKey(storePrefix: string, id: string): string {
 export function usageStreamKey(storePrefix: string, name: string): string {
   return `${storePrefix}:u:${name}`;
 }
+
+/**
+ * The answer cache (src/cache/, lua/cache-put.lua, lua/cache-purge.lua):
+ *   <prefix>:a:e:<scope id>:<hash>   one answer (its bytes), with its TTL
+ *   <prefix>:a:idx                   every answer: member "<scope id> <hash> <bytes> <scope kind>",
+ *                                    score its expiry (ms): expired first, then oldest, evicted first
+ *   <prefix>:a:z:<scope id>          one scope's answers (same members)
+ *   <prefix>:a:acct                  bytes held: s:<scope id>, k:<scope kind>, total
+ *   <prefix>:a:v:<scope id>:<family> the semantic tier's vectors of one scope and prompt family
+ * Scope ids are `<kind>.<hex>` (cache/key.ts scopeOf), hashes hex: they cannot escape the prefix.
+ */
+export const answerKeys = {
+  entryPrefix: (storePrefix: string) => `${storePrefix}:a:e:`,
+  entry: (storePrefix: string, scope: string, hash: string) => `${storePrefix}:a:e:${scope}:${hash}`,
+  index: (storePrefix: string) => `${storePrefix}:a:idx`,
+  scopeIndexPrefix: (storePrefix: string) => `${storePrefix}:a:z:`,
+  scopeIndex: (storePrefix: string, scope: string) => `${storePrefix}:a:z:${scope}`,
+  acct: (storePrefix: string) => `${storePrefix}:a:acct`,
+  vectors: (storePrefix: string, scope: string, family: string) => `${storePrefix}:a:v:${scope}:${family}`,
+};

@@ -1,0 +1,94 @@
+/**
+ * The cache tier (the guide's tier 3, docs/cache.md): after the fallback models (a candidate that fits
+ * wins), before the queue and the deny. `serve: when_exhausted` looks the answer up when no candidate
+ * fits — or before the store call when the call may queue (the queue is appended atomically by the
+ * check script: a call the cache can answer must not be queued); `serve: always` looks it up first.
+ * A hit is answered from the Check as HTTP 200 (Envoy's denied_response: the upstream is not called),
+ * debiting nothing, or (`cache.charge: requests`) counted against the request limits only.
+ */
+import type { AnswerCache, CacheHit, CacheQuery } from '../cache/cache.js';
+import { hitResponse } from '../cache/hit.js';
+import type { Config } from '../config/types.js';
+import type { BuiltPlan } from '../policy/plan.js';
+import type { GuardedStore } from '../resilience/guarded-store.js';
+import { type CheckPlan, type CheckResult, Outcome } from '../store/types.js';
+import { deny } from './answer.js';
+import { type Row, rateLimitHeaders } from './headers.js';
+import type { DecisionStats, DenyDecision, Headers } from './types.js';
+
+export interface CacheTier {
+  cfg: Config;
+  cache: AnswerCache;
+  q: CacheQuery;
+  built: BuiltPlan;
+  guard: GuardedStore;
+  arrivedAt: number;
+  stats: DecisionStats;
+  marks: Headers;
+}
+
+/** Time left for a lookup: within the decision deadline, at most the store's per-call timeout. */
+export function lookupBudgetMs(cfg: Config, arrivedAt: number): number {
+  const left = cfg.server.decisionDeadlineMs - (performance.now() - arrivedAt) - 5;
+  return Math.max(1, Math.min(left, cfg.store.timeoutMs));
+}
+
+export function lookup(t: CacheTier): Promise<CacheHit | undefined> {
+  return t.cache.lookup(t.cfg.cache!, t.q, lookupBudgetMs(t.cfg, t.arrivedAt)).catch(() => undefined);
+}
+
+/** A store result in which no candidate fits (the cache may answer instead). */
+export function exhausted(r: CheckResult): boolean {
+  return r.outcome === Outcome.Denied || r.outcome === Outcome.Never || r.outcome === Outcome.QueueFull;
+}
+
+/** The plan without its queue part (the queue's two keys are the last of `keys`). */
+export function withoutQueue(plan: CheckPlan): void {
+  if (!plan.queue) return;
+  plan.queue = undefined;
+  plan.keys.length -= 2;
+}
+
+/**
+ * The hit as the Check's answer; `denied` (the store's result when no candidate fit) gives the
+ * rate-limit headers. Undefined when `cache.charge: requests` and a request limit refuses it.
+ */
+export async function serveHit(
+  t: CacheTier,
+  hit: CacheHit,
+  denied?: CheckResult,
+): Promise<DenyDecision | undefined> {
+  const res = hitResponse(t.q, hit);
+  if (!res) return undefined;
+  const h: Headers = { ...t.marks, ...res.headers };
+  let rows: Row[] | undefined;
+  let nowMs = denied?.nowMs ?? Date.now();
+  if (t.cfg.cache!.charge === 'requests') {
+    const charged = await chargeRequests(t);
+    if (charged === 'refused') return undefined;
+    if (charged) ({ rows, nowMs } = charged);
+  } else if (denied) rows = t.built.meta[0].map((meta, i) => ({ meta, r: denied.candidates[0][i] }));
+  if (rows) rateLimitHeaders(h, rows, nowMs);
+  t.stats.chosenModel = t.stats.model;
+  t.stats.reservedTokens = 0;
+  t.stats.micros = 0;
+  return deny('cache-hit', 200, h, res.body, t.stats);
+}
+
+/** One store call debiting only the requested model's request limits (atomically, like any check). */
+async function chargeRequests(t: CacheTier): Promise<{ rows: Row[]; nowMs: number } | 'refused' | undefined> {
+  const meta = t.built.meta[0];
+  const idx = meta.map((m, i) => (m.limit.kind === 'requests' ? i : -1)).filter((i) => i >= 0);
+  if (idx.length === 0) return undefined;
+  const plan: CheckPlan = {
+    keys: t.built.plan.keys,
+    candidates: [idx.map((i) => t.built.plan.candidates[0][i])],
+  };
+  try {
+    const r = await t.guard.check(plan, t.arrivedAt + t.cfg.server.overloadBudgetMs);
+    if (r.outcome !== Outcome.Allowed) return 'refused';
+    return { rows: idx.map((i, j) => ({ meta: meta[i], r: r.candidates[0][j] })), nowMs: r.nowMs };
+  } catch {
+    return 'refused';
+  }
+}

@@ -1,0 +1,95 @@
+/**
+ * The answer cache on Valkey: shared by every replica. Its own iovalkey connection (binary-safe
+ * values, off the check script's connection): a lookup is one GET, a fill one EVALSHA of
+ * lua/cache-put.lua (bytes bounded per scope and in total, atomically), a purge lua/cache-purge.lua.
+ * Key names: store/keys.ts answerKeys.
+ */
+import { Valkey } from 'iovalkey';
+import type { AnswerPut, AnswerPutResult, AnswerStore } from './answers.js';
+import { answerKeys } from './keys.js';
+import { loadScript, type Script } from './scripts.js';
+import { type ValkeyStoreOptions, valkeyOptions } from './valkey.js';
+
+export class ValkeyAnswerStore implements AnswerStore {
+  readonly kind = 'valkey' as const;
+  readonly client: Valkey;
+  private readonly putScript: Script = loadScript('cache-put');
+  private readonly purgeScript: Script = loadScript('cache-purge');
+
+  constructor(
+    opts: ValkeyStoreOptions,
+    private readonly prefix: string,
+  ) {
+    this.client = new Valkey({
+      ...valkeyOptions(opts),
+      connectionName: 'tollgate-cache',
+      lazyConnect: false,
+    });
+    this.client.on('error', () => {}); // reconnects by itself; a failed call falls through (a miss)
+  }
+
+  async get(scope: string, hash: string): Promise<Buffer | undefined> {
+    const v = await this.client.getBuffer(answerKeys.entry(this.prefix, scope, hash));
+    return v ?? undefined;
+  }
+
+  async put(p: AnswerPut): Promise<AnswerPutResult> {
+    const P = this.prefix;
+    const member = `${p.scope} ${p.hash} ${p.value.byteLength} ${p.kind}`;
+    const keys = [
+      answerKeys.entry(P, p.scope, p.hash),
+      answerKeys.index(P),
+      answerKeys.scopeIndex(P, p.scope),
+      answerKeys.acct(P),
+    ];
+    const args: (string | number | Buffer)[] = [
+      member,
+      p.value.byteLength,
+      p.ttlMs,
+      Date.now(),
+      p.scopeMaxBytes,
+      p.maxBytes,
+      p.value,
+      answerKeys.entryPrefix(P),
+      answerKeys.scopeIndexPrefix(P),
+      p.scope,
+      p.kind,
+    ];
+    const r = Number(await this.eval(this.putScript, keys, args));
+    return r === 1 ? 'stored' : r === 0 ? 'exists' : 'full';
+  }
+
+  async purge(scope: string): Promise<{ entries: number; bytes: number }> {
+    const P = this.prefix;
+    const keys = [answerKeys.scopeIndex(P, scope), answerKeys.index(P), answerKeys.acct(P)];
+    let entries = 0;
+    let bytes = 0;
+    for (;;) {
+      const [n, b] = (await this.eval(this.purgeScript, keys, [answerKeys.entryPrefix(P)])) as number[];
+      entries += Number(n);
+      bytes += Number(b);
+      if (Number(n) === 0) return { entries, bytes };
+    }
+  }
+
+  async bytesByKind(): Promise<Record<string, number>> {
+    const h = await this.client.hgetall(answerKeys.acct(this.prefix));
+    const out: Record<string, number> = {};
+    for (const [f, v] of Object.entries(h)) if (f.startsWith('k:')) out[f.slice(2)] = Math.max(0, Number(v));
+    return out;
+  }
+
+  private async eval(s: Script, keys: string[], args: (string | number | Buffer)[]): Promise<unknown> {
+    try {
+      return await this.client.evalsha(s.sha, keys.length, ...keys, ...args);
+    } catch (err) {
+      if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
+      await this.client.script('LOAD', s.source);
+      return await this.client.evalsha(s.sha, keys.length, ...keys, ...args);
+    }
+  }
+
+  async close(): Promise<void> {
+    this.client.disconnect();
+  }
+}

@@ -1,0 +1,141 @@
+/**
+ * Where the answer cache keeps its answers: the memory store (this process; LRU and TTL, bounded in
+ * bytes in total and per scope) or Valkey (answer-valkey.ts; shared by every replica). Values are
+ * bytes; what they mean is src/cache/'s business.
+ */
+
+export interface AnswerPut {
+  /** The scope's id and kind (cache/key.ts scopeOf): bytes are bounded per scope, counted per kind. */
+  scope: string;
+  kind: string;
+  hash: string;
+  value: Buffer;
+  ttlMs: number;
+  scopeMaxBytes: number;
+  maxBytes: number;
+}
+
+export type AnswerPutResult = 'stored' | 'exists' | 'full';
+
+export interface AnswerStore {
+  readonly kind: 'memory' | 'valkey';
+  get(scope: string, hash: string): Promise<Buffer | undefined>;
+  put(p: AnswerPut): Promise<AnswerPutResult>;
+  /** Drop every answer of a scope. */
+  purge(scope: string): Promise<{ entries: number; bytes: number }>;
+  /** Bytes held per scope kind. */
+  bytesByKind(): Promise<Record<string, number>>;
+  close(): Promise<void>;
+}
+
+/** Per-entry bookkeeping the memory store charges on top of the value (key strings, Map slots). */
+export const MEMORY_ENTRY_OVERHEAD = 256;
+
+interface MemEntry {
+  scope: string;
+  kind: string;
+  hash: string;
+  value: Buffer;
+  size: number;
+  expiresAt: number;
+}
+
+/** Process-local answers: a Map in LRU order (a hit moves an entry to the end), per-scope Maps too. */
+export class MemoryAnswerStore implements AnswerStore {
+  readonly kind = 'memory' as const;
+  private readonly all = new Map<string, MemEntry>();
+  private readonly scopes = new Map<string, Map<string, MemEntry>>();
+  private readonly scopeBytes = new Map<string, number>();
+  private readonly kindBytes = new Map<string, number>();
+  total = 0;
+
+  constructor(private readonly now: () => number = Date.now) {}
+
+  get size(): number {
+    return this.all.size;
+  }
+
+  async get(scope: string, hash: string): Promise<Buffer | undefined> {
+    return this.getSync(scope, hash);
+  }
+
+  getSync(scope: string, hash: string): Buffer | undefined {
+    const k = `${scope}:${hash}`;
+    const e = this.all.get(k);
+    if (!e) return undefined;
+    if (e.expiresAt <= this.now()) {
+      this.drop(e);
+      return undefined;
+    }
+    // least recently used first: a hit goes to the end
+    this.all.delete(k);
+    this.all.set(k, e);
+    const s = this.scopes.get(scope)!;
+    s.delete(hash);
+    s.set(hash, e);
+    return e.value;
+  }
+
+  async put(p: AnswerPut): Promise<AnswerPutResult> {
+    const k = `${p.scope}:${p.hash}`;
+    const old = this.all.get(k);
+    if (old && old.expiresAt > this.now()) return 'exists';
+    if (old) this.drop(old);
+    const size = p.value.byteLength + MEMORY_ENTRY_OVERHEAD;
+    if (size > p.scopeMaxBytes || size > p.maxBytes) return 'full';
+    const scoped = this.scopes.get(p.scope);
+    while (scoped && scoped.size > 0 && (this.scopeBytes.get(p.scope) ?? 0) + size > p.scopeMaxBytes)
+      this.drop(scoped.values().next().value!);
+    while (this.all.size > 0 && this.total + size > p.maxBytes) this.drop(this.all.values().next().value!);
+    const e: MemEntry = {
+      scope: p.scope,
+      kind: p.kind,
+      hash: p.hash,
+      value: Buffer.from(p.value),
+      size,
+      expiresAt: this.now() + p.ttlMs,
+    };
+    this.all.set(k, e);
+    const s = this.scopes.get(p.scope) ?? new Map<string, MemEntry>();
+    this.scopes.set(p.scope, s);
+    s.set(p.hash, e);
+    this.add(e, size);
+    return 'stored';
+  }
+
+  async purge(scope: string): Promise<{ entries: number; bytes: number }> {
+    const s = this.scopes.get(scope);
+    if (!s) return { entries: 0, bytes: 0 };
+    let bytes = 0;
+    const entries = s.size;
+    for (const e of [...s.values()]) {
+      bytes += e.size;
+      this.drop(e);
+    }
+    return { entries, bytes };
+  }
+
+  async bytesByKind(): Promise<Record<string, number>> {
+    return Object.fromEntries(this.kindBytes);
+  }
+
+  async close(): Promise<void> {}
+
+  private add(e: MemEntry, n: number): void {
+    this.total += n;
+    this.scopeBytes.set(e.scope, (this.scopeBytes.get(e.scope) ?? 0) + n);
+    this.kindBytes.set(e.kind, (this.kindBytes.get(e.kind) ?? 0) + n);
+  }
+
+  private drop(e: MemEntry): void {
+    this.all.delete(`${e.scope}:${e.hash}`);
+    const s = this.scopes.get(e.scope);
+    s?.delete(e.hash);
+    if (s && s.size === 0) {
+      this.scopes.delete(e.scope);
+      this.scopeBytes.delete(e.scope);
+    }
+    this.add(e, -e.size);
+    if (!s || s.size === 0) this.scopeBytes.delete(e.scope);
+  }
+}
