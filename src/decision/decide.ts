@@ -74,6 +74,11 @@ export class Decider {
     });
   }
 
+  /** The answer cache, when configured (src/cache/). */
+  get cache(): AnswerCache | undefined {
+    return this.deps.cache;
+  }
+
   /** The store's circuit breaker (for metrics and probes). */
   get breaker() {
     return this.guard.breaker;
