@@ -11,7 +11,7 @@ for _, m in ipairs(members) do
   redis.call('ZREM', KEYS[1], m)
   redis.call('ZREM', KEYS[2], m)
   if scope then
-    redis.call('DEL', ARGV[1] .. scope .. ':' .. hash)
+    redis.call('HDEL', ARGV[1] .. scope .. ':' .. hash, 'v')
     redis.call('HINCRBY', KEYS[3], 's:' .. scope, -tonumber(sz))
     redis.call('HINCRBY', KEYS[3], 'k:' .. kind, -tonumber(sz))
     redis.call('HINCRBY', KEYS[3], 'total', -tonumber(sz))

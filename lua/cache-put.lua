@@ -9,6 +9,8 @@
 --       6 total max bytes  7 the answer  8 answer key prefix  9 scope index prefix  10 scope id
 --       11 scope kind
 -- Returns 1 stored, 0 already there, -1 does not fit.
+-- Only commands the check and settle scripts use (an answer is a hash of one field, v): the ACL
+-- needs nothing more for the cache (no SET, GET or DEL).
 local size = tonumber(ARGV[2])
 local now = tonumber(ARGV[4])
 local scopeMax = tonumber(ARGV[5])
@@ -19,18 +21,18 @@ local function drop(member)
   redis.call('ZREM', KEYS[2], member)
   if not scope then return end
   redis.call('ZREM', ARGV[9] .. scope, member)
-  redis.call('DEL', ARGV[8] .. scope .. ':' .. hash)
+  redis.call('HDEL', ARGV[8] .. scope .. ':' .. hash, 'v')
   redis.call('HINCRBY', KEYS[4], 's:' .. scope, -tonumber(sz))
   redis.call('HINCRBY', KEYS[4], 'k:' .. kind, -tonumber(sz))
   redis.call('HINCRBY', KEYS[4], 'total', -tonumber(sz))
 end
 
 local function held(field)
-  return tonumber(redis.call('HGET', KEYS[4], field) or '0')
+  return tonumber(redis.call('HMGET', KEYS[4], field)[1] or '0')
 end
 
-for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', now, 'LIMIT', 0, 64)) do drop(m) end
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+for _, m in ipairs(redis.call('ZRANGE', KEYS[2], '-inf', now, 'BYSCORE', 'LIMIT', 0, 64)) do drop(m) end
+if redis.call('PTTL', KEYS[1]) ~= -2 then return 0 end
 if size > scopeMax or size > totalMax then return -1 end
 
 local evicted = 0
@@ -49,7 +51,8 @@ end
 if held('s:' .. ARGV[10]) + size > scopeMax or held('total') + size > totalMax then return -1 end
 
 local ttl = tonumber(ARGV[3])
-redis.call('SET', KEYS[1], ARGV[7], 'PX', ttl)
+redis.call('HSET', KEYS[1], 'v', ARGV[7])
+redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('ZADD', KEYS[2], now + ttl, ARGV[1])
 redis.call('ZADD', KEYS[3], now + ttl, ARGV[1])
 redis.call('HINCRBY', KEYS[4], 's:' .. ARGV[10], size)

@@ -1,15 +1,14 @@
 /** The answer cache for a config: on Valkey when the store is (shared), else in this process. */
 import type { Config } from '../config/types.js';
-import type { CacheMetrics } from '../ops/cache-metrics.js';
 import type { CacheFill } from '../settle/session.js';
 import { ValkeyAnswerStore } from '../store/answer-valkey.js';
 import { MemoryAnswerStore } from '../store/answers.js';
-import { AnswerCache } from './cache.js';
+import { AnswerCache, type CacheCounters } from './cache.js';
 
 export function openCache(
   cfg: Config,
   valkey: { url: string; caFile?: string } | undefined,
-  metrics: CacheMetrics,
+  metrics: CacheCounters & { source?: () => Promise<Record<string, number>> },
 ): AnswerCache | undefined {
   if (!cfg.cache) return undefined;
   const store = valkey
@@ -18,7 +17,8 @@ export function openCache(
         cfg.store.prefix,
       )
     : new MemoryAnswerStore();
-  metrics.source = () => store.bytesByKind();
+  const kind = cfg.cache.scope.length === 0 ? 'global' : [...cfg.cache.scope].sort().join('+');
+  metrics.source = () => store.bytesByKind([kind]);
   return new AnswerCache(store, metrics);
 }
 

@@ -1,6 +1,7 @@
 /**
  * The answer cache on Valkey: shared by every replica. Its own iovalkey connection (binary-safe
- * values, off the check script's connection): a lookup is one GET, a fill one EVALSHA of
+ * values, off the check script's connection): a lookup is one HMGET (an answer is a hash of one
+ * field, v: the ACL needs no command beyond the check and settle scripts'), a fill one EVALSHA of
  * lua/cache-put.lua (bytes bounded per scope and in total, atomically), a purge lua/cache-purge.lua.
  * Key names: store/keys.ts answerKeys.
  */
@@ -29,7 +30,7 @@ export class ValkeyAnswerStore implements AnswerStore {
   }
 
   async get(scope: string, hash: string): Promise<Buffer | undefined> {
-    const v = await this.client.getBuffer(answerKeys.entry(this.prefix, scope, hash));
+    const [v] = await this.client.hmgetBuffer(answerKeys.entry(this.prefix, scope, hash), 'v');
     return v ?? undefined;
   }
 
@@ -72,10 +73,13 @@ export class ValkeyAnswerStore implements AnswerStore {
     }
   }
 
-  async bytesByKind(): Promise<Record<string, number>> {
-    const h = await this.client.hgetall(answerKeys.acct(this.prefix));
+  async bytesByKind(kinds: string[]): Promise<Record<string, number>> {
+    if (kinds.length === 0) return {};
+    const vals = await this.client.hmget(answerKeys.acct(this.prefix), ...kinds.map((k) => `k:${k}`));
     const out: Record<string, number> = {};
-    for (const [f, v] of Object.entries(h)) if (f.startsWith('k:')) out[f.slice(2)] = Math.max(0, Number(v));
+    kinds.forEach((k, i) => {
+      out[k] = Math.max(0, Number(vals[i] ?? 0));
+    });
     return out;
   }
 
