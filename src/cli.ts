@@ -33,6 +33,8 @@ const USAGE = `usage:
                                                      refill a scope's limit to full
                  (usage/credit/reset: VALKEY_URL, or --admin http://127.0.0.1:PORT with
                   TOLLGATE_ADMIN_TOKEN instead of --config)
+  tollgate cache purge --scope dim=value [--scope dim=value]... [--config <file>] [--json]
+                                                     drop a scope's cached answers (VALKEY_URL)
 `;
 
 class UsageError extends Error {}
@@ -243,6 +245,13 @@ async function admin(cmd: 'usage' | 'credit' | 'reset', args: string[]): Promise
   });
 }
 
+async function purge(args: string[]): Promise<void> {
+  const { purgeCommand } = await import('./cache/purge.js');
+  const { valkeyUrl, valkeyCaFile } = settings();
+  const write = (text: string) => process.stdout.write(text);
+  process.exitCode = await purgeCommand(args, { loadConfig, valkeyUrl, valkeyCaFile, usage, write });
+}
+
 function describe(d: Decision, storeKind: string): string {
   const s = d.stats;
   const lines: string[] = [];
@@ -286,6 +295,7 @@ try {
   else if (cmd === 'validate') validate(rest[0]);
   else if (cmd === 'check') await check(rest);
   else if (cmd === 'usage' || cmd === 'credit' || cmd === 'reset') await admin(cmd, rest);
+  else if (cmd === 'cache' && rest[0] === 'purge') await purge(rest.slice(1));
   else if (cmd === 'help' || cmd === '--help' || cmd === '-h') process.stdout.write(USAGE);
   else usage(`unknown command "${cmd}"`);
 } catch (err) {

@@ -105,7 +105,7 @@ const PUBLIC: Record<string, string[]> = {
   // the admin API's listener and its protocol-free core (the CLI calls usage.ts directly)
   admin: ['cli.ts', 'http.ts', 'usage.ts'],
   // the answer cache: its core, the Check's hit answer, its wiring, call keys (the purge CLI)
-  cache: ['cache.ts', 'hit.ts', 'open.ts', 'key.ts'],
+  cache: ['cache.ts', 'hit.ts', 'open.ts', 'key.ts', 'purge.ts'],
   authz: [
     'answer.ts',
     'http.ts',

@@ -4,7 +4,9 @@
  * the cache — on the memory store and on a real Valkey.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { purgeCommand } from '../src/cache/purge.js';
 import { parseSse } from '../src/cache/reassemble.js';
+import { parseConfigText } from '../src/config/load.js';
 import { type CheckAnswer, chat } from './helpers/envoy.js';
 import { anthropicSse, chatJson, chatSse } from './helpers/provider-bodies.js';
 import { type SettleApp, startSettleApp, waitFor } from './helpers/settle.js';
@@ -285,4 +287,47 @@ cache: { ttl: 1h }
     const other = await s.envoy.check({ headers: h, body: chat('gpt-4o', 'Not cached: queued') });
     expect(other.httpStatus).toBe(202);
   });
+
+  it.runIf(mode === 'valkey')(
+    'tollgate cache purge --scope tenant=acme drops that scope only; bytes per scope kind are exported',
+    async () => {
+      const prefix = uid('c');
+      const s = await app(cacheCfg(prefix));
+      const body = chat('gpt-4o', 'Purge me');
+      const acme = { 'x-tenant-id': `acme${prefix}` };
+      const other = { 'x-tenant-id': `other${prefix}` };
+      await callAndFill(s, acme, body, { headers: JSON_H, chunks: [chatJson(5, 1)] });
+      await callAndFill(s, other, body, { headers: JSON_H, chunks: [chatJson(5, 1)] });
+      const metrics = await s.app.metrics.registry.metrics();
+      const line = metrics.split('\n').find((l) => l.startsWith('tollgate_cache_bytes{scope_kind="tenant"}'));
+      expect(Number(line?.split(' ')[1])).toBeGreaterThan(0);
+      let out = '';
+      const code = await purgeCommand(['--scope', `tenant=acme${prefix}`, '--json'], {
+        loadConfig: () => parseConfigText(cacheCfg(prefix)),
+        valkeyUrl: vk!.url,
+        usage: (p) => {
+          throw new Error(p);
+        },
+        write: (t) => {
+          out += t;
+        },
+      });
+      expect(code).toBe(0);
+      expect(JSON.parse(out).entries).toBe(0); // the default prefix: nothing there
+      out = '';
+      await purgeCommand(['--scope', `tenant=acme${prefix}`, '--config', 'x.yaml', '--json'], {
+        loadConfig: () => parseConfigText(cacheCfg(prefix)),
+        valkeyUrl: vk!.url,
+        usage: (p) => {
+          throw new Error(p);
+        },
+        write: (t) => {
+          out += t;
+        },
+      });
+      expect(JSON.parse(out).entries).toBe(1);
+      expect((await s.envoy.check({ headers: acme, body })).httpStatus).toBe(429);
+      expectCached(await s.envoy.check({ headers: other, body }));
+    },
+  );
 });

@@ -14,6 +14,8 @@ import { type ValkeyStoreOptions, valkeyOptions } from './valkey.js';
 export class ValkeyAnswerStore implements AnswerStore {
   readonly kind = 'valkey' as const;
   readonly client: Valkey;
+  /** Resolves once the first connection attempt is over (true: connected). Calls before it miss. */
+  readonly ready: Promise<boolean>;
   private readonly putScript: Script = loadScript('cache-put');
   private readonly purgeScript: Script = loadScript('cache-purge');
 
@@ -21,12 +23,12 @@ export class ValkeyAnswerStore implements AnswerStore {
     opts: ValkeyStoreOptions,
     private readonly prefix: string,
   ) {
-    this.client = new Valkey({
-      ...valkeyOptions(opts),
-      connectionName: 'tollgate-cache',
-      lazyConnect: false,
-    });
+    this.client = new Valkey({ ...valkeyOptions(opts), connectionName: 'tollgate-cache' });
     this.client.on('error', () => {}); // reconnects by itself; a failed call falls through (a miss)
+    this.ready = this.client.connect().then(
+      () => true,
+      () => false,
+    );
   }
 
   async get(scope: string, hash: string): Promise<Buffer | undefined> {
