@@ -6,9 +6,13 @@
 import type { CacheConfig } from '../config/types.js';
 import type { CacheRef } from '../policy/settle.js';
 import type { AnswerStore } from '../store/answers.js';
+import { bounded } from './bounded.js';
 import { type CallKey, callKey, scopeOf } from './key.js';
 import { reassemble } from './reassemble.js';
 import type { SemanticIndex } from './semantic.js';
+
+/** Last user turns longer than this are not embedded (the text rides in the reservation record). */
+export const SEMANTIC_MAX_CHARS = 4096;
 
 export interface CacheQuery {
   ref: CacheRef;
@@ -66,15 +70,24 @@ export class AnswerCache {
     if (!key) return undefined;
     const d = directives(headers);
     const ref: CacheRef = { s: scope.id, k: scope.kind, h: key.exact };
-    if (cfg.semantic && key.lastUser) {
+    if (cfg.semantic && key.lastUser && key.lastUser.length <= SEMANTIC_MAX_CHARS) {
       ref.f = key.family;
       ref.q = key.lastUser;
     }
     return { ref, key, dialect, serve: !d.has('no-cache'), fill: !d.has('no-store') };
   }
 
-  /** The answer for `q`, exact first, then semantic; within `timeoutMs` or a miss. */
-  async lookup(cfg: CacheConfig, q: CacheQuery, timeoutMs: number): Promise<CacheHit | undefined> {
+  /**
+   * The answer for `q`, exact first (within `timeoutMs`), then semantic (embedding and search within
+   * `semanticMs`: what is left of the decision's deadline); a miss when time runs out.
+   */
+  async lookup(
+    cfg: CacheConfig,
+    q: CacheQuery,
+    timeoutMs: number,
+    semanticMs = timeoutMs,
+  ): Promise<CacheHit | undefined> {
+    const started = performance.now();
     if (!q.serve) return undefined;
     const exact = await bounded(this.store.get(q.ref.s, q.ref.h), timeoutMs);
     if (exact === 'error' || exact === 'timeout') this.counters?.lookup('exact', 'error');
@@ -83,12 +96,16 @@ export class AnswerCache {
       return { json: exact.toString('utf8'), tier: 'exact' };
     } else this.counters?.lookup('exact', 'miss');
     if (!this.semantic || !cfg.semantic || !q.ref.f || !q.ref.q) return undefined;
-    const near = await this.semantic.nearest(cfg, q.ref.s, q.ref.f, q.ref.q, timeoutMs);
+    const left = semanticMs - (performance.now() - started);
+    const near = left > 2 ? await this.semantic.nearest(cfg, q.ref.s, q.ref.f, q.ref.q, left - 1) : undefined;
     if (!near) {
       this.counters?.lookup('semantic', 'miss');
       return undefined;
     }
-    const v = await bounded(this.store.get(q.ref.s, near.hash), timeoutMs);
+    const v = await bounded(
+      this.store.get(q.ref.s, near.hash),
+      Math.max(1, semanticMs - (performance.now() - started)),
+    );
     if (!v || v === 'error' || v === 'timeout') {
       this.counters?.lookup('semantic', 'miss');
       return undefined;
@@ -135,15 +152,4 @@ export class AnswerCache {
   }
 }
 
-/** `p`'s value, or 'timeout' after `ms`, or 'error'. */
-export async function bounded<T>(p: Promise<T>, ms: number): Promise<T | 'timeout' | 'error'> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<'timeout'>((r) => {
-    timer = setTimeout(() => r('timeout'), Math.max(1, ms));
-  });
-  try {
-    return await Promise.race([p.catch((): 'error' => 'error'), timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
+export { bounded };

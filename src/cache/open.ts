@@ -4,6 +4,8 @@ import type { CacheFill } from '../settle/session.js';
 import { ValkeyAnswerStore } from '../store/answer-valkey.js';
 import { MemoryAnswerStore } from '../store/answers.js';
 import { AnswerCache, type CacheCounters } from './cache.js';
+import { Embedder } from './embedder.js';
+import { LshIndex } from './semantic.js';
 
 export function openCache(
   cfg: Config,
@@ -19,7 +21,8 @@ export function openCache(
     : new MemoryAnswerStore();
   const kind = cfg.cache.scope.length === 0 ? 'global' : [...cfg.cache.scope].sort().join('+');
   metrics.source = () => store.bytesByKind([kind]);
-  return new AnswerCache(store, metrics);
+  const semantic = cfg.cache.semantic ? new LshIndex(store, new Embedder()) : undefined;
+  return new AnswerCache(store, metrics, semantic);
 }
 
 /** The response phase's side of the cache (settle/session.ts CacheFill). */

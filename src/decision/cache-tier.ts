@@ -27,14 +27,17 @@ export interface CacheTier {
   marks: Headers;
 }
 
-/** Time left for a lookup: within the decision deadline, at most the store's per-call timeout. */
-export function lookupBudgetMs(cfg: Config, arrivedAt: number): number {
-  const left = cfg.server.decisionDeadlineMs - (performance.now() - arrivedAt) - 5;
-  return Math.max(1, Math.min(left, cfg.store.timeoutMs));
+/** Time left of the decision deadline (a margin kept for answering). */
+function leftMs(cfg: Config, arrivedAt: number): number {
+  return Math.max(1, cfg.server.decisionDeadlineMs - (performance.now() - arrivedAt) - 5);
 }
 
+/** Exact: at most the store's per-call timeout; semantic: what is left of the deadline. */
 export function lookup(t: CacheTier): Promise<CacheHit | undefined> {
-  return t.cache.lookup(t.cfg.cache!, t.q, lookupBudgetMs(t.cfg, t.arrivedAt)).catch(() => undefined);
+  const left = leftMs(t.cfg, t.arrivedAt);
+  return t.cache
+    .lookup(t.cfg.cache!, t.q, Math.min(left, t.cfg.store.timeoutMs), left)
+    .catch(() => undefined);
 }
 
 /** A store result in which no candidate fits (the cache may answer instead). */

@@ -6,7 +6,14 @@
  * Key names: store/keys.ts answerKeys.
  */
 import { Valkey } from 'iovalkey';
-import type { AnswerPut, AnswerPutResult, AnswerStore } from './answers.js';
+import {
+  type AnswerPut,
+  type AnswerPutResult,
+  type AnswerStore,
+  HASH_CHARS,
+  type StoredVector,
+  type VectorPut,
+} from './answers.js';
 import { answerKeys } from './keys.js';
 import { loadScript, type Script } from './scripts.js';
 import { type ValkeyStoreOptions, valkeyOptions } from './valkey.js';
@@ -60,6 +67,45 @@ export class ValkeyAnswerStore implements AnswerStore {
     ];
     const r = Number(await this.eval(this.putScript, keys, args));
     return r === 1 ? 'stored' : r === 0 ? 'exists' : 'full';
+  }
+
+  /** One ZADD (score: expiry), the bucket's TTL pushed out, its expired members dropped. */
+  async addVector(v: VectorPut): Promise<void> {
+    const key = answerKeys.vectors(this.prefix, v.scope, v.family, v.bucket);
+    const now = Date.now();
+    // a pipeline, not MULTI: the ACL allows these three commands and nothing more is needed
+    await this.client
+      .pipeline()
+      .zadd(key, now + v.ttlMs, Buffer.concat([Buffer.from(v.hash), v.vec]))
+      .zremrangebyscore(key, '-inf', now)
+      .pexpire(key, v.ttlMs)
+      .exec();
+  }
+
+  /** The newest `limit` live members of each bucket, in one pipeline. */
+  async vectors(scope: string, family: string, buckets: number[], limit: number): Promise<StoredVector[]> {
+    const p = this.client.pipeline();
+    const now = Date.now();
+    for (const b of buckets)
+      p.zrangeBuffer(
+        answerKeys.vectors(this.prefix, scope, family, b),
+        '+inf',
+        now,
+        'BYSCORE',
+        'REV',
+        'LIMIT',
+        0,
+        limit,
+      );
+    const replies = (await p.exec()) ?? [];
+    const out: StoredVector[] = [];
+    for (const [err, members] of replies) {
+      if (err || !Array.isArray(members)) continue;
+      for (const m of members as Buffer[])
+        if (m.byteLength > HASH_CHARS)
+          out.push({ hash: m.subarray(0, HASH_CHARS).toString('latin1'), vec: m.subarray(HASH_CHARS) });
+    }
+    return out;
   }
 
   async purge(scope: string): Promise<{ entries: number; bytes: number }> {

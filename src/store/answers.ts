@@ -15,12 +15,35 @@ export interface AnswerPut {
   maxBytes: number;
 }
 
+export interface VectorPut {
+  scope: string;
+  family: string;
+  bucket: number;
+  hash: string;
+  vec: Buffer;
+  ttlMs: number;
+  /** Vectors kept per bucket (the oldest go first; memory store). */
+  maxPerBucket: number;
+}
+
+export interface StoredVector {
+  hash: string;
+  vec: Buffer;
+}
+
+/** Answer hashes are sha256 hex: a vector member is the hash, then the float32 bytes. */
+export const HASH_CHARS = 64;
+
 export type AnswerPutResult = 'stored' | 'exists' | 'full';
 
 export interface AnswerStore {
   readonly kind: 'memory' | 'valkey';
   get(scope: string, hash: string): Promise<Buffer | undefined>;
   put(p: AnswerPut): Promise<AnswerPutResult>;
+  /** The semantic tier: a unit vector (float32 bytes) of an answer's prompt, in its LSH bucket. */
+  addVector(v: VectorPut): Promise<void>;
+  /** The newest `limit` live vectors of each bucket. */
+  vectors(scope: string, family: string, buckets: number[], limit: number): Promise<StoredVector[]>;
   /** Drop every answer of a scope. */
   purge(scope: string): Promise<{ entries: number; bytes: number }>;
   /** Bytes held per scope kind (`kinds`: the ones to read; the memory store knows its own). */
@@ -47,6 +70,8 @@ export class MemoryAnswerStore implements AnswerStore {
   private readonly scopes = new Map<string, Map<string, MemEntry>>();
   private readonly scopeBytes = new Map<string, number>();
   private readonly kindBytes = new Map<string, number>();
+  /** Vectors per scope → "family:bucket" → hash → vector (insertion order: oldest first). */
+  private readonly vecs = new Map<string, Map<string, Map<string, { vec: Buffer; expiresAt: number }>>>();
   total = 0;
 
   constructor(private readonly now: () => number = Date.now) {}
@@ -103,7 +128,36 @@ export class MemoryAnswerStore implements AnswerStore {
     return 'stored';
   }
 
+  async addVector(v: VectorPut): Promise<void> {
+    const byScope = this.vecs.get(v.scope) ?? new Map();
+    this.vecs.set(v.scope, byScope);
+    const k = `${v.family}:${v.bucket}`;
+    const bucket = byScope.get(k) ?? new Map();
+    byScope.set(k, bucket);
+    bucket.delete(v.hash);
+    bucket.set(v.hash, { vec: Buffer.from(v.vec), expiresAt: this.now() + v.ttlMs });
+    while (bucket.size > v.maxPerBucket) bucket.delete(bucket.keys().next().value!);
+  }
+
+  async vectors(scope: string, family: string, buckets: number[], limit: number): Promise<StoredVector[]> {
+    const byScope = this.vecs.get(scope);
+    if (!byScope) return [];
+    const now = this.now();
+    const out: StoredVector[] = [];
+    for (const b of buckets) {
+      const bucket = byScope.get(`${family}:${b}`);
+      if (!bucket) continue;
+      let n = 0;
+      for (const [hash, e] of bucket) {
+        if (e.expiresAt <= now) bucket.delete(hash);
+        else if (n++ < limit) out.push({ hash, vec: e.vec });
+      }
+    }
+    return out;
+  }
+
   async purge(scope: string): Promise<{ entries: number; bytes: number }> {
+    this.vecs.delete(scope);
     const s = this.scopes.get(scope);
     if (!s) return { entries: 0, bytes: 0 };
     let bytes = 0;

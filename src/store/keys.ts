@@ -62,7 +62,8 @@ export function usageStreamKey(storePrefix: string, name: string): string {
  *                                    score its expiry (ms): expired first, then oldest, evicted first
  *   <prefix>:a:z:<scope id>          one scope's answers (same members)
  *   <prefix>:a:acct                  bytes held: s:<scope id>, k:<scope kind>, total
- *   <prefix>:a:v:<scope id>:<family> the semantic tier's vectors of one scope and prompt family
+ *   <prefix>:a:v:<scope id>:<family>:<bucket>  the semantic tier's vectors of one scope, prompt family
+ *                                    and LSH bucket: member <hash hex><float32 bytes>, score expiry
  * Scope ids are `<kind>.<hex>` (cache/key.ts scopeOf), hashes hex: they cannot escape the prefix.
  */
 export const answerKeys = {
@@ -72,5 +73,6 @@ export const answerKeys = {
   scopeIndexPrefix: (storePrefix: string) => `${storePrefix}:a:z:`,
   scopeIndex: (storePrefix: string, scope: string) => `${storePrefix}:a:z:${scope}`,
   acct: (storePrefix: string) => `${storePrefix}:a:acct`,
-  vectors: (storePrefix: string, scope: string, family: string) => `${storePrefix}:a:v:${scope}:${family}`,
+  vectors: (storePrefix: string, scope: string, family: string, bucket: number) =>
+    `${storePrefix}:a:v:${scope}:${family}:${bucket}`,
 };
