@@ -3,6 +3,7 @@
  * breaker: after 3 failures in a row it is not called for 5 s (a slow or dead embedder costs one
  * timeout, then nothing), so the semantic tier never delays a decision past its budget.
  */
+import { envValue } from '../settings.js';
 import { normalize } from './lsh.js';
 
 const OPEN_AFTER = 3;
@@ -28,7 +29,7 @@ export class Embedder {
       return undefined;
     }
     const ms = Math.max(1, Math.min(cfg.timeoutMs, budgetMs));
-    const key = cfg.apiKeyEnv ? process.env[cfg.apiKeyEnv] : undefined;
+    const key = cfg.apiKeyEnv ? envValue(cfg.apiKeyEnv) || undefined : undefined;
     try {
       const res = await fetch(cfg.url, {
         method: 'POST',
