@@ -40,6 +40,37 @@ export function lookup(t: CacheTier): Promise<CacheHit | undefined> {
     .catch(() => undefined);
 }
 
+/** One decision's cache tier: looked up at most once, before or after the store call. */
+export class CacheStep {
+  private hit?: CacheHit;
+  private looked = false;
+
+  constructor(private readonly t: CacheTier) {}
+
+  /**
+   * Before the store call: with `serve: always` a hit is the answer; when the call may queue, a hit
+   * takes the queue out of the plan (the cache comes first; a candidate that fits still wins).
+   */
+  async before(): Promise<DenyDecision | undefined> {
+    const { t } = this;
+    const always = t.cfg.cache!.serve === 'always';
+    if (!always && !t.built.plan.queue) return undefined;
+    this.hit = await lookup(t);
+    this.looked = true;
+    const served = this.hit && always ? await serveHit(t, this.hit) : undefined;
+    if (served) return served;
+    if (this.hit) withoutQueue(t.built.plan);
+    return undefined;
+  }
+
+  /** After it: no candidate fits → the hit, if there is one. */
+  async after(result: CheckResult): Promise<DenyDecision | undefined> {
+    if (!exhausted(result)) return undefined;
+    if (!this.looked) this.hit = await lookup(this.t);
+    return this.hit ? serveHit(this.t, this.hit, result) : undefined;
+  }
+}
+
 /** A store result in which no candidate fits (the cache may answer instead). */
 export function exhausted(r: CheckResult): boolean {
   return r.outcome === Outcome.Denied || r.outcome === Outcome.Never || r.outcome === Outcome.QueueFull;

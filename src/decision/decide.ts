@@ -17,7 +17,7 @@
  *     refused reroute said so (unproven.ts).
  * types.ts holds the Decision and CheckInput shapes.
  */
-import type { AnswerCache, CacheHit } from '../cache/cache.js';
+import type { AnswerCache } from '../cache/cache.js';
 import type { Config } from '../config/types.js';
 import { classifyPath, keyHeaderOf } from '../dialects/route.js';
 import { logTag, resolveIdentity } from '../identity/identity.js';
@@ -28,7 +28,7 @@ import type { Store } from '../store/types.js';
 import { getCounter } from '../tokens/encoders.js';
 import { allow, answer, deny, errorBody } from './answer.js';
 import { readBody } from './body.js';
-import { type CacheTier, exhausted, lookup, serveHit, withoutQueue } from './cache-tier.js';
+import { CacheStep } from './cache-tier.js';
 import { ModelChains, planCall, priceCall } from './costs.js';
 import { DenyCache } from './deny-cache.js';
 import { TurnPacer } from './pacer.js';
@@ -164,17 +164,12 @@ export class Decider {
       stats.chosenModel = model;
       return allow('ok', { ...marks }, { ...marks }, removeHeaders, stats);
     }
-    const tier: CacheTier | undefined =
-      cache && q?.serve ? { cfg, cache, q, built, guard: this.guard, arrivedAt, stats, marks } : undefined;
-    let hit: CacheHit | undefined;
-    let looked = false;
-    if (tier && (cfg.cache!.serve === 'always' || built.plan.queue)) {
-      hit = await lookup(tier);
-      looked = true;
-      const served = hit && cfg.cache!.serve === 'always' ? await serveHit(tier, hit) : undefined;
-      if (served) return served;
-      if (hit) withoutQueue(built.plan); // the cache answers before the queue
-    }
+    const step =
+      cache && q?.serve
+        ? new CacheStep({ cfg, cache, q, built, guard: this.guard, arrivedAt, stats, marks })
+        : undefined;
+    const early = await step?.before(); // serve: always, or a call that may queue
+    if (early) return early;
 
     const stored = await callStore({
       cfg,
@@ -188,11 +183,8 @@ export class Decider {
       onOverloaded: this.deps.onOverloaded,
     });
     if ('decision' in stored) return stored.decision;
-    if (tier && exhausted(stored.result)) {
-      if (!looked) hit = await lookup(tier);
-      const served = hit ? await serveHit(tier, hit, stored.result) : undefined;
-      if (served) return served;
-    }
+    const served = await step?.after(stored.result); // no candidate fits: the cache, then the queue
+    if (served) return served;
     const d = answer({ built, costs, stats, marks, removeHeaders, ...stored });
     return priced.refused ? refuseReroute(d, priced.unproven!) : d;
   }
