@@ -118,6 +118,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
   });
   const budget = new ResponseBudget(cfg.settle.maxBufferedBytes);
   const fill = cache && cacheFill(cache, config);
+  const purgeCache = cache && ((scope: string) => cache.store.purge(scope));
   const process = extProcHandler({ settler, count: outputCounter(pool), budget, fill });
   const grpc = await startGrpc({
     ...{ config: cfg, tls: opts.tls, health, buffered, answer, begin, end, log },
@@ -150,7 +151,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
     : undefined;
   // The admin API (usage, credits, resets): its own listener, only when configured (server.admin).
   const admin = cfg.server.admin
-    ? await startAdmin({ ...cfg.server.admin, token: adminSecret, config, store, log })
+    ? await startAdmin({ ...cfg.server.admin, token: adminSecret, config, store, log, purgeCache })
     : undefined;
   storeHealth.onChange = refreshHealth;
   refreshHealth();

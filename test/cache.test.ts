@@ -330,4 +330,26 @@ cache: { ttl: 1h }
       expectCached(await s.envoy.check({ headers: other, body }));
     },
   );
+
+  it('the admin API purges a scope: POST /v1/cache/purge {"scope": {"tenant": …}}', async () => {
+    const prefix = uid('c');
+    const yaml = cacheCfg(prefix).replace('store: {', 'server: { admin: { port: 0 } }\nstore: {');
+    const s = await startSettleApp(yaml, {
+      ...(vk ? { valkeyUrl: vk.url } : {}),
+      adminToken: 'secret-token-123456',
+    });
+    apps.push(s);
+    const body = chat('gpt-4o', 'Purge me through the admin API');
+    const h = { 'x-tenant-id': `acme${prefix}` };
+    await callAndFill(s, h, body, { headers: JSON_H, chunks: [chatJson(5, 1)] });
+    expectCached(await s.envoy.check({ headers: h, body }));
+    const res = await fetch(`http://127.0.0.1:${s.app.adminPort}/v1/cache/purge`, {
+      method: 'POST',
+      headers: { authorization: 'Bearer secret-token-123456', 'content-type': 'application/json' },
+      body: JSON.stringify({ scope: { tenant: `acme${prefix}` } }),
+    });
+    expect(res.status).toBe(200);
+    expect((await res.json()).entries).toBe(1);
+    expect((await s.envoy.check({ headers: h, body })).httpStatus).toBe(429);
+  });
 });
