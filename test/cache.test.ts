@@ -3,6 +3,8 @@
  * response played to tollgate's ext_proc with Envoy's official protos, then a later Check answered from
  * the cache — on the memory store and on a real Valkey.
  */
+import Anthropic from '@anthropic-ai/sdk';
+import OpenAI from 'openai';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { purgeCommand } from '../src/cache/purge.js';
 import { parseSse } from '../src/cache/reassemble.js';
@@ -60,6 +62,10 @@ async function callAndFill(
   const until = Date.now() + 3000;
   while ((await fills(s)) === before && Date.now() < until) await new Promise((r) => setTimeout(r, 10));
 }
+
+/** A fetch that answers what the Check answered (Envoy sends denied_response to the client as is). */
+const replay = (a: CheckAnswer) => async () =>
+  new Response(a.body, { status: a.httpStatus, headers: a.headers });
 
 function expectCached(a: CheckAnswer, tier = 'exact') {
   expect(a.allowed).toBe(false);
@@ -124,6 +130,12 @@ describe.each(modes)('answer cache on %s', (mode, start) => {
     const text = chunks.map((c) => c.choices[0]?.delta?.content ?? '').join('');
     expect(text).toBe('one, two, three');
     expect(chunks.find((c) => c.choices[0]?.finish_reason)?.choices[0].finish_reason).toBe('stop');
+    // the official SDK's stream parser reads the served events
+    const sdk = new OpenAI({ apiKey: 'k', baseURL: 'http://cache.invalid/v1', fetch: replay(streamed) });
+    const parts: string[] = [];
+    for await (const c of await sdk.chat.completions.create({ model: 'gpt-4o', messages: [], stream: true }))
+      parts.push(c.choices[0]?.delta?.content ?? '');
+    expect(parts.join('')).toBe('one, two, three');
     const plain = await s.envoy.check({ headers: h, body: { ...body, stream: false } });
     expectCached(plain);
     expect(plain.json.object).toBe('chat.completion');
@@ -158,6 +170,13 @@ describe.each(modes)('answer cache on %s', (mode, start) => {
       'message_stop',
     ]);
     expect(JSON.parse(events[2].data).delta.text).toBe('Hello!');
+    const sdk = new Anthropic({ apiKey: 'k', baseURL: 'http://cache.invalid', fetch: replay(a) });
+    const msg = await sdk.messages
+      .stream({ model: 'claude-sonnet-4', max_tokens: 100, messages: [] })
+      .finalMessage();
+    expect(msg.content).toHaveLength(1);
+    expect(msg.content[0]).toMatchObject({ type: 'text', text: 'Hello!' });
+    expect(msg.stop_reason).toBe('end_turn');
   });
 
   it('tenant B never gets tenant A’s answer', async () => {
