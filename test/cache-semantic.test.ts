@@ -5,7 +5,9 @@
  * the memory store and on a real Valkey.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startEmbedder, type TestEmbedder } from './helpers/embedder.js';
+import { scopeFromPairs } from '../src/cache/key.js';
+import { bucketOf, normalize } from '../src/cache/lsh.js';
+import { embedText, startEmbedder, type TestEmbedder } from './helpers/embedder.js';
 import { chat } from './helpers/envoy.js';
 import { chatJson } from './helpers/provider-bodies.js';
 import { type SettleApp, startSettleApp } from './helpers/settle.js';
@@ -124,5 +126,30 @@ describe.each(modes)('semantic tier on %s', (_mode, start) => {
     const a = await s.envoy.check({ headers: h, body: ask('Tell me the capital of Peru') });
     expect(a.httpStatus).toBe(429);
     expect(performance.now() - t0).toBeLessThan(400);
+  });
+
+  it('purging a scope drops its answers and its vectors', async () => {
+    emb.delayMs = 0;
+    const s = await app(config(uid('s'), emb.url));
+    const t = uid('t');
+    const h = { 'x-tenant-id': t };
+    await fill(s, emb, h, ask('What is the capital of Chile?'), 'Santiago');
+    const store = s.app.decider.cache!.store;
+    const scope = scopeFromPairs([`tenant=${t}`]).id;
+    const bucket = bucketOf(normalize(embedText('What is the capital of Chile?')));
+    const family = s.app.decider.cache!.query(
+      s.app.decider.config.cache!,
+      { tenant: t },
+      'openai.chat',
+      'gpt-4o',
+      JSON.stringify(ask('x')),
+      {},
+    )!.ref.f!;
+    expect(await store.vectors(scope, family, [bucket], 10)).toHaveLength(1);
+    expect((await store.purge(scope)).entries).toBe(1);
+    expect(await store.vectors(scope, family, [bucket], 10)).toHaveLength(0);
+    expect((await s.envoy.check({ headers: h, body: ask('Tell me the capital of Chile') })).httpStatus).toBe(
+      429,
+    );
   });
 });

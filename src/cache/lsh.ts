@@ -74,8 +74,11 @@ export function toBytes(v: Float32Array): Buffer {
   return Buffer.from(v.buffer, v.byteOffset, v.byteLength);
 }
 
+/** A float32 view of the bytes (no copy when they are 4-byte aligned, as the memory store keeps them). */
 export function fromBytes(b: Buffer): Float32Array {
-  const copy = new Uint8Array(b.byteLength);
-  copy.set(b);
-  return new Float32Array(copy.buffer, 0, Math.floor(b.byteLength / 4));
+  const n = Math.floor(b.byteLength / 4);
+  if (b.byteOffset % 4 === 0) return new Float32Array(b.buffer, b.byteOffset, n);
+  const copy = new Uint8Array(n * 4);
+  copy.set(b.subarray(0, n * 4));
+  return new Float32Array(copy.buffer, 0, n);
 }

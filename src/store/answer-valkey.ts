@@ -69,17 +69,34 @@ export class ValkeyAnswerStore implements AnswerStore {
     return r === 1 ? 'stored' : r === 0 ? 'exists' : 'full';
   }
 
-  /** One ZADD (score: expiry), the bucket's TTL pushed out, its expired members dropped. */
+  /**
+   * One ZADD (score: expiry), the bucket's TTL pushed out, its expired members dropped; the bucket's
+   * key listed under its scope (for purge).
+   */
   async addVector(v: VectorPut): Promise<void> {
     const key = answerKeys.vectors(this.prefix, v.scope, v.family, v.bucket);
+    const list = answerKeys.vectorKeys(this.prefix, v.scope);
     const now = Date.now();
-    // a pipeline, not MULTI: the ACL allows these three commands and nothing more is needed
+    // a pipeline, not MULTI: the ACL allows these commands and nothing more is needed
     await this.client
       .pipeline()
       .zadd(key, now + v.ttlMs, Buffer.concat([Buffer.from(v.hash), v.vec]))
       .zremrangebyscore(key, '-inf', now)
       .pexpire(key, v.ttlMs)
+      .zadd(list, now + v.ttlMs, key)
+      .zremrangebyscore(list, '-inf', now)
+      .pexpire(list, v.ttlMs)
       .exec();
+  }
+
+  /** Empty a scope's vector buckets (an emptied sorted set is gone). */
+  private async purgeVectors(scope: string): Promise<void> {
+    const list = answerKeys.vectorKeys(this.prefix, scope);
+    const keys = await this.client.zrange(list, 0, -1);
+    const p = this.client.pipeline();
+    for (const k of keys) p.zremrangebyscore(k, '-inf', '+inf');
+    p.zremrangebyscore(list, '-inf', '+inf');
+    await p.exec();
   }
 
   /** The newest `limit` live members of each bucket, in one pipeline. */
@@ -117,7 +134,10 @@ export class ValkeyAnswerStore implements AnswerStore {
       const [n, b] = (await this.eval(this.purgeScript, keys, [answerKeys.entryPrefix(P)])) as number[];
       entries += Number(n);
       bytes += Number(b);
-      if (Number(n) === 0) return { entries, bytes };
+      if (Number(n) === 0) {
+        await this.purgeVectors(scope);
+        return { entries, bytes };
+      }
     }
   }
 

@@ -135,7 +135,9 @@ export class MemoryAnswerStore implements AnswerStore {
     const bucket = byScope.get(k) ?? new Map();
     byScope.set(k, bucket);
     bucket.delete(v.hash);
-    bucket.set(v.hash, { vec: Buffer.from(v.vec), expiresAt: this.now() + v.ttlMs });
+    // its own 4-byte-aligned copy: read back as a float32 view without copying (cache/lsh.ts)
+    const vec = Buffer.from(new Uint8Array(v.vec).buffer);
+    bucket.set(v.hash, { vec, expiresAt: this.now() + v.ttlMs });
     while (bucket.size > v.maxPerBucket) bucket.delete(bucket.keys().next().value!);
   }
 

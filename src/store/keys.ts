@@ -64,6 +64,7 @@ export function usageStreamKey(storePrefix: string, name: string): string {
  *   <prefix>:a:acct                  bytes held: s:<scope id>, k:<scope kind>, total
  *   <prefix>:a:v:<scope id>:<family>:<bucket>  the semantic tier's vectors of one scope, prompt family
  *                                    and LSH bucket: member <hash hex><float32 bytes>, score expiry
+ *   <prefix>:a:vk:<scope id>         that scope's vector keys (for purge), score expiry
  * Scope ids are `<kind>.<hex>` (cache/key.ts scopeOf), hashes hex: they cannot escape the prefix.
  */
 export const answerKeys = {
@@ -73,6 +74,7 @@ export const answerKeys = {
   scopeIndexPrefix: (storePrefix: string) => `${storePrefix}:a:z:`,
   scopeIndex: (storePrefix: string, scope: string) => `${storePrefix}:a:z:${scope}`,
   acct: (storePrefix: string) => `${storePrefix}:a:acct`,
+  vectorKeys: (storePrefix: string, scope: string) => `${storePrefix}:a:vk:${scope}`,
   vectors: (storePrefix: string, scope: string, family: string, bucket: number) =>
     `${storePrefix}:a:v:${scope}:${family}:${bucket}`,
 };
