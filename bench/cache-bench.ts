@@ -159,6 +159,38 @@ function memoryPerEntry(n: number): number {
   return Math.round(bytes / n - ANSWER_BYTES);
 }
 
+/** Valkey's used_memory per answer (beyond its bytes) and per 1536-dimension vector. */
+async function valkeyMemory(store: ValkeyAnswerStore, n: number) {
+  const used = async () => Number(/used_memory:(\d+)/.exec(await store.client.info('memory'))![1]);
+  await store.client.flushall();
+  const before = await used();
+  await fill(store, n, false);
+  const mid = await used();
+  const vecs: Promise<void>[] = [];
+  for (let i = 0; i < n; i++) {
+    const v = randomUnit();
+    vecs.push(
+      store.addVector({
+        scope: 'tenant.s',
+        family: 'f',
+        bucket: bucketOf(v),
+        hash: hex(),
+        vec: toBytes(v),
+        ttlMs: 3_600_000,
+        maxPerBucket: 1_000_000,
+      }),
+    );
+    if (vecs.length >= 512) await Promise.all(vecs.splice(0));
+  }
+  await Promise.all(vecs);
+  const after = await used();
+  return {
+    entries: n,
+    overheadPerAnswerBytes: Math.round((mid - before) / n - ANSWER_BYTES),
+    bytesPerVector: Math.round((after - mid) / n),
+  };
+}
+
 async function freePort(): Promise<number> {
   return new Promise((resolve) => {
     const s = createServer().listen(0, '127.0.0.1', () => {
@@ -181,6 +213,10 @@ async function main() {
       stdio: 'ignore',
     });
     await new Promise((r) => setTimeout(r, 300));
+    const vs = new ValkeyAnswerStore({ url: `valkey://127.0.0.1:${port}`, timeoutMs: 5000 }, 'bench');
+    await vs.ready;
+    report.valkeyMemory = await valkeyMemory(vs, 20_000);
+    await vs.close();
     results.push(
       ...(await rows(
         'valkey',

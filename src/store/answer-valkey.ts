@@ -12,6 +12,7 @@ import {
   type AnswerStore,
   HASH_CHARS,
   type StoredVector,
+  VALKEY_ENTRY_OVERHEAD,
   type VectorPut,
 } from './answers.js';
 import { answerKeys } from './keys.js';
@@ -45,7 +46,8 @@ export class ValkeyAnswerStore implements AnswerStore {
 
   async put(p: AnswerPut): Promise<AnswerPutResult> {
     const P = this.prefix;
-    const member = `${p.scope} ${p.hash} ${p.value.byteLength} ${p.kind}`;
+    const size = p.value.byteLength + VALKEY_ENTRY_OVERHEAD;
+    const member = `${p.scope} ${p.hash} ${size} ${p.kind}`;
     const keys = [
       answerKeys.entry(P, p.scope, p.hash),
       answerKeys.index(P),
@@ -54,7 +56,7 @@ export class ValkeyAnswerStore implements AnswerStore {
     ];
     const args: (string | number | Buffer)[] = [
       member,
-      p.value.byteLength,
+      size,
       p.ttlMs,
       Date.now(),
       p.scopeMaxBytes,

@@ -51,8 +51,13 @@ export interface AnswerStore {
   close(): Promise<void>;
 }
 
-/** Per-entry bookkeeping the memory store charges on top of the value (key strings, Map slots). */
-export const MEMORY_ENTRY_OVERHEAD = 256;
+/**
+ * Per-entry bookkeeping charged on top of the value, so that max_bytes bounds real memory (measured by
+ * bench/cache-bench.ts, docs/cache.md): the memory store's key strings, Map slots and Buffer (~420
+ * bytes on Node 20); Valkey's hash, its two index members and expiry (~1000 bytes on Valkey 8).
+ */
+export const MEMORY_ENTRY_OVERHEAD = 512;
+export const VALKEY_ENTRY_OVERHEAD = 1024;
 
 interface MemEntry {
   scope: string;
