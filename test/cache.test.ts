@@ -192,6 +192,17 @@ describe.each(modes)('answer cache on %s', (mode, start) => {
     expect(b2.httpStatus).toBe(429); // B's budget spent, and A's answer is not B's
   });
 
+  it('unidentified callers (tenant "anonymous") never share answers: not filled, not served', async () => {
+    const s = await app(cacheCfg(uid('c')));
+    const body = chat('gpt-4o', 'Who am I?');
+    const a = await s.envoy.check({ headers: {}, body });
+    expect(a.allowed).toBe(true);
+    await s.settle({ id: a.reservation!, status: 200, headers: JSON_H, chunks: [chatJson(5, 1)] });
+    await new Promise((r) => setTimeout(r, 100));
+    expect(await fills(s)).toBe(0);
+    expect((await s.envoy.check({ headers: {}, body })).httpStatus).toBe(429);
+  });
+
   it('cache-control: no-store fills nothing; no-cache skips serving', async () => {
     const s = await app(cacheCfg(uid('c')));
     const h = { 'x-tenant-id': uid('t') };

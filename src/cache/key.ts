@@ -90,7 +90,9 @@ function textOf(content: unknown): string {
 
 /**
  * The scope an answer belongs to: its kind (the dimension names, or "global") and id (a hash of the
- * values), or undefined when a dimension is missing (such calls are neither served nor filled).
+ * values), or undefined when a dimension is missing (such calls are neither served nor filled). A
+ * tenant nobody named ("anonymous": no identity source matched) is missing too: unidentified callers
+ * never share answers.
  */
 export function scopeOf(
   dims: readonly string[],
@@ -100,7 +102,7 @@ export function scopeOf(
   const pairs: string[] = [];
   for (const d of dims) {
     const v = id[d];
-    if (v === undefined) return undefined;
+    if (v === undefined || (d === 'tenant' && v === 'anonymous')) return undefined;
     pairs.push(`${d}=${v}`);
   }
   return scopeFromPairs(pairs);
