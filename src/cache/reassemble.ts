@@ -107,7 +107,8 @@ function openaiChat(events: SseEvent[]): string | undefined {
       index,
       message: {
         role: a.role,
-        content: a.content.length > 0 || a.tools.size === 0 ? a.content.join('') : null,
+        // a tool call's message has content null (unless text came with it)
+        content: a.content.join('') !== '' || a.tools.size === 0 ? a.content.join('') : null,
         ...(a.refusal.length > 0 && { refusal: a.refusal.join('') }),
         ...(a.tools.size > 0 && {
           tool_calls: [...a.tools.entries()]

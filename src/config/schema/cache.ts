@@ -70,8 +70,8 @@ export const cacheSchema = mapping({
     }),
     /** Cosine similarity of the last user turn at or above which an answer is served. */
     threshold: num(0).max(1, { error: 'expected a number from 0 to 1' }).default(0.95),
-    /** Entries compared per scope and prompt (the newest). */
-    max_candidates: int(1, 1_000_000).default(10_000),
+    /** Vectors read per LSH bucket (the newest): a lookup reads at most 9 buckets (docs/cache.md). */
+    max_candidates: int(1, 100_000).default(100),
   }).optional(),
 })
   .optional()
