@@ -11,6 +11,7 @@ import { HealthService } from './authz/grpc/health.js';
 import { drainGrpc, setServing, startGrpc } from './authz/grpc/server.js';
 import type { GrpcTlsFiles } from './authz/grpc/tls.js';
 import { startAuthzHttp } from './authz/http.js';
+import { cacheFill, openCache } from './cache/open.js';
 import type { Config } from './config/types.js';
 import { Decider } from './decision/decide.js';
 import { TokenPool } from './offload/pool.js';
@@ -88,7 +89,10 @@ export async function startApp(opts: AppOptions): Promise<App> {
   const config = () => decider.config;
   const shed = (stage: 'queued' | 'sent') => overload.shed(stage);
   const events = deciderEvents({ metrics, log, storeHealth, config, shed });
-  const decider = new Decider(cfg, { store, pool, ...events });
+  const valkey =
+    opts.store || !opts.valkeyUrl ? undefined : { url: opts.valkeyUrl, caFile: opts.valkeyCaFile };
+  const cache = openCache(cfg, valkey, metrics.cache);
+  const decider = new Decider(cfg, { store, pool, cache, ...events });
   // server.max_buffered_bytes: request bytes held across gRPC Check streams (restart to change)
   const buffered = new BufferBudget(cfg.server.maxBufferedBytes);
   const inflight = new Inflight();
@@ -105,7 +109,9 @@ export async function startApp(opts: AppOptions): Promise<App> {
   const { begin, end } = inflight;
   const answer = checkAnswerer(decider, observe, log);
   // The response phase (ext_proc): settle each reservation to the usage the provider reports.
-  const { process, budget } = responsePhase({ decider, metrics, log, pool, onSettled: opts.onSettled });
+  const fill = cache && cacheFill(cache, config);
+  const purgeCache = cache && ((scope: string) => cache.store.purge(scope));
+  const { process, budget } = responsePhase({ decider, metrics, log, pool, onSettled: opts.onSettled, fill });
   const grpc = await startGrpc({
     ...{ config: cfg, tls: opts.tls, health, buffered, answer, begin, end, log },
     process,
@@ -120,7 +126,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
   const http = await startOpsHttp(cfg, { metrics, serving, inflight, storeHealth, store, decider, reloader });
   const { authzHttp, admin } = await optionalListeners(
     cfg,
-    { decider, observe, begin, end, config, store, log },
+    { decider, observe, begin, end, config, store, log, purgeCache },
     adminSecret,
   );
   storeHealth.onChange = refreshHealth;
@@ -131,7 +137,7 @@ export async function startApp(opts: AppOptions): Promise<App> {
 
   const stopCalls = (graceMs: number, onForce: () => void) => drainGrpc(grpc.server, graceMs, onForce);
   const announce = [refreshHealth, () => health.close(), () => reloader.close(), () => storeHealth.stop()];
-  const closers = [admin, authzHttp, http, pool, decider, store];
+  const closers = [admin, authzHttp, http, pool, decider, store, cache];
   let closed: Promise<void> | undefined;
   return {
     grpcPort: grpc.port,
@@ -185,6 +191,8 @@ function responsePhase(o: {
   log: Logger;
   pool?: TokenPool;
   onSettled?: (e: SettledEvent) => void;
+  /** The answer cache's fill from answered calls (when cache: is configured). */
+  fill?: Parameters<typeof extProcHandler>[0]['fill'];
 }) {
   const { decider } = o;
   const settler = new Settler({
@@ -196,7 +204,8 @@ function responsePhase(o: {
   });
   // settle.max_buffered_bytes: response bytes held across ext_proc streams (reload applies it)
   const budget = new ResponseBudget(decider.config.settle.maxBufferedBytes);
-  return { process: extProcHandler({ settler, count: outputCounter(o.pool), budget }), budget };
+  const process = extProcHandler({ settler, count: outputCounter(o.pool), budget, fill: o.fill });
+  return { process, budget };
 }
 
 /** The HTTP authorization mode and the admin API: each its own listener, only when configured. */

@@ -39,6 +39,8 @@ const USAGE = `usage:
   tollgate replay --config <candidate.yaml> <calls.jsonl> [--compare <current.yaml>] [--json]
                                                      what-if: replay recorded calls (in-memory, simulated
                                                      time); per limit: denied, rerouted, would queue
+  tollgate cache purge --scope dim=value [--scope dim=value]... [--config <file>] [--json]
+                                                     drop a scope's cached answers (VALKEY_URL)
 `;
 
 class UsageError extends Error {}
@@ -285,6 +287,13 @@ async function replayCommand(args: string[]): Promise<void> {
   else process.stdout.write(formatReplay(runs));
 }
 
+async function purge(args: string[]): Promise<void> {
+  const { purgeCommand } = await import('./cache/purge.js');
+  const { valkeyUrl, valkeyCaFile } = settings();
+  const write = (text: string) => process.stdout.write(text);
+  process.exitCode = await purgeCommand(args, { loadConfig, valkeyUrl, valkeyCaFile, usage, write });
+}
+
 function describe(d: Decision, storeKind: string): string {
   const s = d.stats;
   const lines: string[] = [];
@@ -329,6 +338,7 @@ try {
   else if (cmd === 'check') await check(rest);
   else if (cmd === 'usage' || cmd === 'credit' || cmd === 'reset') await admin(cmd, rest);
   else if (cmd === 'replay') await replayCommand(rest);
+  else if (cmd === 'cache' && rest[0] === 'purge') await purge(rest.slice(1));
   else if (cmd === 'help' || cmd === '--help' || cmd === '-h') process.stdout.write(USAGE);
   else usage(`unknown command "${cmd}"`);
 } catch (err) {

@@ -85,6 +85,11 @@ const RULES: Rule[] = [
     why: 'the admin API reads and adjusts the store through policy; it is not on the Envoy path',
   },
   {
+    from: 'src/cache/',
+    not: ['src/authz/', 'src/decision/', 'src/http.ts', 'src/app.ts'],
+    why: 'the answer cache keys, stores and replays answers; the decision and settle phases call it',
+  },
+  {
     from: 'src/authz/',
     not: ['src/config/schema.ts'],
     why: 'Envoy-facing code reads validated config, not the validator',
@@ -99,6 +104,8 @@ const RULES: Rule[] = [
 const PUBLIC: Record<string, string[]> = {
   // the admin API's listener and its protocol-free core (the CLI calls usage.ts directly)
   admin: ['cli.ts', 'http.ts', 'usage.ts'],
+  // the answer cache: its core, the Check's hit answer, its wiring, call keys (the purge CLI)
+  cache: ['cache.ts', 'hit.ts', 'open.ts', 'key.ts', 'purge.ts'],
   authz: [
     'answer.ts',
     'http.ts',
@@ -139,7 +146,17 @@ const PUBLIC: Record<string, string[]> = {
   queue: ['consumer.ts'],
   resilience: ['breaker.ts', 'guarded-store.ts', 'timeout.ts'],
   settle: ['decode.ts', 'settler.ts', 'session.ts', 'ext-proc.ts', 'messages.ts'],
-  store: ['connect.ts', 'keys.ts', 'memory.ts', 'scripts.ts', 'types.ts', 'valkey.ts', 'iovalkey.ts'],
+  store: [
+    'connect.ts',
+    'keys.ts',
+    'memory.ts',
+    'scripts.ts',
+    'types.ts',
+    'valkey.ts',
+    'iovalkey.ts',
+    'answers.ts',
+    'answer-valkey.ts',
+  ],
   tokens: ['count.ts', 'encoders.ts'],
 };
 

@@ -29,6 +29,7 @@ describe('tollgate.schema.json', () => {
       'server',
       'store',
       'settle',
+      'cache',
     ]);
     expect(schema.additionalProperties).toBe(false);
     expect(schema.properties.server.properties.grpc_port).toMatchObject({ default: 9191, maximum: 65535 });

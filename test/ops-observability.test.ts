@@ -161,7 +161,7 @@ describe('/metrics after real decisions', () => {
       expect(after.text.includes(secret), secret).toBe(false);
     // every label value is from a fixed set or the config
     const allowed: Record<string, Set<string>> = {
-      outcome: new Set(['allow', 'reroute', 'degraded', 'queued', 'deny', 'bad_request']),
+      outcome: new Set(['allow', 'reroute', 'degraded', 'queued', 'deny', 'bad_request', 'cache']),
       model: new Set(['', '*', 'gpt-4o', 'gpt-4o-mini']),
       limit: new Set(['', 'tenant-requests', 'gpt-4o-tokens']),
     };

@@ -15,7 +15,7 @@ const readme = [new URL('../README.md', import.meta.url), ...docFiles]
   .map((u) => readFileSync(u, 'utf8'))
   .join('\n');
 const blocks = [...readme.matchAll(/```yaml\n([\s\S]*?)```/g)].map((m) => m[1]);
-const TOP = /^(identity|models|limits|queues|tool_weights|mode|server|store|settle):/m;
+const TOP = /^(identity|models|limits|queues|tool_weights|mode|server|store|settle|cache):/m;
 const configs = blocks.filter((b) => TOP.test(b) && !/http_filters|^keys:/m.test(b));
 
 describe('README and docs/ configuration examples', () => {

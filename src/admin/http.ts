@@ -6,12 +6,14 @@
  *   GET  /v1/usage?<dimension>=<value>...[&model=<m>]   every limit that applies, read by a dry run
  *   POST /v1/credits {"limit", "scope": {...}, "amount"}  one-off top-up of the current window / bucket
  *   POST /v1/reset   {"limit", "scope": {...}}            refill to full
+ *   POST /v1/cache/purge {"scope": {...}}                 drop a scope's cached answers (docs/cache.md)
  *
  * Each write logs one audit line: who (the token's digest prefix, never the token), what, which limit
  * and scope, how much. docs/admin.md.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { scopeFromPairs } from '../cache/key.js';
 import type { Config } from '../config/types.js';
 import { errorJson, type HttpListener, listen, sendJson } from '../ops/http.js';
 import type { Logger } from '../ops/log.js';
@@ -27,6 +29,8 @@ export interface AdminOptions {
   config: () => Config;
   store: Store;
   log: Logger;
+  /** The answer cache's purge (when cache: is on): drop a scope id's answers. */
+  purgeCache?: (scopeId: string) => Promise<{ entries: number; bytes: number }>;
 }
 
 const MAX_BODY = 64 * 1024;
@@ -71,7 +75,12 @@ const fail = (res: ServerResponse, status: number, code: string, message: string
     extra,
   );
 
-const ROUTES: Record<string, string> = { '/v1/usage': 'GET', '/v1/credits': 'POST', '/v1/reset': 'POST' };
+const ROUTES: Record<string, string> = {
+  '/v1/usage': 'GET',
+  '/v1/credits': 'POST',
+  '/v1/reset': 'POST',
+  '/v1/cache/purge': 'POST',
+};
 
 export async function startAdmin(opts: AdminOptions): Promise<HttpListener> {
   const expected = sha256(adminToken(opts.token));
@@ -93,7 +102,7 @@ export async function startAdmin(opts: AdminOptions): Promise<HttpListener> {
       const method = ROUTES[url.pathname];
       if (!method) {
         req.resume();
-        return fail(res, 404, 'not_found', 'Not found: /v1/usage, /v1/credits, /v1/reset.');
+        return fail(res, 404, 'not_found', 'Not found: /v1/usage, /v1/credits, /v1/reset, /v1/cache/purge.');
       }
       if (req.method !== method) {
         req.resume();
@@ -105,8 +114,9 @@ export async function startAdmin(opts: AdminOptions): Promise<HttpListener> {
         const { model, ...dims } = scope;
         return sendJson(res, 200, await usageOf(cfg, opts.store, dims, model));
       }
-      const op = url.pathname === '/v1/credits' ? 'credit' : 'reset';
       const body = await readJson(req);
+      if (url.pathname === '/v1/cache/purge') return sendJson(res, 200, await purge(opts, who, body));
+      const op = url.pathname === '/v1/credits' ? 'credit' : 'reset';
       const report = await adjustLimit(cfg, opts.store, op, body);
       opts.log.info(
         {
@@ -129,4 +139,31 @@ export async function startAdmin(opts: AdminOptions): Promise<HttpListener> {
     }
   });
   return listen(server, opts.port, opts.host);
+}
+
+/** POST /v1/cache/purge {"scope": {"tenant": "acme"}} (or {"scope": "global"}): audited. */
+async function purge(opts: AdminOptions, who: string, body: Record<string, unknown>) {
+  if (!opts.purgeCache)
+    throw new AdminError(404, 'not_found', 'The answer cache is off (no cache: in the config).');
+  const scope = body.scope;
+  let id: string;
+  let label: string;
+  if (scope === 'global') {
+    id = label = 'global';
+  } else if (scope && typeof scope === 'object' && !Array.isArray(scope) && Object.keys(scope).length > 0) {
+    const pairs = Object.entries(scope).map(([k, v]) => `${k}=${String(v)}`);
+    id = scopeFromPairs(pairs).id;
+    label = pairs.sort().join(',');
+  } else
+    throw new AdminError(
+      400,
+      'invalid_request',
+      'scope must be {"<dimension>": "<value>", ...} or "global".',
+    );
+  const r = await opts.purgeCache(id);
+  opts.log.info(
+    { audit: true, who, action: 'cache-purge', scope: label, entries: r.entries },
+    'admin cache purge',
+  );
+  return { scope: label, ...r };
 }

@@ -3,6 +3,7 @@
  * are inferred from the schema (src/config/schema/); only the assembled `Config` and the key map
  * (filled by load.ts) are written here.
  */
+import type { CacheConfig } from './schema/cache.js';
 import type { IdentityDim, UnknownKeys } from './schema/identity.js';
 import type { LimitConfig } from './schema/limits.js';
 import type { ModelConfig } from './schema/models.js';
@@ -11,6 +12,7 @@ import type { ServerConfig } from './schema/server.js';
 import type { SettleConfig } from './schema/settle.js';
 import type { StoreConfig } from './schema/store.js';
 
+export type { CacheConfig } from './schema/cache.js';
 export type { IdentityDim, IdentitySource, SourceIpFrom, UnknownKeys } from './schema/identity.js';
 export type { CalendarUnit, LimitConfig, LimitKind, LimitWindow } from './schema/limits.js';
 export type { ModelConfig } from './schema/models.js';
@@ -44,4 +46,6 @@ export interface Config {
   store: StoreConfig;
   /** The response phase (ext_proc): reservations, upstream errors, the usage export stream. */
   settle: SettleConfig;
+  /** The answer cache (docs/cache.md); undefined when off. */
+  cache?: CacheConfig;
 }

@@ -116,7 +116,7 @@ async function readInWorker(
       { pathModel: route.pathModel, stream: route.stream },
       ctx.encodings(),
       { imageTokens: cfg.server.imageTokens },
-      cfg.queues.size === 0,
+      cfg.queues.size === 0 && !cfg.cache, // the cache keys calls by their body
     )
     .catch(() => undefined);
   if (r && 'error' in r) return badRequest(r.error);

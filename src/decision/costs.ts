@@ -20,7 +20,7 @@ import {
   requestWeight,
   reservedOutput,
 } from '../policy/plan.js';
-import { reservationRecords } from '../policy/settle.js';
+import { type CacheRef, reservationRecords } from '../policy/settle.js';
 import { keyNames, reservationKey } from '../store/keys.js';
 import { countPromptTokens } from '../tokens/count.js';
 import type { BodyReading } from './body.js';
@@ -152,6 +152,7 @@ export function planCall(
   queueable: { body: string | Buffer } | undefined,
   dialect: string,
   now = Date.now(),
+  cache?: CacheRef,
 ): BuiltPlan {
   const { costs } = priced;
   const built = buildPlan(cfg, id, costs, keyNames, now, requestWeight(cfg, reading.call?.tools));
@@ -159,7 +160,7 @@ export function planCall(
     // recorded with the debit, for the response phase to settle (src/settle/); before any queue keys
     const rid = newReservationId(now);
     const key = built.plan.keys.push(reservationKey(cfg.store.prefix, rid)) - 1;
-    const records = reservationRecords(cfg, id, costs, built.meta, dialect, reading.estimated, now);
+    const records = reservationRecords(cfg, id, costs, built.meta, dialect, reading.estimated, now, cache);
     built.plan.reservation = { key, id: rid, ttlMs: cfg.settle.reservationTtlMs, records };
   }
   const queueName =

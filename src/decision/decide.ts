@@ -7,13 +7,17 @@
  *     unproven.ts);
  *  3. identity, then candidates and costs: the model meant, its fallback chain, tokens and price,
  *     and the store plan with the queue tier's part (costs.ts, queue-tier.ts);
+ *     The cache tier's query (cache-tier.ts, src/cache/): the call's key, recorded for the fill;
  *  4. the one store call: the deny cache (deny-cache.ts), the guarded store (resilience/
  *     guarded-store.ts: gate, breaker, local fallback) and the on_store_failure policy (store-call.ts,
  *     overloaded.ts);
- *  5. the answer: the store result as an allow, deny or queued Decision (answer.ts, headers.ts), a
+ *     With `cache.serve: always`, or when the call may queue, the answer cache is looked up first;
+ *  5. no candidate fits: the answer cache, else the queue or the deny (cache-tier.ts);
+ *     the answer: the store result as an allow, deny or queued Decision (answer.ts, headers.ts), a
  *     refused reroute said so (unproven.ts).
  * types.ts holds the Decision and CheckInput shapes.
  */
+import type { AnswerCache } from '../cache/cache.js';
 import type { Config } from '../config/types.js';
 import { classifyPath, keyHeaderOf } from '../dialects/route.js';
 import { logTag, resolveIdentity } from '../identity/identity.js';
@@ -24,6 +28,7 @@ import type { Store } from '../store/types.js';
 import { getCounter } from '../tokens/encoders.js';
 import { allow, answer, deny, errorBody } from './answer.js';
 import { readBody } from './body.js';
+import { CacheStep } from './cache-tier.js';
 import { ModelChains, planCall, priceCall } from './costs.js';
 import { DenyCache } from './deny-cache.js';
 import { TurnPacer } from './pacer.js';
@@ -47,6 +52,8 @@ export interface DeciderDeps {
    * Date.now unless simulated (`tollgate replay`, with a MemoryStore on the same clock).
    */
   clock?: () => number;
+  /** The answer cache (when cache: is configured). */
+  cache?: AnswerCache;
 }
 
 const TOLLGATE_PREFIX = 'x-tollgate-';
@@ -70,6 +77,11 @@ export class Decider {
       onBreakerChange: deps.onBreakerChange,
       onStoreCall: deps.onStoreCall,
     });
+  }
+
+  /** The answer cache, when configured (src/cache/). */
+  get cache(): AnswerCache | undefined {
+    return this.deps.cache;
   }
 
   /** The store's circuit breaker (for metrics and probes). */
@@ -150,12 +162,21 @@ export class Decider {
     const queueable =
       this.guard.shared && reading.call && input.body !== undefined ? { body: input.body } : undefined;
     const now = this.deps.clock?.() ?? Date.now();
-    const built = planCall(cfg, id, priced, reading, queueable, route.dialect, now);
+    const cache = cfg.cache && !estimated && reading.call ? this.deps.cache : undefined;
+    const q = cache?.query(cfg.cache!, id, route.dialect, model, input.body, input.headers);
+    const ref = q?.fill ? q.ref : undefined;
+    const built = planCall(cfg, id, priced, reading, queueable, route.dialect, now, ref);
     const marks: Headers = estimated ? { 'x-tollgate-estimated': 'true' } : {};
     if (built.meta.every((m) => m.length === 0)) {
       stats.chosenModel = model;
       return allow('ok', { ...marks }, { ...marks }, removeHeaders, stats);
     }
+    const step =
+      cache && q?.serve
+        ? new CacheStep({ cfg, cache, q, built, guard: this.guard, arrivedAt, stats, marks })
+        : undefined;
+    const early = await step?.before(); // serve: always, or a call that may queue
+    if (early) return early;
 
     const stored = await callStore({
       cfg,
@@ -169,6 +190,8 @@ export class Decider {
       onOverloaded: this.deps.onOverloaded,
     });
     if ('decision' in stored) return stored.decision;
+    const served = await step?.after(stored.result); // no candidate fits: the cache, then the queue
+    if (served) return served;
     const d = answer({ built, costs, stats, marks, removeHeaders, ...stored });
     return priced.refused ? refuseReroute(d, priced.unproven!) : d;
   }

@@ -32,7 +32,9 @@ export type DenyReason =
   | 'not-llm'
   | 'store-unavailable'
   | 'unknown-key'
-  | 'overloaded';
+  | 'overloaded'
+  /** Answered from the answer cache (HTTP 200, src/cache/). */
+  | 'cache-hit';
 
 export interface DecisionStats {
   /** Requested model and the one chosen (equal unless rerouted). */

@@ -6,10 +6,12 @@
  * appear, unless the operator opts in with TOLLGATE_METRICS_TENANT_LABEL=true, which adds the
  * separate series tollgate_tenant_decisions_total{tenant=<12-hex hash of the tenant id>}.
  */
+
 import client from 'prom-client';
 import type { Config } from '../config/types.js';
 import type { Decision } from '../decision/types.js';
 import type { BreakerState } from '../resilience/breaker.js';
+import { CacheMetrics } from './cache-metrics.js';
 import { SettleMetrics } from './settle-metrics.js';
 
 /**
@@ -18,7 +20,7 @@ import { SettleMetrics } from './settle-metrics.js';
  * store failed), queued, deny (rate-limited, never fits, store unavailable, non-LLM path refused),
  * bad_request.
  */
-export type Outcome = 'allow' | 'reroute' | 'degraded' | 'queued' | 'deny' | 'bad_request';
+export type Outcome = 'allow' | 'reroute' | 'degraded' | 'queued' | 'deny' | 'bad_request' | 'cache';
 
 export function outcomeOf(d: Decision): Outcome {
   const reason = d.reason as string;
@@ -27,6 +29,7 @@ export function outcomeOf(d: Decision): Outcome {
     if (reason === 'degraded') return 'degraded';
     return 'allow';
   }
+  if (reason === 'cache-hit') return 'cache';
   if (reason === 'queued' || d.httpStatus === 202) return 'queued';
   if (reason === 'bad-request') return 'bad_request';
   return 'deny';
@@ -98,6 +101,7 @@ export class Metrics {
   readonly registry = new client.Registry();
   /** The response phase's metrics (settle-metrics.ts; fed by settle-observe.ts). */
   readonly settle = new SettleMetrics(this.registry);
+  readonly cache = new CacheMetrics(this.registry);
   /** The config last loaded (configLoaded): bounds the model label of settlements. */
   private loaded?: Config;
   /** Read at scrape time (the breaker turns half-open by the clock, without a call). */

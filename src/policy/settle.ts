@@ -31,6 +31,18 @@ export interface ReservationRecord {
   dims?: Record<string, string>;
   /** When reserved (ms, epoch). */
   at: number;
+  /** The answer cache's entry this call's answer fills (src/cache/); absent: not cached (no-store). */
+  c?: CacheRef;
+}
+
+/** Where a call's answer goes in the answer cache: scope id and kind, key hash, stream requested. */
+export interface CacheRef {
+  s: string;
+  k: string;
+  h: string;
+  /** The semantic tier: the prompt family and the last user turn (embedded when filled). */
+  f?: string;
+  q?: string;
 }
 
 /** One record per candidate (the check script keeps the chosen one). */
@@ -42,6 +54,7 @@ export function reservationRecords(
   dialect: string,
   estimatedPrompt: boolean,
   now: number,
+  cache?: CacheRef,
 ): string[] {
   const names = cfg.settle.usageStream?.dimensions;
   let dims: Record<string, string> | undefined;
@@ -63,6 +76,8 @@ export function reservationRecords(
       u: meta[ci].map((x) => UNIT[x.limit.kind]).join(''),
       ...(dims && { dims }),
       at: now,
+      // the requested model's answer only: a fallback's answer is not that model's
+      ...(cache && ci === 0 && { c: cache }),
     };
     return JSON.stringify(rec);
   });

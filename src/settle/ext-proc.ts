@@ -11,7 +11,13 @@
  * gRPC; src/authz/grpc/server.ts registers the handler.
  */
 import { continueResponse, type ExtProcProcessingRequest } from './messages.js';
-import { type CountOutput, type ResponseBudget, type SessionSettler, SettleSession } from './session.js';
+import {
+  type CacheFill,
+  type CountOutput,
+  type ResponseBudget,
+  type SessionSettler,
+  SettleSession,
+} from './session.js';
 import type { SettleOutcomeLabel } from './settler.js';
 
 /** The part of a server-side bidi stream the handler uses. */
@@ -29,6 +35,8 @@ export interface ExtProcHandlerOptions {
   maxPendingBytes?: number;
   /** Response bytes all streams may hold at once (settle.max_buffered_bytes). */
   budget?: ResponseBudget;
+  /** The answer cache's fill (session.ts CacheFill). */
+  fill?: CacheFill;
   /** Each stream's settlement outcome (tests; undefined when the stream named no reservation). */
   onSessionEnd?: (outcome: SettleOutcomeLabel | undefined) => void;
 }
@@ -41,6 +49,7 @@ export function extProcHandler(o: ExtProcHandlerOptions): (call: ProcessStream) 
       count: o.count,
       maxPendingBytes: o.maxPendingBytes,
       budget: o.budget,
+      fill: o.fill,
     });
     let open = true;
     const finish = (endCall: boolean) => {

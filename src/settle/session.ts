@@ -55,6 +55,14 @@ export interface SessionOptions {
   maxPendingBytes?: number;
   /** Bytes every stream of the process may hold at once (settle.max_buffered_bytes). */
   budget?: ResponseBudget;
+  /** The answer cache's fill (src/cache/): a complete 2xx answer of a call whose record names an entry. */
+  fill?: CacheFill;
+}
+
+/** Hands a complete 2xx answer (decoded body) to the answer cache; `maxBytes` bounds what is kept. */
+export interface CacheFill {
+  maxBytes(): number;
+  fill(record: OpenReservation['record'], contentType: string | undefined, body: Buffer): void;
 }
 
 /**
@@ -142,6 +150,12 @@ export class SettleSession {
   private readonly maxPending: number;
   /** Bytes this stream was charged on the process-wide budget. */
   private charged = 0;
+  /** The decoded answer kept for the cache (undefined: not kept, or given up: too large, no budget). */
+  private kept?: Buffer[];
+  private keptBytes = 0;
+  private decodedOk = false;
+  /** The body's end was seen (end_of_stream): the answer is complete. */
+  private complete = false;
 
   constructor(private readonly o: SessionOptions) {
     this.count = o.count ?? outputCounter();
@@ -237,7 +251,10 @@ export class SettleSession {
       if (this.extractor) this.decoder!.write(chunk);
       else if (this.opening && !this.none && !this.lost) this.hold(chunk);
     }
-    if (b?.end_of_stream) this.end();
+    if (b?.end_of_stream) {
+      this.complete = true;
+      this.end();
+    }
   }
 
   /** Keep a raw chunk until the reservation is open (bounded). */
@@ -258,13 +275,29 @@ export class SettleSession {
     const dialect = (DIALECTS.has(d) ? d : 'openai.chat') as UsageDialect;
     const x = createUsageExtractor(dialect, this.contentType);
     this.extractor = x;
+    const fill = this.o.fill;
+    const st = this.status ?? 0;
+    if (fill && this.open.record.c && st >= 200 && st <= 299) this.kept = [];
     this.decoder = new BodyDecoder(this.contentEncoding, (c) => {
       if (this.lost) return;
       if (this.charge(c.byteLength)) x.push(c);
       else this.lost = true; // the process budget is spent: the reservation stands
+      if (this.kept) this.keep(c, fill!.maxBytes());
     });
     for (const c of this.pending) this.decoder.write(c);
     this.pending = [];
+  }
+
+  /** Keep a decoded chunk for the cache, within its entry size and the process budget. */
+  private keep(c: Uint8Array, max: number): void {
+    this.keptBytes += c.byteLength;
+    const b = this.o.budget;
+    if (this.keptBytes > max || (b && !b.take(c.byteLength))) {
+      this.kept = undefined;
+      return;
+    }
+    if (b) this.charged += c.byteLength;
+    this.kept!.push(Buffer.from(c));
   }
 
   private async settle(): Promise<SettleOutcomeLabel | undefined> {
@@ -273,6 +306,9 @@ export class SettleSession {
     if (typeof r === 'string') return r;
     this.drain();
     const usage = await this.usage(r);
+    if (this.kept && this.complete && this.decodedOk && !this.lost && this.o.fill)
+      this.o.fill.fill(r.record, this.contentType, Buffer.concat(this.kept));
+    this.kept = undefined;
     const res: ResponseOutcome = { status: this.status };
     if (usage) res.usage = usage;
     return this.o.settler.finish(r, res);
@@ -283,6 +319,7 @@ export class SettleSession {
     if (!this.bodySeen || this.lost || !this.extractor) return undefined;
     const decoded = await this.decoder!.end();
     if (decoded.error && decoded.outputBytes === 0) return undefined;
+    this.decodedOk = !decoded.error;
     const scan = this.extractor.end();
     const text = scan.text.text;
     const n = text.length > 0 ? await this.count(text, r.record.enc) : 0;

@@ -54,3 +54,27 @@ export function reservationKey(storePrefix: string, id: string): string {
 export function usageStreamKey(storePrefix: string, name: string): string {
   return `${storePrefix}:u:${name}`;
 }
+
+/**
+ * The answer cache (src/cache/, lua/cache-put.lua, lua/cache-purge.lua):
+ *   <prefix>:a:e:<scope id>:<hash>   one answer (its bytes), with its TTL
+ *   <prefix>:a:idx                   every answer: member "<scope id> <hash> <bytes> <scope kind>",
+ *                                    score its expiry (ms): expired first, then oldest, evicted first
+ *   <prefix>:a:z:<scope id>          one scope's answers (same members)
+ *   <prefix>:a:acct                  bytes held: s:<scope id>, k:<scope kind>, total
+ *   <prefix>:a:v:<scope id>:<family>:<bucket>  the semantic tier's vectors of one scope, prompt family
+ *                                    and LSH bucket: member <hash hex><float32 bytes>, score expiry
+ *   <prefix>:a:vk:<scope id>         that scope's vector keys (for purge), score expiry
+ * Scope ids are `<kind>.<hex>` (cache/key.ts scopeOf), hashes hex: they cannot escape the prefix.
+ */
+export const answerKeys = {
+  entryPrefix: (storePrefix: string) => `${storePrefix}:a:e:`,
+  entry: (storePrefix: string, scope: string, hash: string) => `${storePrefix}:a:e:${scope}:${hash}`,
+  index: (storePrefix: string) => `${storePrefix}:a:idx`,
+  scopeIndexPrefix: (storePrefix: string) => `${storePrefix}:a:z:`,
+  scopeIndex: (storePrefix: string, scope: string) => `${storePrefix}:a:z:${scope}`,
+  acct: (storePrefix: string) => `${storePrefix}:a:acct`,
+  vectorKeys: (storePrefix: string, scope: string) => `${storePrefix}:a:vk:${scope}`,
+  vectors: (storePrefix: string, scope: string, family: string, bucket: number) =>
+    `${storePrefix}:a:v:${scope}:${family}:${bucket}`,
+};

@@ -13,6 +13,7 @@
  * (the type follows), then `npm run gen:schema`.
  */
 import { z } from 'zod';
+import { cacheSchema } from './cache.js';
 import { identitySchema } from './identity.js';
 import { limitsSchema } from './limits.js';
 import { modelsSchema } from './models.js';
@@ -32,6 +33,7 @@ export const sections = {
   server: serverSchema.prefault({}),
   store: storeSchema.prefault({}),
   settle: settleSchema.prefault({}),
+  cache: cacheSchema,
 };
 
 /** The whole file: what tollgate.schema.json describes (`z.toJSONSchema(configSchema, { io: 'input' })`). */

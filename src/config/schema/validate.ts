@@ -65,7 +65,8 @@ function resolve(s: Partial<Sections>, problems: string[]): Config | undefined {
           `${formatPath(['limits', i, 'concurrent'])}: needs settle.enabled (a slot is released when its call is settled)`,
         );
     });
-  const { identity, tool_weights, queues, mode, server, store, settle } = s;
+  checkCache(s, problems);
+  const { identity, tool_weights, queues, mode, server, store, settle, cache } = s;
   if (!identity || !models || !limits || !tool_weights || !queues || !mode || !server || !store || !settle)
     return;
   return {
@@ -83,7 +84,22 @@ function resolve(s: Partial<Sections>, problems: string[]): Config | undefined {
     server,
     store,
     settle,
+    cache,
   };
+}
+
+/** cache.scope names identity dimensions; the cache is filled by the response phase (settle). */
+function checkCache(s: Partial<Sections>, problems: string[]): void {
+  const c = s.cache;
+  if (!c) return;
+  if (s.identity)
+    for (const [i, d] of c.scope.entries())
+      if (!(d in s.identity.identity))
+        problems.push(
+          `${formatPath(['cache', 'scope', i])}: expected an identity dimension (${Object.keys(s.identity.identity).join(', ')}), got "${d}"`,
+        );
+  if (s.settle && !s.settle.enabled)
+    problems.push('cache: needs settle.enabled (answers are captured by the response phase)');
 }
 
 /** Named models inherit "*"'s fields, "*" the built-in defaults; `when_exhausted: queue` finds its queue. */
