@@ -9,6 +9,7 @@
  */
 import type { Valkey } from 'iovalkey';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EntryKind } from '../src/store/types.js';
 import { startTestApp, type TestApp } from './helpers/app.js';
 import { type CheckAnswer, EnvoyClient } from './helpers/envoy.js';
 import { startSentinel, type TestSentinel } from './helpers/sentinel.js';
@@ -250,4 +251,34 @@ describe('store.topology: sentinel', () => {
     },
     SOAK ? 180_000 : 30_000,
   );
+
+  it('after the failovers, reservation reads, settle and admin adjust run on the new primary', async () => {
+    const { app, client } = apps[1];
+    const a = await check(client, 'settle-after');
+    expect(a.allowed && !degraded(a)).toBe(true);
+    const key = `tollgate:v:${a.reservation}`;
+    const reservation = await app.store.reservation(key);
+    expect(reservation?.entries).toHaveLength(1);
+    const settled = await app.store.settle({ key, reservation: reservation!, actual: [0] });
+    expect(settled).toEqual({ outcome: 'settled', remaining: [LIMIT] });
+    expect(await (await topo.primary()).client.hget(key, 's')).not.toBeNull();
+    for (let i = 0; i < LIMIT; i++) await check(client, 'adjusted');
+    const entry = {
+      key: 0,
+      kind: EntryKind.Rolling,
+      capacity: LIMIT,
+      period: 3_600_000,
+      tzOffsetMin: 0,
+      cost: 0,
+      shadow: false,
+      downgradeAt: 0,
+    };
+    const credit = await app.store.adjust!({
+      op: 'credit',
+      key: 'tollgate:r:tenant-requests:adjusted',
+      entry,
+      amount: 1,
+    });
+    expect(credit.remaining).toBe(1);
+  });
 });

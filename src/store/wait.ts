@@ -1,7 +1,7 @@
 /**
  * `store.wait_replicas`: after a script that wrote (a debiting check, a settle, an adjust), `WAIT N t`
  * so the write is on N replicas before the answer goes out; a failover then cannot lose it. `t` is what
- * is left of 80% of the store's per-call timeout (at least 1 ms: `WAIT N 0` would block for ever), so
+ * is left of half the store's per-call timeout (at least 1 ms: `WAIT N 0` would block for ever), so
  * the WAIT returns before the call's own timeout would judge the store silent. Fewer
  * replicas within `t` (or an error) never changes the answer: the write is on the primary; it is counted
  * (tollgate_store_wait_short_total) and the call answered. docs/high-availability.md.
@@ -23,7 +23,7 @@ export class ReplicaWait {
 
   /** Wait for the replicas, bounded by what is left of `timeoutMs` since `startedAt` (performance.now()). */
   async after(startedAt: number, timeoutMs: number): Promise<void> {
-    const left = Math.max(1, Math.floor(timeoutMs * 0.8 - (performance.now() - startedAt)));
+    const left = Math.max(1, Math.floor(timeoutMs * 0.5 - (performance.now() - startedAt)));
     try {
       const acked = Number(await this.send(['WAIT', this.replicas, left]));
       if (!(acked >= this.replicas)) this.short++;
