@@ -39,7 +39,7 @@ export function attachMetricSources(metrics: Metrics, src: MetricSources): Overl
   mirrorCounter(
     metrics.registry,
     'tollgate_store_wait_short_total',
-    'store.wait_replicas: WAITs after a write that got fewer replicas than asked within the timeout, or failed (the call was answered anyway)',
+    'store.wait_replicas: writes whose WAIT got fewer replicas than asked in time, failed, or was skipped in the second after such a one (the call was answered anyway)',
     () => store.waitShort ?? 0,
   );
   registerMemoryStoreMetrics(metrics.registry, () => ({
