@@ -7,9 +7,9 @@
  * Fewer replicas within `t` (or an error) never changes the answer: the write is on the primary; it is
  * counted (tollgate_store_wait_short_total) and the call answered. The server resolves a WAIT's timeout
  * on its cron (every 1000/hz ms: 100 ms at the default hz 10), so a WAIT no replica can satisfy holds
- * the connection longer than `t`: tollgate stops waiting for it at `t`, and after a short WAIT skips
- * WAIT (counting each skipped write as short) for SKIP_MS, so a lost replica stalls the connection
- * once per SKIP_MS, not every check. docs/high-availability.md.
+ * the connection longer than `t`: tollgate stops waiting for it at `t`, and once the server answers a
+ * WAIT short, skips WAIT (counting each skipped write as short) for SKIP_MS, so a lost replica stalls
+ * the connection once per SKIP_MS, not every check. docs/high-availability.md.
  */
 import { Outcome } from './types.js';
 
@@ -38,16 +38,20 @@ export class ReplicaWait {
       return;
     }
     const left = Math.max(1, Math.floor(timeoutMs * 0.5 - (now - startedAt)));
-    let timer: NodeJS.Timeout | undefined;
-    const late = new Promise<number>((resolve) => {
-      timer = setTimeout(() => resolve(-1), left + 1);
+    // Skip WAIT for a while only on the server's word (a reply short of N, or an error), which for a
+    // lost replica arrives when its cron resolves the WAIT; never on our own timer alone.
+    const reply = this.send(['WAIT', this.replicas, left]).then(Number, () => -1);
+    void reply.then((n) => {
+      if (!(n >= this.replicas)) this.skipUntil = performance.now() + SKIP_MS;
     });
-    const acked = await Promise.race([this.send(['WAIT', this.replicas, left]).then(Number, () => -1), late]);
+    let timer: NodeJS.Timeout | undefined;
+    // One setImmediate after the timer: a reply already in the socket (the loop was busy) wins.
+    const late = new Promise<number>((resolve) => {
+      timer = setTimeout(() => setImmediate(() => resolve(-1)), left + 1);
+    });
+    const acked = await Promise.race([reply, late]);
     clearTimeout(timer);
-    if (!(acked >= this.replicas)) {
-      this.short++;
-      this.skipUntil = performance.now() + SKIP_MS;
-    }
+    if (!(acked >= this.replicas)) this.short++;
   }
 }
 
