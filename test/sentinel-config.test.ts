@@ -8,6 +8,7 @@ import { parseConfigText } from '../src/config/load.js';
 import { readSettings } from '../src/settings.js';
 import { storeOptions } from '../src/store/connect.js';
 import { valkeyOptions } from '../src/store/valkey.js';
+import { ReplicaWait } from '../src/store/wait.js';
 import { startTestApp } from './helpers/app.js';
 
 const limits = 'limits:\n  - { name: r, per: tenant, requests: 5, every: 1m }\n';
@@ -88,5 +89,32 @@ describe('store.topology', () => {
     await expect(startTestApp(`store: { topology: sentinel }\n${limits}`)).rejects.toThrow(
       /needs VALKEY_SENTINELS and VALKEY_SENTINEL_NAME/,
     );
+  });
+
+  it("ReplicaWait: WAIT within half the timeout; short on the server's word skips WAIT for a while, a late reply does not", async () => {
+    const sent: (string | number)[][] = [];
+    let answer: () => Promise<unknown> = async () => 1;
+    const w = new ReplicaWait(1, (args) => {
+      sent.push(args);
+      return answer();
+    });
+    await w.after(performance.now(), 40);
+    expect(sent[0][0]).toBe('WAIT');
+    expect(sent[0][1]).toBe(1);
+    expect(sent[0][2]).toBeLessThanOrEqual(20);
+    expect(w.short).toBe(0);
+    // a reply that does not come in time: short for this call, but WAIT is not skipped after it
+    answer = () => new Promise((r) => setTimeout(() => r(1), 60));
+    await w.after(performance.now(), 40);
+    expect(w.short).toBe(1);
+    await new Promise((r) => setTimeout(r, 80));
+    answer = async () => 1;
+    await w.after(performance.now(), 40);
+    expect([w.short, sent.length]).toEqual([1, 3]);
+    // the server says fewer replicas: short, and the next writes skip WAIT (counted short)
+    answer = async () => 0;
+    await w.after(performance.now(), 40);
+    await w.after(performance.now(), 40);
+    expect([w.short, sent.length]).toEqual([3, 4]);
   });
 });
