@@ -42,6 +42,13 @@ async function serve(yaml: string) {
   return { app, client };
 }
 
+let shared: Promise<{ app: TestApp; client: EnvoyClient }> | undefined;
+/** The app the enforcement and failover tests share (any of them may run alone with -t). */
+const main = () => {
+  shared ??= serve(config());
+  return shared;
+};
+
 const check = (client: EnvoyClient, tenant: string) =>
   client.check({ path: '/v1/chat/completions', headers: { 'x-tenant-id': tenant }, body });
 const degraded = (a: CheckAnswer) => Boolean(a.headers['x-tollgate-degraded']);
@@ -194,7 +201,7 @@ describe('store.topology: sentinel', () => {
   });
 
   it('enforces a limit exactly through the primary the sentinels name', async () => {
-    const { app, client } = await serve(config());
+    const { app, client } = await main();
     expect(app.store.constructor.name).toBe('IovalkeyStore');
     const answers = await Promise.all(Array.from({ length: 3 * LIMIT }, () => check(client, 'exact')));
     expect(answers.filter((a) => a.allowed)).toHaveLength(LIMIT);
@@ -205,7 +212,7 @@ describe('store.topology: sentinel', () => {
   });
 
   it('SENTINEL FAILOVER under load: every check answered per policy in time, enforcement back within 10 s', async () => {
-    const { client } = apps[1];
+    const { client } = await main();
     const before = await topo.primaryPort();
     const run = load(client);
     await sleep(500);
@@ -229,7 +236,7 @@ describe('store.topology: sentinel', () => {
   it(
     'a SIGKILLed primary: the replica is promoted, every check answered, enforcement back within 10 s',
     async () => {
-      const { client } = apps[1];
+      const { client } = await main();
       for (let round = 0; round < (SOAK ? 6 : 1); round++) {
         await replicaSynced();
         const old = await topo.primary();
@@ -257,7 +264,7 @@ describe('store.topology: sentinel', () => {
   );
 
   it('after the failovers, reservation reads, settle and admin adjust run on the new primary', async () => {
-    const { app, client } = apps[1];
+    const { app, client } = await main();
     const a = await check(client, 'settle-after');
     expect(a.allowed && !degraded(a)).toBe(true);
     const key = `tollgate:v:${a.reservation}`;
