@@ -30,6 +30,7 @@ import { settings } from './settings.js';
 import { extProcHandler } from './settle/ext-proc.js';
 import { outputCounter, ResponseBudget } from './settle/session.js';
 import { type SettledEvent, Settler } from './settle/settler.js';
+import type { SentinelTarget } from './store/connect.js';
 import type { Store } from './store/types.js';
 
 export interface AppOptions {
@@ -38,6 +39,8 @@ export interface AppOptions {
   configFile?: string;
   valkeyUrl?: string;
   valkeyCaFile?: string;
+  /** store.topology: sentinel: where the sentinels are (VALKEY_SENTINELS, …). */
+  valkeySentinel?: SentinelTarget;
   logger?: Logger;
   /** Use this store instead of building one from valkeyUrl. */
   store?: Store;

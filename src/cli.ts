@@ -71,6 +71,7 @@ async function serve(): Promise<void> {
       watchConfig: true,
       valkeyUrl: settings().valkeyUrl,
       valkeyCaFile: settings().valkeyCaFile,
+      valkeySentinel: settings().valkeySentinel,
       logger: log,
     });
   } catch (err) {
@@ -169,18 +170,17 @@ type StoreModules = [typeof import('./store/memory.js'), typeof import('./store/
 
 /** Valkey when VALKEY_URL is set (it must answer), else a fresh in-memory store. */
 async function cliStore(cfg: Config, [{ MemoryStore }, { createValkeyStore }]: StoreModules): Promise<Store> {
-  const { valkeyUrl, valkeyCaFile } = settings();
-  if (!valkeyUrl) return new MemoryStore();
-  const vs = createValkeyStore(cfg.store.client, {
-    url: valkeyUrl,
-    timeoutMs: 2000,
-    caFile: valkeyCaFile,
-  });
+  const address = settings();
+  if (!address.valkeyUrl && !address.valkeySentinel) return new MemoryStore();
+  const vs = createValkeyStore(cfg.store, address, 2000);
+  const where = address.valkeySentinel
+    ? `the sentinels' primary "${address.valkeySentinel.name}"`
+    : safeUrl(address.valkeyUrl ?? '');
   try {
     await vs.connect();
   } catch (err) {
     await vs.close();
-    throw new Error(`cannot reach Valkey at ${safeUrl(valkeyUrl)}: ${(err as Error).message}`);
+    throw new Error(`cannot reach Valkey at ${where}: ${(err as Error).message}`);
   }
   return vs;
 }

@@ -14,6 +14,9 @@
  * | TOLLGATE_ADMIN_TOKEN            | unset                | bearer token every admin call needs             |
  * | VALKEY_URL                      | unset: memory store  | valkey[s]://, redis[s]://, user:pass@host:port/db |
  * | VALKEY_CA_FILE                  | unset                | PEM CA bundle for TLS to Valkey                 |
+ * | VALKEY_SENTINELS                | unset                | store.topology: sentinel: host:port,host:port   |
+ * | VALKEY_SENTINEL_NAME            | unset                | the primary's name in the sentinels             |
+ * | VALKEY_SENTINEL_PASSWORD        | unset                | the sentinels' own password (requirepass)       |
  * | TOLLGATE_API_KEY_SECRET         | unset: plain SHA-256 | HMAC secret for API-key hashing                 |
  * | LOG_LEVEL                       | info                 | pino level                                      |
  * | TOLLGATE_SHUTDOWN_GRACE_MS      | 10000                | SIGTERM drain bound                             |
@@ -35,6 +38,8 @@ export interface Settings {
   adminToken: string;
   valkeyUrl?: string;
   valkeyCaFile?: string;
+  /** VALKEY_SENTINELS + VALKEY_SENTINEL_NAME (+ VALKEY_SENTINEL_PASSWORD), for store.topology: sentinel. */
+  valkeySentinel?: { sentinels: { host: string; port: number }[]; name: string; password?: string };
   apiKeySecret: string;
   logLevel: string;
   shutdownGraceMs: number;
@@ -66,6 +71,21 @@ function integer(env: Env, name: string, fallback: number): number {
   return n;
 }
 
+/** VALKEY_SENTINELS="h1:26379,h2:26379" (port defaults to 26379) and VALKEY_SENTINEL_NAME. */
+function sentinel(env: Env): Settings['valkeySentinel'] {
+  const list = set(env, 'VALKEY_SENTINELS');
+  const name = set(env, 'VALKEY_SENTINEL_NAME');
+  if (list === undefined && name === undefined) return undefined;
+  if (list === undefined || name === undefined)
+    throw new ConfigError(['VALKEY_SENTINELS and VALKEY_SENTINEL_NAME: set both or neither']);
+  const sentinels = list.split(',').map((a) => {
+    const m = /^\s*(\[[^\]]+\]|[^:\s]+)(?::(\d{1,5}))?\s*$/.exec(a);
+    if (!m) throw new ConfigError([`VALKEY_SENTINELS: expected host:port[,host:port…], got "${list}"`]);
+    return { host: m[1].replace(/^\[|\]$/g, ''), port: m[2] ? Number(m[2]) : 26379 };
+  });
+  return { sentinels, name, password: set(env, 'VALKEY_SENTINEL_PASSWORD') };
+}
+
 /** The settings an environment gives (tests pass their own; the process uses `settings()`). */
 export function readSettings(env: Env = process.env): Settings {
   return {
@@ -77,6 +97,7 @@ export function readSettings(env: Env = process.env): Settings {
     adminToken: env.TOLLGATE_ADMIN_TOKEN ?? '',
     valkeyUrl: set(env, 'VALKEY_URL'),
     valkeyCaFile: set(env, 'VALKEY_CA_FILE'),
+    valkeySentinel: sentinel(env),
     apiKeySecret: env.TOLLGATE_API_KEY_SECRET ?? '',
     logLevel: set(env, 'LOG_LEVEL') ?? 'info',
     shutdownGraceMs: integer(env, 'TOLLGATE_SHUTDOWN_GRACE_MS', 10_000),

@@ -19,7 +19,7 @@ export type { ModelConfig } from './schema/models.js';
 export type { QueueConfig } from './schema/queues.js';
 export type { HttpAuthzListener, ServerConfig } from './schema/server.js';
 export type { SettleConfig } from './schema/settle.js';
-export type { FailurePolicy, StoreClient, StoreConfig } from './schema/store.js';
+export type { FailurePolicy, StoreClient, StoreConfig, StoreTopology } from './schema/store.js';
 
 /** API key hash → dimension values, from identity.key_map (a YAML/JSON file). */
 export interface KeyMap {

@@ -36,6 +36,12 @@ export function attachMetricSources(metrics: Metrics, src: MetricSources): Overl
     'Denies answered from the local deny cache (a Valkey "denied until T" reused without a round trip)',
     () => decider.denyCache.hits,
   );
+  mirrorCounter(
+    metrics.registry,
+    'tollgate_store_wait_short_total',
+    'store.wait_replicas: writes whose WAIT got fewer replicas than asked in time, failed, or was skipped in the second after such a one (the call was answered anyway)',
+    () => store.waitShort ?? 0,
+  );
   registerMemoryStoreMetrics(metrics.registry, () => ({
     memory: store instanceof MemoryStore ? store : undefined,
     local: decider.config.store.onStoreFailure === 'local' ? decider.localStore : undefined,

@@ -4,7 +4,7 @@
  * (health only: answers go through the breaker).
  */
 import type { Config } from '../config/types.js';
-import { createValkeyStore } from '../store/connect.js';
+import { createValkeyStore, hasValkey, type SentinelTarget } from '../store/connect.js';
 import { MemoryStore } from '../store/memory.js';
 import type { Store } from '../store/types.js';
 import type { Logger } from './log.js';
@@ -17,6 +17,8 @@ export interface StoreSource {
   store?: Store;
   valkeyUrl?: string;
   valkeyCaFile?: string;
+  /** store.topology: sentinel (VALKEY_SENTINELS, VALKEY_SENTINEL_NAME, VALKEY_SENTINEL_PASSWORD). */
+  valkeySentinel?: SentinelTarget;
 }
 
 /** The store to serve with, and whether it answered at start (a Valkey that does not is retried). */
@@ -26,18 +28,19 @@ export async function openStore(
   log: Logger,
 ): Promise<{ store: Store; up: boolean }> {
   if (src.store) return { store: src.store, up: true };
-  if (!src.valkeyUrl) {
+  if (!hasValkey(src)) {
+    if (cfg.store.topology === 'sentinel')
+      throw new Error('store.topology: sentinel needs VALKEY_SENTINELS and VALKEY_SENTINEL_NAME');
     log.warn('no VALKEY_URL: using the in-memory store (single replica only: limits are per process)');
     return { store: new MemoryStore(Date.now, 1, cfg.store.memoryMaxKeys), up: true };
   }
-  const vs = createValkeyStore(cfg.store.client, {
-    url: src.valkeyUrl,
-    timeoutMs: cfg.store.timeoutMs,
-    caFile: src.valkeyCaFile,
-  });
+  const vs = createValkeyStore(cfg.store, src, cfg.store.timeoutMs);
   try {
     await vs.connect();
-    log.info({ store: 'valkey', client: cfg.store.client }, 'connected to Valkey; check script loaded');
+    log.info(
+      { store: 'valkey', client: cfg.store.client, topology: cfg.store.topology },
+      'connected to Valkey; check script loaded',
+    );
     return { store: vs, up: true };
   } catch (err) {
     log.warn(

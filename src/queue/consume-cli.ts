@@ -2,7 +2,7 @@
 /**
  * tollgate-queue --queue <name> [--group tollgate] [--consumer <name>] [--exec "<command>"] [--once]
  *   [--min-idle 60000] [--max-deliveries 5] [--dead-max 1000] [--prefix tollgate]
- *   (VALKEY_URL names the server)
+ *   (VALKEY_URL names the server; or VALKEY_SENTINELS and VALKEY_SENTINEL_NAME its sentinels)
  */
 import { hostname } from 'node:os';
 import { settings } from '../settings.js';
@@ -14,7 +14,8 @@ const opt = (name: string, def?: string) => {
   return i >= 0 ? args[i + 1] : def;
 };
 const queue = opt('queue');
-const url = settings().valkeyUrl;
+const sentinel = settings().valkeySentinel;
+const url = settings().valkeyUrl ?? (sentinel ? 'valkey://sentinel-primary' : undefined);
 if (!queue || !url) {
   process.stderr.write(
     'usage: VALKEY_URL=valkey://host:6379 tollgate-queue --queue <name> [--group g] [--consumer c] [--exec cmd] [--once]\n',
@@ -23,6 +24,7 @@ if (!queue || !url) {
 }
 const handled = await consumeLoop({
   url,
+  sentinel,
   queue,
   prefix: opt('prefix', 'tollgate'),
   group: opt('group', 'tollgate')!,

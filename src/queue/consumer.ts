@@ -16,7 +16,7 @@ import { spawn } from 'node:child_process';
 import { Valkey } from 'iovalkey';
 import { queueAcctKey, queueDeadKey, queueStreamKey } from '../store/keys.js';
 import { loadScript } from '../store/scripts.js';
-import { valkeyOptions } from '../store/valkey.js';
+import { type SentinelTarget, valkeyOptions } from '../store/valkey.js';
 
 export interface QueueEntry {
   streamId: string;
@@ -31,6 +31,8 @@ export interface QueueEntry {
 
 export interface ConsumerOptions {
   url: string;
+  /** The sentinels that name the primary (VALKEY_SENTINELS, …); `url` then gives credentials only. */
+  sentinel?: SentinelTarget;
   prefix?: string;
   queue: string;
   group: string;
@@ -66,7 +68,7 @@ export class QueueConsumer {
 
   constructor(private readonly o: ConsumerOptions) {
     this.client = new Valkey({
-      ...valkeyOptions({ url: o.url, timeoutMs: 5000 }),
+      ...valkeyOptions({ url: o.url, timeoutMs: 5000, sentinel: o.sentinel }),
       enableOfflineQueue: true,
       commandTimeout: undefined,
     });

@@ -28,6 +28,7 @@ import {
   type Store,
 } from './types.js';
 import { type ValkeyStoreOptions, valkeyOptions } from './valkey.js';
+import { checkWrote, ReplicaWait } from './wait.js';
 
 export class IovalkeyStore implements Store {
   readonly kind = 'valkey' as const;
@@ -38,9 +39,14 @@ export class IovalkeyStore implements Store {
   private timeoutMs: number;
   /** See Store.lastReplyAt (set even when the reply comes after the call timed out). */
   lastReplyAt?: number;
+  /** store.wait_replicas after each write (src/store/wait.ts). */
+  private readonly wait: ReplicaWait;
 
   constructor(opts: ValkeyStoreOptions) {
     this.timeoutMs = opts.timeoutMs;
+    this.wait = new ReplicaWait(opts.waitReplicas ?? 0, (args) =>
+      this.client.call(...(args as [string, ...(string | number)[]])),
+    );
     this.client = new Valkey({ ...valkeyOptions(opts), enableAutoPipelining: true });
     // Errors reach the calls that failed; an unhandled 'error' event must not crash the process.
     this.client.on('error', () => {});
@@ -69,6 +75,7 @@ export class IovalkeyStore implements Store {
 
   /** An operator's credit or reset (lua/adjust-limit.lua), off the request path. */
   async adjust(req: AdjustRequest): Promise<AdjustResult> {
+    const started = performance.now();
     const argv = [this.adjustScript.sha, 1, req.key, ...adjustArgs(req)];
     let reply: number[];
     try {
@@ -81,10 +88,23 @@ export class IovalkeyStore implements Store {
       if (sha !== s.sha) throw new Error(`script SHA mismatch: server ${sha}, local ${s.sha}`);
       reply = (await this.client.call('EVALSHA', ...argv)) as number[];
     }
+    if (this.wait.on) await this.wait.after(started, this.timeoutMs);
     return { remaining: Number(reply[0]), resetMs: Number(reply[1]), nowMs: Number(reply[2]) };
   }
 
+  /** See Store.waitShort. */
+  get waitShort(): number {
+    return this.wait.short;
+  }
+
   async settle(req: SettleRequest): Promise<SettleResult> {
+    const started = performance.now();
+    const result = await this.settleOnce(req);
+    if (this.wait.on) await this.wait.after(started, this.timeoutMs);
+    return result;
+  }
+
+  private async settleOnce(req: SettleRequest): Promise<SettleResult> {
     const { keys, args } = settleCall(req);
     const argv = [this.settleScript.sha, keys.length, ...keys, ...args];
     try {
@@ -101,6 +121,7 @@ export class IovalkeyStore implements Store {
   }
 
   private async evalCheck(plan: CheckPlan): Promise<CheckResult> {
+    const started = performance.now();
     const args: (string | number)[] = [this.script.sha, plan.keys.length, ...plan.keys, ...planArgs(plan)];
     let reply: number[];
     try {
@@ -111,7 +132,9 @@ export class IovalkeyStore implements Store {
       reply = (await this.client.call('EVALSHA', ...args)) as number[];
     }
     this.lastReplyAt = Date.now();
-    return parseReply(plan, reply);
+    const result = parseReply(plan, reply);
+    if (this.wait.on && checkWrote(result.outcome)) await this.wait.after(started, this.timeoutMs);
+    return result;
   }
 
   async ping(): Promise<void> {

@@ -22,6 +22,7 @@ import {
   type SettleResult,
   type Store,
 } from './types.js';
+import { checkWrote, ReplicaWait } from './wait.js';
 
 export interface ValkeyStoreOptions {
   url: string;
@@ -29,6 +30,20 @@ export interface ValkeyStoreOptions {
   timeoutMs: number;
   /** PEM CA bundle for TLS (valkeys:// / rediss://). */
   caFile?: string;
+  /**
+   * store.topology: sentinel: the primary is the one these sentinels name; `url` then gives only the
+   * scheme (TLS), user:password and db (its host and port are not used). iovalkey only.
+   */
+  sentinel?: SentinelTarget;
+  /** store.wait_replicas (src/store/wait.ts); 0 or unset = no WAIT. */
+  waitReplicas?: number;
+}
+
+/** The sentinels to ask, the primary's name there, and the sentinels' own password (VALKEY_SENTINEL_*). */
+export interface SentinelTarget {
+  sentinels: { host: string; port: number }[];
+  name: string;
+  password?: string;
 }
 
 /** Where and how to connect, from valkey://, valkeys://, redis://, rediss:// (user:password@host:port/db). */
@@ -62,10 +77,10 @@ export function valkeyTarget(opts: ValkeyStoreOptions): ValkeyTarget {
   };
 }
 
-/** The same target as iovalkey options (the queue consumer's client). */
+/** The same target as iovalkey options (the queue consumer's client); through the sentinels when set. */
 export function valkeyOptions(opts: ValkeyStoreOptions): RedisOptions {
   return {
-    ...valkeyTarget(opts),
+    ...(opts.sentinel ? sentinelOptions(opts, opts.sentinel) : valkeyTarget(opts)),
     connectionName: 'tollgate',
     enableAutoPipelining: false,
     // Fail fast while disconnected: the breaker, not a hidden queue, decides what happens.
@@ -75,6 +90,27 @@ export function valkeyOptions(opts: ValkeyStoreOptions): RedisOptions {
     connectTimeout: 2000,
     retryStrategy: defaultRetryDelayMs,
     lazyConnect: true,
+  };
+}
+
+/**
+ * iovalkey's Sentinel connector: ask the sentinels for `name`'s primary, connect to it with the URL's
+ * credentials, db and TLS (the sentinels too when the URL is valkeys://). On a failover it reconnects
+ * to the new primary: at once when the sentinels announce +switch-master (failoverDetector), when the
+ * old primary, now a replica, answers a write with READONLY, or when the connection drops.
+ */
+function sentinelOptions(opts: ValkeyStoreOptions, s: SentinelTarget): RedisOptions {
+  const { host: _h, port: _p, tls, ...auth } = valkeyTarget(opts);
+  return {
+    ...auth,
+    sentinels: s.sentinels,
+    name: s.name,
+    role: 'master',
+    sentinelPassword: s.password,
+    ...(tls ? { tls: { ca: tls.ca }, enableTLSForSentinelMode: true, sentinelTLS: { ca: tls.ca } } : {}),
+    failoverDetector: true,
+    sentinelRetryStrategy: (n: number) => Math.min(100 * n, 1000),
+    reconnectOnError: (err: Error) => (err.message.startsWith('READONLY') ? 1 : false),
   };
 }
 
@@ -94,6 +130,8 @@ export class ValkeyStore implements Store {
   private timeoutMs: number;
   /** See Store.lastReplyAt (set even when the reply comes after the call timed out). */
   lastReplyAt?: number;
+  /** store.wait_replicas after each write (src/store/wait.ts). */
+  private readonly wait: ReplicaWait;
   /** EVALSHA calls of this turn of the event loop, sent by `flush`. */
   private batch: RespCommand[] = [];
   private flushScheduled = false;
@@ -105,6 +143,8 @@ export class ValkeyStore implements Store {
 
   constructor(opts: ValkeyStoreOptions) {
     this.timeoutMs = opts.timeoutMs;
+    if (opts.sentinel) throw new Error('store.client: resp cannot follow a Sentinel failover; use iovalkey');
+    this.wait = new ReplicaWait(opts.waitReplicas ?? 0, (args) => this.conn.command(args));
     this.conn = new RespConnection({
       ...valkeyTarget(opts),
       name: 'tollgate',
@@ -133,6 +173,7 @@ export class ValkeyStore implements Store {
 
   /** An operator's credit or reset (lua/adjust-limit.lua), off the request path. */
   async adjust(req: AdjustRequest): Promise<AdjustResult> {
+    const started = performance.now();
     const argv = ['EVALSHA', this.adjustScript.sha, 1, req.key, ...adjustArgs(req)];
     let reply: number[];
     try {
@@ -145,10 +186,23 @@ export class ValkeyStore implements Store {
       if (sha !== s.sha) throw new Error(`script SHA mismatch: server ${sha}, local ${s.sha}`);
       reply = (await this.conn.command(argv)) as number[];
     }
+    if (this.wait.on) await this.wait.after(started, this.timeoutMs);
     return { remaining: Number(reply[0]), resetMs: Number(reply[1]), nowMs: Number(reply[2]) };
   }
 
+  /** See Store.waitShort. */
+  get waitShort(): number {
+    return this.wait.short;
+  }
+
   async settle(req: SettleRequest): Promise<SettleResult> {
+    const started = performance.now();
+    const result = await this.settleOnce(req);
+    if (this.wait.on) await this.wait.after(started, this.timeoutMs);
+    return result;
+  }
+
+  private async settleOnce(req: SettleRequest): Promise<SettleResult> {
     const { keys, args } = settleCall(req);
     const argv = ['EVALSHA', this.settleScript.sha, keys.length, ...keys, ...args];
     try {
@@ -176,6 +230,7 @@ export class ValkeyStore implements Store {
   }
 
   private async evalCheck(plan: CheckPlan): Promise<CheckResult> {
+    const started = performance.now();
     // One flat argument array (EVALSHA sha numkeys keys… args…), reused on NOSCRIPT.
     const argv: (string | number)[] = ['EVALSHA', this.script.sha, plan.keys.length];
     for (const k of plan.keys) argv.push(k);
@@ -189,7 +244,9 @@ export class ValkeyStore implements Store {
       reply = (await this.evalsha(argv)) as number[];
     }
     this.lastReplyAt = Date.now();
-    return parseReply(plan, reply);
+    const result = parseReply(plan, reply);
+    if (this.wait.on && checkWrote(result.outcome)) await this.wait.after(started, this.timeoutMs);
+    return result;
   }
 
   /** Queue one EVALSHA (the whole command as one array) for this turn's batch. */

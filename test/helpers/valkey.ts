@@ -38,7 +38,7 @@ export async function freePort(): Promise<number> {
   });
 }
 
-function valkeyBinary(): string {
+export function valkeyBinary(): string {
   for (const bin of ['valkey-server']) {
     try {
       execFileSync(bin, ['--version'], { stdio: 'ignore' });
@@ -51,7 +51,7 @@ function valkeyBinary(): string {
   );
 }
 
-async function waitReady(port: number, proc: ChildProcess): Promise<void> {
+export async function waitReady(port: number, proc: ChildProcess): Promise<void> {
   const deadline = Date.now() + 10_000;
   while (Date.now() < deadline) {
     if (proc.exitCode !== null) throw new Error(`valkey-server exited with ${proc.exitCode}`);

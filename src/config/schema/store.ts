@@ -24,27 +24,41 @@ export const storeSchema = mapping({
   on_store_failure: oneOf(['allow', 'deny', 'local']).default('allow'),
   replicas: int(1, 10_000).default(1),
   deny_cache: bool().default(true),
-  client: oneOf(['resp', 'iovalkey']).default('resp'),
+  /** Unset: iovalkey with topology sentinel, else resp. */
+  client: oneOf(['resp', 'iovalkey']).optional(),
+  topology: oneOf(['standalone', 'sentinel']).default('standalone'),
+  wait_replicas: int(0, 16).default(0),
   memory_max_keys: int(100, 100_000_000).default(DEFAULT_MEMORY_MAX_KEYS),
   max_inflight: int(1, 100_000).default(DEFAULT_MAX_INFLIGHT),
-}).transform((s) => ({
-  prefix: s.prefix,
-  timeoutMs: s.timeout,
-  breakerFailures: s.breaker.failures,
-  breakerOpenMs: s.breaker.open_for,
-  onStoreFailure: s.on_store_failure,
-  /** Replica count used by on_store_failure: local (each pod enforces limit / replicas). */
-  replicas: s.replicas,
-  /** Answer repeat denies from a local "denied until T" cache (T from the script). */
-  denyCache: s.deny_cache,
-  /** Valkey client: tollgate's own RESP connection (default) or iovalkey. Restart to change. */
-  client: s.client,
-  /** In-memory store (and on_store_failure: local): most limit keys held at once (store.memory_max_keys). */
-  memoryMaxKeys: s.memory_max_keys,
-  /** Store calls in flight per process; more wait unsent (docs/overload.md). */
-  maxInflight: s.max_inflight,
-}));
+})
+  .refine((s) => !(s.topology === 'sentinel' && s.client === 'resp'), {
+    error:
+      'store.client: resp cannot follow a Sentinel failover; with store.topology: sentinel use client: iovalkey (or leave client unset)',
+    path: ['client'],
+  })
+  .transform((s) => ({
+    prefix: s.prefix,
+    timeoutMs: s.timeout,
+    breakerFailures: s.breaker.failures,
+    breakerOpenMs: s.breaker.open_for,
+    onStoreFailure: s.on_store_failure,
+    /** Replica count used by on_store_failure: local (each pod enforces limit / replicas). */
+    replicas: s.replicas,
+    /** Answer repeat denies from a local "denied until T" cache (T from the script). */
+    denyCache: s.deny_cache,
+    /** Valkey client: tollgate's own RESP connection (default) or iovalkey. Restart to change. */
+    client: s.client ?? (s.topology === 'sentinel' ? 'iovalkey' : 'resp'),
+    /** standalone: VALKEY_URL is the primary; sentinel: VALKEY_SENTINELS find it (docs/high-availability.md). */
+    topology: s.topology,
+    /** WAIT for this many replicas after each debiting check and settle (0 = off). Restart to change. */
+    waitReplicas: s.wait_replicas,
+    /** In-memory store (and on_store_failure: local): most limit keys held at once (store.memory_max_keys). */
+    memoryMaxKeys: s.memory_max_keys,
+    /** Store calls in flight per process; more wait unsent (docs/overload.md). */
+    maxInflight: s.max_inflight,
+  }));
 
 export type StoreConfig = z.output<typeof storeSchema>;
 export type FailurePolicy = StoreConfig['onStoreFailure'];
 export type StoreClient = StoreConfig['client'];
+export type StoreTopology = StoreConfig['topology'];
