@@ -37,6 +37,8 @@ models:
 limits:
   - { name: big-model-tokens, per: tenant, tokens: 1000, every: 1h, models: [gpt-4o] }
   - { name: tenant-tokens, per: tenant, tokens: 5000, every: 1h }
+queues:
+  overflow: { max_length: 100 }   # (the queue length panel: 0 on the in-memory store)
 `;
 
 /** Grafana's variables as the test substitutes them. */

@@ -112,6 +112,9 @@ describe('per-tenant share (tenant_share)', () => {
     await send('modest', 'first');
     expect((await send('modest', 'm0')).status).toBe(202);
     expect(await vk().client.xlen(`${prefix}:q:shared`)).toBe(3);
+    // the queue length gauge reads the same stream when scraped
+    const text = await app.metrics.registry.metrics();
+    expect(text).toMatch(/^tollgate_queue_length\{queue="shared"\} 3$/m);
   });
 });
 

@@ -26,6 +26,10 @@ export class CacheMetrics implements CacheCounters {
       labelNames: ['result'],
       registers: [registry],
     });
+    // every series exported from 0 (dashboards and rate() see the cache from the first scrape)
+    for (const tier of ['exact', 'semantic'])
+      for (const result of ['hit', 'miss', 'error']) this.lookups.inc({ tier, result }, 0);
+    for (const result of ['stored', 'exists', 'full', 'skipped', 'error']) this.fills.inc({ result }, 0);
     const self = this;
     this.bytes = new client.Gauge({
       name: 'tollgate_cache_bytes',

@@ -1,4 +1,7 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import client from 'prom-client';
 import type { Decider } from '../decision/decide.js';
+import { queueStreamKey } from '../store/keys.js';
 import { MemoryStore } from '../store/memory.js';
 import type { Store } from '../store/types.js';
 import type { Inflight } from './inflight.js';
@@ -42,9 +45,42 @@ export function attachMetricSources(metrics: Metrics, src: MetricSources): Overl
     'store.wait_replicas: writes whose WAIT got fewer replicas than asked in time, failed, or was skipped in the second after such a one (the call was answered anyway)',
     () => store.waitShort ?? 0,
   );
+  registerQueueLength(metrics.registry, decider, store);
   registerMemoryStoreMetrics(metrics.registry, () => ({
     memory: store instanceof MemoryStore ? store : undefined,
     local: decider.config.store.onStoreFailure === 'local' ? decider.localStore : undefined,
   }));
   return overload;
+}
+
+/** Entries waiting in each configured queue's stream (XLEN at scrape time; Valkey only). */
+function registerQueueLength(registry: client.Registry, decider: Decider, store: Store): void {
+  new client.Gauge({
+    name: 'tollgate_queue_length',
+    help: 'Entries in each queue tier stream (queues.<name>), read from Valkey when scraped',
+    labelNames: ['queue'],
+    registers: [registry],
+    async collect() {
+      const cfg = decider.config;
+      const names = [...cfg.queues.keys()];
+      if (names.length === 0) return;
+      if (!store.streamLengths) {
+        // the in-memory store never queues (the queue tier needs Valkey): nothing waits
+        for (const n of names) this.set({ queue: n }, 0);
+        return;
+      }
+      try {
+        const keys = names.map((n) => queueStreamKey(cfg.store.prefix, n));
+        const lengths = await Promise.race([
+          store.streamLengths(keys),
+          delay(500, undefined, { ref: false }),
+        ]);
+        if (!lengths) return;
+        this.reset();
+        for (const [i, n] of names.entries()) this.set({ queue: n }, lengths[i]);
+      } catch {
+        // Valkey unreachable: the gauge keeps its last values (the store metrics say why)
+      }
+    },
+  });
 }

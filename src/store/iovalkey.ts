@@ -69,6 +69,10 @@ export class IovalkeyStore implements Store {
     }
   }
 
+  async streamLengths(keys: string[]): Promise<number[]> {
+    return Promise.all(keys.map(async (k) => Number(await this.client.call('XLEN', k))));
+  }
+
   async reservation(key: string): Promise<Reservation | undefined> {
     return parseReservation(await this.client.call('HMGET', key, ...RESERVATION_FIELDS));
   }

@@ -106,6 +106,8 @@ export interface Store {
   settle(req: SettleRequest): Promise<SettleResult>;
   /** An operator's credit or reset (src/admin/), atomically; absent on stores that cannot. */
   adjust?(req: AdjustRequest): Promise<AdjustResult>;
+  /** Optional (Valkey): entries in each stream (XLEN), e.g. the queue tier's streams, for metrics. */
+  streamLengths?(keys: string[]): Promise<number[]>;
   /** Optional: apply a new per-call timeout after a config reload. */
   setTimeoutMs?(ms: number): void;
   /** Resolves when the store answers. */

@@ -166,6 +166,10 @@ export class ValkeyStore implements Store {
     }
   }
 
+  async streamLengths(keys: string[]): Promise<number[]> {
+    return Promise.all(keys.map(async (k) => Number(await this.conn.command(['XLEN', k]))));
+  }
+
   /** The response phase is off the request path: its calls go out at once, bounded by the reply timeout. */
   async reservation(key: string): Promise<Reservation | undefined> {
     return parseReservation(await this.conn.command(['HMGET', key, ...RESERVATION_FIELDS]));
