@@ -12,7 +12,7 @@
  */
 import { Valkey } from 'iovalkey';
 import { withTimeout } from '../resilience/timeout.js';
-import { loadScript, type Script } from './scripts.js';
+import { evalScript, loadScript, type Script, type SendCommand } from './scripts.js';
 import { parseReservation, parseSettleReply, RESERVATION_FIELDS, settleCall } from './settle-codec.js';
 import {
   type AdjustRequest,
@@ -80,21 +80,13 @@ export class IovalkeyStore implements Store {
   /** An operator's credit or reset (lua/adjust-limit.lua), off the request path. */
   async adjust(req: AdjustRequest): Promise<AdjustResult> {
     const started = performance.now();
-    const argv = [this.adjustScript.sha, 1, req.key, ...adjustArgs(req)];
-    let reply: number[];
-    try {
-      reply = (await this.client.call('EVALSHA', ...argv)) as number[];
-    } catch (err) {
-      if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
-      // loaded on first use (never on the check path's connect or NOSCRIPT reload)
-      const s = this.adjustScript;
-      const sha = (await this.client.call('SCRIPT', 'LOAD', s.source)) as string;
-      if (sha !== s.sha) throw new Error(`script SHA mismatch: server ${sha}, local ${s.sha}`);
-      reply = (await this.client.call('EVALSHA', ...argv)) as number[];
-    }
+    const reply = (await evalScript(this.send, this.adjustScript, [req.key], adjustArgs(req))) as number[];
     if (this.wait.on) await this.wait.after(started, this.timeoutMs);
     return { remaining: Number(reply[0]), resetMs: Number(reply[1]), nowMs: Number(reply[2]) };
   }
+
+  /** One command on this store's connection (scripts off the check path: settle, adjust). */
+  private readonly send: SendCommand = (a) => this.client.call(...(a as [string, ...(string | number)[]]));
 
   /** See Store.waitShort. */
   get waitShort(): number {
@@ -110,14 +102,7 @@ export class IovalkeyStore implements Store {
 
   private async settleOnce(req: SettleRequest): Promise<SettleResult> {
     const { keys, args } = settleCall(req);
-    const argv = [this.settleScript.sha, keys.length, ...keys, ...args];
-    try {
-      return parseSettleReply(await this.client.call('EVALSHA', ...argv));
-    } catch (err) {
-      if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
-      await this.loadScripts();
-      return parseSettleReply(await this.client.call('EVALSHA', ...argv));
-    }
+    return parseSettleReply(await evalScript(this.send, this.settleScript, keys, args));
   }
 
   check(plan: CheckPlan): Promise<CheckResult> {
