@@ -36,7 +36,9 @@
                  caller's clock and of the one after it, computed by the caller (daylight saving time
                  moves a zone's boundaries; this script has no time-zone database)
 
-  then the reservation part: 0 (none), or
+  then the reservation part: 0 (none), or 2, reservation id: no record, the id holds concurrency
+  slots and the debited entries' JSON list (as below) is appended to the reply (a Valkey Cluster's
+  slot-by-slot check, src/store/cluster.ts, writes the record itself), or
     1, key index of the reservation record (a hash), reservation id, ttl_ms, then C records (one per
     candidate, opaque text). When a candidate is chosen (and not a dry run) the record key gets
     r = that candidate's record, id = the id, e = the debited entries as a JSON list of lists
@@ -170,11 +172,14 @@ for c = 1, ncand do
 end
 
 -- The reservation part (see the header): where ARGV's record for candidate c is.
-local resv_key, resv_id, resv_ttl, resv_rec = nil, nil, 0, 0
+local resv_key, resv_id, resv_ttl, resv_rec, resv_list = nil, nil, 0, 0, false
 if ARGV[p] == '1' then
   resv_key, resv_id, resv_ttl = KEYS[tonumber(ARGV[p + 1])], ARGV[p + 2], tonumber(ARGV[p + 3])
   resv_rec = p + 3
   p = p + 4 + ncand
+elseif ARGV[p] == '2' then
+  resv_id, resv_list = ARGV[p + 1], true
+  p = p + 2
 else
   p = p + 1
 end
@@ -192,9 +197,9 @@ if chosen == 0 then
 end
 
 -- Debit the chosen candidate's limits that fit (enforced or shadow): status FITS or BELOW_DOWNGRADE.
+local debited = {}
 if chosen > 0 and not dry then
   local first = cands[CAND * chosen + C_FIRST]
-  local debited = {}
   for j = first, first + cands[CAND * chosen + C_COUNT] - 1 do
     local b = j * ENTRY
     local status = entries[b + E_STATUS]
@@ -214,7 +219,7 @@ if chosen > 0 and not dry then
         state[ki] = calendar_debit(KEYS[ki], state[ki], entries[b + E_COST], horizon[ki], starts, now)
         if starts then fresh[ki] = nil end
       end
-      if resv_key then
+      if resv_key or resv_list then
         local f = '%.17g' -- exact integers as text (cjson would round numbers to 14 digits)
         debited[#debited + 1] = { j - first, KEYS[ki], kind, f:format(entries[b + E_CAP]), f:format(entries[b + E_PERIOD]),
           f:format(entries[b + E_COST]), f:format(w_end), f:format(w_next) }
@@ -293,4 +298,5 @@ for c = 1, ncand do
   end
 end
 if stream_id then out[o + 1] = stream_id elseif queue_full then out[o + 1] = queue_full end
+if resv_list and chosen > 0 and not dry then out[#out + 1] = cjson.encode(debited) end
 return out

@@ -33,11 +33,11 @@
 --- @include "calendar"
 --- @include "bucket"
 --- @include "slots"
+--- @include "settle"
 
 local floor, tonumber = math.floor, tonumber
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
-local ROLLING, CALENDAR, SLOTS = 1, 2, 3
 local SETTLED_TTL_MS = 120000 -- SETTLED_TTL_MS in src/policy/plan-types.ts
 
 local rec = redis.call('HMGET', KEYS[1], 'e', 's', 'id')
@@ -50,46 +50,8 @@ if #entries ~= n then return redis.error_reply('settle: the record has ' .. #ent
 local out = { 1 }
 for i = 1, n do
   local e = entries[i]
-  local key, kind, cap, period = e[2], e[3], tonumber(e[4]), tonumber(e[5])
-  local cost, window_end, next_end = tonumber(e[6]), tonumber(e[7]), tonumber(e[8] or 0)
-  if KEYS[i + 1] ~= key then return redis.error_reply('settle: key ' .. i .. ' is not the record\'s') end
-  local delta = cost - tonumber(ARGV[i + 1])
-  local remaining = 0
-  if kind == ROLLING then
-    local level, expires = rolling_read(key, cap, period, now)
-    local after = level + delta
-    if after > cap then after = cap end
-    if after ~= level then
-      level, expires = rolling_debit(key, level, level - after, period, expires, now)
-      rolling_keep(key, level, cap, period, expires, now)
-    end
-    remaining = level
-  elseif kind == CALENDAR then
-    local h = redis.call('HMGET', key, 'u', 'e')
-    local used, e_end = tonumber(h[1]), tonumber(h[2])
-    if used and e_end == window_end and now < e_end then
-      used = used - delta
-      if used < 0 then used = 0 end
-      redis.call('HSET', key, 'u', used)
-    elseif delta < 0 and now < next_end then
-      -- the reserved window is over: the excess is charged to the next one (started here if need be)
-      if used and e_end == next_end then
-        used = used - delta
-        redis.call('HSET', key, 'u', used)
-      else
-        used, e_end = -delta, next_end
-        redis.call('HSET', key, 'u', used, 'e', next_end)
-        redis.call('PEXPIRE', key, next_end - now + 1000)
-      end
-    end
-    -- a window that has ended (its key lingers a second) holds nothing any more
-    if not (used and e_end and now < e_end) then used = 0 end
-    remaining = cap - used
-  elseif kind == SLOTS then
-    redis.call('ZREM', key, rec[3])
-    remaining = cap - slots_read(key, now) -- leases that have ended do not count
-  end
-  out[#out + 1] = floor(remaining)
+  if KEYS[i + 1] ~= e[2] then return redis.error_reply('settle: key ' .. i .. ' is not the record\'s') end
+  out[#out + 1] = settle_entry(e, tonumber(ARGV[i + 1]), rec[3], now)
 end
 -- kept settled (a repeat answers 2) but small, and only briefly: a repeat after that finds no record
 redis.call('HSET', KEYS[1], 's', 1)

@@ -5,6 +5,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { windowEnd } from '../src/policy/calendar.js';
+import { ClusterStore } from '../src/store/cluster.js';
 import { IovalkeyStore } from '../src/store/iovalkey.js';
 import { MemoryStore } from '../src/store/memory.js';
 import {
@@ -21,7 +22,10 @@ import { startValkey, type TestValkey } from './helpers/valkey.js';
 let vk: TestValkey;
 let valkeyStore: ValkeyStore;
 let iovalkeyStore: IovalkeyStore;
+let clusterStore: ClusterStore;
 beforeAll(async () => {
+  clusterStore = new ClusterStore({ url: process.env.DEV_CLUSTER_URL!, timeoutMs: 2000 });
+  await clusterStore.connect();
   vk = await startValkey();
   valkeyStore = new ValkeyStore({ url: vk.url, timeoutMs: 2000 });
   await valkeyStore.connect();
@@ -31,6 +35,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await valkeyStore?.close();
   await iovalkeyStore?.close();
+  await clusterStore?.close();
   await vk?.close();
 });
 
@@ -73,12 +78,16 @@ const backends: [string, () => Store][] = [
   ['memory', () => new MemoryStore()],
   ['valkey (store.client: resp)', () => valkeyStore],
   ['valkey (store.client: iovalkey)', () => iovalkeyStore],
+  ['valkey cluster, keys in one slot', () => clusterStore],
+  ['valkey cluster, keys across slots', () => clusterStore],
 ];
 
-describe.each(backends)('store conformance: %s', (_name, make) => {
+describe.each(backends)('store conformance: %s', (name, make) => {
+  // one slot: a shared hash tag; across slots: each key hashes on its own (slot by slot, compensated)
+  const tagged = name.includes('one slot');
   const keys = (n: number) => {
     const id = randomUUID();
-    return Array.from({ length: n }, (_, i) => `test:${id}:${i}`);
+    return Array.from({ length: n }, (_, i) => (tagged ? `test:{${id}}:${i}` : `test:${id}:${i}`));
   };
 
   it('rolling bucket admits up to capacity, then denies with the refill time', async () => {

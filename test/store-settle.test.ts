@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { windowEnd } from '../src/policy/calendar.js';
+import { ClusterStore } from '../src/store/cluster.js';
 import { IovalkeyStore } from '../src/store/iovalkey.js';
 import { MemoryStore } from '../src/store/memory.js';
 import {
@@ -22,11 +23,17 @@ import {
 } from '../src/store/types.js';
 import { ValkeyStore } from '../src/store/valkey.js';
 import { startValkey, type TestValkey } from './helpers/valkey.js';
+import { startCluster, type TestCluster } from './helpers/valkey-cluster.js';
 
 let vk: TestValkey;
 let valkeyStore: ValkeyStore;
 let iovalkeyStore: IovalkeyStore;
+let cluster: TestCluster;
+let clusterStore: ClusterStore;
 beforeAll(async () => {
+  cluster = await startCluster();
+  clusterStore = new ClusterStore({ url: cluster.url, timeoutMs: 5000 });
+  await clusterStore.connect();
   vk = await startValkey();
   valkeyStore = new ValkeyStore({ url: vk.url, timeoutMs: 5000 });
   await valkeyStore.connect();
@@ -36,6 +43,8 @@ beforeAll(async () => {
 afterAll(async () => {
   await valkeyStore?.close();
   await iovalkeyStore?.close();
+  await clusterStore?.close();
+  await cluster?.stop();
   await vk?.close();
 });
 
@@ -71,9 +80,15 @@ const slots = (key: number, cap: number, leaseMs: number) =>
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * Cluster runs: tagged, every key of a scope (its record too) shares one slot; untagged, each hashes on
+ * its own (the slot-by-slot check and the claim-then-settle path).
+ */
+let tagScopes = false;
+
 /** `n` limit keys of a fresh scope, and reservation keys (one per call) under the same run. */
 function scope(n: number) {
-  const id = randomUUID();
+  const id = tagScopes ? `{${randomUUID()}}` : randomUUID();
   const limits = Array.from({ length: n }, (_, i) => `test:${id}:${i}`);
   let calls = 0;
   return {
@@ -125,9 +140,17 @@ const backends: [string, () => Store][] = [
   ['memory', () => new MemoryStore()],
   ['valkey (store.client: resp)', () => valkeyStore],
   ['valkey (store.client: iovalkey)', () => iovalkeyStore],
+  ['valkey cluster, a scope in one slot', () => clusterStore],
+  ['valkey cluster, keys across slots', () => clusterStore],
 ];
 
-describe.each(backends)('reservations and settlement: %s', (_name, make) => {
+describe.each(backends)('reservations and settlement: %s', (name, make) => {
+  beforeAll(() => {
+    tagScopes = name.includes('one slot');
+  });
+  afterAll(() => {
+    tagScopes = false;
+  });
   it('an allowed check records the chosen record and exactly the entries it debited (shadow that fits included)', async () => {
     const s = make();
     const sc = scope(4);

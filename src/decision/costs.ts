@@ -25,7 +25,7 @@ import { keyNames, reservationKey } from '../store/keys.js';
 import { countPromptTokens } from '../tokens/count.js';
 import type { BodyReading } from './body.js';
 import { queueKeys, queueRequest } from './queue-tier.js';
-import { newReservationId } from './reservation.js';
+import { clusterReservationId, newReservationId } from './reservation.js';
 import type { Unproven } from './unproven.js';
 
 /** Fallback chains and token-worker encodings of configured models, computed once per config. */
@@ -158,7 +158,10 @@ export function planCall(
   const built = buildPlan(cfg, id, costs, keyNames, now, requestWeight(cfg, reading.call?.tools));
   if (cfg.settle.enabled && built.meta.some((m) => m.length > 0)) {
     // recorded with the debit, for the response phase to settle (src/settle/); before any queue keys
-    const rid = newReservationId(now);
+    const rid =
+      cfg.store.topology === 'cluster'
+        ? clusterReservationId(built.plan.keys[0], now)
+        : newReservationId(now);
     const key = built.plan.keys.push(reservationKey(cfg.store.prefix, rid)) - 1;
     const records = reservationRecords(cfg, id, costs, built.meta, dialect, reading.estimated, now, cache);
     built.plan.reservation = { key, id: rid, ttlMs: cfg.settle.reservationTtlMs, records };

@@ -7,7 +7,7 @@ import { QueueFullReason, type QueueRequest } from '../store/types.js';
 
 /** The queue's stream, then its accounting hash: the last two keys of the plan. */
 export function queueKeys(cfg: Config, q: QueueConfig): [string, string] {
-  const stream = queueStreamKey(cfg.store.prefix, q.name);
+  const stream = queueStreamKey(cfg.store.prefix, q.name, cfg.store.topology === 'cluster');
   return [stream, queueAcctKey(stream)];
 }
 

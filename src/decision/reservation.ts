@@ -4,6 +4,7 @@
  * come from a pooled buffer (one getRandomValues call per 256 ids).
  */
 import { randomFillSync } from 'node:crypto';
+import { keySlotTag } from '../store/slot.js';
 
 const ID_BYTES = 16;
 const POOL_IDS = 256;
@@ -19,9 +20,17 @@ export function newReservationId(now = Date.now()): string {
   return `${now.toString(36)}.${pool.toString('base64url', start, start + ID_BYTES)}`;
 }
 
+/**
+ * An id for a Valkey Cluster: `<slot tag>:<id>`, the tag naming the slot its record is written in (the
+ * slot of the plan's first key, store/slot.ts), so the settlement finds the record from the id alone.
+ */
+export function clusterReservationId(firstKey: string, now = Date.now()): string {
+  return `${keySlotTag(firstKey)}:${newReservationId(now)}`;
+}
+
 /** The time an id says it was made (ms), or undefined when it is not one of ours. */
 export function reservationIdTime(id: string): number | undefined {
-  const m = /^([0-9a-z]{1,11})\.[A-Za-z0-9_-]{22}$/.exec(id);
+  const m = /^(?:[0-9a-z]{1,4}:)?([0-9a-z]{1,11})\.[A-Za-z0-9_-]{22}$/.exec(id);
   if (!m) return undefined;
   const t = Number.parseInt(m[1], 36);
   return Number.isSafeInteger(t) ? t : undefined;

@@ -70,7 +70,7 @@ function registerQueueLength(registry: client.Registry, decider: Decider, store:
         return;
       }
       try {
-        const keys = names.map((n) => queueStreamKey(cfg.store.prefix, n));
+        const keys = names.map((n) => queueStreamKey(cfg.store.prefix, n, cfg.store.topology === 'cluster'));
         const lengths = await Promise.race([
           store.streamLengths(keys),
           delay(500, undefined, { ref: false }),

@@ -137,4 +137,6 @@ export interface QueueRequest {
 export interface KeyNames {
   /** The key of a limit without its scope: `<prefix>:r:<limit>` or `<prefix>:c:<limit>:<unit>[@<zone>]`. */
   limitPrefix(storePrefix: string, limit: Pick<LimitConfig, 'name' | 'window'>): string;
+  /** A scope part of the `store.shard_by` dimension: a cluster hash tag (`{part}`). */
+  shardPart(part: string): string;
 }

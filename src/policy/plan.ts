@@ -122,8 +122,10 @@ export function buildPlan(
       let key = st.prefix;
       // per model: a name that matched no configured model is keyed as "*" (one bucket for all of
       // them), so rotating made-up model names never opens a fresh budget
-      for (const d of l.per)
-        key += `:${safeId(d === 'model' ? (cfg.models.has(c.model) ? c.model : '*') : (id[d] as string))}`;
+      for (const d of l.per) {
+        const part = safeId(d === 'model' ? (cfg.models.has(c.model) ? c.model : '*') : (id[d] as string));
+        key += `:${d === cfg.store.shardBy ? names.shardPart(part) : part}`;
+      }
       const w = l.window;
       let ki = keyIndex.get(key);
       if (ki === undefined) {

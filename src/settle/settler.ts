@@ -127,7 +127,7 @@ export class Settler {
         export:
           stream && r.store.kind === 'valkey' && outcome !== 'kept'
             ? {
-                stream: usageStreamKey(cfg.store.prefix, stream.name),
+                stream: usageStreamKey(cfg.store.prefix, stream.name, cfg.store.topology === 'cluster'),
                 maxLength: stream.maxLength,
                 fields: exportFields(r, outcome, s),
               }

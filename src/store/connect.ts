@@ -1,8 +1,9 @@
 /**
  * The Valkey store for `store.client` and `store.topology`: tollgate's own RESP connection (default on
- * a standalone server) or iovalkey (any topology; the only one for sentinel).
+ * a standalone server) or iovalkey (any topology; the only one for sentinel and cluster).
  */
 import type { StoreConfig } from '../config/types.js';
+import { ClusterStore } from './cluster.js';
 import { IovalkeyStore } from './iovalkey.js';
 import type { Store } from './types.js';
 import { type SentinelTarget, ValkeyStore, type ValkeyStoreOptions } from './valkey.js';
@@ -29,7 +30,15 @@ export function storeOptions(
   if (store.topology === 'sentinel' && !a.valkeySentinel)
     throw new Error('store.topology: sentinel needs VALKEY_SENTINELS and VALKEY_SENTINEL_NAME');
   if (store.topology !== 'sentinel' && a.valkeySentinel)
-    throw new Error('VALKEY_SENTINELS is set but store.topology is standalone: set store.topology: sentinel');
+    throw new Error(
+      `VALKEY_SENTINELS is set but store.topology is ${store.topology}: set store.topology: sentinel`,
+    );
+  if (store.topology === 'cluster' && !a.valkeyUrl)
+    throw new Error(
+      'store.topology: cluster needs VALKEY_URL naming one or more seed nodes (valkey://h1:7000,h2:7000)',
+    );
+  if (store.topology !== 'cluster' && a.valkeyUrl?.includes(','))
+    throw new Error('VALKEY_URL names several nodes: set store.topology: cluster (or name one server)');
   return {
     // with sentinels the URL gives only scheme, credentials and db
     url: a.valkeyUrl ?? 'valkey://sentinel-primary',
@@ -46,5 +55,6 @@ export function createValkeyStore(
   timeoutMs: number,
 ): ConnectableStore {
   const opts = storeOptions(store, a, timeoutMs);
+  if (store.topology === 'cluster') return new ClusterStore(opts);
   return store.client === 'iovalkey' ? new IovalkeyStore(opts) : new ValkeyStore(opts);
 }

@@ -10,9 +10,14 @@
  *   <prefix>:q:<queue>:dead                     its dead letters
  *   <prefix>:s:<limit>:<scope…>                 concurrency limit: the reservation ids holding a slot
  *   <prefix>:v:<reservation id>                 a reservation record (lua/check-limits.lua), until settled
- *                                               or settle.reservation_ttl
+ *                                               or settle.reservation_ttl; an id made for a cluster
+ *                                               (`<slot tag>:<id>`) names `<prefix>:v:{<slot tag>}:<id>`,
+ *                                               in the slot of the call's first limit key
  *   <prefix>:u:<usage_stream.name>              the usage export stream (settle.usage_stream)
- * Scope parts are safe ids (identity/safeId): they cannot collide or escape the prefix.
+ * Scope parts are safe ids (identity/safeId): they cannot collide or escape the prefix. With
+ * `store.shard_by: <dimension>`, that dimension's part is written `{<value>}`: a Valkey Cluster hash
+ * tag, so every key of one caller's value shares a slot (src/store/slot.ts). With store.topology:
+ * cluster, a queue's keys share the tag `{q.<queue>}` and the usage stream `{u.<name>}`.
  */
 import type { LimitConfig } from '../config/types.js';
 import type { KeyNames } from '../policy/plan-types.js';
@@ -28,11 +33,14 @@ export const keyNames: KeyNames = {
           : `c:${l.name}:${w.unit}${w.timezone ? `@${w.timezone.replace(/[^A-Za-z0-9_-]/g, '_')}` : ''}`;
     return `${storePrefix}:${kindPart}`;
   },
+  shardPart(part: string): string {
+    return `{${part}}`;
+  },
 };
 
-/** A queue's stream key. */
-export function queueStreamKey(storePrefix: string, queue: string): string {
-  return `${storePrefix}:q:${queue}`;
+/** A queue's stream key; on a cluster its accounting and dead letters share its slot. */
+export function queueStreamKey(storePrefix: string, queue: string, cluster = false): string {
+  return cluster ? `${storePrefix}:q:{q.${queue}}` : `${storePrefix}:q:${queue}`;
 }
 
 /** A queue's accounting hash (bytes, per-tenant entries and bytes). */
@@ -45,14 +53,17 @@ export function queueDeadKey(stream: string): string {
   return `${stream}:dead`;
 }
 
-/** A reservation record's key. */
+/** A reservation record's key: an id `<slot tag>:<rest>` (cluster) puts it in that tag's slot. */
 export function reservationKey(storePrefix: string, id: string): string {
-  return `${storePrefix}:v:${id}`;
+  const colon = id.indexOf(':');
+  return colon < 0
+    ? `${storePrefix}:v:${id}`
+    : `${storePrefix}:v:{${id.slice(0, colon)}}:${id.slice(colon + 1)}`;
 }
 
-/** The usage export stream (settle.usage_stream). */
-export function usageStreamKey(storePrefix: string, name: string): string {
-  return `${storePrefix}:u:${name}`;
+/** The usage export stream (settle.usage_stream); on a cluster, in its own slot. */
+export function usageStreamKey(storePrefix: string, name: string, cluster = false): string {
+  return cluster ? `${storePrefix}:u:{u.${name}}` : `${storePrefix}:u:${name}`;
 }
 
 /**

@@ -24,13 +24,20 @@ export const storeSchema = mapping({
   on_store_failure: oneOf(['allow', 'deny', 'local']).default('allow'),
   replicas: int(1, 10_000).default(1),
   deny_cache: bool().default(true),
-  /** Unset: iovalkey with topology sentinel, else resp. */
+  /** Unset: iovalkey with topology sentinel or cluster, else resp. */
   client: oneOf(['resp', 'iovalkey']).optional(),
-  topology: oneOf(['standalone', 'sentinel']).default('standalone'),
+  topology: oneOf(['standalone', 'sentinel', 'cluster']).default('standalone'),
+  /** Cluster: the identity dimension whose value hash-tags a caller's keys (docs/high-availability.md). */
+  shard_by: str('an identity dimension name (e.g. org or tenant)', /^[A-Za-z0-9_-]{1,64}$/).optional(),
   wait_replicas: int(0, 16).default(0),
   memory_max_keys: int(100, 100_000_000).default(DEFAULT_MEMORY_MAX_KEYS),
   max_inflight: int(1, 100_000).default(DEFAULT_MAX_INFLIGHT),
 })
+  .refine((s) => !(s.topology === 'cluster' && s.client === 'resp'), {
+    error:
+      'store.client: resp does not speak Valkey Cluster; with store.topology: cluster use client: iovalkey (or leave client unset)',
+    path: ['client'],
+  })
   .refine((s) => !(s.topology === 'sentinel' && s.client === 'resp'), {
     error:
       'store.client: resp cannot follow a Sentinel failover; with store.topology: sentinel use client: iovalkey (or leave client unset)',
@@ -47,9 +54,15 @@ export const storeSchema = mapping({
     /** Answer repeat denies from a local "denied until T" cache (T from the script). */
     denyCache: s.deny_cache,
     /** Valkey client: tollgate's own RESP connection (default) or iovalkey. Restart to change. */
-    client: s.client ?? (s.topology === 'sentinel' ? 'iovalkey' : 'resp'),
+    client: s.client ?? (s.topology === 'standalone' ? 'resp' : 'iovalkey'),
     /** standalone: VALKEY_URL is the primary; sentinel: VALKEY_SENTINELS find it (docs/high-availability.md). */
     topology: s.topology,
+    /**
+     * The dimension whose value becomes a `{hash tag}` in every key of a limit keyed by it (and the
+     * reservation record of a call whose first limit is such), so one caller's budgets share a cluster
+     * slot and one script decides them. Unset: no tags; each limit key hashes on its own.
+     */
+    shardBy: s.shard_by,
     /** WAIT for this many replicas after each debiting check and settle (0 = off). Restart to change. */
     waitReplicas: s.wait_replicas,
     /** In-memory store (and on_store_failure: local): most limit keys held at once (store.memory_max_keys). */
