@@ -93,7 +93,9 @@ export async function startApp(opts: AppOptions): Promise<App> {
   const shed = (stage: 'queued' | 'sent') => overload.shed(stage);
   const events = deciderEvents({ metrics, log, storeHealth, config, shed });
   const valkey =
-    opts.store || !opts.valkeyUrl ? undefined : { url: opts.valkeyUrl, caFile: opts.valkeyCaFile };
+    opts.store || !opts.valkeyUrl
+      ? undefined
+      : { url: opts.valkeyUrl, caFile: opts.valkeyCaFile, cluster: cfg.store.topology === 'cluster' };
   const cache = openCache(cfg, valkey, metrics.cache);
   const decider = new Decider(cfg, { store, pool, cache, ...events });
   // server.max_buffered_bytes: request bytes held across gRPC Check streams (restart to change)

@@ -1,6 +1,7 @@
 /**
- * One conformance suite, two backends: the Valkey store (real valkey-server, the Lua script) and the
- * in-memory store must give the same answers.
+ * One conformance suite, every backend: the Valkey store (real valkey-server, the Lua script; both
+ * clients), the in-memory store, and the Valkey Cluster store (a real 3+3 cluster) with a plan's keys in
+ * one slot (one script call) and across slots (slot by slot, compensated) must give the same answers.
  */
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -18,24 +19,28 @@ import {
 } from '../src/store/types.js';
 import { ValkeyStore } from '../src/store/valkey.js';
 import { startValkey, type TestValkey } from './helpers/valkey.js';
+import { startCluster, type TestCluster } from './helpers/valkey-cluster.js';
 
 let vk: TestValkey;
 let valkeyStore: ValkeyStore;
 let iovalkeyStore: IovalkeyStore;
+let cluster: TestCluster;
 let clusterStore: ClusterStore;
 beforeAll(async () => {
-  clusterStore = new ClusterStore({ url: process.env.DEV_CLUSTER_URL!, timeoutMs: 2000 });
+  cluster = await startCluster();
+  clusterStore = new ClusterStore({ url: cluster.url, timeoutMs: 2000 });
   await clusterStore.connect();
   vk = await startValkey();
   valkeyStore = new ValkeyStore({ url: vk.url, timeoutMs: 2000 });
   await valkeyStore.connect();
   iovalkeyStore = new IovalkeyStore({ url: vk.url, timeoutMs: 2000 });
   await iovalkeyStore.connect();
-});
+}, 60_000);
 afterAll(async () => {
   await valkeyStore?.close();
   await iovalkeyStore?.close();
   await clusterStore?.close();
+  await cluster?.stop();
   await vk?.close();
 });
 

@@ -39,7 +39,7 @@ beforeAll(async () => {
   await valkeyStore.connect();
   iovalkeyStore = new IovalkeyStore({ url: vk.url, timeoutMs: 5000 });
   await iovalkeyStore.connect();
-});
+}, 60_000);
 afterAll(async () => {
   await valkeyStore?.close();
   await iovalkeyStore?.close();

@@ -9,7 +9,7 @@ import { LshIndex } from './semantic.js';
 
 export function openCache(
   cfg: Config,
-  valkey: { url: string; caFile?: string } | undefined,
+  valkey: { url: string; caFile?: string; cluster?: boolean } | undefined,
   metrics: CacheCounters & { source?: () => Promise<Record<string, number>> },
 ): AnswerCache | undefined {
   if (!cfg.cache) return undefined;
@@ -17,6 +17,7 @@ export function openCache(
     ? new ValkeyAnswerStore(
         { url: valkey.url, caFile: valkey.caFile, timeoutMs: cfg.store.timeoutMs },
         cfg.store.prefix,
+        valkey.cluster,
       )
     : new MemoryAnswerStore();
   const kind = cfg.cache.scope.length === 0 ? 'global' : [...cfg.cache.scope].sort().join('+');

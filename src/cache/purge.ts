@@ -31,11 +31,13 @@ export async function purgeCommand(args: string[], deps: PurgeDeps): Promise<num
   if (pairs.some((p) => p !== 'global' && !/^[a-z][a-z0-9_]*=.+$/.test(p)))
     deps.usage('--scope takes dim=value');
   if (!deps.valkeyUrl) deps.usage('cache purge needs VALKEY_URL (the memory store is per process)');
-  const prefix = config ? deps.loadConfig(config).store.prefix : 'tollgate';
+  const store0 = config ? deps.loadConfig(config).store : undefined;
+  const prefix = store0?.prefix ?? 'tollgate';
   const scope = pairs.includes('global') ? { kind: 'global', id: 'global' } : scopeFromPairs(pairs);
   const store = new ValkeyAnswerStore(
     { url: deps.valkeyUrl!, caFile: deps.valkeyCaFile, timeoutMs: 2000 },
     prefix,
+    store0?.topology === 'cluster',
   );
   try {
     if (!(await store.ready)) throw new Error('cannot reach Valkey (VALKEY_URL)');

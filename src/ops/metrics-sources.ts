@@ -45,6 +45,18 @@ export function attachMetricSources(metrics: Metrics, src: MetricSources): Overl
     'store.wait_replicas: writes whose WAIT got fewer replicas than asked in time, failed, or was skipped in the second after such a one (the call was answered anyway)',
     () => store.waitShort ?? 0,
   );
+  mirrorCounter(
+    metrics.registry,
+    'tollgate_store_slot_spanning_checks_total',
+    'store.topology: cluster: checks whose limits live in several slots (reserved slot by slot: one script call per slot, then the record)',
+    () => store.clusterStats?.spanning ?? 0,
+  );
+  mirrorCounter(
+    metrics.registry,
+    'tollgate_store_compensations_total',
+    'store.topology: cluster: slot-by-slot checks refused by one slot after another had debited (that debit refunded before answering)',
+    () => store.clusterStats?.compensated ?? 0,
+  );
   registerQueueLength(metrics.registry, decider, store);
   registerMemoryStoreMetrics(metrics.registry, () => ({
     memory: store instanceof MemoryStore ? store : undefined,

@@ -13,7 +13,8 @@
  *            --dead-max entries, oldest trimmed) and is released, in the same atomic step.
  */
 import { spawn } from 'node:child_process';
-import { Valkey } from 'iovalkey';
+import { Cluster, Valkey } from 'iovalkey';
+import { clusterOptions, clusterSeeds } from '../store/cluster.js';
 import { queueAcctKey, queueDeadKey, queueStreamKey } from '../store/keys.js';
 import { loadScript } from '../store/scripts.js';
 import { type SentinelTarget, valkeyOptions } from '../store/valkey.js';
@@ -33,6 +34,8 @@ export interface ConsumerOptions {
   url: string;
   /** The sentinels that name the primary (VALKEY_SENTINELS, …); `url` then gives credentials only. */
   sentinel?: SentinelTarget;
+  /** store.topology: cluster: `url` names seed nodes; the queue's keys share the slot {q.<queue>}. */
+  cluster?: boolean;
   prefix?: string;
   queue: string;
   group: string;
@@ -63,16 +66,22 @@ function toEntry(streamId: string, fields: string[], deliveries: number): QueueE
 }
 
 export class QueueConsumer {
-  readonly client: Valkey;
+  readonly client: Valkey | Cluster;
   readonly stream: string;
 
   constructor(private readonly o: ConsumerOptions) {
-    this.client = new Valkey({
-      ...valkeyOptions({ url: o.url, timeoutMs: 5000, sentinel: o.sentinel }),
-      enableOfflineQueue: true,
-      commandTimeout: undefined,
-    });
-    this.stream = queueStreamKey(o.prefix ?? 'tollgate', o.queue);
+    if (o.cluster) {
+      const { seeds, url } = clusterSeeds({ url: o.url, timeoutMs: 5000 });
+      const c = clusterOptions({ url: o.url, timeoutMs: 5000 }, url);
+      c.redisOptions = { ...c.redisOptions, commandTimeout: undefined };
+      this.client = new Cluster(seeds, { ...c, enableOfflineQueue: true, enableAutoPipelining: false });
+    } else
+      this.client = new Valkey({
+        ...valkeyOptions({ url: o.url, timeoutMs: 5000, sentinel: o.sentinel }),
+        enableOfflineQueue: true,
+        commandTimeout: undefined,
+      });
+    this.stream = queueStreamKey(o.prefix ?? 'tollgate', o.queue, o.cluster);
   }
 
   async init(): Promise<void> {

@@ -3,9 +3,11 @@
  * values, off the check script's connection): a lookup is one HMGET (an answer is a hash of one
  * field, v: the ACL needs no command beyond the check and settle scripts'), a fill one EVALSHA of
  * lua/cache-put.lua (bytes bounded per scope and in total, atomically), a purge lua/cache-purge.lua.
- * Key names: store/keys.ts answerKeys.
+ * Key names: store/keys.ts answerKeys. On a Valkey Cluster (store.topology: cluster) every answer key
+ * carries the hash tag {a}: the cache's indexes and accounting are read and written together by its
+ * scripts, so the whole cache lives in one slot (one primary holds it).
  */
-import { Valkey } from 'iovalkey';
+import { Cluster, Valkey } from 'iovalkey';
 import {
   type AnswerPut,
   type AnswerPutResult,
@@ -15,23 +17,29 @@ import {
   VALKEY_ENTRY_OVERHEAD,
   type VectorPut,
 } from './answers.js';
+import { clusterOptions, clusterSeeds } from './cluster.js';
 import { answerKeys } from './keys.js';
 import { loadScript, type Script } from './scripts.js';
 import { type ValkeyStoreOptions, valkeyOptions } from './valkey.js';
 
 export class ValkeyAnswerStore implements AnswerStore {
   readonly kind = 'valkey' as const;
-  readonly client: Valkey;
+  readonly client: Valkey | Cluster;
   /** Resolves once the first connection attempt is over (true: connected). Calls before it miss. */
   readonly ready: Promise<boolean>;
   private readonly putScript: Script = loadScript('cache-put');
   private readonly purgeScript: Script = loadScript('cache-purge');
 
-  constructor(
-    opts: ValkeyStoreOptions,
-    private readonly prefix: string,
-  ) {
-    this.client = new Valkey({ ...valkeyOptions(opts), connectionName: 'tollgate-cache' });
+  private readonly prefix: string;
+
+  constructor(opts: ValkeyStoreOptions, prefix: string, cluster = false) {
+    this.prefix = cluster ? `${prefix}:{a}` : prefix;
+    if (cluster) {
+      const { seeds, url } = clusterSeeds(opts);
+      const o = clusterOptions(opts, url);
+      o.redisOptions = { ...o.redisOptions, connectionName: 'tollgate-cache' };
+      this.client = new Cluster(seeds, { ...o, enableAutoPipelining: false });
+    } else this.client = new Valkey({ ...valkeyOptions(opts), connectionName: 'tollgate-cache' });
     this.client.on('error', () => {}); // reconnects by itself; a failed call falls through (a miss)
     this.ready = this.client.connect().then(
       () => true,
@@ -158,8 +166,8 @@ export class ValkeyAnswerStore implements AnswerStore {
       return await this.client.evalsha(s.sha, keys.length, ...keys, ...args);
     } catch (err) {
       if (!String((err as Error).message).startsWith('NOSCRIPT')) throw err;
-      await this.client.script('LOAD', s.source);
-      return await this.client.evalsha(s.sha, keys.length, ...keys, ...args);
+      // the whole script, which the node (the one owning these keys, on a cluster) then keeps
+      return await this.client.eval(s.source, keys.length, ...keys, ...args);
     }
   }
 

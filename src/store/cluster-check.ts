@@ -43,6 +43,8 @@ export type DebitedEntry = [number, string, number, string, string, string, stri
 /** The outcome of reserving one candidate slot by slot. */
 interface Attempt {
   taken: boolean;
+  /** Slots refunded (compensation). */
+  refunded: number;
   /** Refused by downgrade thresholds only (would fit without them). */
   thresholdOnly: boolean;
   entries: EntryResult[];
@@ -114,14 +116,19 @@ async function attempt(
     else taken = false;
     if (!r.taken && !r.thresholdOnly) thresholdOnly = false;
   });
-  if (!taken && !plan.dryRun) {
-    // compensation: the slots that took their part give it back before the call is answered
-    await Promise.all(
-      replies.filter((r) => r.taken && r.debited.length > 0).map((r) => refund(r, exec, member)),
-    );
-  }
+  const back = taken || plan.dryRun ? [] : replies.filter((r) => r.taken && r.debited.length > 0);
+  // compensation: the slots that took their part give it back before the call is answered
+  await Promise.all(back.map((r) => refund(r, exec, member)));
   debited.sort((a, b) => a[0] - b[0]);
-  return { taken, thresholdOnly: !taken && thresholdOnly, entries, debited: taken ? debited : [], nowMs };
+  const refunded = back.length;
+  return {
+    taken,
+    refunded,
+    thresholdOnly: !taken && thresholdOnly,
+    entries,
+    debited: taken ? debited : [],
+    nowMs,
+  };
 }
 
 interface SlotReply {
@@ -198,6 +205,8 @@ export function settleEntriesArgs(
 export interface ClusterCheck {
   result: CheckResult;
   debited?: DebitedEntry[];
+  /** Slots that debited and were refunded because another slot refused. */
+  compensated: number;
 }
 
 /** The check when the plan's keys span slots (see the header). */
@@ -212,8 +221,10 @@ export async function checkAcrossSlots(
   let nowMs = Date.now();
   let chosen = -1;
   let debited: DebitedEntry[] | undefined;
+  let compensated = 0;
   const run = async (c: number, thresholds: boolean) => {
     const a = await attempt(plan, c, exec, member, thresholds);
+    compensated += a.refunded;
     results[c] = a.entries;
     if (a.nowMs) nowMs = a.nowMs;
     if (a.taken) {
@@ -235,8 +246,8 @@ export async function checkAcrossSlots(
       retryMs: 0,
     }));
   const result = denial(plan, results, chosen, nowMs);
-  if (chosen >= 0) return { result, debited };
-  return { result: await enqueueIfQueueable(plan, result, exec) };
+  if (chosen >= 0) return { result, debited, compensated };
+  return { result: await enqueueIfQueueable(plan, result, exec), compensated };
 }
 
 /** The script's verdict, from every candidate's entries (lua/check-limits.lua "Denied"). */

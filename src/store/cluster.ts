@@ -64,7 +64,9 @@ export function clusterOptions(opts: ValkeyStoreOptions, url: string): ClusterOp
       commandTimeout: Math.max(1000, opts.timeoutMs * 20),
       maxRetriesPerRequest: 0,
     },
-    enableAutoPipelining: true,
+    // off: during a reshard iovalkey's auto-pipelining hands MOVED/ASK back to the caller instead of
+    // following it (docs/cluster-clients.md; ioredis#2075); without it every redirection is followed
+    enableAutoPipelining: false,
     enableOfflineQueue: false,
     lazyConnect: true,
     scaleReads: 'master',
@@ -87,6 +89,8 @@ export class ClusterStore implements Store {
   private timeoutMs: number;
   /** See Store.lastReplyAt. */
   lastReplyAt?: number;
+  /** See Store.clusterStats. */
+  readonly clusterStats = { spanning: 0, compensated: 0 };
 
   constructor(opts: ValkeyStoreOptions) {
     if (opts.waitReplicas)
@@ -104,9 +108,17 @@ export class ClusterStore implements Store {
 
   async connect(): Promise<void> {
     if (this.client.status === 'wait') await this.client.connect();
-    // every primary gets the check script now (the first checks then need no EVAL)
-    const primaries = this.client.nodes('master');
-    await Promise.all(primaries.map((n) => n.call('SCRIPT', 'LOAD', CLUSTER_SCRIPTS.check.source)));
+    // every primary gets the scripts now (the first calls then need no EVAL); a node that joins later
+    // gets each script on its first NOSCRIPT
+    const scripts = [...Object.values(CLUSTER_SCRIPTS), this.settleScript, this.claimScript];
+    await Promise.all(
+      this.client.nodes('master').flatMap((n) =>
+        scripts.map(async (s) => {
+          const sha = await n.call('SCRIPT', 'LOAD', s.source);
+          if (sha !== s.sha) throw new Error(`script SHA mismatch: server ${sha}, local ${s.sha}`);
+        }),
+      ),
+    );
   }
 
   /** Script commands defined on the client, one per script and key count (see `exec`). */
@@ -142,8 +154,10 @@ export class ClusterStore implements Store {
       return result;
     }
     const r = plan.reservation;
+    this.clusterStats.spanning++;
     const done: ClusterCheck = await checkAcrossSlots(plan, this.exec, r?.id ?? `x.${Math.random()}`);
     const { result, debited } = done;
+    this.clusterStats.compensated += done.compensated;
     if (r && debited && result.chosen >= 0 && !plan.dryRun) {
       const rec = r.records[result.chosen];
       const args = [rec, r.id, JSON.stringify(debited), r.ttlMs];

@@ -119,6 +119,8 @@ export interface Store {
   readonly lastReplyAt?: number;
   /** performance.now() of the latest reply of any kind on the store's connection (progress). */
   readonly progressAt?: number;
+  /** store.topology: cluster: slot-spanning checks and compensated ones (src/store/cluster-check.ts). */
+  readonly clusterStats?: { spanning: number; compensated: number };
   /** store.wait_replicas: WAITs that got fewer replicas than asked, or failed (src/store/wait.ts). */
   readonly waitShort?: number;
   close(): Promise<void>;
