@@ -12,7 +12,7 @@
  * | TOLLGATE_HTTP_AUTHZ_PORT        | unset: off           | HTTP authorization mode's port (turns it on)    |
  * | TOLLGATE_ADMIN_PORT             | unset: server.admin  | admin API's port (turns it on; src/admin/)      |
  * | TOLLGATE_ADMIN_TOKEN            | unset                | bearer token every admin call needs             |
- * | VALKEY_URL                      | unset: memory store  | valkey[s]://, redis[s]://, user:pass@host:port/db |
+ * | VALKEY_URL                      | unset: memory store  | valkey[s]://user:pass@host:port/db; cluster: h1:p1,h2:p2 |
  * | VALKEY_CA_FILE                  | unset                | PEM CA bundle for TLS to Valkey                 |
  * | VALKEY_SENTINELS                | unset                | store.topology: sentinel: host:port,host:port   |
  * | VALKEY_SENTINEL_NAME            | unset                | the primary's name in the sentinels             |

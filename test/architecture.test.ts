@@ -156,6 +156,9 @@ const PUBLIC: Record<string, string[]> = {
     'iovalkey.ts',
     'answers.ts',
     'answer-valkey.ts',
+    // the cluster client's options (the queue consumer), key slots (reservation ids name their slot)
+    'cluster.ts',
+    'slot.ts',
   ],
   tokens: ['count.ts', 'encoders.ts'],
 };

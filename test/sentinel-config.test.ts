@@ -25,8 +25,8 @@ describe('store.topology', () => {
     expect(() => parseConfigText(`store: { topology: sentinel, client: resp }\n${limits}`)).toThrow(
       /store\.client: resp cannot follow a Sentinel failover/,
     );
-    expect(() => parseConfigText(`store: { topology: cluster }\n${limits}`)).toThrow(
-      /store\.topology: expected one of standalone, sentinel/,
+    expect(() => parseConfigText(`store: { topology: mesh }\n${limits}`)).toThrow(
+      /store\.topology: expected one of standalone, sentinel, cluster/,
     );
     expect(() => parseConfigText(`store: { wait_replicas: -1 }\n${limits}`)).toThrow(/store\.wait_replicas/);
   });

@@ -127,6 +127,7 @@ export function restartRequired(a: Config, b: Config): string[] {
   if (a.server.grpcDirectCheck !== b.server.grpcDirectCheck) out.push('server.grpc_direct_check');
   if (a.store.client !== b.store.client) out.push('store.client');
   if (a.store.topology !== b.store.topology) out.push('store.topology');
+  if (a.store.shardBy !== b.store.shardBy) out.push('store.shard_by');
   if (a.store.waitReplicas !== b.store.waitReplicas) out.push('store.wait_replicas');
   if (a.server.maxBufferedBytes !== b.server.maxBufferedBytes) out.push('server.max_buffered_bytes');
   return out;

@@ -38,6 +38,11 @@ export const storeSchema = mapping({
       'store.client: resp does not speak Valkey Cluster; with store.topology: cluster use client: iovalkey (or leave client unset)',
     path: ['client'],
   })
+  .refine((s) => !(s.topology === 'cluster' && s.wait_replicas > 0), {
+    error:
+      'store.wait_replicas is not supported with store.topology: cluster (a WAIT must follow each script on its own node)',
+    path: ['wait_replicas'],
+  })
   .refine((s) => !(s.topology === 'sentinel' && s.client === 'resp'), {
     error:
       'store.client: resp cannot follow a Sentinel failover; with store.topology: sentinel use client: iovalkey (or leave client unset)',

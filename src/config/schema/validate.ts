@@ -58,6 +58,10 @@ function resolve(s: Partial<Sections>, problems: string[]): Config | undefined {
         problems.push(
           `${formatPath(['settle', 'usage_stream', 'dimensions', i])}: expected an identity dimension (${Object.keys(s.identity.identity).join(', ')}), got "${d}"`,
         );
+  if (s.identity && s.store?.shardBy && !(s.store.shardBy in s.identity.identity))
+    problems.push(
+      `store.shard_by: expected an identity dimension (${Object.keys(s.identity.identity).join(', ')}), got "${s.store.shardBy}"`,
+    );
   if (s.settle && !s.settle.enabled && limits)
     limits.forEach((l, i) => {
       if (l.kind === 'concurrent')
