@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run by `npm test` before anything else: makes sure the real tools the tests use are here.
-#   valkey-server 8  (tests start private servers; never a mock)  -> scripts/install-valkey.sh
+#   valkey-server 8, valkey-cli (tests start private servers and clusters; never a mock) -> scripts/install-valkey.sh
 #   kubectl          (renders deploy/kubernetes with kustomize)   -> Debian's kubernetes-client
 #   lua5.1, luajit   (run the shipped Envoy Lua filter; Envoy's own engine is LuaJIT)
 #   promtool         (checks and unit-tests deploy/'s alert rules) -> Debian's prometheus
@@ -11,7 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
-command -v valkey-server >/dev/null 2>&1 || missing+=(valkey)
+{ command -v valkey-server >/dev/null 2>&1 && command -v valkey-cli >/dev/null 2>&1; } || missing+=(valkey)
 command -v "${KUBECTL:-kubectl}" >/dev/null 2>&1 || missing+=(kubectl)
 command -v lua5.1 >/dev/null 2>&1 || missing+=(lua5.1)
 command -v luajit >/dev/null 2>&1 || missing+=(luajit)
