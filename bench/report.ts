@@ -9,6 +9,7 @@ import { join, resolve } from 'node:path';
 import type { RunRow } from './measure.js';
 import type { Server } from './procs.js';
 import { CONCURRENCY, DURATION_MS, env, OPEN_WARMUP_MS, ROOT, WARMUP_MS } from './settings.js';
+import type { Settlements } from './settle-checks.js';
 import type { StoreRow } from './store-bench.js';
 import type { TokenizerRow } from './tokenizer-bench.js';
 import type { summarize } from './verdicts.js';
@@ -40,10 +41,12 @@ export interface ReportParts {
   store?: StoreRow[];
   tokenizers?: TokenizerRow[];
   soak?: unknown;
+  /** settle: tollgate_settlements_total by outcome, per tollgate server, read at the end. */
+  settlements?: Settlements;
 }
 
 export function buildReport(p: ReportParts) {
-  const { machine, servers, rates, summary, rows, all, store, tokenizers, soak } = p;
+  const { machine, servers, rates, summary, rows, all, store, tokenizers, soak, settlements } = p;
   return {
     machine,
     settings: {
@@ -74,6 +77,7 @@ export function buildReport(p: ReportParts) {
     store,
     tokenizers,
     soak,
+    settlements,
     bench_seconds: Math.round((performance.now() - p.started) / 1000),
     loadavg_at_end: loadavg().map((x) => Math.round(x * 100) / 100),
   };

@@ -4,6 +4,9 @@
  */
 import type { RunRow } from './measure.js';
 
+export const pct = (x: number) => `${Math.round(x * 100)}%`;
+export const fx = (x: number) => `${(Math.round(x * 100) / 100).toFixed(2)}×`;
+
 export const median = (xs: number[]) => {
   const a = [...xs].sort((x, y) => x - y);
   return a.length % 2 ? a[(a.length - 1) / 2] : (a[a.length / 2 - 1] + a[a.length / 2]) / 2;

@@ -6,8 +6,8 @@
  *
  * Env: BENCH_DURATION_S (8) per measured run, BENCH_WARMUP_S (2) before a closed loop,
  *      BENCH_OPEN_WARMUP_S (3) before an open loop (its first half ramps the rate up), BENCH_CONCURRENCY (64),
- *      BENCH_WORKLOADS (small,mix,deny,agent,rag,medium: the big-prompt ones last, their open loops
- *      can overload tollgate and the heap it grows stays resident for later workloads), BENCH_SOAK=1 (5-minute soak, BENCH_SOAK_S to change,
+ *      BENCH_WORKLOADS (small,mix,deny,settle,agent,rag,medium: the big-prompt ones last, their open
+ *      loops can overload tollgate and the heap it grows stays resident for later workloads), BENCH_SOAK=1 (5-minute soak, BENCH_SOAK_S to change,
  *      BENCH_SOAK_RATE for its open-loop rate, default 500/s),
  *      BENCH_SKIP_STORE=1 (no store-level run), BENCH_SKIP_TOKENIZERS=1 (no token counter comparison).
  *
@@ -18,17 +18,30 @@
  * median of those per-round ratios is the result (one burst of outside load then moves one round,
  * not the verdict). Every round is kept in the JSON and printed.
  *      BENCH_ROUNDS (3): closed-loop rounds of the small workload (its throughput is a target; the
- *      null server's median round is the "measured maximum" that sets the open-loop rate). The other
- *      workloads run one closed-loop round (reported, no target).
+ *      null server's median round is the "measured maximum" that sets the open-loop rate) and of
+ *      settle (its CPU per call is a target). The other workloads run one closed-loop round.
  *      BENCH_OPEN_ROUNDS (3): open-loop rounds of the small and mix workloads (p99 targets); deny and
- *      medium run one.
+ *      medium run one; settle runs no open loop.
+ *
+ * settle: each call is a Check plus its ext_proc stream (bench/settle-stream.ts). At the end each
+ * tollgate's tollgate_settlements_total is read from /metrics: a run in which they did not settle
+ * (about one settlement per settle call) fails, and the bench exits non-zero.
  */
 import { rmSync } from 'node:fs';
 import { load, type RunRow, runSoak } from './measure.js';
 import { runChild, type Server, type ServerName, startServer, startValkey } from './procs.js';
 import { buildReport, machineInfo, writeReport } from './report.js';
 import { medianClosedRows, medianOpenRows } from './rounds.js';
-import { CLOSED_ROUNDS_FOR, env, OPEN_ROUNDS, OPEN_ROUNDS_FOR, ROUNDS, WORKLOADS } from './settings.js';
+import {
+  CLOSED_ONLY,
+  CLOSED_ROUNDS_FOR,
+  env,
+  OPEN_ROUNDS,
+  OPEN_ROUNDS_FOR,
+  ROUNDS,
+  WORKLOADS,
+} from './settings.js';
+import { assertSettled, readSettlements } from './settle-checks.js';
 import type { StoreRow } from './store-bench.js';
 import { printTable } from './table.js';
 import { runTokenizerBench, type TokenizerRow } from './tokenizer-bench.js';
@@ -60,6 +73,7 @@ async function main(): Promise<void> {
     }
     const byName = (n: ServerName) => servers.find((s) => s.name === n)!;
     const { rows, all, rates } = await runWorkloads(servers, vk.proc.pid);
+    const settlements = WORKLOADS.includes('settle') ? await readSettlements(servers) : undefined;
 
     let soak: unknown;
     // A soak is about growth over time, so it runs at a rate tollgate sustains (BENCH_SOAK_RATE, default
@@ -81,7 +95,7 @@ async function main(): Promise<void> {
       tokenizers = runTokenizerBench();
     }
 
-    const summary = summarize(rows, all, servers);
+    const summary = summarize(rows, all, servers, settlements);
     const report = buildReport({
       started,
       machine,
@@ -93,9 +107,11 @@ async function main(): Promise<void> {
       store,
       tokenizers,
       soak,
+      settlements,
     });
     printTable(report);
     writeReport(report);
+    if (settlements) assertSettled(settlements);
   } finally {
     cleanup();
     process.removeListener('exit', cleanup);
@@ -120,6 +136,7 @@ async function runWorkloads(servers: Server[], valkeyPid: number | undefined) {
       all.push(...round);
     }
     rows.push(...medianClosedRows(closedRounds));
+    if (CLOSED_ONLY.has(w)) continue;
     // The null server's maximum: its median closed-loop round (one lucky round must not set a rate
     // that a slower minute of this machine then cannot carry).
     const nullMax = rows.find((r) => r.workload === w && r.mode === 'closed' && r.server === 'null')!;

@@ -20,13 +20,15 @@ export const WARMUP_MS = envSeconds('BENCH_WARMUP_S', 2);
 /** Open loops: the load generator ramps up over the first half of this (bench/loadgen.ts). */
 export const OPEN_WARMUP_MS = envSeconds('BENCH_OPEN_WARMUP_S', 3);
 export const CONCURRENCY = Number(env.BENCH_CONCURRENCY ?? 64);
-export const WORKLOADS = (env.BENCH_WORKLOADS ?? 'small,mix,deny,agent,rag,medium').split(
+export const WORKLOADS = (env.BENCH_WORKLOADS ?? 'small,mix,deny,settle,agent,rag,medium').split(
   ',',
 ) as WorkloadName[];
 export const ROUNDS = Math.max(1, Number(env.BENCH_ROUNDS ?? 3));
 export const OPEN_ROUNDS = Math.max(1, Number(env.BENCH_OPEN_ROUNDS ?? 3));
 /** Workloads whose closed-loop throughput is a target: measured in ROUNDS interleaved rounds. */
-export const CLOSED_ROUNDS_FOR: ReadonlySet<WorkloadName> = new Set(['small']);
+export const CLOSED_ROUNDS_FOR: ReadonlySet<WorkloadName> = new Set(['small', 'settle']);
+/** Workloads measured in closed loops only (settle: its target is CPU per call, not latency). */
+export const CLOSED_ONLY: ReadonlySet<WorkloadName> = new Set(['settle']);
 /** Workloads whose open-loop p99 is a target: measured in OPEN_ROUNDS interleaved rounds. */
 export const OPEN_ROUNDS_FOR: ReadonlySet<WorkloadName> = new Set(['small', 'mix']);
 export const CONFIG = join(ROOT, 'bench', 'configs', 'bench.yaml');

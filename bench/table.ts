@@ -2,11 +2,11 @@
  * The printed report: the runs table, the targets, the store-level and token-counter tables.
  */
 import type { RunRow } from './measure.js';
-import { p99Ratio, roundRatios, throughputRatio } from './rounds.js';
+import { fx, p99Ratio, pct, roundRatios, throughputRatio } from './rounds.js';
 import { CONCURRENCY } from './settings.js';
 import type { StoreRow } from './store-bench.js';
 import type { TokenizerRow } from './tokenizer-bench.js';
-import { type Check, fx, pct } from './verdicts.js';
+import type { Check } from './verdicts.js';
 
 export function printTable(report: any): void {
   const out: string[] = [];
@@ -36,6 +36,11 @@ export function printTable(report: any): void {
     'round run next to it (closed: checks/s; open: p99 of small calls), so it need not equal the ratio of',
     "the two rows shown. The mix target below compares tollgate's mix p99 with its own all-small p99.",
   );
+  if ((report.runs as RunRow[]).some((r) => r.workload === 'settle'))
+    out.push(
+      'settle rows: a call is a Check plus its ext_proc stream (response headers, 20 SSE chunks, the usage',
+      'chunk and [DONE]), so checks/s and CPU µs/check are per call; closed loops only.',
+    );
   out.push('');
   out.push('| target | measured | |');
   out.push('|---|---|---|');

@@ -3,12 +3,10 @@
  */
 import type { RunRow } from './measure.js';
 import type { Server, ServerName } from './procs.js';
-import { p99Ratio, roundRatios, throughputRatio } from './rounds.js';
+import { fx, p99Ratio, pct, roundRatios, throughputRatio } from './rounds.js';
 import { WORKLOADS } from './settings.js';
+import { type Settlements, settleChecks } from './settle-checks.js';
 import type { WorkloadName } from './workloads.js';
-
-export const pct = (x: number) => `${Math.round(x * 100)}%`;
-export const fx = (x: number) => `${(Math.round(x * 100) / 100).toFixed(2)}×`;
 
 export interface Check {
   target: string;
@@ -16,12 +14,13 @@ export interface Check {
   pass: boolean;
 }
 
-export function summarize(rows: RunRow[], all: RunRow[], servers: Server[]) {
+export function summarize(rows: RunRow[], all: RunRow[], servers: Server[], settlements?: Settlements) {
   const get: RowOf = (w, mode, s) => rows.find((r) => r.workload === w && r.mode === mode && r.server === s);
   const checks: Check[] = [];
   checks.push(...degradedChecks(all));
   checks.push(...smallChatChecks(get));
   checks.push(...bigPromptChecks(get, all));
+  checks.push(...settleChecks(all, settlements));
   for (const s of ['memory', 'valkey'] as const) {
     const max = Math.max(0, ...all.filter((r) => r.server === s).map((r) => r.server_usage.rssMaxMb));
     checks.push({ target: `RSS under load (${s}) ≤ 200 MB`, value: `${max} MB`, pass: max <= 200 });
