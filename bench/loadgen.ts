@@ -5,9 +5,13 @@
  *                up from 10%); latency is measured from each call's scheduled send time (no
  *                coordinated omission: a stalled server is charged for the calls it delays).
  * Requests are pre-serialized (bench/workloads.ts); answers are not decoded beyond the status code.
+ * `settle`: each allowed Check is followed by its ext_proc Process stream as Envoy sends it in
+ * observability mode (bench/settle-stream.ts), on a connection of its own (Envoy's tollgate_response
+ * cluster); the call is done when the server ends that stream, after the generator's half-close.
  * Usage: node dist/bench/loadgen.js '<json LoadSpec>'  → prints one JSON LoadResult line.
  */
 import * as grpc from '@grpc/grpc-js';
+import { headersMessage, PROCESS_PATH, reservationId, settleMessages } from './settle-stream.js';
 import { requestStream } from './streams.js';
 import { responseCode, type WorkloadName } from './workloads.js';
 
@@ -61,6 +65,10 @@ export interface LoadResult {
   lateSends?: number;
   /** Calls answered during the whole run, warm-up included (what the server's CPU time was spent on). */
   answered: number;
+  /** settle: allowed Checks whose answer named no reservation (their stream was sent with a dummy id). */
+  noReservation?: number;
+  /** settle: ext_proc streams the server ended with OK during the whole run, warm-up included. */
+  streams?: number;
 }
 
 const METHOD = '/envoy.service.auth.v3.Authorization/Check';
@@ -122,6 +130,7 @@ async function main(): Promise<void> {
   const ident = (b: Buffer) => b;
   const deadlineMs = spec.deadlineMs ?? 10_000;
   let answered = 0;
+  const settle = spec.workload === 'settle' ? settleSender(spec.port, deadlineMs) : undefined;
   const send = (cb: (err: Error | null, code: number, big: boolean) => void) => {
     const req = stream.next();
     client.makeUnaryRequest<Buffer, Buffer>(
@@ -131,8 +140,14 @@ async function main(): Promise<void> {
       req.bytes,
       { deadline: Date.now() + deadlineMs },
       (err, res) => {
+        const code = err || !res ? -1 : res.includes(DEGRADED_HEADER) ? DEGRADED : responseCode(res);
+        if (settle && !err && res && (code === 0 || code === DEGRADED))
+          return settle.send(res, (e) => {
+            if (!e) answered++;
+            cb(e, code, req.big);
+          });
         if (!err) answered++;
-        cb(err, err || !res ? -1 : res.includes(DEGRADED_HEADER) ? DEGRADED : responseCode(res), req.big);
+        cb(err, code, req.big);
       },
     );
   };
@@ -239,10 +254,67 @@ async function main(): Promise<void> {
     bigLatency: rec.big.length ? summarize(rec.big) : undefined,
     lateSends: spec.mode === 'open' ? lateSends : undefined,
     answered,
+    noReservation: settle?.noReservation(),
+    streams: settle?.streams(),
   };
   process.stdout.write(`${JSON.stringify(out)}\n`);
   client.close();
   process.exit(0);
+}
+
+/**
+ * The response phase of `settle` calls: one Process stream per allowed Check, on its own connection.
+ * Messages are written one after another (each once the previous one is handed to the transport), then
+ * the stream is half-closed: in observability mode Envoy waits for no answer. `done` runs when the
+ * server has ended the stream (its status), so a closed loop's concurrency bounds the open streams.
+ */
+function settleSender(port: number, deadlineMs: number) {
+  const msgs = settleMessages();
+  const ext = new grpc.Client(`127.0.0.1:${port}`, grpc.credentials.createInsecure(), {
+    'grpc.use_local_subchannel_pool': 1, // a connection of its own, as Envoy's second cluster
+  });
+  const ident = (b: Buffer) => b;
+  let missing = 0;
+  let streams = 0;
+  return {
+    noReservation: () => missing,
+    streams: () => streams,
+    send(checkResponse: Buffer, done: (err: Error | null) => void) {
+      let id = reservationId(checkResponse);
+      if (id === undefined) {
+        missing++; // the null server's answers name none
+        id = 'bench.0000000000000000000000';
+      }
+      const call = ext.makeBidiStreamRequest<Buffer, Buffer>(
+        PROCESS_PATH,
+        ident,
+        ident,
+        new grpc.Metadata(),
+        {
+          deadline: Date.now() + deadlineMs,
+        },
+      );
+      call.on('data', () => {});
+      let ended = false;
+      const finish = (err: Error | null) => {
+        if (ended) return;
+        ended = true;
+        if (!err) streams++;
+        done(err);
+      };
+      call.on('status', (st: grpc.StatusObject) => finish(st.code === 0 ? null : new Error(st.details)));
+      call.on('error', (e: Error) => finish(e));
+      let k = -1;
+      const next = () => {
+        if (ended) return;
+        if (k === msgs.body.length) return void call.end();
+        const m = k < 0 ? headersMessage(id) : msgs.body[k];
+        k++;
+        call.write(m, next);
+      };
+      next();
+    },
+  };
 }
 
 if (process.argv[1]?.endsWith('loadgen.js')) void main();

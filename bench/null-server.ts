@@ -1,12 +1,14 @@
 /**
  * The null ext_authz server: grpc-js, the same protos and server options as tollgate, answers every
  * Check with OK at once (unless NULL_CHECKS_PER_TURN is set, below). The floor for any Node.js
- * ext_authz server; tollgate's numbers are reported as ratios to it. Also serves grpc.health.v1 and
- * GET /readyz so it is started like tollgate.
+ * ext_authz server; tollgate's numbers are reported as ratios to it. Also serves the ext_proc Process
+ * stream (the `settle` workload's response phase: every message decoded and dropped, the stream ended
+ * when the client half-closes), grpc.health.v1 and GET /readyz so it is started like tollgate.
  *   TOLLGATE_GRPC_PORT, TOLLGATE_HTTP_PORT
  */
 import { createServer } from 'node:http';
 import * as grpc from '@grpc/grpc-js';
+import { loadExtProcPackages } from '../src/authz/grpc/ext-proc-protos.js';
 import { HealthService } from '../src/authz/grpc/health.js';
 import { loadGrpcPackages } from '../src/authz/grpc/protos.js';
 import { TurnPacer } from '../src/decision/pacer.js';
@@ -27,6 +29,13 @@ server.addService(pk.authorization, {
     const wait = pacer.enter(perTurn);
     if (wait) void wait.then(() => cb(null, OK));
     else cb(null, OK);
+  },
+});
+server.addService(loadExtProcPackages().externalProcessor, {
+  Process: (call: grpc.ServerDuplexStream<any, any>) => {
+    call.on('data', () => {});
+    call.on('end', () => call.end());
+    call.on('error', () => {});
   },
 });
 const health = new HealthService();

@@ -4,7 +4,7 @@
  */
 import { loadGrpcPackages } from '../src/authz/grpc/protos.js';
 
-export type WorkloadName = 'small' | 'medium' | 'mix' | 'deny' | 'rag' | 'agent';
+export type WorkloadName = 'small' | 'medium' | 'mix' | 'deny' | 'rag' | 'agent' | 'settle';
 
 /**
  * Placeholder at the start of every generated user prompt: the load generator overwrites it with a
@@ -64,7 +64,8 @@ export function text(chars: number, seed: number): string {
   return out.join(' ');
 }
 
-export function chatBody(contentChars: number, seed: number): string {
+/** A chat body; `stream`: a streamed answer with its usage chunk (stream_options.include_usage). */
+export function chatBody(contentChars: number, seed: number, stream = false): string {
   const r = rng(seed * 7 + 1);
   return JSON.stringify({
     model: 'gpt-4o-mini',
@@ -74,6 +75,7 @@ export function chatBody(contentChars: number, seed: number): string {
     ],
     max_tokens: 64 + Math.floor(r() * 256),
     temperature: 0.2,
+    ...(stream && { stream: true, stream_options: { include_usage: true } }),
   });
 }
 
@@ -114,7 +116,8 @@ export function encodeCheck(path: string, headers: Record<string, string>, body:
 /**
  * The request pool of a workload: `small` ≈ 1 KB bodies, `medium` ≈ 20 KB, `rag` 10–30 KB, `mix` =
  * small plus 1% ≈ 400 KB prompts (~100k tokens), `deny` = small bodies from tenants on the `free`
- * plan (denied after their first call). Tenants cycle over 1,000 ids. Every prompt starts with TAG
+ * plan (denied after their first call), `settle` = the small bodies with `stream: true` (each call is then
+ * answered through ext_proc: bench/settle-stream.ts). Tenants cycle over 1,000 ids. Every prompt starts with TAG
  * (made unique per call by the load generator). `agent` has no pool: bench/streams.ts builds it.
  */
 export function buildWorkload(name: WorkloadName, seed = 1): BuiltRequest[] {
@@ -126,7 +129,7 @@ export function buildWorkload(name: WorkloadName, seed = 1): BuiltRequest[] {
     if (name === 'deny') headers['x-plan'] = 'free';
     const chars = name === 'medium' ? 20_000 : name === 'rag' ? 10_000 + ((i * 7393) % 20_000) : 850;
     out.push({
-      bytes: encodeCheck(path, headers, Buffer.from(chatBody(chars, seed * 100_000 + i))),
+      bytes: encodeCheck(path, headers, Buffer.from(chatBody(chars, seed * 100_000 + i, name === 'settle'))),
       big: false,
     });
   }

@@ -322,7 +322,8 @@ export class SettleSession {
     this.decodedOk = !decoded.error;
     const scan = this.extractor.end();
     const text = scan.text.text;
-    const n = text.length > 0 ? await this.count(text, r.record.enc) : 0;
+    // Reported usage wins (resolveUsage): the output text is counted only when none was reported.
+    const n = !scan.output && text.length > 0 ? await this.count(text, r.record.enc) : 0;
     return resolveUsage(scan, () => n);
   }
 }
