@@ -96,7 +96,8 @@ export function httpStatus(port: number, path: string): Promise<number> {
   });
 }
 
-export async function startServer(name: ServerName, valkeyUrl?: string): Promise<Server> {
+/** `config`: the TOLLGATE_CONFIG file given to the server (bench/configs/bench.yaml by default). */
+export async function startServer(name: ServerName, valkeyUrl?: string, config = CONFIG): Promise<Server> {
   const grpcPort = await freePort();
   const httpPort = await freePort();
   const script = name === 'null' ? join(HERE, 'null-server.js') : join(ROOT, 'dist', 'src', 'cli.js');
@@ -105,7 +106,7 @@ export async function startServer(name: ServerName, valkeyUrl?: string): Promise
     cwd: ROOT,
     env: {
       ...env,
-      TOLLGATE_CONFIG: CONFIG,
+      TOLLGATE_CONFIG: config,
       TOLLGATE_GRPC_PORT: String(grpcPort),
       TOLLGATE_HTTP_PORT: String(httpPort),
       LOG_LEVEL: env.BENCH_LOG_LEVEL ?? 'warn',
