@@ -51,7 +51,8 @@ describe('store.topology: cluster: configuration', () => {
       { host: '[::1]', port: 7002 },
     ]);
     const o = clusterOptions({ url: 'valkeys://u:p%40w@h1:7000,h2', timeoutMs: 25 }, url);
-    expect(o.redisOptions).toMatchObject({ username: 'u', password: 'p@w', tls: { servername: 'h1' } });
+    expect(o.redisOptions).toMatchObject({ username: 'u', password: 'p@w', tls: {} });
+    expect(o.redisOptions?.tls).not.toHaveProperty('servername'); // each node checked by its own address
     expect(o.enableOfflineQueue).toBe(false);
     expect(o.enableAutoPipelining).toBe(false);
     expect(() => clusterOptions({ url: 'valkey://h1:7000/2', timeoutMs: 25 }, 'valkey://h1:7000/2')).toThrow(

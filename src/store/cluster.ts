@@ -54,11 +54,13 @@ export function clusterSeeds(opts: ValkeyStoreOptions): {
 
 /** iovalkey Cluster options: fail fast while a slot has no reachable owner (the breaker decides). */
 export function clusterOptions(opts: ValkeyStoreOptions, url: string): ClusterOptions {
-  const { host: _h, port: _p, db, ...auth } = valkeyTarget({ ...opts, url });
+  const { host: _h, port: _p, db, tls, ...auth } = valkeyTarget({ ...opts, url });
   if (db !== 0) throw new Error('VALKEY_URL: a Valkey Cluster has only database 0');
   return {
     redisOptions: {
       ...auth,
+      // each node's certificate is checked against the address it is reached at (no fixed name)
+      ...(tls ? { tls: tls.ca ? { ca: tls.ca } : {} } : {}),
       connectionName: 'tollgate',
       connectTimeout: 2000,
       commandTimeout: Math.max(1000, opts.timeoutMs * 20),
