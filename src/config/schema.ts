@@ -12,5 +12,5 @@ export {
   parseBytes,
 } from './schema/queues.js';
 export { AUTHZ_DEFAULT_HOST, DEFAULT_CHECKS_PER_TURN, DEFAULT_WINDOW } from './schema/server.js';
-export { DEFAULT_MEMORY_MAX_KEYS } from './schema/store.js';
+export { DEFAULT_MEMORY_MAX_KEYS, DEFAULT_MEMORY_MAX_RECORDS } from './schema/store.js';
 export { validateConfig } from './schema/validate.js';

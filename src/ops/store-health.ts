@@ -32,7 +32,9 @@ export async function openStore(
     if (cfg.store.topology === 'sentinel')
       throw new Error('store.topology: sentinel needs VALKEY_SENTINELS and VALKEY_SENTINEL_NAME');
     log.warn('no VALKEY_URL: using the in-memory store (single replica only: limits are per process)');
-    return { store: new MemoryStore(Date.now, 1, cfg.store.memoryMaxKeys), up: true };
+    const store = new MemoryStore(Date.now, 1, cfg.store.memoryMaxKeys);
+    store.setMaxRecords(cfg.store.memoryMaxRecords);
+    return { store, up: true };
   }
   const vs = createValkeyStore(cfg.store, src, cfg.store.timeoutMs);
   try {

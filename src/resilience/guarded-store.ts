@@ -26,6 +26,7 @@ export interface GuardSettings {
   /** The local fallback holds 1/replicas of each limit. */
   replicas: number;
   memoryMaxKeys: number;
+  memoryMaxRecords: number;
 }
 
 export interface GuardHooks {
@@ -88,7 +89,10 @@ export class GuardedStore {
       this.localStore = new MemoryStore(Date.now, settings.replicas, settings.memoryMaxKeys);
     }
     this.localStore.setMaxKeys(settings.memoryMaxKeys);
-    if (this.store instanceof MemoryStore) this.store.setMaxKeys(settings.memoryMaxKeys);
+    if (this.store instanceof MemoryStore) {
+      this.store.setMaxKeys(settings.memoryMaxKeys);
+      this.store.setMaxRecords(settings.memoryMaxRecords);
+    }
     this.settings = settings;
   }
 

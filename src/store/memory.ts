@@ -4,7 +4,7 @@
  * In-process store: the same algorithm as lua/check-limits.lua, in TypeScript, for single-replica use
  * and for `on_store_failure: local`. Answers are identical to the Valkey store's (one conformance suite).
  */
-import { DEFAULT_MEMORY_MAX_KEYS } from '../config/schema.js';
+import { DEFAULT_MEMORY_MAX_KEYS, DEFAULT_MEMORY_MAX_RECORDS } from '../config/schema.js';
 import { StoreFullError } from '../errors.js';
 import { calendarEnd } from '../policy/calendar.js';
 import { SETTLED_TTL_MS } from '../policy/plan-types.js';
@@ -109,6 +109,13 @@ export class MemoryStore implements Store {
   /** Config reload: a new bound (entries above it stay until they expire; no new ones meanwhile). */
   setMaxKeys(n: number): void {
     this.maxKeys = n;
+  }
+
+  /** Reservation records held at once (store.memory_max_records); the oldest is dropped past it. */
+  private maxRecords = DEFAULT_MEMORY_MAX_RECORDS;
+
+  setMaxRecords(n: number): void {
+    this.maxRecords = n;
   }
 
   /**
@@ -340,7 +347,7 @@ export class MemoryStore implements Store {
       });
     });
     const reservation = { id: r.id, record: r.records[chosen], entries, settled: false };
-    this.ledger.record(plan.keys[r.key], reservation, now + r.ttlMs, this.maxKeys);
+    this.ledger.record(plan.keys[r.key], reservation, now + r.ttlMs, this.maxRecords);
   }
 
   async reservation(key: string): Promise<Reservation | undefined> {

@@ -13,6 +13,14 @@ import { bool, duration, int, mapping, oneOf, str } from './fields.js';
  */
 export const DEFAULT_MEMORY_MAX_KEYS = 100_000;
 
+/**
+ * Reservation records the in-memory store holds at once (store.memory_max_records): ~1.5 KB each, so
+ * ~30 MB. A record lives until its call is settled (or settle.reservation_ttl): without ext_proc,
+ * records are never settled and this bound is reached. Past it the oldest is dropped: its reservation
+ * stands as charged (never an under-charge) and its concurrency slots free at their lease end.
+ */
+export const DEFAULT_MEMORY_MAX_RECORDS = 20_000;
+
 export const storeSchema = mapping({
   prefix: str('a short prefix of letters, digits, _ or -', /^[A-Za-z0-9_-]{1,32}$/).default('tollgate'),
   /** Per Valkey call; must be below server.decision_deadline. */
@@ -31,6 +39,7 @@ export const storeSchema = mapping({
   shard_by: str('an identity dimension name (e.g. org or tenant)', /^[A-Za-z0-9_-]{1,64}$/).optional(),
   wait_replicas: int(0, 16).default(0),
   memory_max_keys: int(100, 100_000_000).default(DEFAULT_MEMORY_MAX_KEYS),
+  memory_max_records: int(100, 100_000_000).default(DEFAULT_MEMORY_MAX_RECORDS),
   max_inflight: int(1, 100_000).default(DEFAULT_MAX_INFLIGHT),
 })
   .refine((s) => !(s.topology === 'cluster' && s.client === 'resp'), {
@@ -72,6 +81,8 @@ export const storeSchema = mapping({
     waitReplicas: s.wait_replicas,
     /** In-memory store (and on_store_failure: local): most limit keys held at once (store.memory_max_keys). */
     memoryMaxKeys: s.memory_max_keys,
+    /** In-memory store: reservation records held at once (store.memory_max_records). */
+    memoryMaxRecords: s.memory_max_records,
     /** Store calls in flight per process; more wait unsent (docs/overload.md). */
     maxInflight: s.max_inflight,
   }));
