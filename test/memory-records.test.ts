@@ -12,7 +12,7 @@ const entry = {
   key: 0,
   kind: EntryKind.Rolling,
   capacity: 1_000_000,
-  period: 3_600_000,
+  period: 30 * 86_400_000, // refill over the test: far below one unit
   tzOffsetMin: 0,
   cost: 10,
   shadow: false,
