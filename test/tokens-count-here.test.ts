@@ -135,9 +135,14 @@ describe('countHere: counted here within a budget of new text, the rest in a wor
     expect(countPromptTokensWithin(call, 'o200k_base', OPTS, 6000)).toBe(want);
     clearCountCache();
     const text = call.prompt.messages[0].parts[0];
-    primeCounts('o200k_base', [text], [-1]); // never cached
-    primeCounts('o200k_base', [text], [1, 2]); // lengths differ: nothing cached
+    expect(primeCounts('o200k_base', [text], [-1]).size).toBe(0); // never cached
+    expect(primeCounts('o200k_base', [text], [1, 2]).size).toBe(0); // lengths differ: nothing cached
     expect(uncachedPieces(call, 'o200k_base')).toEqual([text]);
     expect(countPromptTokens(call, 'o200k_base', OPTS)).toBe(want);
+    // counts given for this call are used (no fresh count needed), and only within it
+    clearCountCache();
+    const given = new Map([[text, want - 3 - 1 - 3]]); // the text's own tokens ('user' is one)
+    expect(countPromptTokensWithin(call, 'o200k_base', OPTS, 0, given)).toBe(want);
+    expect(countPromptTokensWithin(call, 'o200k_base', OPTS, 0)).toBeUndefined();
   });
 });

@@ -42,8 +42,8 @@ async function countOne(call: ParsedCall, e: string, pool: TokenPool, opts: Coun
   if (here !== undefined) return here;
   const texts = uncachedPieces(call, e);
   if (texts.length > 0) {
-    primeCounts(e, texts, await pool.countTexts(texts, e));
-    const again = countPromptTokensWithin(call, e, opts, NEW_CHARS_HERE);
+    const given = primeCounts(e, texts, await pool.countTexts(texts, e));
+    const again = countPromptTokensWithin(call, e, opts, NEW_CHARS_HERE, given);
     if (again !== undefined) return again;
   }
   // what is new is not message text (tool definitions), or the cache could not hold it all

@@ -78,12 +78,16 @@ function cacheTag(enc: TokenCounter, kind: typeof PIECE | typeof TOOL_DEFS): num
 /** countText, served from the cache for texts of at least CACHE_MIN_CHARS. */
 export function countPiece(enc: TokenCounter, text: string): number {
   if (text.length < CACHE_MIN_CHARS) return countText(enc, text);
+  const given = known?.get(text);
+  if (given !== undefined) return given;
   const tag = cacheTag(enc, PIECE);
   return tag === undefined ? countText(enc, text) : cache.count(tag, text, (t) => countFresh(enc, t));
 }
 
 /** UTF-16 units of cacheable texts the current countPromptTokensWithin may still count fresh. */
 let freshLeft = Number.POSITIVE_INFINITY;
+/** Counts the current countPromptTokensWithin was given (primeCounts'), used before the cache. */
+let known: ReadonlyMap<string, number> | undefined;
 class OverBudget extends Error {}
 const OVER_BUDGET = new OverBudget('fresh count budget exceeded');
 
@@ -104,8 +108,10 @@ export function countPromptTokensWithin(
   encodingName: string,
   opts: CountOptions,
   maxFresh: number,
+  given?: ReadonlyMap<string, number>,
 ): number | undefined {
   freshLeft = maxFresh;
+  known = given;
   try {
     return countPromptTokens(call, encodingName, opts);
   } catch (e) {
@@ -113,6 +119,7 @@ export function countPromptTokensWithin(
     throw e;
   } finally {
     freshLeft = Number.POSITIVE_INFINITY;
+    known = undefined;
   }
 }
 
@@ -132,15 +139,24 @@ export function uncachedPieces(call: ParsedCall, encodingName: string): string[]
 
 /**
  * Cache counts of `texts` made elsewhere (a token worker: countText with the same encoding's
- * counter, so the same numbers), so countPiece serves them from here on.
+ * counter, so the same numbers), so countPiece serves them from here on; returns them by text (for
+ * countPromptTokensWithin, which then needs no cache lookup for them).
  */
-export function primeCounts(encodingName: string, texts: readonly string[], counts: readonly number[]): void {
+export function primeCounts(
+  encodingName: string,
+  texts: readonly string[],
+  counts: readonly number[],
+): Map<string, number> {
+  const given = new Map<string, number>();
   const tag = cacheTag(getCounter(encodingName), PIECE);
-  if (tag === undefined || texts.length !== counts.length) return;
+  if (tag === undefined || texts.length !== counts.length) return given;
   for (let i = 0; i < texts.length; i++) {
     const n = counts[i];
-    if (texts[i].length >= CACHE_MIN_CHARS && Number.isInteger(n) && n >= 0) cache.set(tag, texts[i], n);
+    if (texts[i].length < CACHE_MIN_CHARS || !Number.isInteger(n) || n < 0) continue;
+    cache.set(tag, texts[i], n);
+    given.set(texts[i], n);
   }
+  return given;
 }
 
 /** The count cache of this thread: hits, misses and size (tests, metrics). */
