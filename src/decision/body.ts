@@ -5,21 +5,17 @@
  */
 import type { Config } from '../config/types.js';
 import { parseBody } from '../dialects/body.js';
-import { modelKeyProblem } from '../dialects/model-key.js';
 import type { Route } from '../dialects/route.js';
 import { type Dialect, isParseError, type ParsedCall } from '../dialects/types.js';
 import type { TokenPool } from '../offload/pool.js';
-import { type EncodingPlan, encodingsFor } from '../offload/worker.js';
+import type { EncodingPlan } from '../offload/worker.js';
 import { badRequest } from './answer.js';
-import { countHere, PARSE_HERE_BYTES } from './count-here.js';
 import type { CheckInput, DenyDecision } from './types.js';
 import { costliestModel, partialRefused, type Unproven } from './unproven.js';
 
 /**
- * Bodies of at least this many bytes may be counted in a token worker: from PARSE_HERE_BYTES on they
- * are parsed and counted there; below it they are parsed here and only what is new in them and large
- * goes to a worker (count-here.ts). Below OFFLOAD_BYTES, parsing and counting here (~2 µs per 100
- * bytes) costs less than a worker round trip under load.
+ * Bodies of at least this many bytes are parsed and counted in a token worker. Below it, parsing and
+ * counting here (~2 µs per 100 bytes) costs less than a worker round trip under load.
  */
 export const OFFLOAD_BYTES = 32 * 1024;
 
@@ -73,9 +69,8 @@ export async function readBody(ctx: BodyContext): Promise<BodyReading | DenyDeci
       return partialRefused(bytes === 0);
     return estimate(cfg, ctx.route, bytes);
   }
-  const pool = ctx.pool;
-  if (pool?.mode === 'workers' && len >= OFFLOAD_BYTES) {
-    const r = len < PARSE_HERE_BYTES ? await readHere(ctx, pool) : await readInWorker(ctx, pool, len);
+  if (ctx.pool?.mode === 'workers' && len >= OFFLOAD_BYTES) {
+    const r = await readInWorker(ctx, ctx.pool, len);
     if (r) return r;
   }
   const parsed = parseBody(ctx.route.dialect, body!, ctx.route);
@@ -98,25 +93,6 @@ function estimate(cfg: Config, route: Route, bytes: number): BodyReading {
   const estimatedPrompt = Math.ceil(bytes / cfg.server.bytesPerToken);
   const model = route.pathModel ?? costliestModel(cfg, estimatedPrompt);
   return { model, estimatedPrompt, estimated: true, unproven: 'partial-body' };
-}
-
-/**
- * Mid-size body: parsed here and counted here or in a worker, by how much of it is new (count-here.ts).
- * If a worker fails, the call goes on without counts and costs.ts counts it all here (the bytes are
- * never moved on this path).
- */
-async function readHere(ctx: BodyContext, pool: TokenPool): Promise<BodyReading | DenyDecision> {
-  const { cfg, route } = ctx;
-  const body = ctx.input.body!;
-  const parsed = parseBody(route.dialect, body, route);
-  if (isParseError(parsed)) return badRequest(parsed.error);
-  const encodings = encodingsFor(ctx.encodings(), parsed.model);
-  const opts = { imageTokens: cfg.server.imageTokens };
-  const tokens = await countHere(parsed, encodings, pool, opts).catch(() => undefined);
-  if (!tokens) return named(parsed);
-  // as a worker-counted call: costs.ts reads the model key's problem from the call
-  if (route.pathModel === undefined) parsed.modelKey = modelKeyProblem(body);
-  return named(parsed, tokens);
 }
 
 /**

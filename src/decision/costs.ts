@@ -118,7 +118,7 @@ function costsOf(cfg: Config, names: string[], reading: BodyReading): CandidateC
       let t = counted ? counted[mc.encoding] : tokensByEncoding.get(mc.encoding);
       if (t === undefined) {
         if (counted) throw new Error(`internal: worker did not count ${mc.encoding}`);
-        // Bodies below OFFLOAD_BYTES (or whose worker failed, body.ts): counted here, synchronously.
+        // Bodies below OFFLOAD_BYTES (or whose worker failed): counted here, synchronously.
         t = countPromptTokens(call, mc.encoding, { imageTokens: cfg.server.imageTokens });
         tokensByEncoding.set(mc.encoding, t);
       }

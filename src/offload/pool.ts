@@ -20,7 +20,6 @@ import type { Dialect, ParsedCall } from '../dialects/types.js';
 import { type CountOptions, countPromptTokens } from '../tokens/count.js';
 import { sharedTable, usesSharedTable } from '../tokens/encoders.js';
 import {
-  countTexts,
   type EncodingPlan,
   type ParsedBody,
   parseAndCount,
@@ -65,11 +64,9 @@ export interface TokenPoolOptions {
   workerUrl?: URL;
 }
 
-type JobResult = number | number[] | ParsedBody;
-
 interface Job {
   req: WorkerRequest;
-  resolve: (r: JobResult) => void;
+  resolve: (r: number | ParsedBody) => void;
   reject: (e: Error) => void;
 }
 
@@ -143,13 +140,6 @@ export class TokenPool {
     return this.submit<number>({ kind: 'count', call, encodingName, opts });
   }
 
-  /** Count each text in a worker as countPiece would on a cache miss (for the caller to cache). */
-  countTexts(texts: string[], encodingName: string): Promise<number[]> {
-    if (this.closed) return Promise.reject(new Error('token pool is closed'));
-    if (this.mode === 'inline') return Promise.resolve(countTexts(texts, encodingName));
-    return this.submit<number[]>({ kind: 'texts', texts, encodingName });
-  }
-
   /**
    * Parse a raw body and count its prompt for the encodings `encodings` names for its model, in a
    * worker: the event loop neither parses the body nor holds its strings.
@@ -184,11 +174,11 @@ export class TokenPool {
     return this.submit<ParsedBody>(job);
   }
 
-  private submit<T extends JobResult>(job: WorkerJob): Promise<T> {
+  private submit<T extends number | ParsedBody>(job: WorkerJob): Promise<T> {
     return new Promise<T>((resolve, reject) => {
       this.queue.push({
         req: { ...job, id: this.nextId++ },
-        resolve: resolve as (r: JobResult) => void,
+        resolve: resolve as (r: number | ParsedBody) => void,
         reject,
       });
       this.dispatch();
@@ -222,7 +212,7 @@ export class TokenPool {
       // the worker build its own copies.
       const req = job.req;
       const needed =
-        req.kind !== 'parse'
+        req.kind === 'count'
           ? [req.encodingName]
           : [...req.encodings.other, ...Object.values(req.encodings.byModel).flat()];
       for (const enc of needed) {
@@ -273,7 +263,7 @@ export class TokenPool {
       if (!job || job.req.id !== res.id) return;
       slot.job = undefined;
       worker.unref();
-      if (res.ok) job.resolve('count' in res ? res.count : 'counts' in res ? res.counts : res.parsed);
+      if (res.ok) job.resolve('count' in res ? res.count : res.parsed);
       else job.reject(new Error(`token count failed: ${res.error}`));
       this.dispatch();
     });

@@ -13,13 +13,7 @@ import type { PathFacts } from '../dialects/route.js';
 import { type Dialect, isParseError, type ParsedCall } from '../dialects/types.js';
 import { resolveKey } from '../policy/model-name.js';
 import { type CountOptions, countPromptTokens } from '../tokens/count.js';
-import {
-  countText,
-  type EncodingName,
-  getCounter,
-  installTable,
-  isEncodingName,
-} from '../tokens/encoders.js';
+import { type EncodingName, installTable, isEncodingName } from '../tokens/encoders.js';
 
 /** Encodings to count a parsed call with: those of its model's fallback chain. */
 export interface EncodingPlan {
@@ -34,8 +28,6 @@ export interface EncodingPlan {
 
 export type WorkerJob =
   | { kind: 'count'; call: ParsedCall; encodingName: string; opts: CountOptions }
-  /** Count each text as countPiece would on a cache miss (countText with the encoding's counter). */
-  | { kind: 'texts'; texts: string[]; encodingName: string }
   | {
       kind: 'parse';
       dialect: Dialect;
@@ -57,28 +49,17 @@ export type ParsedBody = { error: string } | { call: ParsedCall; tokens: Record<
 
 export type WorkerResponse =
   | { id: number; ok: true; count: number }
-  | { id: number; ok: true; counts: number[] }
   | { id: number; ok: true; parsed: ParsedBody }
   | { id: number; ok: false; error: string };
-
-/** The encodings a call of `model` is counted with: its fallback chain's (the plan's default otherwise). */
-export function encodingsFor(plan: EncodingPlan, model: string | undefined): string[] {
-  const { byModel, other } = plan;
-  const key = model === undefined ? undefined : resolveKey(model, (k) => Object.hasOwn(byModel, k));
-  return key === undefined ? other : byModel[key];
-}
-
-/** Each text's count with the encoding's counter (what countPiece counts on a cache miss). */
-export function countTexts(texts: readonly string[], encodingName: string): number[] {
-  const enc = getCounter(encodingName);
-  return texts.map((t) => countText(enc, t));
-}
 
 /** Parse a body and count its prompt for every encoding its model's chain uses. */
 export function parseAndCount(job: Extract<WorkerJob, { kind: 'parse' }>): ParsedBody {
   const parsed = parseBody(job.dialect, job.body, job.path);
   if (isParseError(parsed)) return parsed;
-  const encodings = encodingsFor(job.encodings, parsed.model);
+  const { byModel, other } = job.encodings;
+  const key =
+    parsed.model === undefined ? undefined : resolveKey(parsed.model, (k) => Object.hasOwn(byModel, k));
+  const encodings = key === undefined ? other : byModel[key];
   const tokens: Record<string, number> = {};
   for (const e of encodings) tokens[e] ??= countPromptTokens(parsed, e, job.opts);
   const prompt = { kind: 'text' as const, messages: [], texts: [], preTokenized: 0, images: 0, toolDefs: [] };
@@ -97,9 +78,7 @@ if (port) {
       res =
         req.kind === 'count'
           ? { id: req.id, ok: true, count: countPromptTokens(req.call, req.encodingName, req.opts) }
-          : req.kind === 'texts'
-            ? { id: req.id, ok: true, counts: countTexts(req.texts, req.encodingName) }
-            : { id: req.id, ok: true, parsed: parseAndCount(req) };
+          : { id: req.id, ok: true, parsed: parseAndCount(req) };
     } catch (e) {
       res = { id: req.id, ok: false, error: e instanceof Error ? e.message : String(e) };
     }

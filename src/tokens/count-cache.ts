@@ -92,18 +92,6 @@ export class CountCache {
     return n;
   }
 
-  /** Whether `text` under `tag` is cached (no reordering, no hit counted). */
-  has(tag: number, text: string): boolean {
-    const key = digestKey(tag, text);
-    return this.young.has(key) || this.old.has(key);
-  }
-
-  /** Cache `n` as the count of `text` under `tag` (counted elsewhere with the same counter). */
-  set(tag: number, text: string, n: number): void {
-    if (!Number.isInteger(tag) || tag < 0 || tag > 127) throw new RangeError(`count cache tag ${tag}`);
-    this.put(digestKey(tag, text), n);
-  }
-
   private put(key: string, v: number): void {
     if (this.young.size >= this.half) {
       this.old = this.young;

@@ -78,85 +78,8 @@ function cacheTag(enc: TokenCounter, kind: typeof PIECE | typeof TOOL_DEFS): num
 /** countText, served from the cache for texts of at least CACHE_MIN_CHARS. */
 export function countPiece(enc: TokenCounter, text: string): number {
   if (text.length < CACHE_MIN_CHARS) return countText(enc, text);
-  const given = known?.get(text);
-  if (given !== undefined) return given;
   const tag = cacheTag(enc, PIECE);
-  return tag === undefined ? countText(enc, text) : cache.count(tag, text, (t) => countFresh(enc, t));
-}
-
-/** UTF-16 units of cacheable texts the current countPromptTokensWithin may still count fresh. */
-let freshLeft = Number.POSITIVE_INFINITY;
-/** Counts the current countPromptTokensWithin was given (primeCounts'), used before the cache. */
-let known: ReadonlyMap<string, number> | undefined;
-class OverBudget extends Error {}
-const OVER_BUDGET = new OverBudget('fresh count budget exceeded');
-
-/** A cache miss: counted now, unless that takes countPromptTokensWithin over its budget. */
-function countFresh(enc: TokenCounter, text: string): number {
-  if (text.length > freshLeft) throw OVER_BUDGET;
-  freshLeft -= text.length;
-  return countText(enc, text);
-}
-
-/**
- * countPromptTokens, unless the cacheable texts it would have to count fresh (pieces of at least
- * CACHE_MIN_CHARS not in this thread's cache, tool-definition lists) add up to more than `maxFresh`
- * UTF-16 units: then undefined. What it counted before stopping stays cached. Same number otherwise.
- */
-export function countPromptTokensWithin(
-  call: ParsedCall,
-  encodingName: string,
-  opts: CountOptions,
-  maxFresh: number,
-  given?: ReadonlyMap<string, number>,
-): number | undefined {
-  freshLeft = maxFresh;
-  known = given;
-  try {
-    return countPromptTokens(call, encodingName, opts);
-  } catch (e) {
-    if (e === OVER_BUDGET) return undefined;
-    throw e;
-  } finally {
-    freshLeft = Number.POSITIVE_INFINITY;
-    known = undefined;
-  }
-}
-
-/** The distinct pieces of at least CACHE_MIN_CHARS of a call's prompt that this thread has not cached. */
-export function uncachedPieces(call: ParsedCall, encodingName: string): string[] {
-  const tag = cacheTag(getCounter(encodingName), PIECE);
-  if (tag === undefined) return [];
-  const out = new Set<string>();
-  const take = (t: string) => {
-    if (t.length >= CACHE_MIN_CHARS && !out.has(t) && !cache.has(tag, t)) out.add(t);
-  };
-  const p = call.prompt;
-  if (p.kind === 'chat') for (const m of p.messages) for (const part of m.parts) take(part);
-  else for (const t of p.texts) take(t);
-  return [...out];
-}
-
-/**
- * Cache counts of `texts` made elsewhere (a token worker: countText with the same encoding's
- * counter, so the same numbers), so countPiece serves them from here on; returns them by text (for
- * countPromptTokensWithin, which then needs no cache lookup for them).
- */
-export function primeCounts(
-  encodingName: string,
-  texts: readonly string[],
-  counts: readonly number[],
-): Map<string, number> {
-  const given = new Map<string, number>();
-  const tag = cacheTag(getCounter(encodingName), PIECE);
-  if (tag === undefined || texts.length !== counts.length) return given;
-  for (let i = 0; i < texts.length; i++) {
-    const n = counts[i];
-    if (texts[i].length < CACHE_MIN_CHARS || !Number.isInteger(n) || n < 0) continue;
-    cache.set(tag, texts[i], n);
-    given.set(texts[i], n);
-  }
-  return given;
+  return tag === undefined ? countText(enc, text) : cache.count(tag, text, (t) => countText(enc, t));
 }
 
 /** The count cache of this thread: hits, misses and size (tests, metrics). */
@@ -175,11 +98,7 @@ export function countToolDefs(enc: TokenCounter, defs: ToolDef[], encodingName: 
   if (json.length < CACHE_MIN_CHARS) return countToolDefsFresh(enc, defs, encodingName);
   const tag = cacheTag(enc, TOOL_DEFS);
   if (tag === undefined) return countToolDefsFresh(enc, defs, encodingName);
-  return cache.count(tag, json, () => {
-    if (json.length > freshLeft) throw OVER_BUDGET;
-    freshLeft -= json.length;
-    return countToolDefsFresh(enc, defs, encodingName);
-  });
+  return cache.count(tag, json, () => countToolDefsFresh(enc, defs, encodingName));
 }
 
 function countToolDefsFresh(enc: TokenCounter, defs: ToolDef[], encodingName: string): number {
