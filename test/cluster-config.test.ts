@@ -100,6 +100,10 @@ describe('key slots and hash tags', () => {
     expect(new Set(plan.keys.slice(0, 2).map(keySlot)).size).toBe(1);
     const plain = buildPlan(parseConfigText(limits), id, cand, keyNames).plan.keys;
     expect(plain[0]).toBe('tollgate:r:t:acme');
+    // a tenant value cannot choose or break the tag: braces are not safe id characters (hashed)
+    const forged = buildPlan(cfg, { tenant: 'x}{victim', team: 'red' }, cand, keyNames).plan.keys;
+    expect(forged[0]).toMatch(/^tollgate:r:t:\{~[A-Za-z0-9_-]+\}$/);
+    expect(keySlot(forged[0])).not.toBe(keySlot('victim'));
   });
 
   it('a cluster reservation id names its record slot; queue and usage streams have their own tags', () => {
