@@ -31,6 +31,7 @@ export const CLOSED_ROUNDS_FOR: ReadonlySet<WorkloadName> = new Set(['small', 's
 export const CLOSED_ONLY: ReadonlySet<WorkloadName> = new Set(['settle']);
 /** Workloads whose open-loop p99 is a target: measured in OPEN_ROUNDS interleaved rounds. */
 export const OPEN_ROUNDS_FOR: ReadonlySet<WorkloadName> = new Set(['small', 'mix']);
-export const CONFIG = join(ROOT, 'bench', 'configs', 'bench.yaml');
+/** The tollgate config the bench serves (BENCH_CONFIG overrides, e.g. to compare server settings). */
+export const CONFIG = env.BENCH_CONFIG ?? join(ROOT, 'bench', 'configs', 'bench.yaml');
 /** Node flags of `npm start` and the container image's CMD, given to every server (null included). */
 export const NODE_FLAGS = ['--max-semi-space-size=8'];
