@@ -137,3 +137,31 @@ describe('usage export stream on a cluster', () => {
     await store.close();
   });
 });
+
+describe('a slot that fails mid-check', () => {
+  it('refunds the slots that debited, then fails the call (answered per on_store_failure)', async () => {
+    const store = new ClusterStore({ url: cluster.url, timeoutMs: 2000 });
+    await store.connect();
+    const good = 'cf:r:a:{t1}';
+    const broken = 'cf:r:b:{t2}';
+    expect(keySlot(good)).not.toBe(keySlot(broken));
+    // a key of the wrong type: the check script fails on that slot (WRONGTYPE), after the other debits
+    await (await owner(broken)).set(broken, 'not a bucket');
+    const e = (key: number) => ({
+      key,
+      kind: EntryKind.Rolling,
+      capacity: 100,
+      period: 30 * 86_400_000,
+      tzOffsetMin: 0,
+      cost: 10,
+      shadow: false,
+      downgradeAt: 0,
+    });
+    await expect(store.check({ keys: [good, broken], candidates: [[e(0), e(1)]] })).rejects.toThrow(
+      /WRONGTYPE/,
+    );
+    const left = await store.check({ keys: [good], candidates: [[{ ...e(0), cost: 0 }]] });
+    expect(left.candidates[0][0].remaining).toBe(100); // the debit on the good slot was given back
+    await store.close();
+  });
+});

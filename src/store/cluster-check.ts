@@ -102,7 +102,11 @@ async function attempt(
   const cand = plan.candidates[c];
   const entries: EntryResult[] = new Array(cand.length);
   const groups = [...groupBySlot(plan, c).values()];
-  const replies = await Promise.all(groups.map((g) => slotCall(plan, cand, g, exec, member, thresholds)));
+  const replies = await allSlots(
+    groups.map((g) => slotCall(plan, cand, g, exec, member, thresholds)),
+    exec,
+    member,
+  );
   let taken = true;
   let thresholdOnly = true;
   let nowMs = 0;
@@ -129,6 +133,19 @@ async function attempt(
     debited: taken ? debited : [],
     nowMs,
   };
+}
+
+/**
+ * Every slot's reply; when one fails (a node down, a timeout), the slots that did debit are refunded
+ * before the error goes on (the call is then answered per on_store_failure, its budget untouched).
+ */
+async function allSlots(calls: Promise<SlotReply>[], exec: ExecScript, member: string): Promise<SlotReply[]> {
+  const settled = await Promise.allSettled(calls);
+  const failed = settled.find((r) => r.status === 'rejected');
+  if (!failed) return settled.map((r) => (r as PromiseFulfilledResult<SlotReply>).value);
+  const took = settled.flatMap((r) => (r.status === 'fulfilled' && r.value.taken ? [r.value] : []));
+  await Promise.allSettled(took.filter((r) => r.debited.length > 0).map((r) => refund(r, exec, member)));
+  throw (failed as PromiseRejectedResult).reason;
 }
 
 interface SlotReply {
