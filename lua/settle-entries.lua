@@ -6,12 +6,14 @@
   the slots it debited when another slot refused the call (compensation).
 
   KEYS[1..N]  the entries' limit keys
+  KEYS[N+1]   (settlements only) this slot's done-mark for the reservation: set at the first run, so
+              a retry after a lost reply changes nothing (kept SETTLED_TTL_MS)
   ARGV[1]     the reservation id (the member holding a concurrency slot)
   ARGV[2]     N
   then per entry 7 fields: kind, capacity, period, cost, window end, next end, actual units
   (as lua/settle-reservation.lua, see includes/settle.lua)
 
-  Returns the units left per entry.
+  Returns the units left per entry; an empty list when the done-mark was already set.
 ]]
 
 --- @include "calendar"
@@ -23,6 +25,7 @@ local floor, tonumber = math.floor, tonumber
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000)
 local n = tonumber(ARGV[2])
+if KEYS[n + 1] and not redis.call('SET', KEYS[n + 1], '1', 'NX', 'PX', 120000) then return {} end
 local out = {}
 for i = 1, n do
   local a = 2 + (i - 1) * 7

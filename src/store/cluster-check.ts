@@ -104,6 +104,7 @@ async function attempt(
   const groups = [...groupBySlot(plan, c).values()];
   const replies = await allSlots(
     groups.map((g) => slotCall(plan, cand, g, exec, member, thresholds)),
+    groups.map((g) => g.length),
     exec,
     member,
   );
@@ -122,7 +123,7 @@ async function attempt(
   });
   const back = taken || plan.dryRun ? [] : replies.filter((r) => r.taken && r.debited.length > 0);
   // compensation: the slots that took their part give it back before the call is answered
-  await Promise.all(back.map((r) => refund(r, exec, member)));
+  await Promise.allSettled(back.map((r) => refund(r, exec, member))); // a lost refund: an over-charge
   debited.sort((a, b) => a[0] - b[0]);
   const refunded = back.length;
   return {
@@ -136,16 +137,64 @@ async function attempt(
 }
 
 /**
- * Every slot's reply; when one fails (a node down, a timeout), the slots that did debit are refunded
+ * Every slot's reply. When one fails (a node down, a timeout): if another slot refused, the call is
+ * refused anyway (the failed slot is reported as not read); else the slots that debited are refunded
  * before the error goes on (the call is then answered per on_store_failure, its budget untouched).
  */
-async function allSlots(calls: Promise<SlotReply>[], exec: ExecScript, member: string): Promise<SlotReply[]> {
+async function allSlots(
+  calls: Promise<SlotReply>[],
+  sizes: number[],
+  exec: ExecScript,
+  member: string,
+): Promise<SlotReply[]> {
   const settled = await Promise.allSettled(calls);
-  const failed = settled.find((r) => r.status === 'rejected');
-  if (!failed) return settled.map((r) => (r as PromiseFulfilledResult<SlotReply>).value);
-  const took = settled.flatMap((r) => (r.status === 'fulfilled' && r.value.taken ? [r.value] : []));
-  await Promise.allSettled(took.filter((r) => r.debited.length > 0).map((r) => refund(r, exec, member)));
-  throw (failed as PromiseRejectedResult).reason;
+  const failed = settled.find((r) => r.status === 'rejected') as PromiseRejectedResult | undefined;
+  const ok = settled.flatMap((r) => (r.status === 'fulfilled' ? [r.value] : []));
+  if (!failed) return ok;
+  await Promise.allSettled(
+    ok.filter((r) => r.taken && r.debited.length > 0).map((r) => refund(r, exec, member)),
+  );
+  if (!ok.some((r) => !r.taken)) throw failed.reason;
+  return settled.map((r, i) =>
+    r.status === 'rejected'
+      ? unread(sizes[i])
+      : r.value.taken
+        ? { ...r.value, taken: false, thresholdOnly: true, debited: [] } // refunded above
+        : r.value,
+  );
+}
+
+/** A slot whose call failed while another refused: its entries are reported as not blocking. */
+function unread(n: number): SlotReply {
+  const entries = Array.from({ length: n }, () => ({
+    status: EntryStatus.Fits,
+    remaining: 0,
+    resetMs: 0,
+    retryMs: 0,
+  }));
+  return { taken: false, thresholdOnly: false, entries, debited: [], keys: [], nowMs: 0 };
+}
+
+/** Give back what a chosen candidate debited, slot by slot (its record could not be written). */
+export async function refundDebited(
+  debited: DebitedEntry[],
+  exec: ExecScript,
+  member: string,
+): Promise<void> {
+  const bySlot = new Map<number, DebitedEntry[]>();
+  for (const d of debited) {
+    const slot = keySlot(d[1]);
+    bySlot.set(slot, [...(bySlot.get(slot) ?? []), d]);
+  }
+  await Promise.allSettled(
+    [...bySlot.values()].map((part) =>
+      exec(
+        CLUSTER_SCRIPTS.settleEntries,
+        part.map((d) => d[1]),
+        settleEntriesArgs(member, part),
+      ),
+    ),
+  );
 }
 
 interface SlotReply {
@@ -254,7 +303,8 @@ export async function checkAcrossSlots(
     if (chosen >= 0) break;
     await run(c, false);
   }
-  // candidates after the chosen one were not read: reported as fitting, untouched
+  // candidates after the chosen one were not read (a single script reads them all): reported as
+  // fitting and full; only their reported values differ, nothing is debited
   for (let c = 0; c < C; c++)
     results[c] ??= plan.candidates[c].map((e) => ({
       status: EntryStatus.Fits,
@@ -299,7 +349,7 @@ async function enqueueIfQueueable(
   exec: ExecScript,
 ): Promise<CheckResult> {
   const q = plan.queue;
-  if (!q || plan.dryRun || result.outcome !== Outcome.Denied) return result;
+  if (!q || result.outcome !== Outcome.Denied) return result;
   const queueable = plan.candidates[0].every((e, i) => {
     const s = result.candidates[0][i].status;
     if (e.shadow || s === EntryStatus.Fits || s === EntryStatus.BelowDowngrade) return true;
@@ -307,6 +357,7 @@ async function enqueueIfQueueable(
   });
   if (!queueable) return result;
   const fields = planArgs({ keys: [], candidates: [], queue: q }).slice(3);
+  if (plan.dryRun) fields[0] = 2; // decide, append nothing
   const n = plan.keys.length;
   const reply = (await exec(CLUSTER_SCRIPTS.enqueue, [plan.keys[n - 2], plan.keys[n - 1]], fields)) as (
     | number

@@ -17,10 +17,10 @@ import {
   type ClusterCheck,
   checkAcrossSlots,
   checkOneSlot,
-  type DebitedEntry,
   oneSlot,
-  settleEntriesArgs,
+  refundDebited,
 } from './cluster-check.js';
+import { settleAcrossSlots } from './cluster-settle.js';
 import { defaultRetryDelayMs } from './resp.js';
 import { loadScript, type Script } from './scripts.js';
 import { parseReservation, parseSettleReply, RESERVATION_FIELDS, settleCall } from './settle-codec.js';
@@ -86,13 +86,12 @@ export class ClusterStore implements Store {
   readonly kind = 'valkey' as const;
   readonly client: Cluster;
   private readonly settleScript: Script = loadScript('settle-reservation');
-  private readonly claimScript: Script = loadScript('settle-claim');
   private readonly adjustScript: Script = loadScript('adjust-limit');
   private timeoutMs: number;
   /** See Store.lastReplyAt. */
   lastReplyAt?: number;
   /** See Store.clusterStats. */
-  readonly clusterStats = { spanning: 0, compensated: 0 };
+  readonly clusterStats = { spanning: 0, compensated: 0, exportLost: 0 };
 
   constructor(opts: ValkeyStoreOptions) {
     if (opts.waitReplicas)
@@ -112,7 +111,7 @@ export class ClusterStore implements Store {
     if (this.client.status === 'wait') await this.client.connect();
     // every primary gets the scripts now (the first calls then need no EVAL); a node that joins later
     // gets each script on its first NOSCRIPT
-    const scripts = [...Object.values(CLUSTER_SCRIPTS), this.settleScript, this.claimScript];
+    const scripts = [...Object.values(CLUSTER_SCRIPTS), this.settleScript, loadScript('settle-claim')];
     await Promise.all(
       this.client.nodes('master').flatMap((n) =>
         scripts.map(async (s) => {
@@ -163,7 +162,13 @@ export class ClusterStore implements Store {
     if (r && debited && result.chosen >= 0 && !plan.dryRun) {
       const rec = r.records[result.chosen];
       const args = [rec, r.id, JSON.stringify(debited), r.ttlMs];
-      await this.exec(CLUSTER_SCRIPTS.putReservation, [plan.keys[r.key]], args);
+      try {
+        await this.exec(CLUSTER_SCRIPTS.putReservation, [plan.keys[r.key]], args);
+      } catch (err) {
+        // no record, no settlement: give every slot its part back before the call fails
+        await refundDebited(debited, this.exec, r.id);
+        throw err;
+      }
     }
     this.lastReplyAt = Date.now();
     return result;
@@ -177,11 +182,14 @@ export class ClusterStore implements Store {
     const slot = keySlot(req.key);
     const result = req.reservation.entries.every((e) => keySlot(e.key) === slot)
       ? await this.settleOneSlot(req)
-      : await this.settleAcrossSlots(req);
+      : await settleAcrossSlots(req, this.exec);
     const x = req.export;
     if (x && result.outcome === 'settled') {
-      // the export stream has its own slot: written once the settlement applied (never for a duplicate)
-      await this.client.call('XADD', x.stream, 'MAXLEN', '~', x.maxLength, '*', ...x.fields);
+      // the export stream has its own slot: written once the settlement applied (never for a
+      // duplicate); a failed write loses that entry, not the settlement
+      await this.client.call('XADD', x.stream, 'MAXLEN', '~', x.maxLength, '*', ...x.fields).catch(() => {
+        this.clusterStats.exportLost++;
+      });
     }
     return result;
   }
@@ -189,42 +197,6 @@ export class ClusterStore implements Store {
   private async settleOneSlot(req: SettleRequest): Promise<SettleResult> {
     const { keys, args } = settleCall({ ...req, export: undefined });
     return parseSettleReply(await this.exec(this.settleScript, keys, args));
-  }
-
-  /** Claim the record (at most once), then settle each slot's entries. */
-  private async settleAcrossSlots(req: SettleRequest): Promise<SettleResult> {
-    const claim = (await this.exec(this.claimScript, [req.key], [])) as (number | string)[];
-    if (Number(claim[0]) === 2) return { outcome: 'duplicate', remaining: [] };
-    if (Number(claim[0]) !== 1) return { outcome: 'missing', remaining: [] };
-    const raw = JSON.parse(String(claim[1])) as unknown;
-    const entries = (Array.isArray(raw) ? raw : []) as DebitedEntry[];
-    if (entries.length !== req.actual.length)
-      throw new Error(`settle: the record has ${entries.length} entries, not ${req.actual.length}`);
-    const bySlot = new Map<number, number[]>();
-    entries.forEach((e, i) => {
-      const s = keySlot(e[1]);
-      bySlot.set(s, [...(bySlot.get(s) ?? []), i]);
-    });
-    const remaining: number[] = new Array(entries.length).fill(0);
-    await Promise.all(
-      [...bySlot.values()].map(async (idx) => {
-        const part = idx.map((i) => entries[i]);
-        const args = settleEntriesArgs(
-          String(claim[2]),
-          part,
-          idx.map((i) => Math.max(0, Math.ceil(req.actual[i]))),
-        );
-        const left = (await this.exec(
-          CLUSTER_SCRIPTS.settleEntries,
-          part.map((e) => e[1]),
-          args,
-        )) as number[];
-        idx.forEach((i, j) => {
-          remaining[i] = Number(left[j]);
-        });
-      }),
-    );
-    return { outcome: 'settled', remaining };
   }
 
   async adjust(req: AdjustRequest): Promise<AdjustResult> {

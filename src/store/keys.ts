@@ -13,6 +13,8 @@
  *                                               or settle.reservation_ttl; an id made for a cluster
  *                                               (`<slot tag>:<id>`) names `<prefix>:v:{<slot tag>}:<id>`,
  *                                               in the slot of the call's first limit key
+ *   <prefix>:v:{<slot tag>}:settled:<rest>      cluster: a slot's done-mark for a settlement spanning
+ *                                               slots (lua/settle-entries.lua; 2 minutes)
  *   <prefix>:u:<usage_stream.name>              the usage export stream (settle.usage_stream)
  * Scope parts are safe ids (identity/safeId): they cannot collide or escape the prefix. With
  * `store.shard_by: <dimension>`, that dimension's part is written `{<value>}`: a Valkey Cluster hash

@@ -120,7 +120,7 @@ export interface Store {
   /** performance.now() of the latest reply of any kind on the store's connection (progress). */
   readonly progressAt?: number;
   /** store.topology: cluster: slot-spanning checks and compensated ones (src/store/cluster-check.ts). */
-  readonly clusterStats?: { spanning: number; compensated: number };
+  readonly clusterStats?: { spanning: number; compensated: number; exportLost: number };
   /** store.wait_replicas: WAITs that got fewer replicas than asked, or failed (src/store/wait.ts). */
   readonly waitShort?: number;
   close(): Promise<void>;
