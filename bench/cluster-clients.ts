@@ -107,15 +107,14 @@ const errorKind = (m: string) =>
     .replace(/\b\d+\b/g, 'N')
     .slice(0, 90);
 
-function iovalkeyCluster(seeds: Array<{ host: string; port: number }>, autoPipelining: boolean): Candidate {
+/** An iovalkey client running the bucket script as a defined command (EVALSHA, EVAL on NOSCRIPT). */
+function iovalkeyCandidate(name: string, cluster: boolean, open: () => Cluster | Valkey): Candidate {
   return {
-    name: `iovalkey Cluster${autoPipelining ? ' + autoPipelining' : ''}`,
-    cluster: true,
+    name,
+    cluster,
     connect: async () => {
-      const c = new Cluster(seeds, { enableAutoPipelining: autoPipelining });
+      const c = open();
       c.on('error', () => {});
-      // defineCommand: EVALSHA (EVAL on NOSCRIPT) with the keys first, so auto-pipelining groups by the
-      // key's slot. A raw call('EVALSHA', sha, …) would be grouped by the SHA's slot (see the docs).
       c.defineCommand('bucket', { numberOfKeys: 3, lua: LUA });
       await c.ping();
       const run = (c as any).bucket.bind(c) as (...a: unknown[]) => Promise<unknown>;
@@ -129,25 +128,21 @@ function iovalkeyCluster(seeds: Array<{ host: string; port: number }>, autoPipel
   };
 }
 
-function iovalkeyStandalone(port: number): Candidate {
-  return {
-    name: 'baseline: iovalkey Valkey (standalone) + autoPipelining',
-    cluster: false,
-    connect: async () => {
-      const c = new Valkey({ port, enableAutoPipelining: true });
-      c.on('error', () => {});
-      c.defineCommand('bucket', { numberOfKeys: 3, lua: LUA });
-      await c.ping();
-      const run = (c as any).bucket.bind(c) as (...a: unknown[]) => Promise<unknown>;
-      return {
-        op: (keys, now, cost) => run(keys[0], keys[1], keys[2], now, cost),
-        close: async () => {
-          c.disconnect();
-        },
-      };
-    },
-  };
-}
+// defineCommand puts the keys first, so auto-pipelining groups by the key's slot; a raw
+// call('EVALSHA', sha, …) would be grouped by the SHA's slot (see the docs).
+const iovalkeyCluster = (seeds: Array<{ host: string; port: number }>, autoPipelining: boolean) =>
+  iovalkeyCandidate(
+    `iovalkey Cluster${autoPipelining ? ' + autoPipelining' : ''}`,
+    true,
+    () => new Cluster(seeds, { enableAutoPipelining: autoPipelining }),
+  );
+
+const iovalkeyStandalone = (port: number) =>
+  iovalkeyCandidate(
+    'baseline: iovalkey Valkey (standalone) + autoPipelining',
+    false,
+    () => new Valkey({ port, enableAutoPipelining: true }),
+  );
 
 async function glideCandidate(seeds: Array<{ host: string; port: number }>): Promise<Candidate | string> {
   const dir = process.env.GLIDE_DIR;

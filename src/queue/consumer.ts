@@ -13,8 +13,8 @@
  *            --dead-max entries, oldest trimmed) and is released, in the same atomic step.
  */
 import { spawn } from 'node:child_process';
-import { Cluster, Valkey } from 'iovalkey';
-import { clusterOptions, clusterSeeds } from '../store/cluster.js';
+import { type Cluster, Valkey } from 'iovalkey';
+import { openCluster } from '../store/cluster.js';
 import { queueAcctKey, queueDeadKey, queueStreamKey } from '../store/keys.js';
 import { loadScript } from '../store/scripts.js';
 import { type SentinelTarget, valkeyOptions } from '../store/valkey.js';
@@ -71,10 +71,7 @@ export class QueueConsumer {
 
   constructor(private readonly o: ConsumerOptions) {
     if (o.cluster) {
-      const { seeds, url } = clusterSeeds({ url: o.url, timeoutMs: 5000 });
-      const c = clusterOptions({ url: o.url, timeoutMs: 5000 }, url);
-      c.redisOptions = { ...c.redisOptions, commandTimeout: undefined };
-      this.client = new Cluster(seeds, { ...c, enableOfflineQueue: true, enableAutoPipelining: false });
+      this.client = openCluster({ url: o.url, timeoutMs: 5000 }, { offlineQueue: true });
     } else
       this.client = new Valkey({
         ...valkeyOptions({ url: o.url, timeoutMs: 5000, sentinel: o.sentinel }),

@@ -7,7 +7,7 @@
  * carries the hash tag {a}: the cache's indexes and accounting are read and written together by its
  * scripts, so the whole cache lives in one slot (one primary holds it).
  */
-import { Cluster, Valkey } from 'iovalkey';
+import { type Cluster, Valkey } from 'iovalkey';
 import {
   type AnswerPut,
   type AnswerPutResult,
@@ -17,7 +17,7 @@ import {
   VALKEY_ENTRY_OVERHEAD,
   type VectorPut,
 } from './answers.js';
-import { clusterOptions, clusterSeeds } from './cluster.js';
+import { openCluster } from './cluster.js';
 import { answerKeys } from './keys.js';
 import { loadScript, type Script } from './scripts.js';
 import { type ValkeyStoreOptions, valkeyOptions } from './valkey.js';
@@ -35,10 +35,7 @@ export class ValkeyAnswerStore implements AnswerStore {
   constructor(opts: ValkeyStoreOptions, prefix: string, cluster = false) {
     this.prefix = cluster ? `${prefix}:{a}` : prefix;
     if (cluster) {
-      const { seeds, url } = clusterSeeds(opts);
-      const o = clusterOptions(opts, url);
-      o.redisOptions = { ...o.redisOptions, connectionName: 'tollgate-cache' };
-      this.client = new Cluster(seeds, { ...o, enableAutoPipelining: false });
+      this.client = openCluster(opts, { connectionName: 'tollgate-cache' });
     } else this.client = new Valkey({ ...valkeyOptions(opts), connectionName: 'tollgate-cache' });
     this.client.on('error', () => {}); // reconnects by itself; a failed call falls through (a miss)
     this.ready = this.client.connect().then(

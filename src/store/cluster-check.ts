@@ -15,7 +15,7 @@
  * refused only by queueable limits is appended there after the check (lua/queue-enqueue.lua).
  */
 import { loadScript, type Script } from './scripts.js';
-import { keySlot } from './slot.js';
+import { groupBySlot, keySlot } from './slot.js';
 import {
   type CheckPlan,
   type CheckResult,
@@ -50,18 +50,6 @@ interface Attempt {
   entries: EntryResult[];
   debited: DebitedEntry[];
   nowMs: number;
-}
-
-/** A plan's keys grouped by slot, per candidate: positions in the candidate's entry list. */
-function groupBySlot(plan: CheckPlan, c: number): Map<number, number[]> {
-  const groups = new Map<number, number[]>();
-  plan.candidates[c].forEach((e, i) => {
-    const slot = keySlot(plan.keys[e.key]);
-    const g = groups.get(slot);
-    if (g) g.push(i);
-    else groups.set(slot, [i]);
-  });
-  return groups;
 }
 
 /** Whether every key of the plan but the queue's shares one slot (then one script call decides). */
@@ -101,7 +89,7 @@ async function attempt(
 ): Promise<Attempt> {
   const cand = plan.candidates[c];
   const entries: EntryResult[] = new Array(cand.length);
-  const groups = [...groupBySlot(plan, c).values()];
+  const groups = [...groupBySlot(cand.map((e) => plan.keys[e.key])).values()];
   const replies = await allSlots(
     groups.map((g) => slotCall(plan, cand, g, exec, member, thresholds)),
     groups.map((g) => g.length),
@@ -181,17 +169,13 @@ export async function refundDebited(
   exec: ExecScript,
   member: string,
 ): Promise<void> {
-  const bySlot = new Map<number, DebitedEntry[]>();
-  for (const d of debited) {
-    const slot = keySlot(d[1]);
-    bySlot.set(slot, [...(bySlot.get(slot) ?? []), d]);
-  }
+  const parts = [...groupBySlot(debited.map((d) => d[1])).values()];
   await Promise.allSettled(
-    [...bySlot.values()].map((part) =>
-      exec(
-        CLUSTER_SCRIPTS.settleEntries,
-        part.map((d) => d[1]),
-        settleEntriesArgs(member, part),
+    parts.map((idx) =>
+      refundPart(
+        idx.map((i) => debited[i]),
+        exec,
+        member,
       ),
     ),
   );
@@ -247,10 +231,15 @@ async function slotCall(
 
 /** Give back one slot's debit (everything reserved, nothing used; concurrency slots released). */
 function refund(r: SlotReply, exec: ExecScript, member: string): Promise<unknown> {
+  return refundPart(r.debited, exec, member);
+}
+
+/** lua/settle-entries.lua over one slot's debited entries with nothing used. */
+function refundPart(part: DebitedEntry[], exec: ExecScript, member: string): Promise<unknown> {
   return exec(
     CLUSTER_SCRIPTS.settleEntries,
-    r.debited.map((d) => d[1]),
-    settleEntriesArgs(member, r.debited),
+    part.map((d) => d[1]),
+    settleEntriesArgs(member, part),
   );
 }
 

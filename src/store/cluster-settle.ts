@@ -8,7 +8,7 @@
  */
 import { type DebitedEntry, type ExecScript, settleEntriesArgs } from './cluster-check.js';
 import { loadScript } from './scripts.js';
-import { keySlot, slotTag } from './slot.js';
+import { groupBySlot, slotTag } from './slot.js';
 import type { SettleRequest, SettleResult } from './types.js';
 
 const claimScript = loadScript('settle-claim');
@@ -30,11 +30,7 @@ export async function settleAcrossSlots(req: SettleRequest, exec: ExecScript): P
   const raw = JSON.parse(String(claim[1])) as unknown;
   const entries = (Array.isArray(raw) ? raw : []) as DebitedEntry[];
   const member = String(claim[2]);
-  const bySlot = new Map<number, number[]>();
-  entries.forEach((e, i) => {
-    const s = keySlot(e[1]);
-    bySlot.set(s, [...(bySlot.get(s) ?? []), i]);
-  });
+  const bySlot = groupBySlot(entries.map((e) => e[1]));
   const remaining: number[] = new Array(entries.length).fill(0);
   await Promise.all(
     [...bySlot].map(async ([slot, idx]) => {

@@ -82,6 +82,24 @@ export function clusterOptions(opts: ValkeyStoreOptions, url: string): ClusterOp
   };
 }
 
+/**
+ * An iovalkey Cluster client on VALKEY_URL's seeds, as the store uses it (fail fast, no
+ * auto-pipelining); the answer cache names its connections, the queue consumer waits offline.
+ */
+export function openCluster(
+  opts: ValkeyStoreOptions,
+  extra: { connectionName?: string; offlineQueue?: boolean } = {},
+): Cluster {
+  const { seeds, url } = clusterSeeds(opts);
+  const o = clusterOptions(opts, url);
+  if (extra.connectionName) o.redisOptions = { ...o.redisOptions, connectionName: extra.connectionName };
+  if (extra.offlineQueue) {
+    o.enableOfflineQueue = true;
+    o.redisOptions = { ...o.redisOptions, commandTimeout: undefined };
+  }
+  return new Cluster(seeds, o);
+}
+
 export class ClusterStore implements Store {
   readonly kind = 'valkey' as const;
   readonly client: Cluster;
@@ -97,8 +115,7 @@ export class ClusterStore implements Store {
     if (opts.waitReplicas)
       throw new Error('store.wait_replicas is not supported with store.topology: cluster');
     this.timeoutMs = opts.timeoutMs;
-    const { seeds, url } = clusterSeeds(opts);
-    this.client = new Cluster(seeds, clusterOptions(opts, url));
+    this.client = openCluster(opts);
     // Errors reach the calls that failed; an unhandled 'error' event must not crash the process.
     this.client.on('error', () => {});
   }

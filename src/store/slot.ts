@@ -59,3 +59,15 @@ export function slotTag(slot: number): string {
 
 /** The tag of a key's slot (see slotTag). */
 export const keySlotTag = (key: string): string => slotTag(keySlot(key));
+
+/** Positions of `keys` grouped by their slot (slots in first-seen order, positions ascending). */
+export function groupBySlot(keys: readonly string[]): Map<number, number[]> {
+  const groups = new Map<number, number[]>();
+  keys.forEach((k, i) => {
+    const slot = keySlot(k);
+    const g = groups.get(slot);
+    if (g) g.push(i);
+    else groups.set(slot, [i]);
+  });
+  return groups;
+}
