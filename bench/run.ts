@@ -113,9 +113,29 @@ async function main(): Promise<void> {
     writeReport(report);
     if (settlements) assertSettled(settlements);
   } finally {
+    // With BENCH_NODE_FLAGS (e.g. --cpu-prof) the servers stop cleanly first, so they write their files.
+    if (env.BENCH_NODE_FLAGS) await stopGently(servers);
     cleanup();
     process.removeListener('exit', cleanup);
   }
+}
+
+/** SIGTERM each server and wait (up to 10 s) for it to exit. */
+async function stopGently(servers: Server[]): Promise<void> {
+  await Promise.all(
+    servers.map(
+      (s) =>
+        new Promise<void>((done) => {
+          if (s.proc.exitCode !== null) return done();
+          const t = setTimeout(done, 10_000);
+          s.proc.once('exit', () => {
+            clearTimeout(t);
+            done();
+          });
+          s.proc.kill('SIGTERM');
+        }),
+    ),
+  );
 }
 
 /**

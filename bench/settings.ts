@@ -34,4 +34,8 @@ export const OPEN_ROUNDS_FOR: ReadonlySet<WorkloadName> = new Set(['small', 'mix
 /** The tollgate config the bench serves (BENCH_CONFIG overrides, e.g. to compare server settings). */
 export const CONFIG = env.BENCH_CONFIG ?? join(ROOT, 'bench', 'configs', 'bench.yaml');
 /** Node flags of `npm start` and the container image's CMD, given to every server (null included). */
-export const NODE_FLAGS = ['--max-semi-space-size=8'];
+/** Node flags of every server process (BENCH_NODE_FLAGS adds more, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof`). */
+export const NODE_FLAGS = [
+  '--max-semi-space-size=8',
+  ...(env.BENCH_NODE_FLAGS ?? '').split(' ').filter(Boolean),
+];
