@@ -15,6 +15,10 @@
  *    included), source 'counted'.
  *  - SSE: one line is buffered up to maxLineBytes (default 4 MiB); a longer line keeps its tail, which
  *    is scanned for a usage object; if none is found its bytes count one token each (upper bound).
+ *    Events that cannot carry usage (most of a stream: content deltas) are not parsed as they come:
+ *    their text is needed only if no final usage arrives. Their data waits as raw bytes, up to
+ *    tailBytes (default 256 KiB; past it the waiting events are parsed and their text collected), and
+ *    is parsed when the scan's `text` (or `understood`) is first read (see pending.ts).
  *  - Collected output text: up to maxTextChars (default 1 Mi UTF-16 units); past it pieces are not
  *    kept and are estimated (ASCII 4 bytes per token rounded up, one token per other character), so
  *    the count never falls below what natural text tokenizes to.
@@ -22,13 +26,14 @@
 import { DEFAULT_MAX_TEXT_CHARS, TextCollector } from './collect.js';
 import { type Format, formatFor, UsageAcc, type UsageDialect } from './formats.js';
 import { BoundedBuffer, DEFAULT_MAX_JSON_BYTES, lastObjectForKey, tryParse } from './json.js';
-import { DEFAULT_MAX_LINE_BYTES, DEFAULT_TAIL_BYTES, type SseEvent, SseParser } from './sse.js';
-import type { UsageExtractor, UsageExtractorOptions, UsageScan } from './types.js';
+import { isDone, keyNeedles, mayCarryUsage, PendingEvents } from './pending.js';
+import { DEFAULT_MAX_LINE_BYTES, DEFAULT_TAIL_BYTES, RawSseParser } from './sse.js';
+import type { CollectedText, UsageExtractor, UsageExtractorOptions, UsageScan } from './types.js';
 
 export { estimateTokens, resolveUsage, TextCollector } from './collect.js';
 export type { UsageDialect } from './formats.js';
 export { lastObjectForKey } from './json.js';
-export { type SseEvent, SseParser } from './sse.js';
+export { type RawSseHandler, RawSseParser, type SseEvent, SseParser } from './sse.js';
 export type {
   CollectedText,
   Usage,
@@ -43,15 +48,31 @@ export function isEventStream(contentType: string | undefined): boolean {
   return typeof contentType === 'string' && /^\s*text\/event-stream\b/i.test(contentType);
 }
 
+/** `"key"` needles of each format's usage keys. */
+const NEEDLES = new WeakMap<Format, Buffer[]>();
+
+function needlesFor(format: Format): Buffer[] {
+  let n = NEEDLES.get(format);
+  if (!n) {
+    n = keyNeedles(format.usageKeys);
+    NEEDLES.set(format, n);
+  }
+  return n;
+}
+
 class Extractor implements UsageExtractor {
   private readonly acc: UsageAcc;
   private mode: 'sniff' | 'json' | 'sse';
   private json?: BoundedBuffer;
-  private sse?: SseParser;
+  private sse?: RawSseParser;
+  /** SSE events whose text is not collected yet. */
+  private readonly pending: PendingEvents;
+  private readonly needles: Buffer[];
   private bytes = 0;
   private understood = false;
   private jsonOverflow = false;
   private result?: UsageScan;
+  private text?: CollectedText;
   private readonly o: Required<UsageExtractorOptions>;
 
   constructor(
@@ -66,13 +87,19 @@ class Extractor implements UsageExtractor {
       maxTextChars: opts.maxTextChars ?? DEFAULT_MAX_TEXT_CHARS,
     };
     this.acc = new UsageAcc(new TextCollector(this.o.maxTextChars));
+    this.pending = new PendingEvents(this.o.tailBytes);
+    this.needles = needlesFor(format);
     this.mode = forceSse ? 'sse' : 'sniff';
     if (forceSse) this.startSse();
   }
 
   private startSse(): void {
     this.mode = 'sse';
-    this.sse = new SseParser((e) => this.onEvent(e), this.o.maxLineBytes, this.o.tailBytes);
+    this.sse = new RawSseParser(
+      (event, data, overLong, dropped) => this.onEvent(event, data, overLong, dropped),
+      this.o.maxLineBytes,
+      this.o.tailBytes,
+    );
   }
 
   push(chunk: Uint8Array): void {
@@ -99,12 +126,45 @@ class Extractor implements UsageExtractor {
     else this.sse!.push(chunk);
   }
 
-  private onEvent(e: SseEvent): void {
-    if (e.overLong) {
-      this.scanTail(e.data, this.format.overLongEventFinal, e.droppedBytes);
+  /**
+   * One SSE event. Its usage is taken now, in order; its text is collected in order too, but may
+   * wait (see pending.ts) — then only its raw bytes are kept.
+   */
+  private onEvent(
+    event: string | undefined,
+    data: Buffer | string,
+    overLong: boolean,
+    dropped: number,
+  ): void {
+    if (overLong) {
+      this.scanTail(data as string, this.format.overLongEventFinal, dropped);
       return;
     }
-    const d = e.data.trim();
+    if (typeof data === 'string') {
+      // Several data lines (rare): parsed now, after the events before it.
+      this.flush();
+      this.apply(event, data, true, true);
+      return;
+    }
+    if (isDone(data)) {
+      this.understood = true;
+      return;
+    }
+    const usage = mayCarryUsage(data, this.needles);
+    if (!this.pending.fits(data.length)) this.flush();
+    if (!this.pending.fits(data.length) || (usage && this.pending.size === 0)) {
+      // Nothing waits before it (or it is too large to wait): all of it now.
+      this.apply(event, data.toString('utf8'), true, true);
+    } else {
+      // Its usage now; its text after the text of the events waiting before it.
+      if (usage) this.apply(event, data.toString('utf8'), true, false);
+      this.pending.add(event, data, usage);
+    }
+  }
+
+  /** An event's data: its usage (`usage`) and its output text (`text`) go to the accumulator. */
+  private apply(event: string | undefined, raw: string, usage: boolean, text: boolean): void {
+    const d = raw.trim();
     if (d === '[DONE]') {
       this.understood = true;
       return;
@@ -112,11 +172,22 @@ class Extractor implements UsageExtractor {
     const data = tryParse(d);
     if (data === undefined) return;
     this.understood = true;
+    this.acc.takeUsage = usage;
+    this.acc.collect = text;
     try {
-      this.format.event(e.event, data, this.acc);
+      this.format.event(event, data, this.acc);
     } catch {
       // A hostile shape that slipped past the readers' checks: ignore the event.
+    } finally {
+      this.acc.takeUsage = true;
+      this.acc.collect = true;
     }
+  }
+
+  /** Collects the text of the waiting events, in order. */
+  private flush(): void {
+    if (this.pending.size > 0)
+      this.pending.drain((event, raw, taken) => this.apply(event, raw, !taken, true));
   }
 
   /** Usage from the tail of a body/line too large to keep; else its bytes are estimated. */
@@ -131,37 +202,55 @@ class Extractor implements UsageExtractor {
     return false;
   }
 
+  private endJson(): void {
+    const buf = this.json!;
+    const text = buf.text();
+    if (!buf.overflow) {
+      const body = tryParse(text);
+      if (body !== undefined) {
+        this.understood = true;
+        try {
+          this.format.json(body, this.acc);
+        } catch {
+          // ignore
+        }
+      }
+    } else {
+      this.jsonOverflow = true;
+      this.scanTail(text, true);
+    }
+  }
+
   end(): UsageScan {
     if (this.result) return this.result;
     if (this.mode === 'sse') this.sse!.end();
-    else if (this.mode === 'json') {
-      const buf = this.json!;
-      const text = buf.text();
-      if (!buf.overflow) {
-        const body = tryParse(text);
-        if (body !== undefined) {
-          this.understood = true;
-          try {
-            this.format.json(body, this.acc);
-          } catch {
-            // ignore
-          }
-        }
-      } else {
-        this.jsonOverflow = true;
-        this.scanTail(text, true);
-      }
-    }
+    else if (this.mode === 'json') this.endJson();
+    // The usage is complete now; the text (and whether any event parsed, if none did yet) is worked
+    // out when first read: a caller with the final usage never needs the text.
+    const x = this;
     this.result = {
       outputFloor: this.acc.outputFloor,
-      text: this.acc.text.result(),
+      get text() {
+        return x.collected();
+      },
       bytes: this.bytes,
-      understood: this.understood,
+      get understood() {
+        if (!x.understood) x.flush();
+        return x.understood;
+      },
       jsonOverflow: this.jsonOverflow,
     };
     if (this.acc.prompt) this.result.prompt = this.acc.prompt;
     if (this.acc.output) this.result.output = this.acc.output;
     return this.result;
+  }
+
+  private collected(): CollectedText {
+    if (!this.text) {
+      this.flush();
+      this.text = this.acc.text.result();
+    }
+    return this.text;
   }
 }
 

@@ -3,7 +3,9 @@
  *
  * Lines are cut at LF bytes (a trailing CR is dropped, so CRLF works; a lone CR is not a line end —
  * no LLM provider sends one). Since 0x0A never occurs inside a multi-byte UTF-8 sequence, each line is
- * decoded only once it is complete, so chunks split mid-character decode correctly.
+ * decoded only once it is complete, so chunks split mid-character decode correctly. Lines are read in
+ * place: only a line split across chunks is copied, and only `event:` values are decoded here — a
+ * one-line event's data reaches the consumer as bytes (RawSseParser), decoded when (if) it needs them.
  *
  * Memory is bounded: a line longer than `maxLineBytes` is not kept whole; only its last `tailBytes`
  * are, and the event carrying it is delivered with `overLong` set (its `data` is that tail, so the
@@ -21,38 +23,77 @@ export interface SseEvent {
   droppedBytes: number;
 }
 
+/**
+ * One event as RawSseParser delivers it. `data` is the UTF-8 bytes of a one-line event's data — a
+ * view valid only during the call (it may point into the pushed chunk: copy what you keep) — or, for
+ * an event of several data lines or an over-long one, the data decoded and joined as in SseEvent.
+ */
+export type RawSseHandler = (
+  event: string | undefined,
+  data: Buffer | string,
+  overLong: boolean,
+  droppedBytes: number,
+) => void;
+
 export const DEFAULT_MAX_LINE_BYTES = 4 << 20;
 export const DEFAULT_TAIL_BYTES = 256 << 10;
 
-export class SseParser {
+const LF = 0x0a;
+const CR = 0x0d;
+const COLON = 0x3a;
+const SPACE = 0x20;
+
+/** Whether line[0, end) is exactly the ASCII `name`. */
+function fieldIs(line: Buffer, end: number, name: string): boolean {
+  if (end !== name.length) return false;
+  for (let i = 0; i < end; i++) if (line[i] !== name.charCodeAt(i)) return false;
+  return true;
+}
+
+export class RawSseParser {
+  /** The current line's bytes seen so far, when it spans chunks (copies). */
   private buf: Buffer[] = [];
   private bufLen = 0;
   /** The current line overflowed: bytes are dropped from the front of buf as they come. */
   private lineDropped = 0;
   private event: string | undefined;
-  private data: string[] = [];
+  /** The event's only data line so far (may point into the chunk being pushed: see push). */
+  private data: Buffer | undefined;
+  /** Whether `data` points into the caller's chunk. */
+  private borrowed = false;
+  /** The event's data lines decoded, once it has several (or an over-long one). */
+  private lines: string[] | undefined;
   private dataOverLong = false;
   private dataDropped = 0;
-  private hasData = false;
 
   constructor(
-    private readonly onEvent: (e: SseEvent) => void,
+    private readonly onEvent: RawSseHandler,
     private readonly maxLineBytes = DEFAULT_MAX_LINE_BYTES,
     private readonly tailBytes = DEFAULT_TAIL_BYTES,
   ) {}
 
   push(chunk: Uint8Array): void {
+    const c = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     let start = 0;
-    const c = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
     for (;;) {
-      const nl = c.indexOf(0x0a, start);
+      const nl = c.indexOf(LF, start);
       if (nl < 0) {
         if (start < c.length) this.append(c.subarray(start));
-        return;
+        break;
       }
-      this.append(c.subarray(start, nl));
-      this.finishLine();
+      if (this.bufLen === 0 && this.lineDropped === 0 && nl - start <= this.maxLineBytes) {
+        // The whole line is in this chunk: read it in place.
+        this.line(c.subarray(start, nl), 0, true);
+      } else {
+        this.append(c.subarray(start, nl));
+        this.finishLine();
+      }
       start = nl + 1;
+    }
+    if (this.borrowed) {
+      // Copy: the caller may reuse its chunk buffer.
+      this.data = Buffer.from(this.data!);
+      this.borrowed = false;
     }
   }
 
@@ -77,6 +118,7 @@ export class SseParser {
     }
   }
 
+  /** The buffered line is complete. */
   private finishLine(): void {
     let line = this.buf.length === 1 ? this.buf[0] : Buffer.concat(this.buf, this.bufLen);
     let dropped = this.lineDropped;
@@ -87,48 +129,93 @@ export class SseParser {
     this.buf = [];
     this.bufLen = 0;
     this.lineDropped = 0;
-    if (line.length > 0 && line[line.length - 1] === 0x0d) line = line.subarray(0, line.length - 1);
+    this.line(line, dropped, false);
+  }
+
+  /** One complete line (without its LF); `inChunk`: it points into the chunk being pushed. */
+  private line(line: Buffer, dropped: number, inChunk: boolean): void {
+    if (line.length > 0 && line[line.length - 1] === CR) line = line.subarray(0, line.length - 1);
     if (line.length === 0 && dropped === 0) {
       this.dispatch();
       return;
     }
-    const text = line.toString('utf8');
     if (dropped > 0) {
       // Over-long line: the field name is lost with its head; only data lines get that long.
-      this.hasData = true;
-      this.data.push(text);
+      this.addLine(line.toString('utf8'));
       this.dataOverLong = true;
       this.dataDropped += dropped;
       return;
     }
-    if (text.charCodeAt(0) === 0x3a /* : comment */) return;
-    const colon = text.indexOf(':');
-    const field = colon < 0 ? text : text.slice(0, colon);
-    let value = colon < 0 ? '' : text.slice(colon + 1);
-    if (value.charCodeAt(0) === 0x20) value = value.slice(1);
-    if (field === 'data') {
-      this.hasData = true;
-      this.data.push(value);
-    } else if (field === 'event') {
-      this.event = value;
+    if (line[0] === COLON) return; // comment
+    // A colon byte is a whole character: the bytes before it are the field name, after it the value.
+    let colon = line.indexOf(COLON);
+    if (colon < 0) colon = line.length;
+    let value = colon + 1;
+    if (line[value] === SPACE) value++;
+    if (fieldIs(line, colon, 'data')) {
+      const v = line.subarray(Math.min(value, line.length));
+      if (this.data === undefined && this.lines === undefined) {
+        this.data = v;
+        this.borrowed = inChunk;
+      } else this.addLine(v.toString('utf8'));
+    } else if (fieldIs(line, colon, 'event')) {
+      this.event = line.toString('utf8', Math.min(value, line.length));
     }
     // id, retry, unknown fields: ignored.
   }
 
-  private dispatch(): void {
-    if (this.hasData) {
-      const e: SseEvent = {
-        data: this.data.join('\n'),
-        overLong: this.dataOverLong,
-        droppedBytes: this.dataDropped,
-      };
-      if (this.event !== undefined) e.event = this.event;
-      this.onEvent(e);
+  /** A decoded data line (the event has several, or an over-long one). */
+  private addLine(text: string): void {
+    if (this.lines === undefined) {
+      this.lines = this.data === undefined ? [] : [this.data.toString('utf8')];
+      this.data = undefined;
+      this.borrowed = false;
     }
+    this.lines.push(text);
+  }
+
+  private dispatch(): void {
+    if (this.lines !== undefined)
+      this.onEvent(this.event, this.lines.join('\n'), this.dataOverLong, this.dataDropped);
+    else if (this.data !== undefined) this.onEvent(this.event, this.data, false, 0);
     this.event = undefined;
-    this.data = [];
-    this.hasData = false;
+    this.data = undefined;
+    this.borrowed = false;
+    this.lines = undefined;
     this.dataOverLong = false;
     this.dataDropped = 0;
+  }
+}
+
+/** RawSseParser delivering decoded SseEvents. */
+export class SseParser {
+  private readonly raw: RawSseParser;
+
+  constructor(
+    onEvent: (e: SseEvent) => void,
+    maxLineBytes = DEFAULT_MAX_LINE_BYTES,
+    tailBytes = DEFAULT_TAIL_BYTES,
+  ) {
+    this.raw = new RawSseParser(
+      (event, data, overLong, droppedBytes) => {
+        const e: SseEvent = {
+          data: typeof data === 'string' ? data : data.toString('utf8'),
+          overLong,
+          droppedBytes,
+        };
+        if (event !== undefined) e.event = event;
+        onEvent(e);
+      },
+      maxLineBytes,
+      tailBytes,
+    );
+  }
+
+  push(chunk: Uint8Array): void {
+    this.raw.push(chunk);
+  }
+
+  end(): void {
+    this.raw.end();
   }
 }
