@@ -4,7 +4,9 @@
  * chunks, then the usage chunk and `data: [DONE]`, one response_body message each) fed
  *   extract  through the usage extractor (createUsageExtractor → push × 21 → end → resolveUsage),
  *   session  through a SettleSession (the decoded ext_proc messages as the gRPC layer hands them over,
- *            a fake Settler whose open and finish resolve at once; no store, no gRPC),
+ *            a fake Settler whose open and finish resolve at once; no store, no gRPC), the body fed
+ *            once the reservation is open,
+ *   held     the same, the body fed while the reservation opens (held, then drained),
  * µs per stream, best and median of `rounds` passes. With `old-dist-dir` (a copy of an earlier
  * dist/, e.g. `cp -r dist scratch/old` before a change) the same is run on its modules, the passes of
  * old and new interleaved, so that both see the same machine load.
@@ -86,10 +88,15 @@ function messages(bodies: Buffer[]): ExtProcProcessingRequest[] {
   return [headers, ...body];
 }
 
-async function sessionOnce(impl: Impl, msgs: ExtProcProcessingRequest[]): Promise<unknown> {
+/**
+ * One stream through a session. `held`: the body arrives while the reservation is being opened (it is
+ * held, then drained: the bench's load generator sends it all at once); else once it is open (a
+ * store read is shorter than a model's generation).
+ */
+async function sessionOnce(impl: Impl, msgs: ExtProcProcessingRequest[], held: boolean): Promise<unknown> {
   const s = new impl.session.SettleSession({ settler, count: async (t) => t.length });
   s.feed(msgs[0]);
-  await Promise.resolve(); // the reservation opens (a resolved promise) before the body streams
+  if (!held) for (let i = 0; i < 4; i++) await Promise.resolve(); // open() and its then()
   for (let i = 1; i < msgs.length; i++) s.feed(msgs[i]);
   return s.done;
 }
@@ -114,15 +121,16 @@ async function main(): Promise<void> {
   const bodies = settleSseBodies();
   const msgs = messages(bodies);
   for (const impl of impls) {
-    console.log(impl.name, JSON.stringify(extractOnce(impl, bodies)), JSON.stringify(await sessionOnce(impl, msgs)));
+    const scan = JSON.stringify(extractOnce(impl, bodies));
+    console.log(impl.name, scan, await sessionOnce(impl, msgs, false), await sessionOnce(impl, msgs, true));
   }
   const times = new Map<string, number[]>();
+  const add = (k: string, t: number) => times.set(k, [...(times.get(k) ?? []), t]);
   for (let r = 0; r < rounds; r++) {
     for (const impl of impls) {
-      const e = await pass(() => extractOnce(impl, bodies));
-      const s = await pass(() => sessionOnce(impl, msgs));
-      times.set(`${impl.name} extract`, [...(times.get(`${impl.name} extract`) ?? []), e]);
-      times.set(`${impl.name} session`, [...(times.get(`${impl.name} session`) ?? []), s]);
+      add(`${impl.name} extract`, await pass(() => extractOnce(impl, bodies)));
+      add(`${impl.name} session`, await pass(() => sessionOnce(impl, msgs, false)));
+      add(`${impl.name} held`, await pass(() => sessionOnce(impl, msgs, true)));
     }
   }
   for (const [k, v] of times) console.log(`${k.padEnd(12)} ${stats(v)} per stream`);

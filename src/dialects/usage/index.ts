@@ -26,7 +26,7 @@
 import { DEFAULT_MAX_TEXT_CHARS, TextCollector } from './collect.js';
 import { type Format, formatFor, UsageAcc, type UsageDialect } from './formats.js';
 import { BoundedBuffer, DEFAULT_MAX_JSON_BYTES, lastObjectForKey, tryParse } from './json.js';
-import { isDone, keyNeedles, mayCarryUsage, PendingEvents } from './pending.js';
+import { isDone, type KeyNeedle, keyNeedles, mayCarryUsage, PendingEvents } from './pending.js';
 import { DEFAULT_MAX_LINE_BYTES, DEFAULT_TAIL_BYTES, RawSseParser } from './sse.js';
 import type { CollectedText, UsageExtractor, UsageExtractorOptions, UsageScan } from './types.js';
 
@@ -49,9 +49,9 @@ export function isEventStream(contentType: string | undefined): boolean {
 }
 
 /** `"key"` needles of each format's usage keys. */
-const NEEDLES = new WeakMap<Format, Buffer[]>();
+const NEEDLES = new WeakMap<Format, KeyNeedle[]>();
 
-function needlesFor(format: Format): Buffer[] {
+function needlesFor(format: Format): KeyNeedle[] {
   let n = NEEDLES.get(format);
   if (!n) {
     n = keyNeedles(format.usageKeys);
@@ -67,7 +67,7 @@ class Extractor implements UsageExtractor {
   private sse?: RawSseParser;
   /** SSE events whose text is not collected yet. */
   private readonly pending: PendingEvents;
-  private readonly needles: Buffer[];
+  private readonly needles: KeyNeedle[];
   private bytes = 0;
   private understood = false;
   private jsonOverflow = false;

@@ -12,8 +12,7 @@
  */
 
 const COLON = 0x3a;
-const ESCAPED_ASCII = Buffer.from('\\u00');
-const DONE = Buffer.from('[DONE]');
+const BACKSLASH = 0x5c;
 
 function skipWs(b: Buffer, i: number): number {
   while (i < b.length) {
@@ -28,34 +27,73 @@ function isNull(b: Buffer, i: number): boolean {
   return b[i] === 0x6e && b[i + 1] === 0x75 && b[i + 2] === 0x6c && b[i + 3] === 0x6c;
 }
 
-/** `"key"` needles of usage keys. */
-export function keyNeedles(keys: readonly string[]): Buffer[] {
-  return keys.map((k) => Buffer.from(JSON.stringify(k)));
+/**
+ * A `"key"` to look for. The search runs on one byte of it, the rarest in text (Buffer.indexOf of a
+ * byte is several times cheaper than of a sequence), and checks the rest around each hit.
+ */
+export interface KeyNeedle {
+  bytes: Buffer;
+  /** Index in `bytes` of the byte searched for. */
+  anchor: number;
+}
+
+/** Letters from the most to the least frequent in English text; upper case rarer still. */
+const FREQUENCY = 'etaoinshrdlcumwfgypbvkjxqz';
+const rarity = (c: number) => (c >= 0x41 && c <= 0x5a ? 100 : FREQUENCY.indexOf(String.fromCharCode(c)));
+
+/** Needles of usage keys (ASCII names). */
+export function keyNeedles(keys: readonly string[]): KeyNeedle[] {
+  return keys.map((k) => {
+    const bytes = Buffer.from(JSON.stringify(k));
+    let anchor = 1;
+    for (let i = 2; i < bytes.length - 1; i++) if (rarity(bytes[i]) > rarity(bytes[anchor])) anchor = i;
+    return { bytes, anchor };
+  });
+}
+
+function matchesAt(data: Buffer, needle: Buffer, at: number): boolean {
+  if (at < 0 || at + needle.length > data.length) return false;
+  for (let i = 0; i < needle.length; i++) if (data[at + i] !== needle[i]) return false;
+  return true;
+}
+
+/** A non-null value under `n` (a key: followed by a colon) somewhere in `data`. */
+function hasNonNullKey(data: Buffer, n: KeyNeedle): boolean {
+  const byte = n.bytes[n.anchor];
+  for (let a = data.indexOf(byte, n.anchor); a >= 0; a = data.indexOf(byte, a + 1)) {
+    const at = a - n.anchor;
+    if (!matchesAt(data, n.bytes, at)) continue;
+    let i = skipWs(data, at + n.bytes.length);
+    if (data[i] !== COLON) continue; // not a key
+    i = skipWs(data, i + 1);
+    if (!isNull(data, i)) return true;
+  }
+  return false;
 }
 
 /**
  * Whether this event data (UTF-8 JSON text) may carry usage under one of `needles` (see keyNeedles).
  * Never false for an event whose parse has a non-null usage key; may be true for others.
  */
-export function mayCarryUsage(data: Buffer, needles: readonly Buffer[]): boolean {
-  for (let at = data.indexOf(ESCAPED_ASCII); at >= 0; at = data.indexOf(ESCAPED_ASCII, at + 1)) {
+export function mayCarryUsage(data: Buffer, needles: readonly KeyNeedle[]): boolean {
+  // An escaped ASCII character (\u0040-\u007f): perhaps part of a key spelled with escapes.
+  for (let at = data.indexOf(BACKSLASH); at >= 0; at = data.indexOf(BACKSLASH, at + 1)) {
     const h = data[at + 4];
-    if (h >= 0x34 && h <= 0x37) return true;
+    if (data[at + 1] === 0x75 && data[at + 2] === 0x30 && data[at + 3] === 0x30 && h >= 0x34 && h <= 0x37)
+      return true;
   }
-  for (const needle of needles) {
-    for (let at = data.indexOf(needle); at >= 0; at = data.indexOf(needle, at + 1)) {
-      let i = skipWs(data, at + needle.length);
-      if (data[i] !== COLON) continue; // not a key
-      i = skipWs(data, i + 1);
-      if (!isNull(data, i)) return true;
-    }
-  }
+  for (const n of needles) if (hasNonNullKey(data, n)) return true;
   return false;
 }
 
 /** Whether the data, trimmed (String.prototype.trim), is `[DONE]`. */
 export function isDone(data: Buffer): boolean {
-  return data.indexOf(DONE) >= 0 && data.toString('utf8').trim() === '[DONE]';
+  let i = 0;
+  while (i < data.length && (data[i] === 0x20 || (data[i] >= 0x09 && data[i] <= 0x0d))) i++;
+  // trim() removes only these ASCII characters (the others it removes are not ASCII): past them, an
+  // ASCII byte other than `[` starts the trimmed text.
+  if (data[i] !== 0x5b && !(data[i] >= 0x80)) return false;
+  return data.toString('utf8').trim() === '[DONE]';
 }
 
 /** Events waiting for their text to be collected: their data bytes in one buffer, at most maxBytes. */

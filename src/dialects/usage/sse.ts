@@ -43,10 +43,11 @@ const CR = 0x0d;
 const COLON = 0x3a;
 const SPACE = 0x20;
 
-/** Whether line[0, end) is exactly the ASCII `name`. */
-function fieldIs(line: Buffer, end: number, name: string): boolean {
-  if (end !== name.length) return false;
-  for (let i = 0; i < end; i++) if (line[i] !== name.charCodeAt(i)) return false;
+/** Whether the line b[s, e) is field `name` (ASCII): `name` then a colon or the line's end. */
+function fieldIs(b: Buffer, s: number, e: number, name: string): boolean {
+  const end = s + name.length;
+  if (end > e || (end < e && b[end] !== COLON)) return false;
+  for (let i = 0; i < name.length; i++) if (b[s + i] !== name.charCodeAt(i)) return false;
   return true;
 }
 
@@ -83,7 +84,7 @@ export class RawSseParser {
       }
       if (this.bufLen === 0 && this.lineDropped === 0 && nl - start <= this.maxLineBytes) {
         // The whole line is in this chunk: read it in place.
-        this.line(c.subarray(start, nl), 0, true);
+        this.line(c, start, nl, 0, true);
       } else {
         this.append(c.subarray(start, nl));
         this.finishLine();
@@ -129,39 +130,40 @@ export class RawSseParser {
     this.buf = [];
     this.bufLen = 0;
     this.lineDropped = 0;
-    this.line(line, dropped, false);
+    this.line(line, 0, line.length, dropped, false);
   }
 
-  /** One complete line (without its LF); `inChunk`: it points into the chunk being pushed. */
-  private line(line: Buffer, dropped: number, inChunk: boolean): void {
-    if (line.length > 0 && line[line.length - 1] === CR) line = line.subarray(0, line.length - 1);
-    if (line.length === 0 && dropped === 0) {
+  /** One complete line b[s, e) (without its LF); `inChunk`: b is the chunk being pushed. */
+  private line(b: Buffer, s: number, e: number, dropped: number, inChunk: boolean): void {
+    if (e > s && b[e - 1] === CR) e--;
+    if (e === s && dropped === 0) {
       this.dispatch();
       return;
     }
     if (dropped > 0) {
       // Over-long line: the field name is lost with its head; only data lines get that long.
-      this.addLine(line.toString('utf8'));
+      this.addLine(b.toString('utf8', s, e));
       this.dataOverLong = true;
       this.dataDropped += dropped;
       return;
     }
-    if (line[0] === COLON) return; // comment
-    // A colon byte is a whole character: the bytes before it are the field name, after it the value.
-    let colon = line.indexOf(COLON);
-    if (colon < 0) colon = line.length;
-    let value = colon + 1;
-    if (line[value] === SPACE) value++;
-    if (fieldIs(line, colon, 'data')) {
-      const v = line.subarray(Math.min(value, line.length));
+    // A colon byte is a whole character: the bytes before the first one are the field name.
+    if (fieldIs(b, s, e, 'data')) {
+      const v = this.value(b, s + 4, e);
       if (this.data === undefined && this.lines === undefined) {
-        this.data = v;
+        this.data = b.subarray(v, e);
         this.borrowed = inChunk;
-      } else this.addLine(v.toString('utf8'));
-    } else if (fieldIs(line, colon, 'event')) {
-      this.event = line.toString('utf8', Math.min(value, line.length));
+      } else this.addLine(b.toString('utf8', v, e));
+    } else if (fieldIs(b, s, e, 'event')) {
+      this.event = b.toString('utf8', this.value(b, s + 5, e), e);
     }
-    // id, retry, unknown fields: ignored.
+    // Comments (`:`), id, retry, unknown fields: ignored.
+  }
+
+  /** Where the value of a field ending at `f` starts: past the colon and one space. */
+  private value(b: Buffer, f: number, e: number): number {
+    if (f >= e) return e;
+    return b[f + 1] === SPACE && f + 1 < e ? f + 2 : f + 1;
   }
 
   /** A decoded data line (the event has several, or an over-long one). */
