@@ -7,7 +7,8 @@
  *            a fake Settler whose open and finish resolve at once; no store, no gRPC), the body fed
  *            once the reservation is open,
  *   held     the same, the body fed while the reservation opens (held, then drained),
- * µs per stream, best and median of `rounds` passes. With `old-dist-dir` (a copy of an earlier
+ * CPU µs per stream (process.cpuUsage: every thread, GC included; less disturbed than wall time by
+ * other processes on the machine), best and median of `rounds` passes. With `old-dist-dir` (a copy of an earlier
  * dist/, e.g. `cp -r dist scratch/old` before a change) the same is run on its modules, the passes of
  * old and new interleaved, so that both see the same machine load.
  */
@@ -101,10 +102,12 @@ async function sessionOnce(impl: Impl, msgs: ExtProcProcessingRequest[], held: b
   return s.done;
 }
 
+/** CPU µs (user + system, every thread: GC included) per stream of one pass. */
 async function pass(f: () => unknown): Promise<number> {
-  const t = performance.now();
+  const t = process.cpuUsage();
   for (let i = 0; i < STREAMS_PER_PASS; i++) await f();
-  return ((performance.now() - t) * 1000) / STREAMS_PER_PASS;
+  const d = process.cpuUsage(t);
+  return (d.user + d.system) / STREAMS_PER_PASS;
 }
 
 const stats = (xs: number[]) => {

@@ -305,4 +305,23 @@ describe('what is parsed when', () => {
     expect(parse.mock.calls.length).toBeGreaterThanOrEqual(deltas.length + 2 - 1000 / 100);
     expect(x.end().text.text).toBe(deltas.join(''));
   });
+
+  it('probing the events of one large chunk is linear: byte searches do not rescan the chunk', () => {
+    // Events with no backslash and no `g` (the byte the usage-key search runs on): a search bounded
+    // only by the chunk's end would run to its end for every event.
+    const event = 'data: {"choices":[{"delta":{"content":"x"}}]}\n\n';
+    const body = Buffer.from(event.repeat(5000));
+    let scanned = 0;
+    const indexOf = Buffer.prototype.indexOf;
+    vi.spyOn(Buffer.prototype, 'indexOf').mockImplementation(function (this: Buffer, v, from, enc) {
+      const at = indexOf.call(this, v, from, enc as BufferEncoding);
+      const start = typeof from === 'number' ? from : 0;
+      if (this === body) scanned += (at < 0 ? this.length : at + 1) - start;
+      return at;
+    });
+    const x = createUsageExtractor('openai.chat', 'text/event-stream');
+    x.push(body);
+    expect(x.end().text.text).toBe('x'.repeat(5000));
+    expect(scanned).toBeLessThan(3 * body.length);
+  });
 });

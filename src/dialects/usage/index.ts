@@ -26,7 +26,7 @@
 import { DEFAULT_MAX_TEXT_CHARS, TextCollector } from './collect.js';
 import { type Format, formatFor, UsageAcc, type UsageDialect } from './formats.js';
 import { BoundedBuffer, DEFAULT_MAX_JSON_BYTES, lastObjectForKey, tryParse } from './json.js';
-import { isDone, type KeyNeedle, keyNeedles, mayCarryUsage, PendingEvents } from './pending.js';
+import { isDone, type KeyNeedle, keyNeedles, PendingEvents, UsageProbe } from './pending.js';
 import { DEFAULT_MAX_LINE_BYTES, DEFAULT_TAIL_BYTES, RawSseParser } from './sse.js';
 import type { CollectedText, UsageExtractor, UsageExtractorOptions, UsageScan } from './types.js';
 
@@ -67,7 +67,7 @@ class Extractor implements UsageExtractor {
   private sse?: RawSseParser;
   /** SSE events whose text is not collected yet. */
   private readonly pending: PendingEvents;
-  private readonly needles: KeyNeedle[];
+  private readonly probe: UsageProbe;
   private bytes = 0;
   private understood = false;
   private jsonOverflow = false;
@@ -88,7 +88,7 @@ class Extractor implements UsageExtractor {
     };
     this.acc = new UsageAcc(new TextCollector(this.o.maxTextChars));
     this.pending = new PendingEvents(this.o.tailBytes);
-    this.needles = needlesFor(format);
+    this.probe = new UsageProbe(needlesFor(format));
     this.mode = forceSse ? 'sse' : 'sniff';
     if (forceSse) this.startSse();
   }
@@ -96,7 +96,10 @@ class Extractor implements UsageExtractor {
   private startSse(): void {
     this.mode = 'sse';
     this.sse = new RawSseParser(
-      (event, data, overLong, dropped) => this.onEvent(event, data, overLong, dropped),
+      {
+        bytes: (event, b, start, end) => this.onEvent(event, b, start, end),
+        text: (event, data, overLong, dropped) => this.onText(event, data, overLong, dropped),
+      },
       this.o.maxLineBytes,
       this.o.tailBytes,
     );
@@ -123,42 +126,41 @@ class Extractor implements UsageExtractor {
       chunk = chunk.subarray(i);
     }
     if (this.mode === 'json') this.json!.push(chunk);
-    else this.sse!.push(chunk);
+    else {
+      this.probe.forget();
+      this.sse!.push(chunk);
+    }
+  }
+
+  /** An SSE event of several data lines (rare): parsed now, after the events before it; or over-long. */
+  private onText(event: string | undefined, data: string, overLong: boolean, dropped: number): void {
+    if (overLong) {
+      this.scanTail(data, this.format.overLongEventFinal, dropped);
+      return;
+    }
+    this.flush();
+    this.apply(event, data, true, true);
   }
 
   /**
-   * One SSE event. Its usage is taken now, in order; its text is collected in order too, but may
-   * wait (see pending.ts) — then only its raw bytes are kept.
+   * A one-line SSE event, b[start, end). Its usage is taken now, in order; its text is collected in
+   * order too, but may wait (see pending.ts) — then only its raw bytes are kept.
    */
-  private onEvent(
-    event: string | undefined,
-    data: Buffer | string,
-    overLong: boolean,
-    dropped: number,
-  ): void {
-    if (overLong) {
-      this.scanTail(data as string, this.format.overLongEventFinal, dropped);
-      return;
-    }
-    if (typeof data === 'string') {
-      // Several data lines (rare): parsed now, after the events before it.
-      this.flush();
-      this.apply(event, data, true, true);
-      return;
-    }
-    if (isDone(data)) {
+  private onEvent(event: string | undefined, b: Buffer, start: number, end: number): void {
+    if (isDone(b, start, end)) {
       this.understood = true;
       return;
     }
-    const usage = mayCarryUsage(data, this.needles);
-    if (!this.pending.fits(data.length)) this.flush();
-    if (!this.pending.fits(data.length) || (usage && this.pending.size === 0)) {
+    const usage = this.probe.mayCarryUsage(b, start, end);
+    const n = end - start;
+    if (!this.pending.fits(n)) this.flush();
+    if (!this.pending.fits(n) || (usage && this.pending.size === 0)) {
       // Nothing waits before it (or it is too large to wait): all of it now.
-      this.apply(event, data.toString('utf8'), true, true);
+      this.apply(event, b.toString('utf8', start, end), true, true);
     } else {
       // Its usage now; its text after the text of the events waiting before it.
-      if (usage) this.apply(event, data.toString('utf8'), true, false);
-      this.pending.add(event, data, usage);
+      if (usage) this.apply(event, b.toString('utf8', start, end), true, false);
+      this.pending.add(event, b, start, end, usage);
     }
   }
 

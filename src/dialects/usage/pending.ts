@@ -14,8 +14,8 @@
 const COLON = 0x3a;
 const BACKSLASH = 0x5c;
 
-function skipWs(b: Buffer, i: number): number {
-  while (i < b.length) {
+function skipWs(b: Buffer, i: number, end: number): number {
+  while (i < end) {
     const c = b[i];
     if (c !== 0x20 && c !== 0x09 && c !== 0x0a && c !== 0x0d) break;
     i++;
@@ -23,8 +23,8 @@ function skipWs(b: Buffer, i: number): number {
   return i;
 }
 
-function isNull(b: Buffer, i: number): boolean {
-  return b[i] === 0x6e && b[i + 1] === 0x75 && b[i + 2] === 0x6c && b[i + 3] === 0x6c;
+function isNull(b: Buffer, i: number, end: number): boolean {
+  return i + 4 <= end && b[i] === 0x6e && b[i + 1] === 0x75 && b[i + 2] === 0x6c && b[i + 3] === 0x6c;
 }
 
 /**
@@ -51,49 +51,94 @@ export function keyNeedles(keys: readonly string[]): KeyNeedle[] {
   });
 }
 
-function matchesAt(data: Buffer, needle: Buffer, at: number): boolean {
-  if (at < 0 || at + needle.length > data.length) return false;
+function matchesAt(data: Buffer, needle: Buffer, at: number, start: number, end: number): boolean {
+  if (at < start || at + needle.length > end) return false;
   for (let i = 0; i < needle.length; i++) if (data[at + i] !== needle[i]) return false;
   return true;
 }
 
-/** A non-null value under `n` (a key: followed by a colon) somewhere in `data`. */
-function hasNonNullKey(data: Buffer, n: KeyNeedle): boolean {
-  const byte = n.bytes[n.anchor];
-  for (let a = data.indexOf(byte, n.anchor); a >= 0; a = data.indexOf(byte, a + 1)) {
-    const at = a - n.anchor;
-    if (!matchesAt(data, n.bytes, at)) continue;
-    let i = skipWs(data, at + n.bytes.length);
-    if (data[i] !== COLON) continue; // not a key
-    i = skipWs(data, i + 1);
-    if (!isNull(data, i)) return true;
-  }
-  return false;
-}
-
 /**
- * Whether this event data (UTF-8 JSON text) may carry usage under one of `needles` (see keyNeedles).
- * Never false for an event whose parse has a non-null usage key; may be true for others.
+ * The next position of a byte in a buffer, remembered: the events of one chunk are probed in order,
+ * each search bounded by its event's end, and a search that ran past it (into the next events) is not
+ * repeated — so probing a chunk is linear in its size.
  */
-export function mayCarryUsage(data: Buffer, needles: readonly KeyNeedle[]): boolean {
-  // An escaped ASCII character (\u0040-\u007f): perhaps part of a key spelled with escapes.
-  for (let at = data.indexOf(BACKSLASH); at >= 0; at = data.indexOf(BACKSLASH, at + 1)) {
-    const h = data[at + 4];
-    if (data[at + 1] === 0x75 && data[at + 2] === 0x30 && data[at + 3] === 0x30 && h >= 0x34 && h <= 0x37)
-      return true;
+class NextByte {
+  private buf?: Buffer;
+  private from = 0;
+  private at = -1;
+  constructor(private readonly byte: number) {}
+
+  /** The first index ≥ from of the byte in buf, or -1. */
+  find(buf: Buffer, from: number): number {
+    if (buf !== this.buf || from < this.from || (this.at >= 0 && this.at < from)) {
+      this.buf = buf;
+      this.from = from;
+      this.at = buf.indexOf(this.byte, from);
+    }
+    return this.at;
   }
-  for (const n of needles) if (hasNonNullKey(data, n)) return true;
-  return false;
+
+  /** The buffer's bytes may have changed (a new chunk in a reused buffer). */
+  forget(): void {
+    this.buf = undefined;
+  }
 }
 
-/** Whether the data, trimmed (String.prototype.trim), is `[DONE]`. */
-export function isDone(data: Buffer): boolean {
-  let i = 0;
-  while (i < data.length && (data[i] === 0x20 || (data[i] >= 0x09 && data[i] <= 0x0d))) i++;
+/** Tells which SSE events may carry usage (see the top of this file). */
+export class UsageProbe {
+  private readonly backslash = new NextByte(BACKSLASH);
+  private readonly anchors: NextByte[];
+
+  constructor(private readonly needles: readonly KeyNeedle[]) {
+    this.anchors = needles.map((n) => new NextByte(n.bytes[n.anchor]));
+  }
+
+  /** Call before probing a new chunk. */
+  forget(): void {
+    this.backslash.forget();
+    for (const a of this.anchors) a.forget();
+  }
+
+  /**
+   * Whether the event data data[start, end) (UTF-8 JSON text) may carry usage. Never false for an
+   * event whose parse has a non-null usage key.
+   */
+  mayCarryUsage(data: Buffer, start: number, end: number): boolean {
+    // An escaped ASCII character (\u0040-\u007f): perhaps part of a key spelled with escapes.
+    for (let at = this.backslash.find(data, start); at >= 0 && at + 5 < end; ) {
+      const h = data[at + 4];
+      if (data[at + 1] === 0x75 && data[at + 2] === 0x30 && data[at + 3] === 0x30 && h >= 0x34 && h <= 0x37)
+        return true;
+      at = this.backslash.find(data, at + 1);
+    }
+    for (let k = 0; k < this.needles.length; k++) if (this.hasNonNullKey(data, start, end, k)) return true;
+    return false;
+  }
+
+  /** A non-null value under needle k (a key: followed by a colon) in data[start, end). */
+  private hasNonNullKey(data: Buffer, start: number, end: number, k: number): boolean {
+    const n = this.needles[k];
+    const anchor = this.anchors[k];
+    for (let a = anchor.find(data, start + n.anchor); a >= 0 && a < end; a = anchor.find(data, a + 1)) {
+      const at = a - n.anchor;
+      if (!matchesAt(data, n.bytes, at, start, end)) continue;
+      let i = skipWs(data, at + n.bytes.length, end);
+      if (i >= end || data[i] !== COLON) continue; // not a key
+      i = skipWs(data, i + 1, end);
+      if (!isNull(data, i, end)) return true;
+    }
+    return false;
+  }
+}
+
+/** Whether data[start, end), decoded and trimmed (String.prototype.trim), is `[DONE]`. */
+export function isDone(data: Buffer, start: number, end: number): boolean {
+  let i = start;
+  while (i < end && (data[i] === 0x20 || (data[i] >= 0x09 && data[i] <= 0x0d))) i++;
   // trim() removes only these ASCII characters (the others it removes are not ASCII): past them, an
   // ASCII byte other than `[` starts the trimmed text.
-  if (data[i] !== 0x5b && !(data[i] >= 0x80)) return false;
-  return data.toString('utf8').trim() === '[DONE]';
+  if (i === end || (data[i] !== 0x5b && data[i] < 0x80)) return false;
+  return data.toString('utf8', start, end).trim() === '[DONE]';
 }
 
 /** Events waiting for their text to be collected: their data bytes in one buffer, at most maxBytes. */
@@ -116,9 +161,9 @@ export class PendingEvents {
     return this.used + n <= this.maxBytes;
   }
 
-  /** Keeps a copy of `data` (the caller checked that it fits). */
-  add(event: string | undefined, data: Buffer, usageTaken: boolean): void {
-    const need = this.used + data.length;
+  /** Keeps a copy of data[start, end) (the caller checked that it fits). */
+  add(event: string | undefined, data: Buffer, start: number, end: number, usageTaken: boolean): void {
+    const need = this.used + end - start;
     if (need > this.arena.length) {
       let cap = Math.max(this.arena.length * 2, 8192);
       while (cap < need) cap *= 2;
@@ -126,7 +171,7 @@ export class PendingEvents {
       this.arena.copy(grown, 0, 0, this.used);
       this.arena = grown;
     }
-    data.copy(this.arena, this.used);
+    data.copy(this.arena, this.used, start, end);
     this.used = need;
     this.ends.push(need);
     this.names.push(event);

@@ -23,17 +23,16 @@ export interface SseEvent {
   droppedBytes: number;
 }
 
-/**
- * One event as RawSseParser delivers it. `data` is the UTF-8 bytes of a one-line event's data — a
- * view valid only during the call (it may point into the pushed chunk: copy what you keep) — or, for
- * an event of several data lines or an over-long one, the data decoded and joined as in SseEvent.
- */
-export type RawSseHandler = (
-  event: string | undefined,
-  data: Buffer | string,
-  overLong: boolean,
-  droppedBytes: number,
-) => void;
+/** Where RawSseParser delivers events. */
+export interface RawSseHandler {
+  /**
+   * A one-line event: its data is the UTF-8 bytes b[start, end), valid only during the call (b may be
+   * the pushed chunk: copy what you keep).
+   */
+  bytes(event: string | undefined, b: Buffer, start: number, end: number): void;
+  /** An event of several data lines, or an over-long one: its data decoded and joined, as in SseEvent. */
+  text(event: string | undefined, data: string, overLong: boolean, droppedBytes: number): void;
+}
 
 export const DEFAULT_MAX_LINE_BYTES = 4 << 20;
 export const DEFAULT_TAIL_BYTES = 256 << 10;
@@ -58,9 +57,11 @@ export class RawSseParser {
   /** The current line overflowed: bytes are dropped from the front of buf as they come. */
   private lineDropped = 0;
   private event: string | undefined;
-  /** The event's only data line so far (may point into the chunk being pushed: see push). */
+  /** The event's only data line so far: data[dataStart, dataEnd) (may be the chunk being pushed). */
   private data: Buffer | undefined;
-  /** Whether `data` points into the caller's chunk. */
+  private dataStart = 0;
+  private dataEnd = 0;
+  /** Whether `data` is the caller's chunk. */
   private borrowed = false;
   /** The event's data lines decoded, once it has several (or an over-long one). */
   private lines: string[] | undefined;
@@ -68,7 +69,7 @@ export class RawSseParser {
   private dataDropped = 0;
 
   constructor(
-    private readonly onEvent: RawSseHandler,
+    private readonly on: RawSseHandler,
     private readonly maxLineBytes = DEFAULT_MAX_LINE_BYTES,
     private readonly tailBytes = DEFAULT_TAIL_BYTES,
   ) {}
@@ -93,7 +94,9 @@ export class RawSseParser {
     }
     if (this.borrowed) {
       // Copy: the caller may reuse its chunk buffer.
-      this.data = Buffer.from(this.data!);
+      this.data = Buffer.from(this.data!.subarray(this.dataStart, this.dataEnd));
+      this.dataStart = 0;
+      this.dataEnd = this.data.length;
       this.borrowed = false;
     }
   }
@@ -151,7 +154,9 @@ export class RawSseParser {
     if (fieldIs(b, s, e, 'data')) {
       const v = this.value(b, s + 4, e);
       if (this.data === undefined && this.lines === undefined) {
-        this.data = b.subarray(v, e);
+        this.data = b;
+        this.dataStart = v;
+        this.dataEnd = e;
         this.borrowed = inChunk;
       } else this.addLine(b.toString('utf8', v, e));
     } else if (fieldIs(b, s, e, 'event')) {
@@ -169,7 +174,7 @@ export class RawSseParser {
   /** A decoded data line (the event has several, or an over-long one). */
   private addLine(text: string): void {
     if (this.lines === undefined) {
-      this.lines = this.data === undefined ? [] : [this.data.toString('utf8')];
+      this.lines = this.data === undefined ? [] : [this.data.toString('utf8', this.dataStart, this.dataEnd)];
       this.data = undefined;
       this.borrowed = false;
     }
@@ -178,8 +183,8 @@ export class RawSseParser {
 
   private dispatch(): void {
     if (this.lines !== undefined)
-      this.onEvent(this.event, this.lines.join('\n'), this.dataOverLong, this.dataDropped);
-    else if (this.data !== undefined) this.onEvent(this.event, this.data, false, 0);
+      this.on.text(this.event, this.lines.join('\n'), this.dataOverLong, this.dataDropped);
+    else if (this.data !== undefined) this.on.bytes(this.event, this.data, this.dataStart, this.dataEnd);
     this.event = undefined;
     this.data = undefined;
     this.borrowed = false;
@@ -198,15 +203,15 @@ export class SseParser {
     maxLineBytes = DEFAULT_MAX_LINE_BYTES,
     tailBytes = DEFAULT_TAIL_BYTES,
   ) {
+    const event = (e: SseEvent, name: string | undefined) => {
+      if (name !== undefined) e.event = name;
+      onEvent(e);
+    };
     this.raw = new RawSseParser(
-      (event, data, overLong, droppedBytes) => {
-        const e: SseEvent = {
-          data: typeof data === 'string' ? data : data.toString('utf8'),
-          overLong,
-          droppedBytes,
-        };
-        if (event !== undefined) e.event = event;
-        onEvent(e);
+      {
+        bytes: (name, b, start, end) =>
+          event({ data: b.toString('utf8', start, end), overLong: false, droppedBytes: 0 }, name),
+        text: (name, data, overLong, droppedBytes) => event({ data, overLong, droppedBytes }, name),
       },
       maxLineBytes,
       tailBytes,
