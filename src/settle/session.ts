@@ -92,7 +92,10 @@ export class ResponseBudget {
   }
 }
 
-/** Most an extractor keeps of one body: its JSON buffer, a tail, and the collected text (UTF-16). */
+/**
+ * Most an extractor keeps of one body: its JSON buffer (or SSE line), a tail (or the SSE events waiting
+ * for their text), and the collected text (UTF-16).
+ */
 const RETAINED_MAX = (4 << 20) + (256 << 10) + 2 * (1 << 20);
 
 const DIALECTS: ReadonlySet<string> = new Set<UsageDialect>([

@@ -17,8 +17,9 @@
  *    is scanned for a usage object; if none is found its bytes count one token each (upper bound).
  *    Events that cannot carry usage (most of a stream: content deltas) are not parsed as they come:
  *    their text is needed only if no final usage arrives. Their data waits as raw bytes, up to
- *    tailBytes (default 256 KiB; past it the waiting events are parsed and their text collected), and
- *    is parsed when the scan's `text` (or `understood`) is first read (see pending.ts).
+ *    tailBytes with its bookkeeping (default 256 KiB; past it the waiting events are parsed and their
+ *    text collected), and is parsed when the scan's `text` (or `understood`) is first read (see
+ *    pending.ts). So SSE keeps at most a line, tailBytes of waiting events and the collected text.
  *  - Collected output text: up to maxTextChars (default 1 Mi UTF-16 units); past it pieces are not
  *    kept and are estimated (ASCII 4 bytes per token rounded up, one token per other character), so
  *    the count never falls below what natural text tokenizes to.

@@ -141,7 +141,13 @@ export function isDone(data: Buffer, start: number, end: number): boolean {
   return data.toString('utf8', start, end).trim() === '[DONE]';
 }
 
-/** Events waiting for their text to be collected: their data bytes in one buffer, at most maxBytes. */
+/** What one waiting event's bookkeeping is counted as, besides its data bytes. */
+export const PENDING_ENTRY_BYTES = 32;
+
+/**
+ * Events waiting for their text to be collected: their data bytes in one buffer; the bytes and the
+ * bookkeeping (PENDING_ENTRY_BYTES each) at most maxBytes.
+ */
 export class PendingEvents {
   private arena = Buffer.alloc(0);
   private used = 0;
@@ -156,9 +162,9 @@ export class PendingEvents {
     return this.ends.length;
   }
 
-  /** Whether `n` more bytes fit. */
+  /** Whether an event of `n` data bytes fits. */
   fits(n: number): boolean {
-    return this.used + n <= this.maxBytes;
+    return this.used + n + (this.ends.length + 1) * PENDING_ENTRY_BYTES <= this.maxBytes;
   }
 
   /** Keeps a copy of data[start, end) (the caller checked that it fits). */
@@ -171,7 +177,7 @@ export class PendingEvents {
       this.arena.copy(grown, 0, 0, this.used);
       this.arena = grown;
     }
-    data.copy(this.arena, this.used, start, end);
+    this.arena.set(data.subarray(start, end), this.used); // (cheaper than Buffer#copy for small ranges)
     this.used = need;
     this.ends.push(need);
     this.names.push(event);
