@@ -49,6 +49,22 @@ export function isEventStream(contentType: string | undefined): boolean {
   return typeof contentType === 'string' && /^\s*text\/event-stream\b/i.test(contentType);
 }
 
+/** The extractor behind a scan (a hidden property), and the scan's lazily worked-out fields. */
+const EXTRACTOR = Symbol('extractor');
+type LazyScan = UsageScan & { [EXTRACTOR]: Extractor };
+const TEXT: PropertyDescriptor = {
+  get(this: LazyScan) {
+    return this[EXTRACTOR].collected();
+  },
+  enumerable: true,
+};
+const UNDERSTOOD: PropertyDescriptor = {
+  get(this: LazyScan) {
+    return this[EXTRACTOR].isUnderstood();
+  },
+  enumerable: true,
+};
+
 /** `"key"` needles of each format's usage keys. */
 const NEEDLES = new WeakMap<Format, KeyNeedle[]>();
 
@@ -229,26 +245,28 @@ class Extractor implements UsageExtractor {
     if (this.mode === 'sse') this.sse!.end();
     else if (this.mode === 'json') this.endJson();
     // The usage is complete now; the text (and whether any event parsed, if none did yet) is worked
-    // out when first read: a caller with the final usage never needs the text.
-    const x = this;
-    this.result = {
-      outputFloor: this.acc.outputFloor,
-      get text() {
-        return x.collected();
-      },
-      bytes: this.bytes,
-      get understood() {
-        if (!x.understood) x.flush();
-        return x.understood;
-      },
-      jsonOverflow: this.jsonOverflow,
-    };
-    if (this.acc.prompt) this.result.prompt = this.acc.prompt;
-    if (this.acc.output) this.result.output = this.acc.output;
-    return this.result;
+    // out when first read: a caller with the final usage never needs the text. Own enumerable
+    // accessors, so that the scan reads, copies and compares like plain data.
+    const r = { outputFloor: this.acc.outputFloor } as UsageScan;
+    Object.defineProperty(r, EXTRACTOR, { value: this });
+    Object.defineProperty(r, 'text', TEXT);
+    r.bytes = this.bytes;
+    Object.defineProperty(r, 'understood', UNDERSTOOD);
+    r.jsonOverflow = this.jsonOverflow;
+    if (this.acc.prompt) r.prompt = this.acc.prompt;
+    if (this.acc.output) r.output = this.acc.output;
+    this.result = r;
+    return r;
   }
 
-  private collected(): CollectedText {
+  /** Whether any event parsed (the waiting ones are parsed if none did yet). */
+  isUnderstood(): boolean {
+    if (!this.understood) this.flush();
+    return this.understood;
+  }
+
+  /** The collected output text (the waiting events' text collected first). */
+  collected(): CollectedText {
     if (!this.text) {
       this.flush();
       this.text = this.acc.text.result();
