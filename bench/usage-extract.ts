@@ -3,6 +3,7 @@
  * [old-dist-dir] [rounds]): the `settle` workload's body (bench/settle-stream.ts: 20 OpenAI chat SSE
  * chunks, then the usage chunk and `data: [DONE]`, one response_body message each) fed
  *   extract  through the usage extractor (createUsageExtractor → push × 21 → end → resolveUsage),
+ *   no-usage the same without the usage chunk (the output text is collected and counted: t.length),
  *   session  through a SettleSession (the decoded ext_proc messages as the gRPC layer hands them over,
  *            a fake Settler whose open and finish resolve at once; no store, no gRPC), the body fed
  *            once the reservation is open,
@@ -122,6 +123,8 @@ async function main(): Promise<void> {
   const impls = [await load('new', here)];
   if (oldRoot) impls.unshift(await load('old', oldRoot));
   const bodies = settleSseBodies();
+  // The same answer without the usage chunk (stream_options.include_usage unset): the text is counted.
+  const noUsage = [...bodies.slice(0, -1), Buffer.from('data: [DONE]\n\n')];
   const msgs = messages(bodies);
   for (const impl of impls) {
     const scan = JSON.stringify(extractOnce(impl, bodies));
@@ -132,11 +135,12 @@ async function main(): Promise<void> {
   for (let r = 0; r < rounds; r++) {
     for (const impl of impls) {
       add(`${impl.name} extract`, await pass(() => extractOnce(impl, bodies)));
+      add(`${impl.name} no-usage`, await pass(() => extractOnce(impl, noUsage)));
       add(`${impl.name} session`, await pass(() => sessionOnce(impl, msgs, false)));
       add(`${impl.name} held`, await pass(() => sessionOnce(impl, msgs, true)));
     }
   }
-  for (const [k, v] of times) console.log(`${k.padEnd(12)} ${stats(v)} per stream`);
+  for (const [k, v] of times) console.log(`${k.padEnd(14)} ${stats(v)} per stream`);
 }
 
 await main();
