@@ -45,17 +45,13 @@ function arr(v: unknown): unknown[] {
   return Array.isArray(v) ? v : [];
 }
 
-/**
- * Mutable state of one response's scan. An event's usage and its output text are independent: the
- * extractor may take an event's usage now (`collect` off) and its text later (`takeUsage` off).
- */
+/** Mutable state of one scan. An event's usage may be taken now (`collect` off), its text later. */
 export class UsageAcc {
   prompt?: { prompt: number; cachedPrompt: number; cacheWrite: number };
   output?: { output: number; reasoning: number };
   outputFloor = 0;
-  /** Whether output text pieces are collected. */
+  /** Whether output text pieces are collected, and usage counts taken. */
   collect = true;
-  /** Whether usage counts are taken. */
   takeUsage = true;
   constructor(readonly text: TextCollector) {}
 
