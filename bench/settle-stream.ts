@@ -52,8 +52,8 @@ const WORDS = 'The answer depends on the rate limit window and the tenant budget
   ' ',
 );
 
-/** The body messages after the headers (pre-serialized; the same for every call). */
-function bodyMessages(): Buffer[] {
+/** The raw SSE bytes of each response_body message (the same for every call). */
+export function settleSseBodies(): Buffer[] {
   const out: Buffer[] = [];
   for (let i = 0; i < SETTLE_CHUNKS; i++) {
     const content = ` ${WORDS[i % WORDS.length]} ${WORDS[(i * 7 + 3) % WORDS.length]}`;
@@ -63,12 +63,7 @@ function bodyMessages(): Buffer[] {
         : i === SETTLE_CHUNKS - 1
           ? chunk({}, 'stop')
           : chunk({ content }, null);
-    out.push(
-      serialize({
-        response_body: { body: Buffer.from(sse), end_of_stream: false },
-        observability_mode: true,
-      }),
-    );
+    out.push(Buffer.from(sse));
   }
   const usage = event({
     id: 'chatcmpl-bench0000000000000000000000',
@@ -85,9 +80,22 @@ function bodyMessages(): Buffer[] {
       completion_tokens_details: { reasoning_tokens: 0, audio_tokens: 0 },
     },
   });
-  const last = Buffer.from(`${usage}data: [DONE]\n\n`);
-  out.push(serialize({ response_body: { body: last, end_of_stream: true }, observability_mode: true }));
+  out.push(Buffer.from(`${usage}data: [DONE]\n\n`));
   return out;
+}
+
+/** The provider's response headers as the bench sends them. */
+export const SETTLE_RESPONSE_HEADERS: Readonly<Record<string, string>> = PROVIDER_HEADERS;
+
+/** The body messages after the headers (pre-serialized; the same for every call). */
+function bodyMessages(): Buffer[] {
+  const bodies = settleSseBodies();
+  return bodies.map((body, i) =>
+    serialize({
+      response_body: { body, end_of_stream: i === bodies.length - 1 },
+      observability_mode: true,
+    }),
+  );
 }
 
 function varint(n: number): number[] {

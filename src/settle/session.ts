@@ -92,7 +92,10 @@ export class ResponseBudget {
   }
 }
 
-/** Most an extractor keeps of one body: its JSON buffer, a tail, and the collected text (UTF-16). */
+/**
+ * Most an extractor keeps of one body: its JSON buffer (or SSE line), a tail (or the SSE events waiting
+ * for their text), and the collected text (UTF-16).
+ */
 const RETAINED_MAX = (4 << 20) + (256 << 10) + 2 * (1 << 20);
 
 const DIALECTS: ReadonlySet<string> = new Set<UsageDialect>([
@@ -321,9 +324,10 @@ export class SettleSession {
     if (decoded.error && decoded.outputBytes === 0) return undefined;
     this.decodedOk = !decoded.error;
     const scan = this.extractor.end();
-    const text = scan.text.text;
-    // Reported usage wins (resolveUsage): the output text is counted only when none was reported.
-    const n = !scan.output && text.length > 0 ? await this.count(text, r.record.enc) : 0;
+    // Reported usage wins (resolveUsage): the output text is counted (and collected: scan.text is
+    // worked out when read) only when none was reported.
+    const text = scan.output ? '' : scan.text.text;
+    const n = text.length > 0 ? await this.count(text, r.record.enc) : 0;
     return resolveUsage(scan, () => n);
   }
 }

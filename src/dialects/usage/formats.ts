@@ -45,14 +45,23 @@ function arr(v: unknown): unknown[] {
   return Array.isArray(v) ? v : [];
 }
 
-/** Mutable state of one response's scan. */
+/** Mutable state of one scan. An event's usage may be taken now (`collect` off), its text later. */
 export class UsageAcc {
   prompt?: { prompt: number; cachedPrompt: number; cacheWrite: number };
   output?: { output: number; reasoning: number };
   outputFloor = 0;
+  /** Whether output text pieces are collected, and usage counts taken. */
+  collect = true;
+  takeUsage = true;
   constructor(readonly text: TextCollector) {}
 
+  /** An output text piece (non-strings are ignored). */
+  add(piece: unknown): void {
+    if (this.collect) this.text.add(piece);
+  }
+
   setPrompt(prompt: number, cachedPrompt: number, cacheWrite: number): void {
+    if (!this.takeUsage) return;
     this.prompt = {
       prompt,
       cachedPrompt: Math.min(cachedPrompt, prompt),
@@ -61,6 +70,7 @@ export class UsageAcc {
   }
 
   setOutput(output: number, reasoning: number, final: boolean): void {
+    if (!this.takeUsage) return;
     if (final) this.output = { output, reasoning: Math.min(reasoning, output) };
     else this.outputFloor = Math.max(this.outputFloor, output);
   }
@@ -107,20 +117,20 @@ function openaiUsage(u: unknown, acc: UsageAcc, final: boolean): boolean {
 }
 
 function openaiContent(content: unknown, acc: UsageAcc): void {
-  if (typeof content === 'string') acc.text.add(content);
+  if (typeof content === 'string') acc.add(content);
   else
     for (const p of arr(content)) {
       if (!isObj(p)) continue;
-      acc.text.add(p.text);
-      acc.text.add(p.refusal);
+      acc.add(p.text);
+      acc.add(p.refusal);
     }
 }
 
 function openaiToolCalls(calls: unknown, acc: UsageAcc): void {
   for (const c of arr(calls)) {
     const fn = sub(c, 'function');
-    acc.text.add(sub(fn, 'name'));
-    acc.text.add(sub(fn, 'arguments'));
+    acc.add(sub(fn, 'name'));
+    acc.add(sub(fn, 'arguments'));
   }
 }
 
@@ -129,15 +139,15 @@ function openaiChatJson(body: unknown, acc: UsageAcc): boolean {
   if (openaiUsage(sub(body, 'usage'), acc, true)) return true;
   for (const ch of arr(sub(body, 'choices'))) {
     if (!isObj(ch)) continue;
-    acc.text.add(ch.text); // completions
+    acc.add(ch.text); // completions
     const m = ch.message;
     if (!isObj(m)) continue;
     openaiContent(m.content, acc);
-    acc.text.add(m.refusal);
+    acc.add(m.refusal);
     openaiToolCalls(m.tool_calls, acc);
     const fc = m.function_call;
-    acc.text.add(sub(fc, 'name'));
-    acc.text.add(sub(fc, 'arguments'));
+    acc.add(sub(fc, 'name'));
+    acc.add(sub(fc, 'arguments'));
   }
   return false;
 }
@@ -148,15 +158,15 @@ function openaiChatEvent(_event: string | undefined, data: unknown, acc: UsageAc
   openaiUsage(data.usage, acc, true);
   for (const ch of arr(data.choices)) {
     if (!isObj(ch)) continue;
-    acc.text.add(ch.text); // completions stream
+    acc.add(ch.text); // completions stream
     const d = ch.delta;
     if (!isObj(d)) continue;
     openaiContent(d.content, acc);
-    acc.text.add(d.refusal);
+    acc.add(d.refusal);
     openaiToolCalls(d.tool_calls, acc);
     const fc = d.function_call;
-    acc.text.add(sub(fc, 'name'));
-    acc.text.add(sub(fc, 'arguments'));
+    acc.add(sub(fc, 'name'));
+    acc.add(sub(fc, 'arguments'));
   }
 }
 
@@ -165,10 +175,10 @@ function responsesOutput(output: unknown, acc: UsageAcc): void {
   for (const it of arr(output)) {
     if (!isObj(it)) continue;
     openaiContent(it.content, acc);
-    acc.text.add(it.name);
-    acc.text.add(it.arguments);
-    acc.text.add(it.input);
-    for (const s of arr(it.summary)) acc.text.add(sub(s, 'text'));
+    acc.add(it.name);
+    acc.add(it.arguments);
+    acc.add(it.input);
+    for (const s of arr(it.summary)) acc.add(sub(s, 'text'));
   }
 }
 
@@ -192,11 +202,11 @@ function responsesEvent(event: string | undefined, data: unknown, acc: UsageAcc)
   if (!isObj(data)) return;
   const type = typeof data.type === 'string' ? data.type : event;
   if (type === undefined) return;
-  if (RESPONSES_DELTAS.has(type)) acc.text.add(data.delta);
+  if (RESPONSES_DELTAS.has(type)) acc.add(data.delta);
   else if (type === 'response.output_item.added') {
     const item = data.item;
     if (isObj(item) && (item.type === 'function_call' || item.type === 'custom_tool_call'))
-      acc.text.add(item.name);
+      acc.add(item.name);
   } else if (RESPONSES_FINAL.has(type)) openaiUsage(sub(data.response, 'usage'), acc, true);
 }
 
@@ -239,13 +249,13 @@ function anthropicUsage(u: unknown, acc: UsageAcc, final: boolean): boolean {
 function anthropicBlocks(content: unknown, acc: UsageAcc): void {
   for (const b of arr(content)) {
     if (!isObj(b)) continue;
-    acc.text.add(b.text);
-    acc.text.add(b.thinking);
+    acc.add(b.text);
+    acc.add(b.thinking);
     if (b.type === 'tool_use' || b.type === 'server_tool_use') {
-      acc.text.add(b.name);
+      acc.add(b.name);
       if (b.input !== undefined) {
         try {
-          acc.text.add(JSON.stringify(b.input));
+          acc.add(JSON.stringify(b.input));
         } catch {
           // unserialisable: skip
         }
@@ -273,17 +283,17 @@ const anthropicFormat: Format = {
       case 'content_block_start': {
         const b = data.content_block;
         if (isObj(b)) {
-          acc.text.add(b.text);
-          if (b.type === 'tool_use' || b.type === 'server_tool_use') acc.text.add(b.name);
+          acc.add(b.text);
+          if (b.type === 'tool_use' || b.type === 'server_tool_use') acc.add(b.name);
         }
         break;
       }
       case 'content_block_delta': {
         const d = data.delta;
         if (isObj(d)) {
-          acc.text.add(d.text);
-          acc.text.add(d.partial_json);
-          acc.text.add(d.thinking);
+          acc.add(d.text);
+          acc.add(d.partial_json);
+          acc.add(d.thinking);
         }
         break;
       }
@@ -325,13 +335,13 @@ function geminiCandidates(body: unknown, acc: UsageAcc): boolean {
     if (typeof c.finishReason === 'string' && c.finishReason !== 'FINISH_REASON_UNSPECIFIED') finished = true;
     for (const p of arr(sub(c.content, 'parts'))) {
       if (!isObj(p)) continue;
-      acc.text.add(p.text);
+      acc.add(p.text);
       const fc = p.functionCall;
       if (isObj(fc)) {
-        acc.text.add(fc.name);
+        acc.add(fc.name);
         if (fc.args !== undefined) {
           try {
-            acc.text.add(JSON.stringify(fc.args));
+            acc.add(JSON.stringify(fc.args));
           } catch {
             // unserialisable: skip
           }

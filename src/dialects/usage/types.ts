@@ -39,7 +39,10 @@ export interface UsageScan {
   output?: { output: number; reasoning: number };
   /** Largest partial output count reported before the end (e.g. Anthropic message_start, Gemini chunks). */
   outputFloor: number;
-  /** Output content collected for counting (bounded; see CollectedText). */
+  /**
+   * Output content collected for counting (bounded; see CollectedText). Worked out when first read
+   * (SSE events that carry no usage are parsed then): a caller with the final `output` need not.
+   */
   text: CollectedText;
   /** Bytes fed in (after content decoding). */
   bytes: number;
