@@ -88,7 +88,12 @@ function rawProcess(port: number, writes: Buffer[], reset = false): Promise<RawA
             oneofs: true,
           }),
         );
-      resolve({ headers, status: Number(last['grpc-status']), message: last['grpc-message'] as string, answers });
+      resolve({
+        headers,
+        status: Number(last['grpc-status']),
+        message: last['grpc-message'] as string,
+        answers,
+      });
     });
     (async () => {
       for (const w of writes) {
@@ -136,7 +141,12 @@ describe.each([
   it('observability mode: settled, nothing answered, grpc-status 0', async () => {
     const s = await start();
     const id = await reserve(s);
-    const msgs = extProcMessages({ id, via: 'both', headers: { 'content-type': 'application/json' }, chunks: [chatJson(7, 9)] });
+    const msgs = extProcMessages({
+      id,
+      via: 'both',
+      headers: { 'content-type': 'application/json' },
+      chunks: [chatJson(7, 9)],
+    });
     const r = await rawProcess(s.app.grpcPort, [framed(msgs)]);
     expect(r.status).toBe(0);
     expect(r.answers).toEqual([]);
@@ -162,7 +172,12 @@ describe.each([
     expect(r.status).toBe(0);
     expect(r.headers['content-type']).toBe('application/grpc+proto');
     expect(r.headers['grpc-accept-encoding']).toBe(encoding);
-    expect(r.answers.map((a) => a.response)).toEqual(['request_headers', 'response_headers', 'response_body', 'response_body']);
+    expect(r.answers.map((a) => a.response)).toEqual([
+      'request_headers',
+      'response_headers',
+      'response_body',
+      'response_body',
+    ]);
     for (const a of r.answers) expect(a[a.response]).toEqual({ response: {} });
     expect((await waitFor(() => eventsOf(s, id)[0]))?.outcome).toBe('settled');
   });
@@ -180,7 +195,9 @@ describe.each([
     const first = framed(msgs.slice(0, 2)).length + 2; // two messages and 2 bytes of the third's prefix
     const r = await rawProcess(s.app.grpcPort, [bytes.subarray(0, first), bytes.subarray(first)]);
     expect(r.status).toBe(0);
-    expect(r.answers.map((a) => a.response)).toEqual(msgs.map((m) => Object.keys(m).find((k) => k.startsWith('re'))));
+    expect(r.answers.map((a) => a.response)).toEqual(
+      msgs.map((m) => Object.keys(m).find((k) => k.startsWith('re'))),
+    );
     const ev = await waitFor(() => eventsOf(s, id)[0]);
     expect(ev?.outcome).toBe('settled');
     expect(ev?.settlement?.tokens.output).toBe(4);

@@ -34,11 +34,19 @@ const KINDS = [
 
 const text = fc.oneof(
   fc.string({ maxLength: 12 }),
-  fc.constantFrom('', ':status', 'content-type', 'x-tollgate-reservation', 'ümlaut', '😀', 'tollgate_reservation'),
+  fc.constantFrom(
+    '',
+    ':status',
+    'content-type',
+    'x-tollgate-reservation',
+    'ümlaut',
+    '😀',
+    'tollgate_reservation',
+  ),
 );
 const bytes = fc.uint8Array({ maxLength: 40 }).map((u) => Buffer.from(u));
 
-const { value, struct } = fc.letrec((tie) => ({
+const { struct } = fc.letrec((tie) => ({
   value: fc.oneof(
     { depthSize: 'small', withCrossShrink: true },
     fc.record({ stringValue: text }),
@@ -116,7 +124,8 @@ const unknownField = fc
 const unknowns = fc.array(unknownField, { maxLength: 3 }).map((a) => Buffer.concat(a));
 
 /** A length-delimited field `f` holding `inner`. */
-const wrap = (f: number, inner: Buffer) => Buffer.from([...varint(f * 8 + 2), ...varint(inner.length), ...inner]);
+const wrap = (f: number, inner: Buffer) =>
+  Buffer.from([...varint(f * 8 + 2), ...varint(inner.length), ...inner]);
 
 describe('ProcessingRequest decoding', () => {
   it('equals proto-loader on generated messages (official protos), unknown fields included', () => {
@@ -137,7 +146,10 @@ describe('ProcessingRequest decoding', () => {
         const hv = Buffer.concat([extra, wrap(1, Buffer.from('content-type')), wrap(3, Buffer.from(s))]);
         const val = Buffer.concat([extra, wrap(3, Buffer.from(s))]);
         const entry = Buffer.concat([wrap(1, Buffer.from('k')), wrap(2, val)]);
-        const nsEntry = Buffer.concat([wrap(1, Buffer.from('ns')), wrap(2, Buffer.concat([wrap(1, entry), extra]))]);
+        const nsEntry = Buffer.concat([
+          wrap(1, Buffer.from('ns')),
+          wrap(2, Buffer.concat([wrap(1, entry), extra])),
+        ]);
         const wire = Buffer.concat([
           wrap(5, httpBody),
           wrap(3, wrap(1, Buffer.concat([wrap(1, hv), extra]))),
@@ -189,8 +201,18 @@ describe('ProcessingRequest decoding', () => {
     ];
     // Struct values nested 300 deep: Value.struct_value(5) → Struct.fields(1) entry → value(2) → ...
     let v = Buffer.from([0x1a, 0]);
-    for (let i = 0; i < 300; i++) v = wrap(5, wrap(1, Buffer.concat([wrap(1, Buffer.from('k')), wrap(2, v)])));
-    bad.push(['Struct nested 300 deep', wrap(9, Buffer.concat([wrap(1, Buffer.from('a')), wrap(2, wrap(1, Buffer.concat([wrap(1, Buffer.from('k')), wrap(2, v)])))]))]);
+    for (let i = 0; i < 300; i++)
+      v = wrap(5, wrap(1, Buffer.concat([wrap(1, Buffer.from('k')), wrap(2, v)])));
+    bad.push([
+      'Struct nested 300 deep',
+      wrap(
+        9,
+        Buffer.concat([
+          wrap(1, Buffer.from('a')),
+          wrap(2, wrap(1, Buffer.concat([wrap(1, Buffer.from('k')), wrap(2, v)]))),
+        ]),
+      ),
+    ]);
     for (const [what, b] of bad) {
       expect(() => decodeProcessingRequest(b), what).toThrow(ProtoDecodeError);
       expect(() => viaProtoLoader(b), `proto-loader, ${what}`).toThrow();
@@ -200,7 +222,11 @@ describe('ProcessingRequest decoding', () => {
   it('random and mutated bytes: a result or ProtoDecodeError, nothing else, in linear time', () => {
     const valid = request.map((m) => encode(m));
     const mutated = fc
-      .tuple(valid, fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 4 }), fc.nat())
+      .tuple(
+        valid,
+        fc.array(fc.tuple(fc.nat(), fc.integer({ min: 0, max: 255 })), { maxLength: 4 }),
+        fc.nat(),
+      )
       .map(([b, flips, cut]) => {
         const out = Buffer.from(b);
         for (const [at, byte] of flips) if (out.length > 0) out[at % out.length] = byte;

@@ -21,7 +21,15 @@
 import type { ServerHttp2Stream } from 'node:http2';
 import type { ProcessStream } from '../../settle/ext-proc.js';
 import type { ExtProcProcessingRequest } from '../../settle/messages.js';
-import { fail, grpcMessage, INTERNAL, noop, OK_HEADERS, OK_TRAILERS, RESOURCE_EXHAUSTED } from './direct-h2.js';
+import {
+  fail,
+  grpcMessage,
+  INTERNAL,
+  noop,
+  OK_HEADERS,
+  OK_TRAILERS,
+  RESOURCE_EXHAUSTED,
+} from './direct-h2.js';
 import { loadExtProcPackages } from './ext-proc-protos.js';
 import { CONTINUE_FRAMES, decodeProcessingRequest } from './ext-proc-wire.js';
 

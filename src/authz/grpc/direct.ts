@@ -353,7 +353,8 @@ export function serveDirectly(server: Server, routes: DirectRoutes, maxMessageBy
         opened(stream);
         process(stream);
       } else {
-        const acct = check && headers[h2.HTTP2_HEADER_PATH] === CHECK_PATH ? admit(stream, check.budget) : null;
+        const acct =
+          check && headers[h2.HTTP2_HEADER_PATH] === CHECK_PATH ? admit(stream, check.budget) : null;
         if (acct === undefined) return; // refused: over the budget
         grpcHandler.call(h2s, stream, headers, ...rest);
         if (acct && check) meterForGrpcJs(stream, acct, check.budget);

@@ -349,11 +349,7 @@ const MEMBER_READERS = [
  * ProcessingRequest bytes buf[start, end) → the object proto-loader decodes. Throws ProtoDecodeError
  * on malformed input.
  */
-export function decodeProcessingRequest(
-  buf: Buffer,
-  start = 0,
-  end = buf.length,
-): ExtProcProcessingRequest {
+export function decodeProcessingRequest(buf: Buffer, start = 0, end = buf.length): ExtProcProcessingRequest {
   const r = new Reader(buf);
   r.pos = start;
   r.end = end;

@@ -80,9 +80,7 @@ export async function startGrpc(o: GrpcServerOptions): Promise<{ server: grpc.Se
   const routes: DirectRoutes = {
     check: cfg.grpcDirectCheck ? { handle: directHandler(o), budget: o.buffered } : undefined,
     process:
-      cfg.grpcDirectProcess && process
-        ? (stream) => serveProcess(stream, process, maxReceive)
-        : undefined,
+      cfg.grpcDirectProcess && process ? (stream) => serveProcess(stream, process, maxReceive) : undefined,
   };
   if ((routes.check || routes.process) && !serveDirectly(server, routes, maxReceive))
     o.log.warn('could not serve Check and Process directly (grpc-js internals changed): grpc-js serves them');
