@@ -57,7 +57,12 @@ interface RawAnswer {
  * A Process call made by hand over HTTP/2: `writes` sent one by one (a turn of the event loop apart,
  * so each is its own DATA frame), then the half-close, or a reset (`reset`).
  */
-function rawProcess(port: number, writes: Buffer[], reset = false): Promise<RawAnswer> {
+function rawProcess(
+  port: number,
+  writes: Buffer[],
+  reset = false,
+  extra: Record<string, string> = {},
+): Promise<RawAnswer> {
   const session = http2.connect(`http://127.0.0.1:${port}`);
   return new Promise<RawAnswer>((resolve, reject) => {
     session.on('error', reject);
@@ -66,6 +71,7 @@ function rawProcess(port: number, writes: Buffer[], reset = false): Promise<RawA
       ':path': PROCESS,
       'content-type': 'application/grpc',
       te: 'trailers',
+      ...extra,
     });
     let headers: http2.IncomingHttpHeaders = {};
     let trailers: http2.IncomingHttpHeaders | undefined;
@@ -226,6 +232,7 @@ describe.each([
     over.writeUInt32BE(LIMIT + 1, 1);
     const cases: [string, Buffer[], number][] = [
       ['a length prefix over the limit', [over], 8],
+      ['a length prefix over the limit, split across frames', [over.subarray(0, 3), over.subarray(3)], 8],
       ['a whole message over the limit', [frame(Buffer.alloc(LIMIT + 1))], 8],
       ['a malformed message', [frame(Buffer.from([0xff, 0xff, 0xff]))], 13],
       ['a message flagged compressed (identity: read as is)', [frame(Buffer.from([0x50, 1]), 1)], 0],
@@ -236,6 +243,13 @@ describe.each([
       const r = await rawProcess(s.app.grpcPort, writes);
       expect(r.status, what).toBe(code);
     }
+    // a gzip call (its message flagged uncompressed) is grpc-js's on both paths: its answer's headers
+    const gz = await rawProcess(s.app.grpcPort, [frame(Buffer.from([0x2a, 0]))], false, {
+      'grpc-encoding': 'gzip',
+    });
+    expect(gz.status).toBe(0);
+    expect(gz.headers['grpc-accept-encoding']).toBe('identity,deflate,gzip');
+    expect(gz.answers.map((a) => a.response)).toEqual(['response_body']);
     // a valid stream after an over-limit message on a stream that named a reservation settles it
     const id = await reserve(s);
     const head = framed(extProcMessages({ id, headers: { 'content-type': 'application/json' } }).slice(0, 1));
