@@ -213,6 +213,11 @@ const bad: [string, string, RegExp][] = [
     /server\.grpc_direct_check: expected true or false, got "yes please"/,
   ],
   [
+    'grpc_direct_process not a boolean',
+    'server:\n  grpc_direct_process: 1',
+    /server\.grpc_direct_process: expected true or false, got 1/,
+  ],
+  [
     'http2 window below the protocol minimum',
     'server:\n  http2_stream_window: 1024',
     /server\.http2_stream_window: expected an integer from 65535 to 2147483647, got 1024/,

@@ -125,6 +125,7 @@ export function restartRequired(a: Config, b: Config): string[] {
   )
     out.push('server.http2_stream_window / http2_connection_window');
   if (a.server.grpcDirectCheck !== b.server.grpcDirectCheck) out.push('server.grpc_direct_check');
+  if (a.server.grpcDirectProcess !== b.server.grpcDirectProcess) out.push('server.grpc_direct_process');
   if (a.store.client !== b.store.client) out.push('store.client');
   if (a.store.topology !== b.store.topology) out.push('store.topology');
   if (a.store.shardBy !== b.store.shardBy) out.push('store.shard_by');

@@ -8,7 +8,8 @@
  * mutation), before the message is read, so the response is never held up by settlement.
  *
  * The stream is typed structurally (what grpc-js's ServerDuplexStream offers): settlement speaks no
- * gRPC; src/authz/grpc/server.ts registers the handler.
+ * gRPC; src/authz/grpc/server.ts registers the handler with grpc-js, and src/authz/grpc/direct-process.ts
+ * feeds it the streams it reads straight from HTTP/2 (server.grpc_direct_process).
  */
 import { continueResponse, type ExtProcProcessingRequest } from './messages.js';
 import {
@@ -26,6 +27,11 @@ export interface ProcessStream {
   on(event: 'end' | 'cancelled' | 'close', listener: () => void): unknown;
   on(event: 'error', listener: (err: Error) => void): unknown;
   write(message: Record<string, unknown>): boolean;
+  /**
+   * Write the empty continue answer of `kind` (continueResponse), where the transport has it ready
+   * (the direct HTTP/2 path: pre-encoded frames); else `write(continueResponse(kind))` is used.
+   */
+  writeContinue?(kind: NonNullable<ExtProcProcessingRequest['request']>): void;
   end(): void;
 }
 
@@ -67,7 +73,8 @@ export function extProcHandler(o: ExtProcHandlerOptions): (call: ProcessStream) 
     call.on('data', (req) => {
       if (open && req.observability_mode !== true && req.request) {
         try {
-          call.write(continueResponse(req.request));
+          if (call.writeContinue) call.writeContinue(req.request);
+          else call.write(continueResponse(req.request));
         } catch {
           // the stream is going away; the end settles
         }

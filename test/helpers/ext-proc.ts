@@ -17,7 +17,7 @@ const INCLUDES = ['envoy-api', 'xds', 'protoc-gen-validate', 'googleapis'].map((
 const PATH = '/envoy.service.ext_proc.v3.ExternalProcessor/Process';
 
 let root: protobuf.Root | undefined;
-function officialExtProc(): protobuf.Root {
+export function officialExtProc(): protobuf.Root {
   if (root) return root;
   const r = new protobuf.Root();
   r.resolvePath = (origin, target) => {

@@ -11,7 +11,8 @@
  * anything unknown). Only a stream that is a plain Check call (path
  * /envoy.service.auth.v3.Authorization/Check, content-type application/grpc[+proto], no
  * grpc-encoding other than identity) is answered here; everything else, compressed calls included, is
- * handed to grpc-js's own stream handler unchanged.
+ * handed to grpc-js's own stream handler unchanged. The same takeover (serveDirectly, one 'stream'
+ * listener) routes plain ext_proc Process streams to direct-process.ts (server.grpc_direct_process).
  *
  * What a client sees is what grpc-js would answer: 200 with content-type application/grpc+proto, one
  * message, trailers grpc-status 0; and for bad input grpc-js's status codes (test/grpc-direct.test.ts
@@ -33,13 +34,20 @@ import {
 } from 'node:http2';
 import type { Server } from '@grpc/grpc-js';
 import { MOVE_MIN_BYTES } from '../../decision/types.js';
+import {
+  answerable,
+  fail,
+  INTERNAL,
+  isPlainCall,
+  noop,
+  OK_HEADERS,
+  OK_TRAILERS,
+  RESOURCE_EXHAUSTED,
+  UNIMPLEMENTED,
+} from './direct-h2.js';
+import { EXT_PROC_PROCESS_PATH } from './ext-proc-protos.js';
 
 const CHECK_PATH = '/envoy.service.auth.v3.Authorization/Check';
-
-/** gRPC status codes used here, and what grpc-js (1.14) answers a unary call with in each case. */
-const RESOURCE_EXHAUSTED = 8; // the message's length prefix is over the receive limit
-const UNIMPLEMENTED = 12; // no complete message, or more than one
-const INTERNAL = 13; // a message that does not decode
 
 /**
  * Answers one Check: the request message's bytes in, the response as one gRPC message frame out
@@ -47,55 +55,6 @@ const INTERNAL = 13; // a message that does not decode
  */
 export type DirectHandler = (message: Buffer) => Promise<DirectAnswer>;
 export type DirectAnswer = { ok: true; frame: Buffer } | { ok: false; code: number; details: string };
-
-const OK_HEADERS = {
-  [h2.HTTP2_HEADER_STATUS]: 200,
-  [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc+proto',
-  'grpc-accept-encoding': 'identity',
-};
-const OK_TRAILERS = { 'grpc-status': '0' };
-const noop = () => {};
-
-/** A plain Check call that this module answers; anything else goes to grpc-js. */
-function isDirect(headers: IncomingHttpHeaders): boolean {
-  if (headers[h2.HTTP2_HEADER_PATH] !== CHECK_PATH) return false;
-  if (headers[h2.HTTP2_HEADER_METHOD] !== 'POST') return false;
-  const ct = headers[h2.HTTP2_HEADER_CONTENT_TYPE];
-  if (ct !== 'application/grpc' && ct !== 'application/grpc+proto') return false;
-  const enc = headers['grpc-encoding'];
-  return enc === undefined || enc === 'identity';
-}
-
-/** Percent-encode a grpc-message value (gRPC over HTTP/2: printable ASCII except '%'). */
-function grpcMessage(s: string): string {
-  return s.replace(/[^\x20-\x24\x26-\x7e]/gu, (c) =>
-    Array.from(Buffer.from(c, 'utf8'), (b) => `%${b.toString(16).toUpperCase().padStart(2, '0')}`).join(''),
-  );
-}
-
-/** The stream can still take an answer (the client has not reset it, nothing was sent yet). */
-function answerable(stream: ServerHttp2Stream): boolean {
-  return !stream.destroyed && !stream.closed && !stream.headersSent;
-}
-
-/** A trailers-only error answer. `early`: the client may still be sending; stop reading its stream. */
-function fail(stream: ServerHttp2Stream, code: number, details: string, early = false): void {
-  if (!answerable(stream)) return;
-  try {
-    stream.respond(
-      {
-        [h2.HTTP2_HEADER_STATUS]: 200,
-        [h2.HTTP2_HEADER_CONTENT_TYPE]: 'application/grpc+proto',
-        'grpc-status': String(code),
-        'grpc-message': grpcMessage(details),
-      },
-      { endStream: true },
-    );
-    if (early) stream.close(h2.NGHTTP2_NO_ERROR); // after the answer: RST_STREAM(NO_ERROR), RFC 9113 §8.1
-  } catch {
-    // closed between the check and the write: the client is gone, nobody to answer
-  }
-}
 
 function answer(stream: ServerHttp2Stream, a: DirectAnswer): void {
   if (!a.ok) {
@@ -354,17 +313,20 @@ function meterForGrpcJs(stream: ServerHttp2Stream, acct: Charged, budget: Buffer
   });
 }
 
+/** What the direct paths serve: Check (its handler and buffer budget) and/or Process streams. */
+export interface DirectRoutes {
+  check?: { handle: DirectHandler; budget: BufferBudget };
+  /** Serves one plain Process stream (direct-process.ts serveProcess, bound to the handler). */
+  process?: (stream: ServerHttp2Stream) => void;
+}
+
 /**
- * Take over Check streams on every HTTP/2 server of a bound grpc-js Server. True when installed;
- * false if grpc-js's servers or its stream handler could not be found (grpc-js internals changed):
- * then grpc-js serves Check as before.
+ * Take over the streams of every HTTP/2 server of a bound grpc-js Server: plain Check and Process
+ * calls (each when routed) are served here, everything else goes to grpc-js's own stream handler.
+ * True when installed; false if grpc-js's servers or its stream handler could not be found (grpc-js
+ * internals changed): then grpc-js serves everything as before.
  */
-export function serveCheckDirectly(
-  server: Server,
-  handle: DirectHandler,
-  maxMessageBytes: number,
-  budget: BufferBudget = new BufferBudget(Number.POSITIVE_INFINITY),
-): boolean {
+export function serveDirectly(server: Server, routes: DirectRoutes, maxMessageBytes: number): boolean {
   const internals = server as unknown as {
     http2Servers?: Map<Http2Server, unknown>;
     /** Counts the stream for grpc.max_connection_idle_ms (a no-op unless that is set). */
@@ -380,18 +342,23 @@ export function serveCheckDirectly(
   }
   const opened =
     typeof internals.onStreamOpened === 'function' ? internals.onStreamOpened.bind(server) : noop;
+  const { check, process } = routes;
   for (const [h2s, grpcHandler] of found) {
     h2s.removeListener('stream', grpcHandler);
     h2s.on('stream', (stream: ServerHttp2Stream, headers: IncomingHttpHeaders, ...rest: unknown[]) => {
-      if (!isDirect(headers)) {
-        const acct = headers[h2.HTTP2_HEADER_PATH] === CHECK_PATH ? admit(stream, budget) : null;
+      if (check && isPlainCall(headers, CHECK_PATH)) {
+        opened(stream);
+        serve(stream, check.handle, maxMessageBytes, check.budget);
+      } else if (process && isPlainCall(headers, EXT_PROC_PROCESS_PATH)) {
+        opened(stream);
+        process(stream);
+      } else {
+        const acct =
+          check && headers[h2.HTTP2_HEADER_PATH] === CHECK_PATH ? admit(stream, check.budget) : null;
         if (acct === undefined) return; // refused: over the budget
         grpcHandler.call(h2s, stream, headers, ...rest);
-        if (acct) meterForGrpcJs(stream, acct, budget);
-        return;
+        if (acct && check) meterForGrpcJs(stream, acct, check.budget);
       }
-      opened(stream);
-      serve(stream, handle, maxMessageBytes, budget);
     });
   }
   return true;

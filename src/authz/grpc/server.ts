@@ -1,8 +1,9 @@
 /**
  * The gRPC server: ext_authz Check (the lean codec through grpc-js, and the direct Check path on
  * HTTP/2 when server.grpc_direct_check), ext_proc Process (the response phase, src/settle/ext-proc.ts;
- * served by grpc-js: the direct path hands every other method to it), grpc.health.v1, TLS,
- * flow-control windows, the receive limit and the buffer budget.
+ * through grpc-js, and the direct path on HTTP/2 when server.grpc_direct_process), grpc.health.v1, TLS,
+ * flow-control windows, the receive limit and the buffer budget. The direct paths hand every other
+ * call to grpc-js.
  */
 import * as grpc from '@grpc/grpc-js';
 import { receiveLimit } from '../../config/overload.js';
@@ -11,7 +12,8 @@ import type { CheckInput } from '../../decision/types.js';
 import type { Logger } from '../../ops/log.js';
 import type { ProcessStream } from '../../settle/ext-proc.js';
 import type { AnswerCheck } from '../answer.js';
-import { type BufferBudget, type DirectAnswer, serveCheckDirectly } from './direct.js';
+import { type BufferBudget, type DirectAnswer, type DirectRoutes, serveDirectly } from './direct.js';
+import { serveProcess } from './direct-process.js';
 import { EXT_PROC_SERVICE, loadExtProcPackages } from './ext-proc-protos.js';
 import { tuneFlowControl } from './flow-control.js';
 import type { HealthService } from './health.js';
@@ -72,9 +74,16 @@ export async function startGrpc(o: GrpcServerOptions): Promise<{ server: grpc.Se
   );
   if (!tuneFlowControl(server, cfg.http2StreamWindow, cfg.http2ConnectionWindow))
     o.log.warn('could not set the HTTP/2 flow-control windows (grpc-js internals changed): using 64 KiB');
-  // Check straight from HTTP/2 (direct.ts): same answers, without grpc-js's per-call layer.
-  if (cfg.grpcDirectCheck && !serveCheckDirectly(server, directHandler(o), maxReceive, o.buffered))
-    o.log.warn('could not serve Check directly (grpc-js internals changed): grpc-js serves it');
+  // Check and Process straight from HTTP/2 (direct.ts, direct-process.ts): same answers, without
+  // grpc-js's per-call (and per-message) layer.
+  const process = o.process;
+  const routes: DirectRoutes = {
+    check: cfg.grpcDirectCheck ? { handle: directHandler(o), budget: o.buffered } : undefined,
+    process:
+      cfg.grpcDirectProcess && process ? (stream) => serveProcess(stream, process, maxReceive) : undefined,
+  };
+  if ((routes.check || routes.process) && !serveDirectly(server, routes, maxReceive))
+    o.log.warn('could not serve Check and Process directly (grpc-js internals changed): grpc-js serves them');
   return { server, port };
 }
 

@@ -97,6 +97,7 @@ export const serverSchema = mapping({
   http2_connection_window: int(DEFAULT_WINDOW, MAX_WINDOW).default(DEFAULT_WINDOW),
   checks_per_turn: int(0, 100_000).default(DEFAULT_CHECKS_PER_TURN),
   grpc_direct_check: bool().default(true),
+  grpc_direct_process: bool().default(true),
   partial_body: oneOf(['costliest', 'deny']).default('costliest'),
   ...overloadFields,
 })
@@ -139,6 +140,8 @@ export const serverSchema = mapping({
     checksPerTurn: s.checks_per_turn,
     /** server.grpc_direct_check: Check answered straight from HTTP/2, not through grpc-js's call layer. */
     grpcDirectCheck: s.grpc_direct_check,
+    /** server.grpc_direct_process: ext_proc Process read and answered straight from HTTP/2 likewise. */
+    grpcDirectProcess: s.grpc_direct_process,
     /** HTTP/2 initial stream window advertised to gRPC clients (bytes; Node's default 65535). */
     http2StreamWindow: s.http2_stream_window,
     /** HTTP/2 connection window (bytes; Node's default 65535). */
