@@ -6,6 +6,7 @@
 import { describe, expect, it } from 'vitest';
 import { parseConfigText } from '../src/config/load.js';
 import { MemoryStore } from '../src/store/memory.js';
+import { MemoryLedger } from '../src/store/memory-ledger.js';
 import { EntryKind, Outcome } from '../src/store/types.js';
 
 const entry = {
@@ -51,5 +52,32 @@ describe('store.memory_max_records', () => {
     const left = await s.check({ keys: ['bucket'], candidates: [[{ ...entry, cost: 0 }]] });
     expect(left.candidates[0][0].remaining).toBe(1_000_000 - 150 * 10); // every call still charged
     await s.close();
+  });
+
+  it('records share their limit-key strings; past the name table bound they still name their keys', () => {
+    const l = new MemoryLedger();
+    const res = (id: string, key: string) => ({
+      id,
+      record: 'rec',
+      entries: [
+        {
+          index: 0,
+          key,
+          kind: EntryKind.Rolling,
+          capacity: 10,
+          period: 1000,
+          cost: 1,
+          windowEnd: 0,
+          nextEnd: 0,
+        },
+      ],
+      settled: false,
+    });
+    const n = 20_000; // > the ledger's name table (16,384): it is cleared once on the way
+    for (let i = 0; i < n; i++) l.record(`v:${i}`, res(`id${i}`, `t:${i % 3 === 0 ? 'same' : i}`), 10_000, n);
+    for (const i of [0, 1, 3, 16_383, 16_384, 16_385, n - 1]) {
+      expect(l.reservation(`v:${i}`, 0)?.entries[0].key).toBe(`t:${i % 3 === 0 ? 'same' : i}`);
+      expect(l.reservation(`v:${i}`, 0)?.id).toBe(`id${i}`);
+    }
   });
 });

@@ -5,6 +5,12 @@
  */
 import { CONCURRENT_RETRY_MAX_MS, type Reservation } from '../policy/plan-types.js';
 
+/**
+ * Distinct limit-key strings kept for sharing between records (name()): ~100 B each, so at most
+ * ~1.6 MB even when no record shares one (many tenants, few records each).
+ */
+const NAMES_MAX = 16_384;
+
 interface Held {
   reservation: Reservation;
   expiresAt: number;
@@ -58,8 +64,26 @@ export class MemoryLedger {
       this.records.delete(oldest);
       this.dropped++;
     }
+    for (const e of reservation.entries) e.key = this.name(e.key);
     this.records.set(key, { reservation, expiresAt });
   }
+
+  /**
+   * One string per limit key for every record that debited it. A plan builds its keys afresh for each
+   * call, so each record kept its own copies (a flattened cons string and its contents per key). An
+   * in-process loop of 20,000 three-limit checks held 23.9 MB of heap with this, 26.5 MB without:
+   * less live heap for each full GC to mark. Cleared at NAMES_MAX: records keep the strings they
+   * have, later ones share new ones.
+   */
+  private name(k: string): string {
+    const s = this.names.get(k);
+    if (s !== undefined) return s;
+    if (this.names.size >= NAMES_MAX) this.names.clear();
+    this.names.set(k, k);
+    return k;
+  }
+
+  private readonly names = new Map<string, string>();
 
   /** Records dropped at the bound. */
   dropped = 0;
