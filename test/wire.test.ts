@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { loadGrpcPackages } from '../src/authz/grpc/protos.js';
 import { toCheckInput, toCheckResponse } from '../src/authz/grpc/translate.js';
-import { decodeCheckInput, encodeCheckResponse } from '../src/authz/grpc/wire.js';
+import { decodeCheckInput, encodeCheckResponse, ProtoDecodeError } from '../src/authz/grpc/wire.js';
 import type { Decision } from '../src/decision/types.js';
 
 const { AuthorizationClient } = loadGrpcPackages();
@@ -127,13 +127,115 @@ describe('decodeCheckInput equals toCheckInput(proto-loader decode)', () => {
       try {
         result = decodeCheckInput(good.subarray(0, cut));
       } catch (e) {
-        expect(e).toBeInstanceOf(Error);
+        expect(e).toBeInstanceOf(ProtoDecodeError);
         continue;
       }
       // A cut at a field boundary is a valid shorter message: it must decode like proto-loader does.
       expect(result).toEqual(toCheckInput(reqDe(good.subarray(0, cut))));
     }
-    expect(() => decodeCheckInput(Buffer.from([0x0f]))).toThrow(); // wire type 7
+    expect(() => decodeCheckInput(Buffer.from([0x0f]))).toThrow(ProtoDecodeError); // wire type 7
+  });
+
+  it('unknown groups (wire types 3..4) are skipped at every level, as protobufjs skips them', () => {
+    const varint = (n: number): number[] => {
+      const out: number[] = [];
+      for (; n >= 0x80; n >>>= 7) out.push((n & 0x7f) | 0x80);
+      return [...out, n];
+    };
+    const tag = (field: number, wt: number) => Buffer.from(varint((field << 3) | wt));
+    const wrap = (field: number, ...parts: Buffer[]) => {
+      const body = Buffer.concat(parts);
+      return Buffer.concat([tag(field, 2), Buffer.from(varint(body.length)), body]);
+    };
+    const str = (field: number, s: string) => wrap(field, Buffer.from(s));
+    // group 77 { varint, fixed64, fixed32, bytes, group 78 { varint } }
+    const group = Buffer.concat([
+      tag(77, 3),
+      tag(1, 0),
+      Buffer.from([0x96, 0x01]),
+      tag(2, 1),
+      Buffer.alloc(8, 7),
+      tag(3, 5),
+      Buffer.alloc(4, 9),
+      str(4, 'skipped'),
+      tag(78, 3),
+      tag(1, 0),
+      Buffer.from([5]),
+      tag(78, 4),
+      tag(77, 4),
+    ]);
+    const request = (g: Buffer, inHttp = g) =>
+      Buffer.concat([
+        g,
+        wrap(
+          1, // attributes
+          g,
+          wrap(1, wrap(1, wrap(1, str(2, '10.0.0.1'), g), g), g), // source.address.socket_address.address
+          wrap(
+            4, // request
+            g,
+            wrap(
+              2, // http
+              str(2, 'POST'),
+              g,
+              wrap(3, str(1, 'X-Tenant'), g, str(2, 'acme')),
+              str(4, '/v1/chat/completions'),
+              wrap(13, g, wrap(1, str(1, 'raw'), g, str(2, 'v'))),
+              str(12, '{"model":"m"}'),
+              inHttp,
+            ),
+          ),
+          wrap(
+            11, // metadata_context.filter_metadata entry → Struct
+            g,
+            wrap(
+              1,
+              str(1, 'jwt'),
+              g,
+              wrap(
+                2,
+                g,
+                wrap(
+                  1, // fields entry → Value.list_value → Value.string_value
+                  str(1, 'sub'),
+                  g,
+                  wrap(2, g, wrap(6, g, wrap(1, str(3, 'u1'), g))),
+                ),
+              ),
+            ),
+          ),
+        ),
+        g,
+      ]);
+    const plain = request(Buffer.alloc(0));
+    const grouped = request(group);
+    const reference = toCheckInput(reqDe(grouped)); // proto-loader (protobufjs) skips groups
+    expect(decodeCheckInput(grouped)).toEqual(reference);
+    expect(decodeCheckInput(grouped)).toEqual(decodeCheckInput(plain));
+    expect(reference).toEqual(toCheckInput(reqDe(plain)));
+    expect(decodeCheckInput(grouped)).toMatchObject({
+      method: 'POST',
+      path: '/v1/chat/completions',
+      headers: { 'x-tenant': 'acme' },
+      metadata: { jwt: { sub: ['u1'] } },
+      sourceAddress: '10.0.0.1',
+    });
+
+    // Malformed groups are errors in both; nesting follows protobufjs' limit (100) exactly.
+    const nested = (n: number) => Buffer.concat([...Array(n).fill(tag(99, 3)), ...Array(n).fill(tag(99, 4))]);
+    const bad: [string, Buffer][] = [
+      ['an unterminated group', Buffer.concat([plain, tag(77, 3), tag(1, 0), Buffer.from([1])])],
+      ['an end tag outside a group', Buffer.concat([plain, tag(77, 4)])],
+      ['a truncated field in a group', Buffer.concat([plain, tag(77, 3), tag(1, 1), Buffer.alloc(3)])],
+      ['groups nested 102 deep', Buffer.concat([nested(102), plain])],
+      ['a group nested past 100 in the http message', request(Buffer.alloc(0), nested(99))],
+    ];
+    for (const [what, b] of bad) {
+      expect(() => reqDe(b), `proto-loader, ${what}`).toThrow();
+      expect(() => decodeCheckInput(b), what).toThrow(ProtoDecodeError);
+    }
+    for (const b of [Buffer.concat([nested(101), plain]), request(Buffer.alloc(0), nested(98))])
+      expect(decodeCheckInput(b)).toEqual(toCheckInput(reqDe(b)));
   });
 });
 

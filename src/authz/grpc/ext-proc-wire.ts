@@ -17,8 +17,9 @@
  * Differences only where proto-loader fails: a map entry without its message value decodes as the
  * empty message (protobufjs throws a TypeError on it).
  *
- * Malformed input (truncated varints or fields, bad wire types, nesting past protobufjs' 100) throws a
- * ProtoDecodeError and nothing else; decoding is linear in the input.
+ * The reader (varints, lengths, skipping unknown fields and groups) is proto-reader.ts, shared with
+ * wire.ts. Malformed input (truncated varints or fields, bad wire types, nesting past protobufjs' 100)
+ * throws a ProtoDecodeError and nothing else; decoding is linear in the input.
  */
 import type {
   DecodedStruct,
@@ -26,11 +27,9 @@ import type {
   ExtProcHeaderValue,
   ExtProcProcessingRequest,
 } from '../../settle/messages.js';
+import { MAX_DEPTH, ProtoDecodeError, ProtoReader } from './proto-reader.js';
 
-export class ProtoDecodeError extends Error {}
-
-/** protobufjs' (and protoc's) nesting limit. */
-const MAX_DEPTH = 100;
+export { ProtoDecodeError } from './proto-reader.js';
 
 type Kind = NonNullable<ExtProcProcessingRequest['request']>;
 /** ProcessingRequest's oneof `request`, by field number (2..7). */
@@ -45,94 +44,6 @@ const KINDS: (Kind | undefined)[] = [
   'response_trailers',
 ];
 
-class Reader {
-  pos = 0;
-  end = 0;
-  constructor(readonly buf: Buffer) {}
-
-  /** A varint's low 32 bits, unsigned (protobufjs' uint32: a longer varint is read and cut). */
-  u32(): number {
-    const buf = this.buf;
-    let v = 0;
-    for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.end) throw new ProtoDecodeError('truncated varint');
-      const b = buf[this.pos++];
-      if (i < 5) v = (v | ((b & 0x7f) << (7 * i))) >>> 0;
-      if (b < 0x80) return v;
-    }
-    throw new ProtoDecodeError('varint too long');
-  }
-
-  /** The end offset of a length-delimited field whose length is at pos. */
-  len(): number {
-    const n = this.u32();
-    const e = this.pos + n;
-    if (e > this.end) throw new ProtoDecodeError('truncated field');
-    return e;
-  }
-
-  string(): string {
-    const e = this.len();
-    const s = this.buf.toString('utf8', this.pos, e);
-    this.pos = e;
-    return s;
-  }
-
-  bytes(): Buffer {
-    const e = this.len();
-    const b = this.buf.subarray(this.pos, e);
-    this.pos = e;
-    return b;
-  }
-
-  double(): number {
-    if (this.pos + 8 > this.end) throw new ProtoDecodeError('truncated double');
-    const v = this.buf.readDoubleLE(this.pos);
-    this.pos += 8;
-    return v;
-  }
-
-  /** Skip a field of `wireType` (its tag read); groups to their end tag. */
-  skip(wireType: number, depth: number): void {
-    switch (wireType) {
-      case 0:
-        this.u32();
-        return;
-      case 1:
-        this.pos += 8;
-        break;
-      case 2:
-        this.pos = this.len();
-        return;
-      case 3:
-        if (depth > MAX_DEPTH) throw new ProtoDecodeError('maximum nesting depth exceeded');
-        for (;;) {
-          const t = this.u32() & 7;
-          if (t === 4) return;
-          this.skip(t, depth + 1);
-        }
-      case 5:
-        this.pos += 4;
-        break;
-      default:
-        throw new ProtoDecodeError(`invalid wire type ${wireType}`);
-    }
-    if (this.pos > this.end) throw new ProtoDecodeError('truncated field');
-  }
-
-  /** Enter a length-delimited message: returns the outer end, to restore with leave(). */
-  enter(): number {
-    const e = this.len();
-    const outer = this.end;
-    this.end = e;
-    return outer;
-  }
-
-  leave(outer: number): void {
-    this.end = outer;
-  }
-}
-
 /** Set `obj[key] = value` as an own property, `__proto__` included (as protobufjs' makeProp). */
 function put<V>(obj: Record<string, V>, key: string, value: V): void {
   if (key === '__proto__')
@@ -142,10 +53,10 @@ function put<V>(obj: Record<string, V>, key: string, value: V): void {
 
 /** A map<string, M> entry at pos: key = 1, value = 2 (read by `value`; `empty()` when absent). */
 function mapEntry<M>(
-  r: Reader,
+  r: ProtoReader,
   into: Record<string, M>,
   depth: number,
-  value: (r: Reader, depth: number) => M,
+  value: (r: ProtoReader, depth: number) => M,
   empty: () => M,
 ): void {
   const outer = r.enter();
@@ -167,7 +78,7 @@ function mapEntry<M>(
 const emptyStruct = (): DecodedStruct => ({ fields: {} });
 
 /** google.protobuf.Struct in [pos, end). */
-function struct(r: Reader, depth: number): DecodedStruct {
+function struct(r: ProtoReader, depth: number): DecodedStruct {
   if (depth > MAX_DEPTH) throw new ProtoDecodeError('maximum nesting depth exceeded');
   const fields: Record<string, DecodedValue> = {};
   while (r.pos < r.end) {
@@ -179,7 +90,7 @@ function struct(r: Reader, depth: number): DecodedStruct {
 }
 
 /** google.protobuf.Value in [pos, end). */
-function value(r: Reader, depth: number): DecodedValue {
+function value(r: ProtoReader, depth: number): DecodedValue {
   if (depth > MAX_DEPTH) throw new ProtoDecodeError('maximum nesting depth exceeded');
   const v: DecodedValue = {};
   let kindField = 0;
@@ -225,7 +136,7 @@ function value(r: Reader, depth: number): DecodedValue {
 const VALUE_KINDS = ['', 'nullValue', 'numberValue', 'stringValue', 'boolValue', 'structValue', 'listValue'];
 
 /** google.protobuf.ListValue in [pos, end). */
-function list(r: Reader, depth: number): { values: DecodedValue[] } {
+function list(r: ProtoReader, depth: number): { values: DecodedValue[] } {
   if (depth > MAX_DEPTH) throw new ProtoDecodeError('maximum nesting depth exceeded');
   const values: DecodedValue[] = [];
   while (r.pos < r.end) {
@@ -240,7 +151,7 @@ function list(r: Reader, depth: number): { values: DecodedValue[] } {
 }
 
 /** config.core.v3.HeaderMap in [pos, end): headers = 1 (HeaderValue { key 1, value 2, raw_value 3 }). */
-function headerMap(r: Reader, depth: number): { headers: ExtProcHeaderValue[] } {
+function headerMap(r: ProtoReader, depth: number): { headers: ExtProcHeaderValue[] } {
   const headers: ExtProcHeaderValue[] = [];
   while (r.pos < r.end) {
     const t = r.u32();
@@ -267,7 +178,7 @@ function headerMap(r: Reader, depth: number): { headers: ExtProcHeaderValue[] } 
 type Member = Record<string, unknown>;
 
 /** HttpHeaders { headers 1, attributes 2 (map<string, Struct>), end_of_stream 3 }. */
-function httpHeaders(r: Reader, depth: number): Member {
+function httpHeaders(r: ProtoReader, depth: number): Member {
   const attributes: Record<string, DecodedStruct> = {};
   const m: Member = { attributes };
   while (r.pos < r.end) {
@@ -284,7 +195,7 @@ function httpHeaders(r: Reader, depth: number): Member {
 }
 
 /** HttpBody { body 1, end_of_stream 2 }. */
-function httpBody(r: Reader, depth: number): Member {
+function httpBody(r: ProtoReader, depth: number): Member {
   const m: Member = {};
   while (r.pos < r.end) {
     const t = r.u32();
@@ -296,7 +207,7 @@ function httpBody(r: Reader, depth: number): Member {
 }
 
 /** HttpTrailers { trailers 1 }. */
-function httpTrailers(r: Reader, depth: number): Member {
+function httpTrailers(r: ProtoReader, depth: number): Member {
   const m: Member = {};
   while (r.pos < r.end) {
     const t = r.u32();
@@ -310,7 +221,7 @@ function httpTrailers(r: Reader, depth: number): Member {
 }
 
 /** config.core.v3.Metadata { filter_metadata 1 (map<string, Struct>), typed_filter_metadata 2 (Any) }. */
-function metadata(r: Reader, depth: number): Member {
+function metadata(r: ProtoReader, depth: number): Member {
   const filter: Record<string, DecodedStruct> = {};
   const typed: Record<string, Member> = {};
   while (r.pos < r.end) {
@@ -323,7 +234,7 @@ function metadata(r: Reader, depth: number): Member {
 }
 
 /** google.protobuf.Any { type_url 1, value 2 }. */
-function any(r: Reader, depth: number): Member {
+function any(r: ProtoReader, depth: number): Member {
   const m: Member = {};
   while (r.pos < r.end) {
     const t = r.u32();
@@ -350,9 +261,7 @@ const MEMBER_READERS = [
  * on malformed input.
  */
 export function decodeProcessingRequest(buf: Buffer, start = 0, end = buf.length): ExtProcProcessingRequest {
-  const r = new Reader(buf);
-  r.pos = start;
-  r.end = end;
+  const r = new ProtoReader(buf, start, end);
   const attributes: Record<string, DecodedStruct> = {};
   const m: Record<string, unknown> = { attributes };
   let kindField = 0;

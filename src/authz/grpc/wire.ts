@@ -3,306 +3,294 @@
  * bytes, without building proto-loader's object graph (peers, timestamps, every header as an object
  * field) only to copy five fields out of it and without building a second one for the answer.
  *
- * It reads only what tollgate uses — attributes.request.http {method, headers, path, body, raw_body,
- * header_map} and attributes.metadata_context.filter_metadata — and skips every other field by its
- * wire type, as any protobuf parser skips unknown fields. Field numbers are Envoy's (the vendored
- * protos in proto/, themselves checked against Envoy's official definitions). test/wire.test.ts proves
- * both directions equal the proto-loader path (toCheckInput / toCheckResponse in translate.ts, which
- * remain the readable reference) on generated requests and decisions.
+ * It reads only what tollgate uses — attributes.source's address, attributes.request.http {method,
+ * headers, path, body, raw_body, header_map} and attributes.metadata_context.filter_metadata — and
+ * skips every other field by its wire type (groups included), as protobufjs skips unknown fields.
+ * The reader (varints, lengths, skipping, ProtoDecodeError) is proto-reader.ts, shared with
+ * ext-proc-wire.ts; the decoding here is plain loops over each message's tags (no closures). Field
+ * numbers are Envoy's (the vendored protos in proto/, themselves checked against Envoy's official
+ * definitions). test/wire.test.ts proves both directions equal the proto-loader path (toCheckInput /
+ * toCheckResponse in translate.ts, which remain the readable reference) on generated requests and
+ * decisions.
  */
 import type { ServiceDefinition } from '@grpc/grpc-js';
 import type { CheckInput } from '../../decision/types.js';
+import { ProtoReader } from './proto-reader.js';
 
+export { ProtoDecodeError } from './proto-reader.js';
 export { encodeCheckResponse } from './wire-encode.js';
 
 /** Struct/ListValue nesting beyond this is dropped (as structToJson does). */
-const MAX_DEPTH = 32;
-
-class Reader {
-  pos: number;
-  constructor(
-    readonly buf: Buffer,
-    start: number,
-    readonly end: number,
-  ) {
-    this.pos = start;
-  }
-
-  varint(): number {
-    let v = 0;
-    let mul = 1;
-    for (let i = 0; i < 10; i++) {
-      if (this.pos >= this.end) throw new Error('truncated varint');
-      const b = this.buf[this.pos++];
-      v += (b & 0x7f) * mul;
-      if (b < 0x80) return v;
-      mul *= 128;
-    }
-    throw new Error('varint too long');
-  }
-
-  /** End offset of a length-delimited field whose length prefix is at pos. */
-  lengthEnd(): number {
-    const len = this.varint();
-    const e = this.pos + len;
-    if (e > this.end) throw new Error('truncated field');
-    return e;
-  }
-
-  skip(wireType: number): void {
-    switch (wireType) {
-      case 0:
-        this.varint();
-        return;
-      case 1:
-        this.pos += 8;
-        break;
-      case 2:
-        this.pos = this.lengthEnd();
-        return;
-      case 5:
-        this.pos += 4;
-        break;
-      default:
-        throw new Error(`unsupported wire type ${wireType}`);
-    }
-    if (this.pos > this.end) throw new Error('truncated field');
-  }
-
-  string(): string {
-    const e = this.lengthEnd();
-    const s = this.buf.toString('utf8', this.pos, e);
-    this.pos = e;
-    return s;
-  }
-
-  bytes(): Buffer {
-    const e = this.lengthEnd();
-    const b = this.buf.subarray(this.pos, e);
-    this.pos = e;
-    return b;
-  }
-
-  double(): number {
-    if (this.pos + 8 > this.end) throw new Error('truncated double');
-    const v = this.buf.readDoubleLE(this.pos);
-    this.pos += 8;
-    return v;
-  }
-}
-
-/** Run `fn(field, wireType)` for each field of the message in [r.pos, end). */
-function fields(r: Reader, end: number, fn: (field: number, wireType: number) => void): void {
-  while (r.pos < end) {
-    const tag = r.varint();
-    const before = r.pos;
-    fn(tag >>> 3, tag & 7);
-    if (r.pos === before) r.skip(tag & 7); // fn did not consume it
-  }
-  if (r.pos !== end) throw new Error('field overruns its message');
-}
-
-/** A map<string, V> entry: key = 1, value = 2 (read by `readValue`; `empty` when absent). */
-function mapEntry<V>(r: Reader, readValue: (r: Reader, end: number) => V, empty: V): [string, V] {
-  const end = r.lengthEnd();
-  let key = '';
-  let value = empty;
-  fields(r, end, (f, wt) => {
-    if (f === 1 && wt === 2) key = r.string();
-    else if (f === 2 && wt === 2) value = readValue(r, r.lengthEnd());
-  });
-  r.pos = end;
-  return [key, value];
-}
+const JSON_DEPTH = 32;
 
 /**
- * google.protobuf.Value at `depth` → JSON (null for null_value or no kind; undefined past MAX_DEPTH).
+ * What decodeCheckInput gathers from a CheckRequest (one per call, every field set in the constructor:
+ * one shape). A message sent twice adds to it (http fields, headers, metadata namespaces).
+ */
+class CheckFields {
+  method: string | undefined = undefined;
+  path: string | undefined = undefined;
+  headers: Record<string, string> = {};
+  headerCount = 0;
+  rawHeaders: Record<string, string> | undefined = undefined;
+  body: string | undefined = undefined;
+  rawBody: Buffer | undefined = undefined;
+  metadata: Record<string, unknown> | undefined = undefined;
+  sourceAddress: string | undefined = undefined;
+}
+
+// Each reader below reads the message in [r.pos, r.end) and skips what it does not read at the
+// message's nesting depth `md` as protobufjs counts it (CheckRequest 0, map entries at their parent's).
+
+/**
+ * google.protobuf.Value at `depth` → JSON (null for null_value or no kind; undefined past JSON_DEPTH).
  * Depths follow structToJson/valueToJson in translate.ts exactly.
  */
-function readValue(r: Reader, end: number, depth: number): unknown {
-  if (depth > MAX_DEPTH) {
-    r.pos = end;
+function readValue(r: ProtoReader, depth: number, md: number): unknown {
+  if (depth > JSON_DEPTH) {
+    r.pos = r.end;
     return undefined;
   }
   let out: unknown = null;
-  fields(r, end, (f, wt) => {
-    if (f === 2 && wt === 1) out = r.double();
-    else if (f === 3 && wt === 2) out = r.string();
-    else if (f === 4 && wt === 0) out = r.varint() !== 0;
-    else if (f === 5 && wt === 2) out = readStruct(r, r.lengthEnd(), depth + 1);
-    else if (f === 6 && wt === 2) out = readList(r, r.lengthEnd(), depth);
-    else if (f === 1 && wt === 0) {
-      r.varint();
+  while (r.pos < r.end) {
+    const t = r.u32();
+    if (t === 17) out = r.double();
+    else if (t === 26) out = r.string();
+    else if (t === 32) out = r.u32() !== 0;
+    else if (t === 42 || t === 50) {
+      const o = r.enter();
+      out = t === 42 ? readStruct(r, depth + 1, md + 1) : readList(r, depth, md + 1);
+      r.leave(o);
+    } else if (t === 8) {
+      r.u32();
       out = null;
-    }
-  });
+    } else r.skip(t & 7, md);
+  }
   return out;
 }
 
-function readList(r: Reader, end: number, depth: number): unknown[] {
+function readList(r: ProtoReader, depth: number, md: number): unknown[] {
   const out: unknown[] = [];
-  fields(r, end, (f, wt) => {
-    if (f === 1 && wt === 2) out.push(readValue(r, r.lengthEnd(), depth + 1));
-  });
+  while (r.pos < r.end) {
+    const t = r.u32();
+    if (t === 10) {
+      const o = r.enter();
+      out.push(readValue(r, depth + 1, md + 1));
+      r.leave(o);
+    } else r.skip(t & 7, md);
+  }
   return out;
 }
 
-/** google.protobuf.Struct → plain JSON object (undefined past MAX_DEPTH). */
-function readStruct(r: Reader, end: number, depth: number): Record<string, unknown> | undefined {
-  if (depth > MAX_DEPTH) {
-    r.pos = end;
+/** google.protobuf.Struct → plain JSON object (undefined past JSON_DEPTH). */
+function readStruct(r: ProtoReader, depth: number, md: number): Record<string, unknown> | undefined {
+  if (depth > JSON_DEPTH) {
+    r.pos = r.end;
     return undefined;
   }
   const out: Record<string, unknown> = {};
-  fields(r, end, (f, wt) => {
-    if (f === 1 && wt === 2) {
-      const [k, v] = mapEntry(r, (rr, e) => readValue(rr, e, depth + 1), undefined as unknown);
-      out[k] = v;
+  while (r.pos < r.end) {
+    const t = r.u32();
+    if (t !== 10) {
+      r.skip(t & 7, md);
+      continue;
     }
-  });
+    // map<string, Value> entry { key = 1; value = 2 }
+    const o = r.enter();
+    let key = '';
+    let value: unknown;
+    while (r.pos < r.end) {
+      const et = r.u32();
+      if (et === 10) key = r.string();
+      else if (et === 18) {
+        const o2 = r.enter();
+        value = readValue(r, depth + 1, md + 1);
+        r.leave(o2);
+      } else r.skip(et & 7, md);
+    }
+    r.leave(o);
+    out[key] = value;
+  }
   return out;
 }
 
-interface HttpFields {
-  method?: string;
-  path?: string;
-  headers: Record<string, string>;
-  headerCount: number;
-  rawHeaders?: Record<string, string>;
-  body?: string;
-  rawBody?: Buffer;
-}
-
-function readHttp(r: Reader, end: number, h: HttpFields): void {
-  fields(r, end, (f, wt) => {
-    if (wt !== 2) return;
-    switch (f) {
-      case 2:
-        h.method = r.string();
+/** HttpRequest (md 3): method 2, headers 3, path 4, body 11, raw_body 12, header_map 13. */
+function readHttp(r: ProtoReader, d: CheckFields): void {
+  while (r.pos < r.end) {
+    const t = r.u32();
+    switch (t) {
+      case 18:
+        d.method = r.string();
         break;
-      case 3: {
+      case 26: {
         // map<string, string> entry { key = 1; value = 2 }, read inline: ~10 per request
-        const end = r.lengthEnd();
+        const o = r.enter();
         let key = '';
         let value = '';
-        while (r.pos < end) {
-          const tag = r.varint();
-          if (tag === 10) key = r.string();
-          else if (tag === 18) value = r.string();
-          else r.skip(tag & 7);
+        while (r.pos < r.end) {
+          const et = r.u32();
+          if (et === 10) key = r.string();
+          else if (et === 18) value = r.string();
+          else r.skip(et & 7, 3);
         }
-        if (r.pos !== end) throw new Error('field overruns its message');
-        h.headers[key.toLowerCase()] = value;
-        h.headerCount++;
+        r.leave(o);
+        d.headers[key.toLowerCase()] = value;
+        d.headerCount++;
         break;
       }
-      case 4:
-        h.path = r.string();
+      case 34:
+        d.path = r.string();
         break;
-      case 11:
-        h.body = r.string();
+      case 90:
+        d.body = r.string();
         break;
-      case 12:
-        h.rawBody = r.bytes();
+      case 98:
+        d.rawBody = r.bytes();
         break;
-      case 13: {
-        // HeaderMap { repeated HeaderValue headers = 1 }; HeaderValue { key = 1, value = 2, raw_value = 3 }
-        const mapEnd = r.lengthEnd();
-        const raw = h.rawHeaders ?? {};
-        h.rawHeaders = raw;
-        fields(r, mapEnd, (hf, hwt) => {
-          if (hf !== 1 || hwt !== 2) return;
-          const hvEnd = r.lengthEnd();
-          let key = '';
-          let value = '';
-          let rawValue: Buffer | undefined;
-          fields(r, hvEnd, (vf, vwt) => {
-            if (vwt !== 2) return;
-            if (vf === 1) key = r.string();
-            else if (vf === 2) value = r.string();
-            else if (vf === 3) rawValue = r.bytes();
-          });
-          raw[key.toLowerCase()] = value || (rawValue ? rawValue.toString('utf8') : '');
-        });
+      case 106: {
+        const o = r.enter();
+        readHeaderMap(r, d);
+        r.leave(o);
         break;
       }
+      default:
+        r.skip(t & 7, 3);
     }
-  });
+  }
+}
+
+/** HeaderMap (md 4) { repeated HeaderValue headers = 1 }; HeaderValue { key 1, value 2, raw_value 3 }. */
+function readHeaderMap(r: ProtoReader, d: CheckFields): void {
+  const raw = d.rawHeaders ?? {};
+  d.rawHeaders = raw;
+  while (r.pos < r.end) {
+    const t = r.u32();
+    if (t !== 10) {
+      r.skip(t & 7, 4);
+      continue;
+    }
+    const o = r.enter();
+    let key = '';
+    let value = '';
+    let rawValue: Buffer | undefined;
+    while (r.pos < r.end) {
+      const vt = r.u32();
+      if (vt === 10) key = r.string();
+      else if (vt === 18) value = r.string();
+      else if (vt === 26) rawValue = r.bytes();
+      else r.skip(vt & 7, 5);
+    }
+    r.leave(o);
+    raw[key.toLowerCase()] = value || (rawValue ? rawValue.toString('utf8') : '');
+  }
+}
+
+/** AttributeContext (md 1): source 1, request 4 (its http 2), metadata_context 11. */
+function readAttributes(r: ProtoReader, d: CheckFields): void {
+  while (r.pos < r.end) {
+    const t = r.u32();
+    if (t === 10) {
+      const o = r.enter();
+      const v = readSourceAddress(r, 2);
+      if (v) d.sourceAddress = v;
+      r.leave(o);
+    } else if (t === 34) {
+      // request (md 2) { time = 1; http = 2 }
+      const o = r.enter();
+      while (r.pos < r.end) {
+        const qt = r.u32();
+        if (qt === 18) {
+          const o2 = r.enter();
+          readHttp(r, d);
+          r.leave(o2);
+        } else r.skip(qt & 7, 2);
+      }
+      r.leave(o);
+    } else if (t === 90) {
+      const o = r.enter();
+      readMetadata(r, d);
+      r.leave(o);
+    } else r.skip(t & 7, 1);
+  }
+}
+
+/** Metadata (md 2) { filter_metadata = 1 (map<string, Struct>) }. */
+function readMetadata(r: ProtoReader, d: CheckFields): void {
+  while (r.pos < r.end) {
+    const t = r.u32();
+    if (t !== 10) {
+      r.skip(t & 7, 2);
+      continue;
+    }
+    const o = r.enter();
+    let ns = '';
+    let s: Record<string, unknown> | undefined;
+    while (r.pos < r.end) {
+      const et = r.u32();
+      if (et === 10) ns = r.string();
+      else if (et === 18) {
+        const o2 = r.enter();
+        s = readStruct(r, 0, 3);
+        r.leave(o2);
+      } else r.skip(et & 7, 2);
+    }
+    r.leave(o);
+    d.metadata ??= {};
+    d.metadata[ns] = s ?? {};
+  }
 }
 
 /**
- * CheckRequest bytes → CheckInput (same result as toCheckInput on the proto-loader object). Throws on
- * malformed protobuf; grpc-js answers such a call with an error status, as with any bad message.
+ * attributes.source's address, if present: Peer (md 2) → address 1 (Address, md 3) → socket_address 1
+ * (SocketAddress, md 4) → address 2; the last one on the wire.
  */
-export function decodeCheckInput(buf: Buffer): CheckInput {
-  const r = new Reader(buf, 0, buf.length);
-  const http: HttpFields = { headers: {}, headerCount: 0 };
-  let metadata: Record<string, unknown> | undefined;
-  let sourceAddress: string | undefined;
-  fields(r, buf.length, (f, wt) => {
-    if (f !== 1 || wt !== 2) return; // attributes
-    const aEnd = r.lengthEnd();
-    fields(r, aEnd, (af, awt) => {
-      if (awt !== 2) return;
-      if (af === 1) {
-        // source (Peer) { address = 1 (Address { socket_address = 1 (SocketAddress { address = 2 }) }) }
-        const v = readSourceAddress(r, r.lengthEnd());
-        if (v) sourceAddress = v;
-      } else if (af === 4) {
-        // request { time = 1; http = 2 }
-        const rqEnd = r.lengthEnd();
-        fields(r, rqEnd, (qf, qwt) => {
-          if (qf === 2 && qwt === 2) readHttp(r, r.lengthEnd(), http);
-        });
-      } else if (af === 11) {
-        // metadata_context { filter_metadata = 1 (map<string, Struct>) }
-        const mEnd = r.lengthEnd();
-        fields(r, mEnd, (mf, mwt) => {
-          if (mf !== 1 || mwt !== 2) return;
-          const [ns, s] = mapEntry(
-            r,
-            (rr, e) => readStruct(rr, e, 0),
-            {} as Record<string, unknown> | undefined,
-          );
-          metadata ??= {};
-          metadata[ns] = s ?? {};
-        });
-      }
-    });
-  });
-  const headers = http.headerCount > 0 ? http.headers : (http.rawHeaders ?? {});
-  const body =
-    http.rawBody && http.rawBody.length > 0
-      ? http.rawBody
-      : http.body !== undefined && http.body.length > 0
-        ? http.body
-        : undefined;
-  const input: CheckInput = {
-    method: http.method ?? headers[':method'] ?? '',
-    path: http.path ?? headers[':path'] ?? '',
-    headers,
-    body,
-    metadata,
-  };
-  if (sourceAddress) input.sourceAddress = sourceAddress;
-  return input;
+function readSourceAddress(r: ProtoReader, md: number): string | undefined {
+  let out: string | undefined;
+  while (r.pos < r.end) {
+    const t = r.u32();
+    if (md === 4 && t === 18) out = r.string();
+    else if (md < 4 && t === 10) {
+      const o = r.enter();
+      const v = readSourceAddress(r, md + 1);
+      r.leave(o);
+      if (v !== undefined) out = v;
+    } else r.skip(t & 7, md);
+  }
+  return out;
 }
 
-/** attributes.source.address.socket_address.address, if present. */
-function readSourceAddress(r: Reader, end: number): string | undefined {
-  let out: string | undefined;
-  const nested = (e: number, field: number, inner: (e2: number) => void) =>
-    fields(r, e, (f, wt) => {
-      if (f === field && wt === 2) inner(r.lengthEnd());
-    });
-  nested(end, 1, (addrEnd) =>
-    nested(addrEnd, 1, (sockEnd) =>
-      fields(r, sockEnd, (f, wt) => {
-        if (f === 2 && wt === 2) out = r.string();
-      }),
-    ),
-  );
-  return out;
+/**
+ * CheckRequest bytes → CheckInput (same result as toCheckInput on the proto-loader object). Throws
+ * ProtoDecodeError on malformed protobuf; grpc-js (and the direct path, server.ts) answer such a call
+ * with INTERNAL, as for any message that cannot be deserialized.
+ */
+export function decodeCheckInput(buf: Buffer): CheckInput {
+  const r = new ProtoReader(buf, 0, buf.length);
+  const d = new CheckFields();
+  while (r.pos < r.end) {
+    const t = r.u32();
+    if (t === 10) {
+      const o = r.enter();
+      readAttributes(r, d);
+      r.leave(o);
+    } else r.skip(t & 7, 0);
+  }
+  const headers = d.headerCount > 0 ? d.headers : (d.rawHeaders ?? {});
+  const body =
+    d.rawBody && d.rawBody.length > 0
+      ? d.rawBody
+      : d.body !== undefined && d.body.length > 0
+        ? d.body
+        : undefined;
+  const input: CheckInput = {
+    method: d.method ?? headers[':method'] ?? '',
+    path: d.path ?? headers[':path'] ?? '',
+    headers,
+    body,
+    metadata: d.metadata,
+  };
+  if (d.sourceAddress) input.sourceAddress = d.sourceAddress;
+  return input;
 }
 
 /**
