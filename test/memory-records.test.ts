@@ -1,6 +1,6 @@
 /**
  * store.memory_max_records: the in-memory store holds at most this many reservation records (calls
- * never settled — no ext_proc — would otherwise hold ~1.5 KB each for settle.reservation_ttl). Past
+ * never settled — no ext_proc — would otherwise hold ~0.5 KB each for settle.reservation_ttl). Past
  * it the oldest record goes: its reservation stands as charged, nothing is refunded.
  */
 import { describe, expect, it } from 'vitest';
@@ -54,7 +54,7 @@ describe('store.memory_max_records', () => {
     await s.close();
   });
 
-  it('records share their limit-key strings; past the name table bound they still name their keys', () => {
+  it('20,000 records each keep their own keys and ids', () => {
     const l = new MemoryLedger();
     const res = (id: string, key: string) => ({
       id,
@@ -73,7 +73,7 @@ describe('store.memory_max_records', () => {
       ],
       settled: false,
     });
-    const n = 20_000; // > the ledger's name table (16,384): it is cleared once on the way
+    const n = 20_000;
     for (let i = 0; i < n; i++) l.record(`v:${i}`, res(`id${i}`, `t:${i % 3 === 0 ? 'same' : i}`), 10_000, n);
     for (const i of [0, 1, 3, 16_383, 16_384, 16_385, n - 1]) {
       expect(l.reservation(`v:${i}`, 0)?.entries[0].key).toBe(`t:${i % 3 === 0 ? 'same' : i}`);

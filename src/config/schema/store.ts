@@ -14,8 +14,8 @@ import { bool, duration, int, mapping, oneOf, str } from './fields.js';
 export const DEFAULT_MEMORY_MAX_KEYS = 100_000;
 
 /**
- * Reservation records the in-memory store holds at once (store.memory_max_records): ~1.5 KB each, so
- * ~30 MB. A record lives until its call is settled (or settle.reservation_ttl): without ext_proc,
+ * Reservation records the in-memory store holds at once (store.memory_max_records): ~0.5 KB each (one
+ * string: src/store/memory-record.ts), so ~10 MB. A record lives until its call is settled (or settle.reservation_ttl): without ext_proc,
  * records are never settled and this bound is reached. Past it the oldest is dropped: its reservation
  * stands as charged (never an under-charge) and its concurrency slots free at their lease end.
  */
