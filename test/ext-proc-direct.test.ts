@@ -11,6 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { chat } from './helpers/envoy.js';
 import { extProcMessages, officialExtProc } from './helpers/ext-proc.js';
 import { chatJson } from './helpers/provider-bodies.js';
+import { grpcFrame, grpcMessages, type RawAnswer, rawGrpc } from './helpers/raw-grpc.js';
 import { type SettleApp, startSettleApp, waitFor } from './helpers/settle.js';
 
 const PROCESS = '/envoy.service.ext_proc.v3.ExternalProcessor/Process';
@@ -36,82 +37,37 @@ const root = officialExtProc();
 const Req = root.lookupType('envoy.service.ext_proc.v3.ProcessingRequest');
 const Res = root.lookupType('envoy.service.ext_proc.v3.ProcessingResponse');
 
-function frame(message: Buffer, flag = 0): Buffer {
-  const head = Buffer.alloc(5);
-  head[0] = flag;
-  head.writeUInt32BE(message.length, 1);
-  return Buffer.concat([head, message]);
-}
+const frame = grpcFrame;
 const framed = (messages: Record<string, unknown>[]) =>
   Buffer.concat(messages.map((m) => frame(Buffer.from(Req.encode(Req.fromObject(m)).finish()))));
 
-interface RawAnswer {
-  headers: http2.IncomingHttpHeaders;
-  status: number;
-  message?: string;
-  /** The answers, decoded with the official protos. */
-  answers: Record<string, any>[];
-}
+/** The answers of a Process call, decoded with the official protos. */
+type RawProcessAnswer = RawAnswer & { answers: Record<string, any>[] };
 
 /**
  * A Process call made by hand over HTTP/2: `writes` sent one by one (a turn of the event loop apart,
  * so each is its own DATA frame), then the half-close, or a reset (`reset`).
  */
-function rawProcess(
+async function rawProcess(
   port: number,
   writes: Buffer[],
   reset = false,
   extra: Record<string, string> = {},
-): Promise<RawAnswer> {
-  const session = http2.connect(`http://127.0.0.1:${port}`);
-  return new Promise<RawAnswer>((resolve, reject) => {
-    session.on('error', reject);
-    const s = session.request({
-      ':method': 'POST',
-      ':path': PROCESS,
-      'content-type': 'application/grpc',
-      te: 'trailers',
-      ...extra,
-    });
-    let headers: http2.IncomingHttpHeaders = {};
-    let trailers: http2.IncomingHttpHeaders | undefined;
-    const chunks: Buffer[] = [];
-    s.on('response', (h) => {
-      headers = h;
-    });
-    s.on('trailers', (t) => {
-      trailers = t;
-    });
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.on('error', () => {});
-    s.on('close', () => {
-      const last = trailers ?? headers;
-      const body = Buffer.concat(chunks);
-      const answers: Record<string, any>[] = [];
-      for (let at = 0; at + 5 <= body.length; at += 5 + body.readUInt32BE(at + 1))
-        answers.push(
-          Res.toObject(Res.decode(body.subarray(at + 5, at + 5 + body.readUInt32BE(at + 1))), {
-            oneofs: true,
-          }),
-        );
-      resolve({
-        headers,
-        status: Number(last['grpc-status']),
-        message: last['grpc-message'] as string,
-        answers,
-      });
-    });
+): Promise<RawProcessAnswer> {
+  const r = await rawGrpc(port, PROCESS, extra, (s) => {
     (async () => {
       for (const w of writes) {
         s.write(w);
-        await new Promise((r) => setTimeout(r, 2));
+        await new Promise((done) => setTimeout(done, 2));
       }
       if (reset) {
-        await new Promise((r) => setTimeout(r, 20));
+        await new Promise((done) => setTimeout(done, 20));
         s.close(http2.constants.NGHTTP2_CANCEL);
       } else s.end();
     })();
-  }).finally(() => session.close());
+  });
+  const answers = grpcMessages(r.body).map((m) => Res.toObject(Res.decode(m), { oneofs: true }));
+  return { ...r, answers };
 }
 
 const apps: SettleApp[] = [];

@@ -11,6 +11,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadGrpcPackages } from '../src/authz/grpc/protos.js';
 import { startTestApp, type TestApp, valkeyApps } from './helpers/app.js';
 import { buildCheckRequest, type CheckOptions, chat, EnvoyClient } from './helpers/envoy.js';
+import { grpcFrame, type RawAnswer, rawGrpc } from './helpers/raw-grpc.js';
 
 const CHECK = '/envoy.service.auth.v3.Authorization/Check';
 const CONFIG = (server = '') => `
@@ -25,62 +26,15 @@ const { AuthorizationClient, HealthClient } = loadGrpcPackages();
 const serializeCheck = (o: CheckOptions): Buffer =>
   AuthorizationClient.service.Check.requestSerialize(buildCheckRequest(o));
 
-/** One gRPC message frame: flag, big-endian length, bytes. */
-function frame(message: Buffer, compressed = 0): Buffer {
-  const head = Buffer.alloc(5);
-  head[0] = compressed;
-  head.writeUInt32BE(message.length, 1);
-  return Buffer.concat([head, message]);
-}
+const frame = grpcFrame;
 
-interface RawAnswer {
-  headers: http2.IncomingHttpHeaders;
-  trailers?: http2.IncomingHttpHeaders;
-  body: Buffer;
-  /** grpc-status from the trailers, or from the headers of a trailers-only answer. */
-  status: number;
-  message?: string;
-}
-
-/** A gRPC call made by hand over HTTP/2, so every header and byte of the answer can be read. */
+/** A Check made by hand over HTTP/2, so every header and byte of the answer can be read. */
 function rawCall(
   port: number,
   body: Buffer,
   o: { path?: string; headers?: Record<string, string> } = {},
 ): Promise<RawAnswer> {
-  const session = http2.connect(`http://127.0.0.1:${port}`);
-  return new Promise<RawAnswer>((resolve, reject) => {
-    session.on('error', reject);
-    const s = session.request({
-      ':method': 'POST',
-      ':path': o.path ?? CHECK,
-      'content-type': 'application/grpc',
-      te: 'trailers',
-      ...o.headers,
-    });
-    let headers: http2.IncomingHttpHeaders = {};
-    let trailers: http2.IncomingHttpHeaders | undefined;
-    const chunks: Buffer[] = [];
-    s.on('response', (h) => {
-      headers = h;
-    });
-    s.on('trailers', (t) => {
-      trailers = t;
-    });
-    s.on('data', (c: Buffer) => chunks.push(c));
-    s.on('error', reject);
-    s.on('close', () => {
-      const last = trailers ?? headers;
-      resolve({
-        headers,
-        trailers,
-        body: Buffer.concat(chunks),
-        status: Number(last['grpc-status']),
-        message: last['grpc-message'] as string | undefined,
-      });
-    });
-    s.end(body);
-  }).finally(() => session.close());
+  return rawGrpc(port, o.path ?? CHECK, o.headers ?? {}, (s) => s.end(body));
 }
 
 const apps: TestApp[] = [];
