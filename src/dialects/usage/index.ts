@@ -170,8 +170,8 @@ class Extractor implements UsageExtractor {
     }
     const usage = this.probe.mayCarryUsage(b, start, end);
     const n = end - start;
-    if (!this.pending.fits(n)) this.flush();
-    if (!this.pending.fits(n) || (usage && this.pending.size === 0)) {
+    if (!this.pending.fits(n, event)) this.flush();
+    if (!this.pending.fits(n, event) || (usage && this.pending.size === 0)) {
       // Nothing waits before it (or it is too large to wait): all of it now.
       this.apply(event, b.toString('utf8', start, end), true, true);
     } else {

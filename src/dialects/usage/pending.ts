@@ -145,14 +145,17 @@ export function isDone(data: Buffer, start: number, end: number): boolean {
 export const PENDING_ENTRY_BYTES = 32;
 
 /**
- * Events waiting for their text to be collected: their data bytes in one buffer; the bytes and the
- * bookkeeping (PENDING_ENTRY_BYTES each) at most maxBytes.
+ * Events waiting for their text to be collected: their data bytes in one buffer; the bytes, the
+ * bookkeeping (PENDING_ENTRY_BYTES each) and the event names (2 bytes per UTF-16 unit; a name equal to
+ * the previous event's is kept once, as providers repeat a few short names) at most maxBytes.
  */
 export class PendingEvents {
   private arena = Buffer.alloc(0);
   private used = 0;
   private readonly ends: number[] = [];
   private readonly names: (string | undefined)[] = [];
+  /** What the names held cost (nameCost): part of the bound. */
+  private nameBytes = 0;
   /** Whether the event's usage was already taken (only its text is left). */
   private readonly usageTaken: boolean[] = [];
 
@@ -162,9 +165,16 @@ export class PendingEvents {
     return this.ends.length;
   }
 
-  /** Whether an event of `n` data bytes fits. */
-  fits(n: number): boolean {
-    return this.used + n + (this.ends.length + 1) * PENDING_ENTRY_BYTES <= this.maxBytes;
+  /** Whether an event of `n` data bytes named `event` fits. */
+  fits(n: number, event: string | undefined): boolean {
+    const held = this.used + this.nameBytes + this.nameCost(event);
+    return held + n + (this.ends.length + 1) * PENDING_ENTRY_BYTES <= this.maxBytes;
+  }
+
+  /** The bytes `event` adds to the names held: none when it repeats the previous event's name. */
+  private nameCost(event: string | undefined): number {
+    if (event === undefined || event === this.names[this.names.length - 1]) return 0;
+    return 2 * event.length;
   }
 
   /** Keeps a copy of data[start, end) (the caller checked that it fits). */
@@ -180,7 +190,9 @@ export class PendingEvents {
     this.arena.set(data.subarray(start, end), this.used); // (cheaper than Buffer#copy for small ranges)
     this.used = need;
     this.ends.push(need);
-    this.names.push(event);
+    this.nameBytes += this.nameCost(event);
+    // a repeated name is held once (the previous entry's string), so it costs nothing more
+    this.names.push(event === this.names[this.names.length - 1] ? this.names[this.names.length - 1] : event);
     this.usageTaken.push(usageTaken);
   }
 
@@ -195,6 +207,7 @@ export class PendingEvents {
       }
     } finally {
       this.used = 0;
+      this.nameBytes = 0;
       this.ends.length = 0;
       this.names.length = 0;
       this.usageTaken.length = 0;
