@@ -5,6 +5,8 @@
  * and the content-encoding, its scan must equal the reference's: every event parsed, in order
  * (helpers/usage-reference.ts).
  */
+import v8 from 'node:v8';
+import vm from 'node:vm';
 import * as zlib from 'node:zlib';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
@@ -304,6 +306,41 @@ describe('what is parsed when', () => {
     // Each chunk is ~150 bytes: at most ~7 wait at a time.
     expect(parse.mock.calls.length).toBeGreaterThanOrEqual(deltas.length + 2 - 1000 / 100);
     expect(x.end().text.text).toBe(deltas.join(''));
+  });
+
+  it('event names count against the bound: long distinct names do not wait, a repeated one is held once', () => {
+    const parse = vi.spyOn(JSON, 'parse');
+    const x = createUsageExtractor('openai.chat', 'text/event-stream', { tailBytes: 4096 });
+    const data = (i: number) => `data: {"choices":[{"delta":{"content":"${i} "}}]}\n\n`;
+    // 40 events, each named by a distinct 3,000-character name (6,000 bytes held as UTF-16): none
+    // fits the 4,096-byte bound, so each is parsed as it comes instead of waiting with its name.
+    for (let i = 0; i < 40; i++)
+      x.push(Buffer.from(`event: ${String(i).padStart(3, '0')}${'n'.repeat(3000)}\n${data(i)}`));
+    expect(parse.mock.calls.length).toBeGreaterThanOrEqual(40);
+    expect(x.end().text.text).toBe(Array.from({ length: 40 }, (_, i) => `${i} `).join(''));
+    parse.mockClear();
+    // The same 1,000-character name on every event costs its bytes once: they wait as usual.
+    const y = createUsageExtractor('openai.chat', 'text/event-stream', { tailBytes: 4096 });
+    const name = 'm'.repeat(1000);
+    for (let i = 0; i < 10; i++) y.push(Buffer.from(`event: ${name}\n${data(i)}`));
+    expect(parse).not.toHaveBeenCalled();
+    expect(y.end().text.text).toBe(Array.from({ length: 10 }, (_, i) => `${i} `).join(''));
+  });
+
+  it('a line that spans many tiny chunks is held in one buffer, not one object per chunk', () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const x = createUsageExtractor('openai.chat', 'text/event-stream');
+    const line = Buffer.from(`data: ${'"'.repeat(300_000)}`);
+    gc();
+    const before = process.memoryUsage();
+    for (let i = 0; i < line.length; i++) x.push(line.subarray(i, i + 1));
+    gc();
+    const after = process.memoryUsage();
+    const held = after.heapUsed + after.arrayBuffers - before.heapUsed - before.arrayBuffers;
+    // ~300 KB of line (at most twice that while the buffer doubles); a Buffer per byte was ~30 MB.
+    expect(held).toBeLessThan(4 * 2 ** 20);
+    expect(x.end().understood).toBe(false);
   });
 
   it('probing the events of one large chunk is linear: byte searches do not rescan the chunk', () => {

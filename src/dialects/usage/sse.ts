@@ -51,8 +51,11 @@ function fieldIs(b: Buffer, s: number, e: number, name: string): boolean {
 }
 
 export class RawSseParser {
-  /** The current line's bytes seen so far, when it spans chunks (copies). */
-  private buf: Buffer[] = [];
+  /**
+   * The current line's bytes seen so far, when it spans chunks: buf[0, bufLen), a copy grown by
+   * doubling (one buffer however small the chunks, at most twice the bytes held).
+   */
+  private buf: Buffer | undefined;
   private bufLen = 0;
   /** The current line overflowed: bytes are dropped from the front of buf as they come. */
   private lineDropped = 0;
@@ -110,27 +113,33 @@ export class RawSseParser {
   private append(b: Buffer): void {
     if (b.length === 0) return;
     // Copy: the caller may reuse its chunk buffer.
-    this.buf.push(Buffer.from(b));
-    this.bufLen += b.length;
+    const need = this.bufLen + b.length;
+    if (this.buf === undefined || need > this.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, 2 * (this.buf?.length ?? 0), 256));
+      this.buf?.copy(grown, 0, 0, this.bufLen);
+      this.buf = grown;
+    }
+    b.copy(this.buf, this.bufLen);
+    this.bufLen = need;
     if (this.bufLen > this.maxLineBytes) {
       // Keep only the tail.
-      const all = Buffer.concat(this.buf, this.bufLen);
-      const keep = all.subarray(all.length - this.tailBytes);
-      this.lineDropped += all.length - keep.length;
-      this.buf = [Buffer.from(keep)];
-      this.bufLen = keep.length;
+      const from = Math.max(0, this.bufLen - this.tailBytes);
+      this.lineDropped += from;
+      this.buf = Buffer.from(this.buf.subarray(from, this.bufLen));
+      this.bufLen = this.buf.length;
     }
   }
 
   /** The buffered line is complete. */
   private finishLine(): void {
-    let line = this.buf.length === 1 ? this.buf[0] : Buffer.concat(this.buf, this.bufLen);
+    // The line takes the buffer (its data may be kept until the event ends); the next line gets a new one.
+    let line = this.buf === undefined ? Buffer.alloc(0) : this.buf.subarray(0, this.bufLen);
     let dropped = this.lineDropped;
     if (dropped > 0 && line.length > this.tailBytes) {
       dropped += line.length - this.tailBytes;
       line = line.subarray(line.length - this.tailBytes);
     }
-    this.buf = [];
+    this.buf = undefined;
     this.bufLen = 0;
     this.lineDropped = 0;
     this.line(line, 0, line.length, dropped, false);
