@@ -343,6 +343,29 @@ describe('what is parsed when', () => {
     expect(x.end().understood).toBe(false);
   });
 
+  it('a JSON answer in tiny chunks is held in one buffer too, and read whole', () => {
+    v8.setFlagsFromString('--expose-gc');
+    const gc = vm.runInNewContext('gc') as () => void;
+    const x = createUsageExtractor('openai.chat');
+    const content = 'word '.repeat(60_000);
+    const body = Buffer.from(
+      JSON.stringify({
+        choices: [{ message: { role: 'assistant', content } }],
+        usage: { prompt_tokens: 7, completion_tokens: 123, total_tokens: 130 },
+      }),
+    );
+    gc();
+    const before = process.memoryUsage();
+    for (let i = 0; i < body.length; i++) x.push(body.subarray(i, i + 1));
+    gc();
+    const after = process.memoryUsage();
+    expect(after.heapUsed + after.arrayBuffers - before.heapUsed - before.arrayBuffers).toBeLessThan(
+      4 * 2 ** 20,
+    );
+    const scan = x.end();
+    expect([scan.prompt?.prompt, scan.output?.output, scan.bytes]).toEqual([7, 123, body.length]);
+  });
+
   it('probing the events of one large chunk is linear: byte searches do not rescan the chunk', () => {
     // Events with no backslash and no `g` (the byte the usage-key search runs on): a search bounded
     // only by the chunk's end would run to its end for every event.

@@ -11,7 +11,8 @@
 export const DEFAULT_MAX_JSON_BYTES = 4 << 20;
 
 export class BoundedBuffer {
-  private parts: Buffer[] = [];
+  /** The bytes kept: buf[0, len), one copy grown by doubling (however small the chunks). */
+  private buf: Buffer | undefined;
   private len = 0;
   total = 0;
   overflow = false;
@@ -23,8 +24,14 @@ export class BoundedBuffer {
 
   push(chunk: Uint8Array): void {
     if (chunk.byteLength === 0) return;
-    this.parts.push(Buffer.from(chunk)); // copy: the caller may reuse its buffer
-    this.len += chunk.byteLength;
+    const need = this.len + chunk.byteLength;
+    if (this.buf === undefined || need > this.buf.length) {
+      const grown = Buffer.allocUnsafe(Math.max(need, 2 * (this.buf?.length ?? 0), 1024));
+      this.buf?.copy(grown, 0, 0, this.len);
+      this.buf = grown;
+    }
+    this.buf.set(chunk, this.len); // copy: the caller may reuse its buffer
+    this.len = need;
     this.total += chunk.byteLength;
     if (!this.overflow) {
       if (this.len > this.maxBytes) {
@@ -38,16 +45,15 @@ export class BoundedBuffer {
   }
 
   private compact(): void {
-    const all = Buffer.concat(this.parts, this.len);
-    const tail = Buffer.from(all.subarray(Math.max(0, all.length - this.tailBytes)));
-    this.parts = [tail];
-    this.len = tail.length;
+    const from = Math.max(0, this.len - this.tailBytes);
+    this.buf = Buffer.from(this.buf!.subarray(from, this.len));
+    this.len = this.buf.length;
   }
 
   /** The whole body (when !overflow) or its tail (when overflow), as UTF-8 text. */
   text(): string {
     if (this.overflow && this.len > this.tailBytes) this.compact();
-    return Buffer.concat(this.parts, this.len).toString('utf8');
+    return this.buf === undefined ? '' : this.buf.toString('utf8', 0, this.len);
   }
 }
 
