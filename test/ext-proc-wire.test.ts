@@ -15,6 +15,7 @@ import {
 } from '../src/authz/grpc/ext-proc-wire.js';
 import { continueResponse } from '../src/settle/messages.js';
 import { officialExtProc } from './helpers/ext-proc.js';
+import { structArbitraries } from './helpers/struct-arbitrary.js';
 
 const Process = (loadExtProcPackages().externalProcessor as any).Process;
 const viaProtoLoader = (b: Buffer): unknown => Process.requestDeserialize(b);
@@ -46,19 +47,7 @@ const text = fc.oneof(
 );
 const bytes = fc.uint8Array({ maxLength: 40 }).map((u) => Buffer.from(u));
 
-const { struct } = fc.letrec((tie) => ({
-  value: fc.oneof(
-    { depthSize: 'small', withCrossShrink: true },
-    fc.record({ stringValue: text }),
-    fc.record({ numberValue: fc.double() }),
-    fc.record({ boolValue: fc.boolean() }),
-    fc.constant({ nullValue: 'NULL_VALUE' }),
-    fc.constant({}),
-    fc.record({ structValue: tie('struct') }),
-    fc.record({ listValue: fc.record({ values: fc.array(tie('value'), { maxLength: 3 }) }) }),
-  ),
-  struct: fc.record({ fields: fc.dictionary(text, tie('value'), { maxKeys: 3 }) }),
-}));
+const { struct } = structArbitraries(text);
 
 const headerValue = fc.record(
   { key: text, value: text, raw_value: bytes },

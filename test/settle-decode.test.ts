@@ -4,6 +4,7 @@
 import * as zlib from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { BodyDecoder, decodeBody, parseContentEncoding } from '../src/settle/decode.js';
+import { splitAt } from './helpers/usage-harness.js';
 
 const TEXT = Buffer.from(
   `data: {"choices":[{"delta":{"content":"héllo 😀 日本語"}}]}\n\n`.repeat(200),
@@ -19,15 +20,7 @@ const ENCODED: Array<[string, Buffer]> = [
   ['GZIP', zlib.gzipSync(TEXT)],
 ];
 
-function split(b: Buffer, at: number[]): Buffer[] {
-  const out: Buffer[] = [];
-  let prev = 0;
-  for (const a of [...at, b.length]) {
-    out.push(b.subarray(prev, a));
-    prev = a;
-  }
-  return out;
-}
+const split = splitAt;
 
 describe('parseContentEncoding', () => {
   it('names the supported codings and rejects the rest', () => {

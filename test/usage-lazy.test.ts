@@ -17,6 +17,7 @@ import {
 } from '../src/dialects/usage/index.js';
 import { BodyDecoder } from '../src/settle/decode.js';
 import { anthropicSse, chatSse, geminiSse, responsesSse } from './helpers/provider-bodies.js';
+import { splitAt } from './helpers/usage-harness.js';
 import { referenceSseScan } from './helpers/usage-reference.js';
 
 /** mulberry32: a small seeded PRNG (uniform enough for every modulus). */
@@ -174,15 +175,7 @@ function cuts(rnd: Rnd, b: Buffer): number[] {
   return at.sort((x, y) => x - y);
 }
 
-function pieces(b: Buffer, at: number[]): Buffer[] {
-  const out: Buffer[] = [];
-  let prev = 0;
-  for (const c of [...at, b.length]) {
-    out.push(b.subarray(prev, c));
-    prev = c;
-  }
-  return out;
-}
+const pieces = splitAt;
 
 /** The scan as plain data; `understoodFirst` reads the lazily worked-out fields in the other order. */
 function plain(scan: UsageScan, understoodFirst: boolean): UsageScan {

@@ -10,6 +10,7 @@ import { loadGrpcPackages } from '../src/authz/grpc/protos.js';
 import { toCheckInput, toCheckResponse } from '../src/authz/grpc/translate.js';
 import { decodeCheckInput, encodeCheckResponse, ProtoDecodeError } from '../src/authz/grpc/wire.js';
 import type { Decision } from '../src/decision/types.js';
+import { structArbitraries } from './helpers/struct-arbitrary.js';
 
 const { AuthorizationClient } = loadGrpcPackages();
 const check = (AuthorizationClient.service as any).Check;
@@ -26,19 +27,7 @@ const text = fc.oneof(
 
 // google.protobuf.Value in protobufjs' bundled (camelCase) object form, nested up to depth 40 so
 // the depth cut (32) is exercised.
-const { value } = fc.letrec((tie) => ({
-  value: fc.oneof(
-    { depthSize: 'small', withCrossShrink: true },
-    fc.record({ stringValue: text }),
-    fc.record({ numberValue: fc.double({ noNaN: true }) }),
-    fc.record({ boolValue: fc.boolean() }),
-    fc.constant({ nullValue: 'NULL_VALUE' }),
-    fc.constant({}),
-    fc.record({ structValue: tie('struct') }),
-    fc.record({ listValue: fc.record({ values: fc.array(tie('value'), { maxLength: 3 }) }) }),
-  ),
-  struct: fc.record({ fields: fc.dictionary(text, tie('value'), { maxKeys: 3 }) }),
-}));
+const { value } = structArbitraries(text, { noNaN: true });
 
 function deep(n: number): unknown {
   let v: unknown = { stringValue: 'bottom' };

@@ -108,3 +108,14 @@ export function sse(events: Array<[string | undefined, unknown]>, eol = '\n'): s
 
 /** Token count stub for resolveUsage: one token per UTF-16 code unit (deterministic). */
 export const countChars = (t: string): number => t.length;
+
+/** `b` cut at the offsets `at` (ascending): the pieces, in order. */
+export function splitAt(b: Buffer, at: number[]): Buffer[] {
+  const out: Buffer[] = [];
+  let prev = 0;
+  for (const c of [...at, b.length]) {
+    out.push(b.subarray(prev, c));
+    prev = c;
+  }
+  return out;
+}
